@@ -1,0 +1,1 @@
+"""Delivery adapters: the contract, the registry and the built-in adapters."""

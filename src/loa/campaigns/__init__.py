@@ -1,0 +1,1 @@
+"""Campaigns: plans, audiences, templates, routing and the planner."""

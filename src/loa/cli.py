@@ -1,0 +1,149 @@
+"""The `loa` command."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import uvloop
+
+from loa import __version__
+from loa.errors import LoaError
+from loa.log import setup_logging
+from loa.settings import Settings
+
+app = typer.Typer(
+    name="loa",
+    help="loa: mass notifications through sharded queues, async workers and delivery adapters.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="Settings file (TOML). Default: $LOA_CONFIG."),
+]
+RedisOption = Annotated[
+    str | None,
+    typer.Option("--redis", help="Redis URL. Default: $LOA_REDIS_URL, else the embedded server."),
+]
+DataDirOption = Annotated[
+    Path | None, typer.Option("--data-dir", help="Data directory. Default: $LOA_DATA_DIR.")
+]
+
+
+def load_settings(
+    config: Path | None, redis: str | None, data_dir: Path | None = None, **extra: Any
+) -> Settings:
+    """Settings from the file and environment, with command-line options on top."""
+    overrides: dict[str, Any] = dict(extra)
+    if redis:
+        overrides["redis_url"] = redis
+    if data_dir:
+        overrides["data_dir"] = str(data_dir)
+    return Settings.load(config, overrides=overrides)
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+    log_level: Annotated[
+        str | None, typer.Option("--log-level", help="debug, info, warning ($LOA_LOG_LEVEL)")
+    ] = None,
+) -> None:
+    if version:
+        typer.echo(f"loa {__version__}")
+        raise typer.Exit()
+    if log_level:
+        os.environ["LOA_LOG_LEVEL"] = log_level  # worker processes read it too
+    setup_logging()
+
+
+@app.command()
+def worker(
+    config: ConfigOption = None,
+    redis: RedisOption = None,
+    data_dir: DataDirOption = None,
+    processes: Annotated[
+        int | None, typer.Option("--processes", "-p", help="Worker processes (default: cores).")
+    ] = None,
+    routes: Annotated[
+        str | None, typer.Option("--routes", help="Comma-separated routes (default: all).")
+    ] = None,
+) -> None:
+    """Run worker processes until SIGTERM or SIGINT, then drain and exit."""
+    from loa.engine import supervisor
+
+    settings = load_settings(config, redis, data_dir)
+    names = [r.strip() for r in routes.split(",") if r.strip()] if routes else None
+    if not settings.routes:
+        raise LoaError("no routes configured: add [routes.NAME] tables to the settings file")
+    raise typer.Exit(supervisor.run(settings, processes, names))
+
+
+@app.command()
+def demo(
+    messages: Annotated[
+        int, typer.Option("--messages", "-n", min=1, help="Messages to send.")
+    ] = 100_000,
+    processes: Annotated[int | None, typer.Option("--processes", "-p", min=1)] = None,
+    redis: RedisOption = None,
+    data_dir: DataDirOption = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Send a synthetic campaign over simulated routes with live progress, then a summary."""
+    from loa.demo import run_demo
+
+    settings = load_settings(None, redis, data_dir)
+    raise typer.Exit(run_demo(settings, messages, processes, json_output))
+
+
+@app.command()
+def status(
+    config: ConfigOption = None,
+    redis: RedisOption = None,
+    data_dir: DataDirOption = None,
+    json_output: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Show each route's backlog and counters."""
+    from loa.status import print_status
+
+    settings = load_settings(config, redis, data_dir)
+    uvloop.run(print_status(settings, json_output))
+
+
+@app.command("redis")
+def redis_server(data_dir: DataDirOption = None) -> None:
+    """Run the embedded Redis server in the foreground and print its URL."""
+    import signal
+    import threading
+
+    from loa.engine.embedded import EmbeddedRedis
+
+    settings = load_settings(None, None, data_dir)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    with EmbeddedRedis(settings.data_dir / "redis") as server:
+        typer.echo(server.url)
+        while not stop.wait(0.5):
+            server.check()
+
+
+def main() -> None:
+    """Console entry point: loa's own errors print as one clear line and exit 2."""
+    try:
+        app()
+    except LoaError as exc:
+        typer.secho(f"loa: {exc}", err=True, fg=typer.colors.RED)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

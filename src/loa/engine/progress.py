@@ -1,0 +1,44 @@
+"""How far a batch got: outcomes so far, what goes again, what gave up. Survives a crash."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import msgpack
+
+from loa.errors import EnvelopeError
+
+
+@dataclass(slots=True)
+class Progress:
+    """The state of one batch being sent; checkpointed to Redis after each chunk."""
+
+    done: int = 0  # messages [0, done) have a result for this attempt
+    counts: Counter[str] = field(default_factory=Counter)
+    retry: list[tuple[int, float]] = field(default_factory=list)  # (index, delay in s)
+    throttled: list[int] = field(default_factory=list)  # indexes to send again, same attempt
+    dead: list[tuple[int, str]] = field(default_factory=list)  # (index, reason)
+    requeue: list[int] = field(default_factory=list)  # indexes put back unsent (drain)
+
+    def pack(self) -> bytes:
+        """Encode for the progress hash."""
+        return msgpack.packb(  # type: ignore[no-any-return]
+            [self.done, dict(self.counts), self.retry, self.throttled, self.dead, self.requeue]
+        )
+
+    @classmethod
+    def unpack(cls, data: bytes) -> Progress:
+        """Decode a checkpoint written by `pack`."""
+        try:
+            done, counts, retry, throttled, dead, requeue = msgpack.unpackb(data)
+            return cls(
+                done=int(done),
+                counts=Counter({str(k): int(v) for k, v in counts.items()}),
+                retry=[(int(i), float(d)) for i, d in retry],
+                throttled=[int(i) for i in throttled],
+                dead=[(int(i), str(r)) for i, r in dead],
+                requeue=[int(i) for i in requeue],
+            )
+        except (ValueError, TypeError, AttributeError, msgpack.ExtraData) as exc:
+            raise EnvelopeError(f"progress checkpoint is malformed: {exc}") from exc

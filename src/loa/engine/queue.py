@@ -1,0 +1,254 @@
+"""Sharded batch queues on Redis streams: put, take by priority, claim, checkpoint, settle."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import msgpack
+from redis.exceptions import ResponseError
+
+from loa.engine.connection import RedisClient
+from loa.engine.envelope import Batch, now_ms, pack, unpack
+from loa.engine.keys import LANES, ShardKeys
+from loa.engine.progress import Progress
+from loa.errors import EnvelopeError
+from loa.message import Lane
+
+log = logging.getLogger(__name__)
+
+ScriptArg = str | int | float | bytes
+
+GROUP = "workers"
+FIELD = b"b"
+PROMOTE_PER_TAKE = 16
+
+
+def load_script(name: str) -> str:
+    """The text of a Lua script shipped beside this package."""
+    return resources.files("loa.engine").joinpath("lua", name).read_text()
+
+
+@dataclass(slots=True)
+class Taken:
+    """A batch this consumer now owns, with where it lives and how far it already got."""
+
+    keys: ShardKeys
+    lane: Lane
+    entry_id: str
+    batch: Batch
+    reclaimed: bool = False
+    progress: Progress | None = None
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    """One message that gave up, with the reason."""
+
+    entry_id: str
+    route: str
+    lane: str
+    campaign: str
+    batch: str
+    attempt: int
+    message: list[Any]
+    reason: str
+    at_ms: int
+
+
+class Queues:
+    """All queue operations; one instance per process, shared by its route runners."""
+
+    def __init__(self, redis: RedisClient, namespace: str) -> None:
+        self.redis = redis
+        self.namespace = namespace
+        self._take = redis.register_script(load_script("take.lua"))
+        self._checkpoint = redis.register_script(load_script("checkpoint.lua"))
+        self._settle = redis.register_script(load_script("settle.lua"))
+
+    async def prepare(self, shards: Iterable[ShardKeys]) -> None:
+        """Create each lane stream and its consumer group if missing."""
+        for keys in shards:
+            for stream in keys.streams():
+                try:
+                    await self.redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
+                except ResponseError as exc:
+                    if "BUSYGROUP" not in str(exc):
+                        raise
+
+    async def put(self, keys: ShardKeys, batch: Batch) -> str:
+        """Append a batch to its lane's stream; returns the entry id."""
+        entry_id = await self.redis.xadd(keys.stream(batch.lane), {FIELD: pack(batch)})
+        return _text(entry_id)
+
+    async def put_many(self, items: Sequence[tuple[ShardKeys, Batch]]) -> None:
+        """Append many batches in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for keys, batch in items:
+            pipe.xadd(keys.stream(batch.lane), {FIELD: pack(batch)})
+        await pipe.execute()
+
+    async def take(self, keys: ShardKeys, consumer: str) -> Taken | None:
+        """The next batch of this shard, highest lane first, or None when all lanes are empty."""
+        args: list[ScriptArg] = [GROUP, consumer, 1, now_ms(), PROMOTE_PER_TAKE]
+        try:
+            got = await self._take(keys=[*keys.streams(), *keys.delayed_sets()], args=args)
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # the streams were deleted under us (a flushed or replaced server): make them again
+            log.warning("queue streams were missing; recreated them", extra={"route": keys.route})
+            await self.prepare([keys])
+            return None
+        if not got:
+            return None
+        lane = LANES[int(got[0])]
+        for entry_id, fields in got[1]:
+            return await self._decode(keys, lane, _text(entry_id), fields, reclaimed=False)
+        return None
+
+    async def claim(
+        self, keys: ShardKeys, consumer: str, min_idle_ms: int, count: int = 8
+    ) -> list[Taken]:
+        """Batches that another consumer took and left idle (it died): now ours, with progress."""
+        claimed: list[Taken] = []
+        for lane in LANES:
+            stream = keys.stream(lane)
+            reply = await self.redis.xautoclaim(stream, GROUP, consumer, min_idle_ms, count=count)
+            for entry_id, fields in reply[1]:
+                taken = await self._decode(keys, lane, _text(entry_id), fields, reclaimed=True)
+                if taken is not None:
+                    claimed.append(taken)
+        return claimed
+
+    async def checkpoint(self, taken: Taken, consumer: str, progress: Progress) -> bool:
+        """Save progress and refresh ownership; False when the batch is no longer ours."""
+        keys = [taken.keys.stream(taken.lane), taken.keys.progress]
+        args: list[ScriptArg] = [GROUP, consumer, taken.entry_id, progress.pack()]
+        return bool(await self._checkpoint(keys=keys, args=args))
+
+    async def settle(
+        self,
+        taken: Taken,
+        counts: Mapping[str, int],
+        requeue: Sequence[tuple[int, Batch]] = (),
+        dead: Sequence[bytes] = (),
+    ) -> bool:
+        """Count, re-queue (due ms, 0 = now), dead-letter, ack: atomically. False if done."""
+        keys = taken.keys
+        args: list[ScriptArg] = [GROUP, taken.entry_id, len(counts)]
+        for name, amount in counts.items():
+            args += [f"{taken.lane.label}:{name}", amount]
+        args.append(len(requeue))
+        for due_ms, batch in requeue:
+            args += [due_ms, pack(batch)]
+        args.extend(dead)
+        redis_keys = [
+            keys.stream(taken.lane),
+            keys.delayed(taken.lane),
+            keys.dead,
+            keys.stats,
+            keys.progress,
+        ]
+        return bool(await self._settle(keys=redis_keys, args=args))
+
+    async def stats(self, shards: Iterable[ShardKeys]) -> dict[str, int]:
+        """Counters of every shard summed, keyed `lane:outcome`."""
+        pipe = self.redis.pipeline(transaction=False)
+        for keys in shards:
+            pipe.hgetall(keys.stats)
+        total: dict[str, int] = {}
+        for counters in await pipe.execute():
+            for name, value in counters.items():
+                key = _text(name)
+                total[key] = total.get(key, 0) + int(value)
+        return total
+
+    async def backlog(self, shards: Iterable[ShardKeys]) -> dict[str, int]:
+        """Batches waiting per lane (stream entries plus retries), and those in flight."""
+        shard_list = list(shards)
+        pipe = self.redis.pipeline(transaction=False)
+        for keys in shard_list:
+            for lane in LANES:
+                pipe.xlen(keys.stream(lane))
+                pipe.zcard(keys.delayed(lane))
+                pipe.xpending(keys.stream(lane), GROUP)
+        replies = iter(await pipe.execute())
+        backlog = {lane.label: 0 for lane in LANES}
+        backlog["pending"] = 0
+        backlog["delayed"] = 0
+        for _keys in shard_list:
+            for lane in LANES:
+                length, delayed, pending = next(replies), next(replies), next(replies)
+                backlog[lane.label] += int(length) + int(delayed)
+                backlog["delayed"] += int(delayed)
+                backlog["pending"] += int(pending["pending"])
+        return backlog
+
+    async def dead_letters(self, keys: ShardKeys, count: int = 100) -> list[DeadLetter]:
+        """The oldest dead letters of one shard."""
+        letters = []
+        for entry_id, fields in await self.redis.xrange(keys.dead, count=count) or []:
+            raw = msgpack.unpackb(fields[b"m"])  # type: ignore[index]
+            letters.append(DeadLetter(entry_id=_text(entry_id or b""), **raw))
+        return letters
+
+    async def _decode(
+        self,
+        keys: ShardKeys,
+        lane: Lane,
+        entry_id: str,
+        fields: Mapping[bytes, bytes] | list[bytes] | None,
+        *,
+        reclaimed: bool,
+    ) -> Taken | None:
+        if isinstance(fields, list):  # a script's reply is a flat list: field, value, ...
+            fields = dict(zip(fields[::2], fields[1::2], strict=True))
+        raw = fields.get(FIELD, b"") if fields else b""
+        try:
+            batch = unpack(raw)
+        except EnvelopeError as exc:
+            await self._quarantine(keys, lane, entry_id, raw, str(exc))
+            return None
+        progress = None
+        if reclaimed:
+            saved = await self.redis.hget(keys.progress, entry_id)
+            if saved is not None:
+                progress = Progress.unpack(saved if isinstance(saved, bytes) else saved.encode())
+        return Taken(keys, lane, entry_id, batch, reclaimed=reclaimed, progress=progress)
+
+    async def _quarantine(
+        self, keys: ShardKeys, lane: Lane, entry_id: str, raw: bytes, reason: str
+    ) -> None:
+        """A queue entry nobody can read goes to dead letters whole, so the queue moves on."""
+        log.error(
+            "unreadable queue entry moved to dead letters",
+            extra={"route": keys.route, "entry": entry_id, "reason": reason},
+        )
+        letter = dead_letter(keys.route, lane, None, raw, f"unreadable entry: {reason}")
+        taken = Taken(keys, lane, entry_id, Batch(route=keys.route, lane=lane, messages=[]))
+        await self.settle(taken, {"unreadable": 1}, dead=[letter])
+
+
+def dead_letter(route: str, lane: Lane, batch: Batch | None, message: Any, reason: str) -> bytes:
+    """Encode one dead letter: the message as it was queued, where it came from, and why."""
+    return msgpack.packb(  # type: ignore[no-any-return]
+        {
+            "route": route,
+            "lane": lane.label,
+            "campaign": batch.campaign if batch else "",
+            "batch": batch.id if batch else "",
+            "attempt": batch.attempt if batch else 0,
+            "message": message,
+            "reason": reason,
+            "at_ms": now_ms(),
+        },
+        use_bin_type=True,
+    )
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,234 @@
+"""One route inside one worker process: N senders looping over batches, and a claimer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+
+from loa.adapters.base import Adapter
+from loa.engine.backoff import retry_delay, throttle_delay
+from loa.engine.envelope import Batch, message_row, now_ms
+from loa.engine.keys import shard_keys
+from loa.engine.metrics import Metrics
+from loa.engine.progress import Progress
+from loa.engine.queue import Queues, Taken, dead_letter
+from loa.engine.ratelimit import RateLimiter
+from loa.message import Accepted, Failed, Message, RetryLater, SendResult, Throttled
+from loa.settings import RouteSettings, WorkerSettings
+
+log = logging.getLogger(__name__)
+
+
+class RouteRunner:
+    """Moves one route's batches from its shards through its adapter, honouring its limits."""
+
+    def __init__(
+        self,
+        name: str,
+        limits: RouteSettings,
+        adapter: Adapter,
+        queues: Queues,
+        limiter: RateLimiter,
+        metrics: Metrics,
+        consumer: str,
+        worker: WorkerSettings,
+        stopping: asyncio.Event,
+    ) -> None:
+        self.name = name
+        self.limits = limits
+        self.adapter = adapter
+        self.queues = queues
+        self.limiter = limiter
+        self.metrics = metrics
+        self.consumer = consumer
+        self.worker = worker
+        self.stopping = stopping
+        self.shards = shard_keys(queues.namespace, name, limits.shards)
+
+    async def run(self) -> None:
+        """Run the senders and the claimer until `stopping` is set and in-flight work settled."""
+        async with asyncio.TaskGroup() as group:
+            for index in range(self.limits.concurrency):
+                group.create_task(self._sender(index), name=f"{self.name}-sender-{index}")
+            group.create_task(self._claimer(), name=f"{self.name}-claimer")
+
+    async def _sender(self, index: int) -> None:
+        """Take a batch (higher lanes first), send it, settle it; back off while idle."""
+        idle = 0.001
+        offset = index % len(self.shards)
+        while not self.stopping.is_set():
+            taken = None
+            for step in range(len(self.shards)):
+                keys = self.shards[(offset + step) % len(self.shards)]
+                taken = await self.queues.take(keys, self.consumer)
+                if taken is not None:
+                    offset = (offset + step + 1) % len(self.shards)
+                    break
+            if taken is None:
+                await self._pause(idle)
+                idle = min(idle * 2, self.worker.idle_poll_max)
+                continue
+            idle = 0.001
+            await self.process(taken)
+
+    async def _claimer(self) -> None:
+        """Adopt batches whose consumer went silent for `claim_idle` (a crashed worker)."""
+        idle_ms = int(self.worker.claim_idle * 1000)
+        period = max(0.2, min(self.worker.claim_idle / 2, 10.0))
+        while not self.stopping.is_set():
+            await self._pause(period)
+            for keys in self.shards:
+                if self.stopping.is_set():
+                    return
+                for taken in await self.queues.claim(keys, self.consumer, idle_ms):
+                    log.info(
+                        "claimed a batch left by a silent worker",
+                        extra={
+                            "route": self.name,
+                            "entry": taken.entry_id,
+                            "done": taken.progress.done if taken.progress else 0,
+                        },
+                    )
+                    await self.process(taken)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake at once when the worker is asked to stop."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+
+    async def process(self, taken: Taken) -> None:
+        """Send a batch chunk by chunk, checkpointing between chunks, then settle it."""
+        batch = taken.batch
+        messages = batch.messages
+        progress = taken.progress or Progress()
+        if taken.reclaimed and progress.done < len(messages):
+            # the chunk after the last checkpoint may have left before the crash: count it
+            progress.counts["redelivered"] += min(self.limits.chunk, len(messages) - progress.done)
+        while progress.done < len(messages):
+            if batch.expired(now_ms()):
+                progress.counts["expired"] += len(messages) - progress.done
+                progress.done = len(messages)
+                break
+            if self.stopping.is_set():  # draining: what was not sent goes back, unsent
+                progress.requeue.extend(range(progress.done, len(messages)))
+                progress.done = len(messages)
+                break
+            end = min(len(messages), progress.done + self.limits.chunk)
+            chunk = messages[progress.done : end]
+            await self._wait_for_rate(chunk)
+            results = await self._send(chunk)
+            await self._record(batch, progress, results)
+            progress.done = end
+            if progress.done < len(messages) and not await self.queues.checkpoint(
+                taken, self.consumer, progress
+            ):
+                log.warning(
+                    "batch was claimed by another worker; leaving it to them",
+                    extra={"route": self.name, "entry": taken.entry_id},
+                )
+                return
+        await self._settle(taken, progress)
+
+    async def _wait_for_rate(self, chunk: Sequence[Message]) -> None:
+        tokens = sum(m.parts for m in chunk) if self.limits.unit == "parts" else len(chunk)
+        waited = await self.limiter.acquire(tokens)
+        if waited:
+            self.metrics.ratelimit_wait.labels(self.name).inc(waited)
+
+    async def _send(self, chunk: Sequence[Message]) -> Sequence[SendResult]:
+        """Call the adapter: the plug-in boundary, where its failures become retries."""
+        started = time.perf_counter()
+        try:
+            results = await asyncio.wait_for(self.adapter.send(chunk), self.limits.timeout)
+        except TimeoutError:
+            results = [RetryLater(f"adapter took longer than {self.limits.timeout}s")] * len(chunk)
+        except Exception as exc:
+            log.warning(
+                "adapter raised; the chunk will be retried",
+                extra={"route": self.name, "error": type(exc).__name__},
+                exc_info=True,
+            )
+            results = [RetryLater(f"adapter raised {type(exc).__name__}")] * len(chunk)
+        finally:
+            self.metrics.send_seconds.labels(self.name).observe(time.perf_counter() - started)
+        if len(results) != len(chunk):
+            log.error(
+                "adapter broke its contract: wrong number of results",
+                extra={"route": self.name, "results": len(results), "messages": len(chunk)},
+            )
+            reason = f"adapter returned {len(results)} results for {len(chunk)} messages"
+            results = [RetryLater(reason)] * len(chunk)
+        return results
+
+    async def _record(
+        self, batch: Batch, progress: Progress, results: Sequence[SendResult]
+    ) -> None:
+        """Fold one chunk's results into the batch's progress."""
+        counts = progress.counts
+        last_attempt = batch.attempt + 1 >= self.limits.max_attempts
+        throttled = False
+        for offset, result in enumerate(results):
+            index = progress.done + offset
+            kind = type(result)
+            if kind is Accepted:
+                counts["accepted"] += 1
+            elif kind is Throttled:
+                counts["throttled"] += 1
+                progress.throttled.append(index)
+                throttled = True
+            elif kind is RetryLater:
+                assert isinstance(result, RetryLater)
+                if last_attempt:
+                    counts["dead"] += 1
+                    reason = f"gave up after {batch.attempt + 1} attempts: {result.reason}"
+                    progress.dead.append((index, reason))
+                else:
+                    counts["retried"] += 1
+                    delay = retry_delay(self.limits, batch.attempt, result.retry_after)
+                    progress.retry.append((index, delay))
+            elif kind is Failed:
+                assert isinstance(result, Failed)
+                counts["failed"] += 1
+                progress.dead.append((index, result.reason))
+            else:
+                raise TypeError(f"adapter returned {result!r}, not a SendResult")
+        if throttled:
+            self.metrics.throttle_events.labels(self.name).inc()
+            await self.limiter.report_throttle()
+
+    async def _settle(self, taken: Taken, progress: Progress) -> None:
+        """Count, re-queue, dead-letter and acknowledge the batch in one atomic step."""
+        batch = taken.batch
+        messages = batch.messages
+        now = now_ms()
+        requeue: list[tuple[int, Batch]] = []
+        if progress.retry:
+            delay = max(d for _, d in progress.retry)
+            retry = batch.derive([messages[i] for i, _ in progress.retry], batch.attempt + 1)
+            requeue.append((now + int(delay * 1000), retry))
+        if progress.throttled:
+            again = batch.derive([messages[i] for i in progress.throttled], batch.attempt)
+            again.id += f".t{now}"
+            requeue.append((now + int(throttle_delay(None) * 1000), again))
+        if progress.requeue:
+            rest = batch.derive([messages[i] for i in progress.requeue], batch.attempt)
+            rest.id += f".d{now}"
+            requeue.append((0, rest))
+        dead = [
+            dead_letter(self.name, taken.lane, batch, message_row(messages[i]), reason)
+            for i, reason in progress.dead
+        ]
+        settled = await self.queues.settle(taken, progress.counts, requeue, dead)
+        if settled:
+            self._count(taken, progress)
+
+    def _count(self, taken: Taken, progress: Progress) -> None:
+        lane = taken.lane.label
+        for outcome, amount in progress.counts.items():
+            self.metrics.messages.labels(self.name, lane, outcome).inc(amount)
+        if progress.dead:
+            self.metrics.dead_letters.labels(self.name).inc(len(progress.dead))
+        self.metrics.batches.labels(self.name, lane).inc()

@@ -1,0 +1,198 @@
+"""`loa worker`: N worker processes under one supervisor that restarts them and serves /metrics."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from http.server import ThreadingHTTPServer
+from multiprocessing.context import SpawnProcess
+from types import FrameType
+
+import redis
+from prometheus_client import CollectorRegistry, multiprocess
+from prometheus_client.exposition import MetricsHandler
+
+from loa.engine.connection import CLUSTER_SCHEME
+from loa.engine.embedded import EmbeddedRedis
+from loa.engine.metrics import QueueCollector
+from loa.engine.worker import process_main
+from loa.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RESTART_BACKOFF_MAX = 10.0
+
+
+@dataclass
+class _Child:
+    index: int
+    process: SpawnProcess
+    started: float = field(default_factory=time.monotonic)
+    failures: int = 0
+
+
+def _sync_client(url: str) -> redis.Redis | redis.RedisCluster:
+    if url.startswith(CLUSTER_SCHEME):
+        return redis.RedisCluster.from_url("redis://" + url[len(CLUSTER_SCHEME) :])
+    return redis.Redis.from_url(url)
+
+
+class Supervisor:
+    """Owns the embedded server (if any), the worker processes and the metrics endpoint."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        processes: int | None = None,
+        routes: Sequence[str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.count = processes or settings.worker.process_count()
+        self.routes = list(routes) if routes else list(settings.routes)
+        for name in self.routes:
+            settings.route(name)
+        self.server: EmbeddedRedis | None = None
+        self.redis_url = settings.redis_url or ""
+        self.children: list[_Child] = []
+        self.stopping = threading.Event()
+        self.metrics_dir: tempfile.TemporaryDirectory[str] | None = None
+        self.http: ThreadingHTTPServer | None = None
+        self._context = multiprocessing.get_context("spawn")
+
+    @property
+    def metrics_port(self) -> int:
+        """The port /metrics is served on (0 when off)."""
+        return self.http.server_address[1] if self.http else 0
+
+    def start(self) -> None:
+        """Start the server if needed, the metrics endpoint and the worker processes."""
+        if not self.redis_url:
+            self.server = EmbeddedRedis(self.settings.data_dir / "redis")
+            self.redis_url = self.server.start()
+        self.metrics_dir = tempfile.TemporaryDirectory(prefix="loa-metrics-")
+        # children inherit this: prometheus-client then writes their samples to shared files
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = self.metrics_dir.name
+        self._serve_metrics()
+        for index in range(self.count):
+            self.children.append(self._spawn(index))
+        log.info("workers started", extra={"processes": self.count, "routes": self.routes})
+
+    def _spawn(self, index: int, failures: int = 0) -> _Child:
+        process = self._context.Process(
+            target=process_main,
+            args=(self.settings, self.redis_url, self.routes),
+            name=f"loa-worker-{index}",
+            daemon=False,
+        )
+        process.start()
+        return _Child(index, process, failures=failures)
+
+    def _serve_metrics(self) -> None:
+        port = self.settings.worker.metrics_port
+        if port == 0:
+            return
+        assert self.metrics_dir is not None
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(  # type: ignore[no-untyped-call]
+            registry, path=self.metrics_dir.name
+        )
+        shards = {name: self.settings.route(name).shards for name in self.routes}
+        registry.register(
+            QueueCollector(_sync_client(self.redis_url), self.settings.namespace, shards)
+        )
+        handler = MetricsHandler.factory(registry)
+        self.http = ThreadingHTTPServer((self.settings.worker.metrics_host, port), handler)
+        self.http.daemon_threads = True
+        threading.Thread(target=self.http.serve_forever, name="metrics", daemon=True).start()
+
+    def watch(self) -> None:
+        """Restart children that died (with back-off) and the embedded server if it died."""
+        if self.server is not None:
+            self.server.check()
+        for position, child in enumerate(self.children):
+            code = child.process.exitcode
+            if code is None or self.stopping.is_set():
+                continue
+            if self.metrics_dir is not None:
+                multiprocess.mark_process_dead(  # type: ignore[no-untyped-call]
+                    child.process.pid, self.metrics_dir.name
+                )
+            lived = time.monotonic() - child.started
+            failures = 0 if lived > 60 else child.failures + 1
+            delay = min(RESTART_BACKOFF_MAX, 0.1 * 2**failures) if failures else 0.0
+            log.error(
+                "worker process exited; restarting",
+                extra={"index": child.index, "exit_code": code, "after": delay},
+            )
+            if delay:
+                time.sleep(delay)
+            self.children[position] = self._spawn(child.index, failures)
+
+    def run_until_stopped(self) -> None:
+        """Watch the children until SIGTERM/SIGINT or `request_stop()`."""
+        while not self.stopping.wait(0.2):
+            self.watch()
+
+    def request_stop(self) -> None:
+        """Ask for a graceful stop (safe from a signal handler)."""
+        self.stopping.set()
+
+    def stop(self) -> int:
+        """Drain the workers and stop the server; returns how many children had to be killed."""
+        killed = self.drain()
+        if self.http is not None:
+            self.http.shutdown()
+            self.http.server_close()
+            self.http = None
+        if self.server is not None:
+            self.server.stop()
+        if self.metrics_dir is not None:
+            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+            self.metrics_dir.cleanup()
+            self.metrics_dir = None
+        log.info("workers stopped", extra={"killed": killed})
+        return killed
+
+    def drain(self) -> int:
+        """SIGTERM every worker and wait for it to drain; returns how many had to be killed."""
+        self.stopping.set()
+        for child in self.children:
+            if child.process.is_alive() and child.process.pid:
+                os.kill(child.process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.settings.worker.drain_timeout + 5
+        killed = 0
+        for child in self.children:
+            child.process.join(max(0.0, deadline - time.monotonic()))
+            if child.process.is_alive():
+                child.process.kill()
+                child.process.join()
+                killed += 1
+        return killed
+
+    def pids(self) -> list[int]:
+        """The process ids of the live worker children."""
+        return [c.process.pid for c in self.children if c.process.pid and c.process.is_alive()]
+
+
+def run(settings: Settings, processes: int | None, routes: Sequence[str] | None) -> int:
+    """Run workers in the foreground until SIGTERM or SIGINT; returns the exit code."""
+    supervisor = Supervisor(settings, processes, routes)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        supervisor.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    supervisor.start()
+    try:
+        supervisor.run_until_stopped()
+    finally:
+        killed = supervisor.stop()
+    return 1 if killed else 0

@@ -1,0 +1,108 @@
+"""A worker process: one Redis client, one adapter and one runner per route, on uvloop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import uuid
+from collections.abc import Sequence
+
+import uvloop
+
+from loa.adapters.base import Adapter
+from loa.adapters.registry import create_adapter
+from loa.engine.connection import RedisClient, connect
+from loa.engine.keys import shard_keys
+from loa.engine.metrics import Metrics
+from loa.engine.queue import Queues
+from loa.engine.ratelimit import RateLimiter
+from loa.engine.route import RouteRunner
+from loa.log import setup_logging
+from loa.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def consumer_name() -> str:
+    """A name unique to this process, so a restarted worker never inherits a dead one's batches."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Worker:
+    """Runs the configured routes until `stop()`; then drains and closes its adapters."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        redis: RedisClient,
+        routes: Sequence[str] | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.route_names = list(routes or settings.routes)
+        for name in self.route_names:
+            settings.route(name)  # refuse unknown routes before anything starts
+        self.metrics = metrics or Metrics()
+        self.consumer = consumer_name()
+        self.stopping = asyncio.Event()
+        self.queues = Queues(redis, settings.namespace)
+        self.adapters: dict[str, Adapter] = {}
+
+    def stop(self) -> None:
+        """Stop taking batches; what is in flight finishes and is acknowledged."""
+        self.stopping.set()
+
+    async def run(self) -> None:
+        """Serve every route until stopped."""
+        runners = []
+        try:
+            for name in self.route_names:
+                limits = self.settings.route(name)
+                self.adapters[name] = create_adapter(name, limits.adapter, limits.options)
+                await self.queues.prepare(shard_keys(self.settings.namespace, name, limits.shards))
+                limiter = RateLimiter(self.redis, self.settings.namespace, name, limits)
+                runners.append(
+                    RouteRunner(
+                        name,
+                        limits,
+                        self.adapters[name],
+                        self.queues,
+                        limiter,
+                        self.metrics,
+                        self.consumer,
+                        self.settings.worker,
+                        self.stopping,
+                    )
+                )
+            log.info(
+                "worker started", extra={"routes": self.route_names, "consumer": self.consumer}
+            )
+            async with asyncio.TaskGroup() as group:
+                for runner in runners:
+                    group.create_task(runner.run(), name=f"route-{runner.name}")
+        finally:
+            for adapter in self.adapters.values():
+                await adapter.aclose()
+            log.info("worker stopped", extra={"consumer": self.consumer})
+
+
+async def _serve(settings: Settings, redis_url: str, routes: Sequence[str] | None) -> None:
+    redis = connect(redis_url)
+    worker = Worker(settings, redis, routes)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.stop)
+    try:
+        await worker.run()
+    finally:
+        await redis.aclose()
+
+
+def process_main(settings: Settings, redis_url: str, routes: Sequence[str] | None) -> None:
+    """Entry point of a worker child process."""
+    setup_logging()
+    uvloop.run(_serve(settings, redis_url, routes))

@@ -1,0 +1,187 @@
+"""Settings: one validated object built from a TOML file plus LOA_* environment variables."""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from loa.errors import ConfigError
+
+ENV_PREFIX = "LOA_"
+ROUTE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+
+def default_data_dir() -> Path:
+    """Where the embedded server keeps its data when LOA_DATA_DIR is not set."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "loa"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RouteSettings(_Section):
+    """One delivery path: an adapter instance plus its limits."""
+
+    adapter: str = Field(min_length=1)
+    rate: float = Field(default=0.0, ge=0, description="per second; 0 means unlimited")
+    unit: Literal["parts", "messages"] = "parts"
+    burst: float = Field(default=0.05, gt=0, le=10, description="seconds of rate sent at once")
+    concurrency: int = Field(default=4, ge=1, le=1024, description="batches in flight per process")
+    shards: int = Field(default=4, ge=1, le=1024)
+    chunk: int = Field(default=50, ge=1, le=10_000, description="messages per adapter call")
+    timeout: float = Field(default=30.0, gt=0, description="seconds one adapter call may take")
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    backoff: float = Field(default=2.0, ge=0, description="seconds before the first retry")
+    backoff_max: float = Field(default=600.0, ge=0)
+    throttle_floor: float = Field(default=0.05, gt=0, le=1)
+    throttle_recovery: float = Field(
+        default=0.05, gt=0, le=1, description="fraction of the rate regained per second"
+    )
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class WorkerSettings(_Section):
+    """How worker processes run."""
+
+    processes: int = Field(default=0, ge=0, le=512, description="0 means one per core")
+    claim_idle: float = Field(default=30.0, gt=0, description="seconds before a batch is claimed")
+    drain_timeout: float = Field(default=30.0, gt=0)
+    idle_poll_max: float = Field(default=0.05, gt=0, le=5)
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9750, ge=0, le=65535, description="0 turns /metrics off")
+
+    def process_count(self) -> int:
+        """The configured number of processes, or one per core."""
+        return self.processes or (os.cpu_count() or 1)
+
+
+class QueueSettings(_Section):
+    """How producers fill the queues."""
+
+    batch_size: int = Field(default=200, ge=1, le=10_000)
+    max_depth: int = Field(default=5_000, ge=1, description="batches per shard before waiting")
+
+
+class Settings(_Section):
+    """Everything a loa process needs to know."""
+
+    redis_url: str | None = None
+    data_dir: Path = Field(default_factory=default_data_dir)
+    namespace: str = Field(default="loa", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
+    routes: dict[str, RouteSettings] = Field(default_factory=dict)
+
+    @field_validator("routes")
+    @classmethod
+    def _route_names(cls, routes: dict[str, RouteSettings]) -> dict[str, RouteSettings]:
+        for name in routes:
+            if not ROUTE_NAME.match(name):
+                raise ValueError(
+                    f"route name {name!r} must be lower-case letters, digits, '-', '_' or '.'"
+                )
+        return routes
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, url: str | None) -> str | None:
+        if url is None or url == "":
+            return None
+        schemes = ("redis://", "rediss://", "unix://", "redis+cluster://")
+        if not url.startswith(schemes):
+            raise ValueError(f"must start with one of {', '.join(schemes)}")
+        return url
+
+    @classmethod
+    def load(
+        cls,
+        path: Path | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> Settings:
+        """Build settings from `path` (or LOA_CONFIG), then LOA_* variables, then `overrides`."""
+        env = os.environ if environ is None else environ
+        if path is None and env.get(f"{ENV_PREFIX}CONFIG"):
+            path = Path(env[f"{ENV_PREFIX}CONFIG"])
+        data = read_toml(path) if path is not None else {}
+        _deep_merge(data, _env_values(env))
+        _deep_merge(data, dict(overrides or {}))
+        return cls.from_mapping(data, source=str(path) if path else "settings")
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, source: str = "settings") -> Settings:
+        """Validate a plain mapping, turning pydantic's errors into one ConfigError."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(f"{source}: {describe_errors(exc)}") from None
+
+    def route(self, name: str) -> RouteSettings:
+        """The named route, or a ConfigError listing the known ones."""
+        try:
+            return self.routes[name]
+        except KeyError:
+            known = ", ".join(sorted(self.routes)) or "none"
+            raise ConfigError(f"unknown route {name!r} (configured routes: {known})") from None
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """One line per problem: the dotted key, what is wrong and the value that was given."""
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        if error["type"] == "extra_forbidden":
+            lines.append(f"{key}: unknown key")
+            continue
+        given = error.get("input")
+        shown = "" if isinstance(given, dict | list) else f" (got {given!r})"
+        lines.append(f"{key}: {error['msg']}{shown}")
+    return "; ".join(lines)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Read a TOML file, turning a missing file or a syntax error into a ConfigError."""
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text: {exc.reason}") from None
+
+
+def _env_values(environ: Mapping[str, str]) -> dict[str, Any]:
+    """LOA_REDIS_URL=x -> {"redis_url": "x"}; LOA_WORKER__PROCESSES=2 -> {"worker": {...}}."""
+    values: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == f"{ENV_PREFIX}CONFIG":
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        if path[0] not in Settings.model_fields:
+            continue  # other LOA_* variables (tests, tools) are not settings
+        node = values
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return values
+
+
+def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value)
+        else:
+            base[key] = dict(value) if isinstance(value, Mapping) else value
