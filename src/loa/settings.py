@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from loa.errors import ConfigError
 
 ENV_PREFIX = "LOA_"
-ROUTE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+ROUTE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}\Z")
 
 
 def default_data_dir() -> Path:
@@ -23,11 +31,28 @@ def default_data_dir() -> Path:
     return Path(base) / "loa"
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class ConfigModel(BaseModel):
+    """Base of every settings table (and of adapter options): typos and odd values are refused.
+
+    Unknown keys, NaN and infinity, and `true`/`false` where a number or text is expected are
+    errors rather than being read as something else (`concurrency = true` is not 1).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_as_number(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) and info.field_name is not None:
+            annotation = cls.model_fields[info.field_name].annotation
+            allowed = {annotation, *get_args(annotation)}
+            if bool not in allowed and Any not in allowed:
+                kind = "a number" if allowed & {int, float} else "text" if str in allowed else "a table"
+                raise ValueError(f"expected {kind}, not true/false")
+        return value
 
 
-class RouteSettings(_Section):
+class RouteSettings(ConfigModel):
     """One delivery path: an adapter instance plus its limits."""
 
     adapter: str = Field(min_length=1)
@@ -48,7 +73,7 @@ class RouteSettings(_Section):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
-class WorkerSettings(_Section):
+class WorkerSettings(ConfigModel):
     """How worker processes run."""
 
     processes: int = Field(default=0, ge=0, le=512, description="0 means one per core")
@@ -63,14 +88,14 @@ class WorkerSettings(_Section):
         return self.processes or (os.cpu_count() or 1)
 
 
-class QueueSettings(_Section):
+class QueueSettings(ConfigModel):
     """How producers fill the queues."""
 
     batch_size: int = Field(default=200, ge=1, le=10_000)
     max_depth: int = Field(default=5_000, ge=1, description="batches per shard before waiting")
 
 
-class Settings(_Section):
+class Settings(ConfigModel):
     """Everything a loa process needs to know."""
 
     redis_url: str | None = None
@@ -84,7 +109,7 @@ class Settings(_Section):
     @classmethod
     def _route_names(cls, routes: dict[str, RouteSettings]) -> dict[str, RouteSettings]:
         for name in routes:
-            if not ROUTE_NAME.match(name):
+            if not ROUTE_NAME.fullmatch(name):
                 raise ValueError(
                     f"route name {name!r} must be lower-case letters, digits, '-', '_' or '.'"
                 )
@@ -115,15 +140,28 @@ class Settings(_Section):
         data = read_toml(path) if path is not None else {}
         _deep_merge(data, _env_values(env))
         _deep_merge(data, dict(overrides or {}))
-        return cls.from_mapping(data, source=str(path) if path else "settings")
+        return cls.from_mapping(
+            data, source=str(path) if path else "settings", origins=_env_origins(env)
+        )
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any], *, source: str = "settings") -> Settings:
-        """Validate a plain mapping, turning pydantic's errors into one ConfigError."""
+    def from_mapping(
+        cls,
+        data: Mapping[str, Any],
+        *,
+        source: str = "settings",
+        origins: Mapping[tuple[str, ...], str] | None = None,
+    ) -> Settings:
+        """Validate a plain mapping, turning pydantic's errors into one ConfigError.
+
+        `origins` maps a key path to the environment variable that set it, so an error in a
+        value that came from the environment names that variable.
+        """
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise ConfigError(f"{source}: {describe_errors(exc)}") from None
+            message = describe_errors(exc, model=cls, origins=origins)
+            raise ConfigError(f"{source}: {message}") from None
 
     def route(self, name: str) -> RouteSettings:
         """The named route, or a ConfigError listing the known ones."""
@@ -134,18 +172,60 @@ class Settings(_Section):
             raise ConfigError(f"unknown route {name!r} (configured routes: {known})") from None
 
 
-def describe_errors(exc: ValidationError) -> str:
-    """One line per problem: the dotted key, what is wrong and the value that was given."""
+def describe_errors(
+    exc: ValidationError,
+    *,
+    prefix: str = "",
+    model: type[BaseModel] | None = None,
+    origins: Mapping[tuple[str, ...], str] | None = None,
+) -> str:
+    """One clause per problem: the dotted key, what is wrong and the value that was given.
+
+    `prefix` is put before every key (`routes.sms.options`); with `model`, an unknown key gets
+    a "did you mean" for the closest known one; `origins` names the environment variable a
+    wrong value came from.
+    """
     lines = []
     for error in exc.errors():
-        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        loc = tuple(str(part) for part in error["loc"])
+        key = ".".join((prefix, *loc) if prefix else loc) or "(top level)"
+        origin = next(
+            (name for path, name in (origins or {}).items() if loc[: len(path)] == path), None
+        )
+        source = f" (from ${origin})" if origin else ""
         if error["type"] == "extra_forbidden":
-            lines.append(f"{key}: unknown key")
+            near = difflib.get_close_matches(loc[-1], _known_keys(model, loc), n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            lines.append(f"{key}: unknown key{hint}{source}")
             continue
+        message = error["msg"]
+        if error["type"] == "value_error":
+            message = str(error.get("ctx", {}).get("error", message.removeprefix("Value error, ")))
         given = error.get("input")
         shown = "" if isinstance(given, dict | list) else f" (got {given!r})"
-        lines.append(f"{key}: {error['msg']}{shown}")
+        lines.append(f"{key}: {message}{shown}{source}")
     return "; ".join(lines)
+
+
+def _known_keys(model: type[BaseModel] | None, loc: tuple[str, ...]) -> list[str]:
+    """The keys allowed in the table that holds the key at `loc` (empty if unknown)."""
+    current: Any = model
+    parts = list(loc[:-1])
+    while parts:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+        field = current.model_fields.get(parts.pop(0))
+        if field is None:
+            return []
+        current = field.annotation
+        if get_origin(current) is dict:  # a table of named tables, like [routes.NAME]
+            if not parts:
+                return []
+            parts.pop(0)
+            current = get_args(current)[1]
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -161,6 +241,8 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config file {path} is not UTF-8 text: {exc.reason}") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
 
 
 def _env_values(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -177,6 +259,18 @@ def _env_values(environ: Mapping[str, str]) -> dict[str, Any]:
             node = node.setdefault(part, {})
         node[path[-1]] = value
     return values
+
+
+def _env_origins(environ: Mapping[str, str]) -> dict[tuple[str, ...], str]:
+    """The key path each LOA_* settings variable sets, mapped to the variable's name."""
+    origins: dict[tuple[str, ...], str] = {}
+    for name in environ:
+        if not name.startswith(ENV_PREFIX) or name == f"{ENV_PREFIX}CONFIG":
+            continue
+        path = tuple(name[len(ENV_PREFIX) :].lower().split("__"))
+        if path[0] in Settings.model_fields:
+            origins[path] = name
+    return origins
 
 
 def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> None:

@@ -2,27 +2,35 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from loa.adapters.registry import parse_options
-from loa.log import mask_address
+from loa.log import mask, mask_address
 from loa.message import ACCEPTED, Message, SendResult
+from loa.settings import ConfigModel
+
+# Control characters (newlines, carriage returns, terminal escapes) and line separators.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
-class ConsoleOptions(BaseModel):
+class ConsoleOptions(ConfigModel):
     """How much of each body to print."""
-
-    model_config = ConfigDict(extra="forbid")
 
     width: int = Field(default=120, ge=10, le=10_000)
 
 
 class ConsoleAdapter:
-    """Prints `route  ***678  body` per message to standard output."""
+    """Prints `route  ***678  [parts] body` per message to standard output.
+
+    Output often ends up in logs, so the recipient is masked and so is any phone number or
+    e-mail address in the body (a hotline number in a template shows as `***095` too);
+    control characters are printed as spaces, so a body cannot move the cursor or add lines.
+    """
 
     def __init__(self, route: str, options: ConsoleOptions, stream: TextIO | None = None) -> None:
         self.route = route
@@ -38,8 +46,9 @@ class ConsoleAdapter:
         """Print and accept every message."""
         out = self.stream or sys.stdout
         for m in messages:
-            body = m.body.replace("\n", " ")[: self.width]
-            out.write(f"{self.route}  {mask_address(m.to)}  [{m.parts}] {body}\n")
+            body = _CONTROL.sub(" ", mask(m.body))[: self.width]
+            to = _CONTROL.sub(" ", mask_address(m.to))
+            out.write(f"{self.route}  {to}  [{m.parts}] {body}\n")
         out.flush()
         return [ACCEPTED] * len(messages)
 

@@ -9,17 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from loa.adapters.registry import parse_options
 from loa.errors import ConfigError
 from loa.message import Accepted, Message, SendResult
+from loa.settings import ConfigModel
 
 
-class FileOptions(BaseModel):
+class FileOptions(ConfigModel):
     """Where to write; `{route}` and `{pid}` in the path are filled in."""
-
-    model_config = ConfigDict(extra="forbid")
 
     path: str = Field(min_length=1)
     fsync: bool = False
@@ -30,7 +29,13 @@ class FileAdapter:
 
     def __init__(self, route: str, options: FileOptions) -> None:
         self.route = route
-        self.path = Path(options.path.format(route=route, pid=os.getpid()))
+        try:
+            self.path = Path(options.path.format(route=route, pid=os.getpid()))
+        except (KeyError, IndexError, AttributeError, ValueError) as exc:
+            raise ConfigError(
+                f"routes.{route}.options.path: {options.path!r} may use only {{route}} and "
+                f"{{pid}} (write {{{{ and }}}} for literal braces): {type(exc).__name__}: {exc}"
+            ) from None
         self.fsync = options.fsync
         self._fd: int | None = None
         try:
@@ -69,7 +74,9 @@ class FileAdapter:
             for m in messages
         )
         fd = self._open()
-        os.write(fd, lines)
+        view = memoryview(lines)
+        while view:  # a regular file takes it all at once, but os.write may write less
+            view = view[os.write(fd, view) :]
         if self.fsync:
             os.fsync(fd)
         return [Accepted(m.id) for m in messages]

@@ -8,16 +8,15 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, model_validator
 
 from loa.adapters.registry import parse_options
 from loa.message import ACCEPTED, Failed, Message, RetryLater, SendResult, Throttled
+from loa.settings import ConfigModel
 
 
-class NullOptions(BaseModel):
+class NullOptions(ConfigModel):
     """Options of the null adapter; all faults are off by default."""
-
-    model_config = ConfigDict(extra="forbid")
 
     latency: float = Field(default=0.0, ge=0, le=60, description="seconds per send call")
     retry_ratio: float = Field(default=0.0, ge=0, le=1)
@@ -26,6 +25,15 @@ class NullOptions(BaseModel):
         default=0.0, ge=0, description="messages per second accepted; beyond it: Throttled"
     )
     seed: int | None = None
+
+    @model_validator(mode="after")
+    def _ratios_fit(self) -> NullOptions:
+        if self.retry_ratio + self.fail_ratio > 1:
+            raise ValueError(
+                f"retry_ratio + fail_ratio must not exceed 1 "
+                f"(got {self.retry_ratio} + {self.fail_ratio})"
+            )
+        return self
 
 
 class NullAdapter:

@@ -21,6 +21,10 @@ class Grant:
     factor: float  # the route's current share of its configured rate (throttling)
 
 
+# Throttled answers within this long of a cut belong to the same overload: one cut, not many.
+CUT_INTERVAL_US = 250_000
+
+
 class RateLimiter:
     """GCRA over leases: one round trip buys many tokens; throttle reports slow the route down."""
 
@@ -44,6 +48,7 @@ class RateLimiter:
             1 if throttled else 0,
             limits.throttle_floor,
             limits.throttle_recovery,
+            CUT_INTERVAL_US,
         ]
         granted, wait_us, factor = await self._script(keys=[self.key], args=args)
         self.factor = int(factor) / 1_000_000
@@ -63,7 +68,7 @@ class RateLimiter:
         return time.monotonic() - started
 
     async def report_throttle(self) -> float:
-        """The provider throttled us: cut the route's rate (at most once a second)."""
+        """The provider throttled us: halve the route's rate (at most once per 250 ms)."""
         if self.unlimited:
             return 1.0
         return (await self._ask(0, throttled=True)).factor

@@ -7,6 +7,7 @@
 -- ARGV[4]  1 when the provider just throttled us, else 0
 -- ARGV[5]  lowest factor (0 < floor <= 1)
 -- ARGV[6]  factor regained per second
+-- ARGV[7]  microseconds between two cuts: a window of throttled answers is one signal
 -- Returns {tokens granted, microseconds to wait before asking again, factor * 1e6}.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -19,8 +20,7 @@ local factor = tonumber(state[2]) or 1
 local updated = tonumber(state[3]) or now
 local cut = tonumber(state[4]) or 0
 factor = math.min(1, factor + tonumber(ARGV[6]) * (now - updated) / 1000000)
-if ARGV[4] == '1' and now - cut >= 1000000 then
-  -- one cut per second: a window full of throttled answers is one signal, not sixty-four
+if ARGV[4] == '1' and now - cut >= tonumber(ARGV[7]) then
   factor = math.max(tonumber(ARGV[5]), factor / 2)
   cut = now
 end

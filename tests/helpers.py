@@ -1,0 +1,92 @@
+"""Helpers shared by the worker tests: queueing, waiting with a bound, reading the file sink."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from loa.engine.connection import connect
+from loa.engine.keys import shard_keys
+from loa.engine.producer import Enqueued, Producer
+from loa.engine.queue import Queues
+from loa.message import Lane, Message
+from loa.settings import Settings
+from loa.status import RouteStatus, route_status
+
+
+def messages(count: int, prefix: str = "m", parts: Callable[[int], int] = lambda n: 1) -> list[Message]:
+    """`count` messages with ids prefix-0.. and Vietnamese mobile numbers."""
+    return [
+        Message(id=f"{prefix}-{n}", to=f"+8491{n:07d}", body=f"advice {n}", parts=parts(n))
+        for n in range(count)
+    ]
+
+
+async def enqueue_async(
+    settings: Settings, route: str, items: Iterable[Message], **options: Any
+) -> Enqueued:
+    """Queue messages on `route` through the real producer."""
+    redis = connect(settings.redis_url or "")
+    try:
+        queues = Queues(redis, settings.namespace)
+        await queues.prepare(shard_keys(settings.namespace, route, settings.route(route).shards))
+        return await Producer(queues, settings).enqueue(route, items, **options)
+    finally:
+        await redis.aclose()
+
+
+def enqueue(settings: Settings, route: str, items: Iterable[Message], **options: Any) -> Enqueued:
+    """The same, from synchronous code."""
+    return asyncio.run(enqueue_async(settings, route, items, **options))
+
+
+async def status_async(settings: Settings, route: str) -> RouteStatus:
+    """The route's counters and backlog."""
+    redis = connect(settings.redis_url or "")
+    try:
+        return await route_status(Queues(redis, settings.namespace), settings, route)
+    finally:
+        await redis.aclose()
+
+
+def status(settings: Settings, route: str) -> RouteStatus:
+    """The same, from synchronous code."""
+    return asyncio.run(status_async(settings, route))
+
+
+def wait_for(
+    check: Callable[[], bool], timeout: float, what: str, tick: Callable[[], None] | None = None
+) -> None:
+    """Poll `check` until true; fail the test after `timeout` seconds, saying what was awaited."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        if tick:
+            tick()
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def read_sink(directory: Path) -> list[dict[str, Any]]:
+    """Every line the file adapter wrote under `directory`."""
+    lines = []
+    for path in sorted(directory.glob("*.jsonl")):
+        lines += [orjson.loads(line) for line in path.read_bytes().splitlines() if line]
+    return lines
+
+
+def id_counts(lines: Iterable[dict[str, Any]]) -> Counter[str]:
+    """How many times each message id was delivered."""
+    return Counter(str(line["id"]) for line in lines)
+
+
+def lane_of(name: str) -> Lane:
+    """A lane by name, for parametrized tests."""
+    return Lane.parse(name)

@@ -1,0 +1,198 @@
+"""A worker in this process against real Redis: retries, dead letters, throttling, expiry, lanes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from helpers import enqueue_async, messages, read_sink, status_async
+
+from loa.engine.connection import RedisClient
+from loa.engine.envelope import now_ms
+from loa.engine.keys import shard_keys
+from loa.engine.queue import Queues
+from loa.engine.worker import Worker
+from loa.message import Lane
+from loa.settings import Settings
+
+pytestmark = pytest.mark.anyio
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, client: RedisClient) -> AsyncIterator[Worker]:
+    """A worker serving every route of `settings` until the block ends, then drained."""
+    worker = Worker(settings, client)
+    task = asyncio.create_task(worker.run())
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 30)
+
+
+async def until(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
+    """Await `check` until true, failing after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def route(adapter: str = "null", **values: object) -> dict[str, object]:
+    base: dict[str, object] = {"adapter": adapter, "shards": 2, "chunk": 10, "concurrency": 2}
+    return {**base, **values}
+
+
+async def test_every_message_is_sent_once_and_counted(make_settings, redis_client, tmp_path):
+    sink = tmp_path / "sink"
+    settings = make_settings(
+        routes={"sms": route("file", options={"path": str(sink / "{route}-{pid}.jsonl")})}
+    )
+    await enqueue_async(settings, "sms", messages(1000), lane=Lane.BULK)
+    async with running(settings, redis_client):
+        await until(lambda: _finished(settings, "sms", 1000), 30, "1000 messages")
+    lines = read_sink(sink)
+    assert sorted(line["id"] for line in lines) == sorted(f"m-{n}" for n in range(1000))
+    final = await status_async(settings, "sms")
+    assert (final.accepted, final.waiting, final.in_flight) == (1000, 0, 0)
+
+
+async def test_retries_back_off_then_dead_letter_with_reason(make_settings, redis_client):
+    settings = make_settings(
+        routes={"flaky": route(max_attempts=3, backoff=0.05, backoff_max=0.2,
+                               options={"retry_ratio": 1.0})}
+    )
+    await enqueue_async(settings, "flaky", messages(40))
+    async with running(settings, redis_client):
+        await until(lambda: _finished(settings, "flaky", 40), 30, "40 dead letters")
+    final = await status_async(settings, "flaky")
+    assert final.dead == 40 and final.accepted == 0
+    assert final.retried == 80, "two retries per message before the third and last attempt"
+    letters = await _dead_letters(redis_client, settings, "flaky")
+    assert sorted(letter.message[0] for letter in letters) == sorted(f"m-{n}" for n in range(40))
+    assert all("gave up after 3 attempts" in letter.reason for letter in letters)
+    assert all(letter.attempt == 2 for letter in letters)
+
+
+async def test_permanent_failures_are_not_retried(make_settings, redis_client):
+    settings = make_settings(routes={"bad": route(options={"fail_ratio": 1.0})})
+    await enqueue_async(settings, "bad", messages(25))
+    async with running(settings, redis_client):
+        await until(lambda: _finished(settings, "bad", 25), 30, "25 failures")
+    final = await status_async(settings, "bad")
+    assert (final.failed, final.retried, final.dead) == (25, 0, 0)
+    letters = await _dead_letters(redis_client, settings, "bad")
+    assert {letter.reason for letter in letters} == {"injected permanent failure"}
+
+
+async def test_expired_messages_are_dropped_and_counted(make_settings, redis_client, tmp_path):
+    sink = tmp_path / "sink"
+    settings = make_settings(
+        routes={"sms": route("file", options={"path": str(sink / "out.jsonl")})}
+    )
+    await enqueue_async(settings, "sms", messages(30, "old"), expires_ms=now_ms() - 1)
+    await enqueue_async(settings, "sms", messages(20, "new"), expires_ms=now_ms() + 600_000)
+    async with running(settings, redis_client):
+        await until(lambda: _finished(settings, "sms", 50), 30, "50 outcomes")
+    final = await status_async(settings, "sms")
+    assert (final.expired, final.accepted) == (30, 20)
+    assert {line["id"].split("-")[0] for line in read_sink(sink)} == {"new"}, "stale advice sent"
+
+
+async def test_emergency_lane_overtakes_bulk_backlog(make_settings, redis_client, tmp_path):
+    sink = tmp_path / "sink"
+    settings = make_settings(
+        routes={"sms": route("file", shards=1, concurrency=1, chunk=50, rate=2000,
+                             unit="messages", options={"path": str(sink / "out.jsonl")})}
+    )
+    await enqueue_async(settings, "sms", messages(2000, "bulk"), lane=Lane.BULK)
+    async with running(settings, redis_client):
+        await until(lambda: _accepted_at_least(settings, "sms", 200), 30, "bulk under way")
+        await enqueue_async(settings, "sms", messages(100, "alert"), lane=Lane.EMERGENCY)
+        await until(lambda: _finished(settings, "sms", 2100), 60, "everything")
+    order = [line["id"].split("-")[0] for line in read_sink(sink)]
+    last_alert = max(i for i, kind in enumerate(order) if kind == "alert")
+    first_alert = order.index("alert")
+    # once the alert is queued, at most the one bulk batch in flight goes before it ends
+    bulk_between = order[first_alert:last_alert].count("bulk")
+    assert bulk_between == 0
+    assert order[last_alert + 1 :].count("bulk") > 0, "bulk resumed after the alert"
+
+
+async def test_throttled_route_slows_down_and_recovers(make_settings, redis_client):
+    settings = make_settings(
+        routes={"carrier": route(rate=2000, unit="messages", chunk=20, concurrency=4,
+                                 throttle_recovery=0.1, options={"capacity": 300})}
+    )
+    await enqueue_async(settings, "carrier", messages(2000))
+    factors: list[float] = []
+    async with running(settings, redis_client) as worker:
+        limiter_state = f"{settings.namespace}:{{rl:carrier}}"
+
+        async def done_and_sample() -> bool:
+            raw = await redis_client.hget(limiter_state, "factor")
+            if raw is not None:
+                factors.append(float(raw))
+            return await _finished(settings, "carrier", 2000)
+
+        await until(done_and_sample, 60, "2000 messages through a throttling carrier")
+        final = await status_async(settings, "carrier")
+        assert final.accepted == 2000 and final.dead == 0 and final.retried == 0, (
+            "throttled messages wait for the route; they do not burn retry attempts"
+        )
+        assert final.throttled > 0
+        assert min(factors) <= 0.5, "the route's rate was cut"
+        # without adaptation the route would offer ~6.7x the carrier's capacity and most
+        # answers would be throttles; adapted, fewer throttles than acceptances
+        assert final.throttled < final.accepted
+        runner_limiter = worker.adapters["carrier"]  # the carrier stops throttling
+        runner_limiter.options = runner_limiter.options.model_copy(update={"capacity": 0})  # type: ignore[attr-defined]
+        await until(lambda: _factor_at_least(redis_client, settings, "carrier", 0.99), 20,
+                    "the route's rate to recover")
+
+
+async def test_unreadable_entry_goes_to_dead_letters_and_queue_moves_on(
+    make_settings, redis_client
+):
+    settings = make_settings(routes={"sms": route(shards=1)})
+    keys = shard_keys(settings.namespace, "sms", 1)[0]
+    queues = Queues(redis_client, settings.namespace)
+    await queues.prepare([keys])
+    await redis_client.xadd(keys.stream(Lane.NORMAL), {b"b": b"\xc1not msgpack"})
+    await enqueue_async(settings, "sms", messages(10))
+    async with running(settings, redis_client):
+        await until(lambda: _finished(settings, "sms", 10), 30, "the good batch")
+    letters = await queues.dead_letters(keys)
+    assert len(letters) == 1 and "unreadable entry" in letters[0].reason
+    assert (await queues.stats([keys])).get("normal:unreadable") == 1
+
+
+async def _finished(settings: Settings, name: str, total: int) -> bool:
+    current = await status_async(settings, name)
+    return current.finished >= total and current.in_flight == 0 and current.waiting == 0
+
+
+async def _accepted_at_least(settings: Settings, name: str, count: int) -> bool:
+    return (await status_async(settings, name)).accepted >= count
+
+
+async def _factor_at_least(
+    client: RedisClient, settings: Settings, name: str, floor: float
+) -> bool:
+    from loa.engine.ratelimit import RateLimiter
+
+    limiter = RateLimiter(client, settings.namespace, name, settings.route(name))
+    return await limiter.current_factor() >= floor
+
+
+async def _dead_letters(client: RedisClient, settings: Settings, name: str) -> list:
+    queues = Queues(client, settings.namespace)
+    letters = []
+    for keys in shard_keys(settings.namespace, name, settings.route(name).shards):
+        letters += await queues.dead_letters(keys, count=1000)
+    return letters
