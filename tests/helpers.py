@@ -20,7 +20,9 @@ from loa.settings import Settings
 from loa.status import RouteStatus, route_status
 
 
-def messages(count: int, prefix: str = "m", parts: Callable[[int], int] = lambda n: 1) -> list[Message]:
+def messages(
+    count: int, prefix: str = "m", parts: Callable[[int], int] = lambda n: 1
+) -> list[Message]:
     """`count` messages with ids prefix-0.. and Vietnamese mobile numbers."""
     return [
         Message(id=f"{prefix}-{n}", to=f"+8491{n:07d}", body=f"advice {n}", parts=parts(n))

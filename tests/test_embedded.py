@@ -1,14 +1,15 @@
-"""The embedded server: start, persistence across clean and unclean restarts, sharing, supervision."""
+"""The embedded server: start, persistence over clean and unclean restarts, sharing, supervision."""
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import signal
 import stat
 import subprocess
-import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -310,15 +311,51 @@ def test_missing_binary_is_a_clear_error(tmp_path: Path) -> None:
     assert not server.owner
 
 
-def test_binary_that_fails_at_start_is_a_clear_error(tmp_path: Path) -> None:
-    script = tmp_path / "broken-server"
+def _broken_server(directory: Path) -> Path:
+    script = directory / "broken-server"
     script.write_text("#!/bin/sh\necho 'FATAL: bad config directive' >&2\nexit 1\n")
     script.chmod(0o755)
-    server = EmbeddedRedis(tmp_path / "data", binary=str(script))
-    with pytest.raises(EmbeddedServerError, match="bad config directive"):
-        server.start()
+    return script
+
+
+def test_binary_that_fails_at_start_is_a_clear_error(tmp_path: Path) -> None:
+    server = EmbeddedRedis(tmp_path / "data", binary=str(_broken_server(tmp_path)))
+    with warnings.catch_warnings(record=True):  # the pipe leak has its own test below
+        warnings.simplefilter("always")
+        with pytest.raises(EmbeddedServerError, match="bad config directive"):
+            server.start()
+        gc.collect()
     assert not server.owner
     assert not (tmp_path / "data" / "url").exists()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="embedded.py drops dead server processes without closing their stderr pipe "
+    "(_wait_ready, stop, check; see report)",
+)
+@needs_server
+def test_dead_servers_leave_no_open_pipes(tmp_path: Path) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        broken = EmbeddedRedis(tmp_path / "broken", binary=str(_broken_server(tmp_path)))
+        with pytest.raises(EmbeddedServerError):
+            broken.start()
+        with servers() as started:
+            server = EmbeddedRedis(tmp_path / "data")
+            started.append(server)
+            server.start()
+            assert server.process is not None
+            server.process.kill()
+            server.process.wait(10)
+            server.check()  # drops the dead process, starts a new one
+            assert server.process is not None
+            server.process.kill()
+            server.process.wait(10)
+            server.stop()  # the process already died: stop() only forgets it
+        gc.collect()
+    leaks = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert not leaks
 
 
 @needs_server

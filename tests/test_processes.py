@@ -11,8 +11,8 @@ from pathlib import Path
 import msgpack
 import pytest
 import redis
-from helpers import enqueue, id_counts, messages, read_sink, status, wait_for
 
+from helpers import enqueue, id_counts, messages, read_sink, status, wait_for
 from loa.engine.keys import shard_keys
 from loa.engine.queue import GROUP
 from loa.engine.supervisor import Supervisor

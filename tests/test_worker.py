@@ -8,8 +8,8 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
-from helpers import enqueue_async, messages, read_sink, status_async
 
+from helpers import enqueue_async, messages, read_sink, status_async
 from loa.engine.connection import RedisClient
 from loa.engine.envelope import now_ms
 from loa.engine.keys import shard_keys

@@ -47,8 +47,8 @@ class ConfigModel(BaseModel):
             annotation = cls.model_fields[info.field_name].annotation
             allowed = {annotation, *get_args(annotation)}
             if bool not in allowed and Any not in allowed:
-                kind = "a number" if allowed & {int, float} else "text" if str in allowed else "a table"
-                raise ValueError(f"expected {kind}, not true/false")
+                kind = "a number" if allowed & {int, float} else "text" if str in allowed else None
+                raise ValueError(f"expected {kind or 'a table'}, not true/false")
         return value
 
 
