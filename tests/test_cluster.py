@@ -27,7 +27,7 @@ from loa.engine.envelope import Batch, now_ms
 from loa.engine.keys import LANES, ShardKeys, limiter_key, shard_keys
 from loa.engine.producer import Producer
 from loa.engine.progress import Progress
-from loa.engine.queue import Queues
+from loa.engine.queue import Queues, Taken
 from loa.engine.ratelimit import RateLimiter
 from loa.engine.worker import Worker
 from loa.errors import EmbeddedServerError
@@ -105,6 +105,14 @@ def _answers(port: int) -> bool:
         return False
 
 
+def _node_ready(port: int, process: subprocess.Popen[bytes], node_dir: Path) -> bool:
+    if process.poll() is not None:
+        log = node_dir / "server.log"
+        tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+        raise AssertionError(f"cluster node on port {port} exited at start: {tail}")
+    return _answers(port)
+
+
 def _cluster_ok(ports: list[int]) -> bool:
     for port in ports:
         with contextlib.closing(_node(port)) as client:
@@ -159,7 +167,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         for port, process in zip(data_ports, processes, strict=True):
             _wait(
                 f"cluster node on port {port} did not answer PING",
-                lambda p=port, pr=process: pr.poll() is None and _answers(p),
+                lambda p=port, pr=process: _node_ready(p, pr, base / str(p)),
                 READY_TIMEOUT,
             )
         share = SLOTS // NODES
@@ -312,7 +320,7 @@ async def test_delayed_retry_and_claim_on_cluster(
     assert await queues.checkpoint(taken, "dead-worker", progress)
 
     # "dead-worker" goes silent: another consumer claims the batch with its progress
-    claimed: list = []
+    claimed: list[Taken] = []
     deadline = time.monotonic() + 10
     while not claimed and time.monotonic() < deadline:
         claimed = await queues.claim(keys, "rescuer", min_idle_ms=50)

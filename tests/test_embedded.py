@@ -7,7 +7,6 @@ import gc
 import os
 import signal
 import stat
-import subprocess
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -62,12 +61,6 @@ def _config(url: str, name: str) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _forget(process: subprocess.Popen[bytes] | None) -> None:
-    """Close the stderr pipe of a server process that died (EmbeddedRedis leaves it open)."""
-    if process is not None and process.stderr is not None:
-        process.stderr.close()
-
-
 @contextlib.contextmanager
 def servers() -> Iterator[list[EmbeddedRedis]]:
     """Collects the servers a test starts and makes sure every one is stopped or killed."""
@@ -81,7 +74,6 @@ def servers() -> Iterator[list[EmbeddedRedis]]:
             if process is not None and process.poll() is None:  # stop() gave up: do not leak it
                 process.kill()
                 process.wait(10)
-            _forget(process)
 
 
 def _settings(url: str, data_dir: Path) -> Settings:
@@ -229,7 +221,6 @@ async def test_queue_work_survives_a_kill(tmp_path: Path) -> None:
         os.kill(process.pid, signal.SIGKILL)
         process.wait(10)
         assert process.returncode == -signal.SIGKILL
-        _forget(process)
 
         second = EmbeddedRedis(tmp_path)
         started.append(second)
@@ -287,7 +278,6 @@ def test_check_restarts_a_dead_server(tmp_path: Path) -> None:
         assert not _answers(server.url)
 
         assert server.check()
-        _forget(old)
         assert server.restarts == 1
         assert server.process is not None
         assert server.process is not old
@@ -298,11 +288,6 @@ def test_check_restarts_a_dead_server(tmp_path: Path) -> None:
         assert server.restarts == 1, "no restart while it runs"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=FileNotFoundError,
-    reason="embedded.py _launch lets Popen's FileNotFoundError through (see report)",
-)
 def test_missing_binary_is_a_clear_error(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-server"
     server = EmbeddedRedis(tmp_path / "data", binary=str(missing))
@@ -320,20 +305,12 @@ def _broken_server(directory: Path) -> Path:
 
 def test_binary_that_fails_at_start_is_a_clear_error(tmp_path: Path) -> None:
     server = EmbeddedRedis(tmp_path / "data", binary=str(_broken_server(tmp_path)))
-    with warnings.catch_warnings(record=True):  # the pipe leak has its own test below
-        warnings.simplefilter("always")
-        with pytest.raises(EmbeddedServerError, match="bad config directive"):
-            server.start()
-        gc.collect()
+    with pytest.raises(EmbeddedServerError, match="bad config directive"):
+        server.start()
     assert not server.owner
     assert not (tmp_path / "data" / "url").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="embedded.py drops dead server processes without closing their stderr pipe "
-    "(_wait_ready, stop, check; see report)",
-)
 @needs_server
 def test_dead_servers_leave_no_open_pipes(tmp_path: Path) -> None:
     with warnings.catch_warnings(record=True) as caught:

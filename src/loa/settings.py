@@ -79,7 +79,9 @@ class WorkerSettings(ConfigModel):
     processes: int = Field(default=0, ge=0, le=512, description="0 means one per core")
     claim_idle: float = Field(default=30.0, gt=0, description="seconds before a batch is claimed")
     drain_timeout: float = Field(default=30.0, gt=0)
-    idle_poll_max: float = Field(default=0.05, gt=0, le=5)
+    idle_block: float = Field(
+        default=0.25, gt=0, le=5, description="seconds an idle sender waits on one shard"
+    )
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9750, ge=0, le=65535, description="0 turns /metrics off")
 

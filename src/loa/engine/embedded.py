@@ -109,14 +109,21 @@ class EmbeddedRedis:
             port = _free_port()
             args += ["--port", str(port)]
             url = f"redis://127.0.0.1:{port}"
-        # its own session: a Ctrl-C meant for loa must not kill the server before workers drain
-        self.process = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
+        # its own session: a Ctrl-C meant for loa must not kill the server before workers drain;
+        # what it says before its log file opens goes to a file, not a pipe nobody drains
+        with open(self.data_dir / "server.err", "wb") as errors:
+            try:
+                self.process = subprocess.Popen(
+                    args,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=errors,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise EmbeddedServerError(
+                    f"cannot run the embedded server binary {binary}: {exc.strerror or exc}"
+                ) from None
         self.url = url
         self._wait_ready(timeout)
         (self.data_dir / "url").write_text(url)
@@ -127,15 +134,10 @@ class EmbeddedRedis:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                err = (
-                    self.process.stderr.read().decode(errors="replace")
-                    if self.process.stderr
-                    else ""
-                )
-                log_tail = self._log_tail()
                 self.process = None
+                said = (self.data_dir / "server.err").read_text(errors="replace").strip()
                 raise EmbeddedServerError(
-                    f"embedded server exited at start: {err.strip() or log_tail}"
+                    f"embedded server exited at start: {said or self._log_tail()}"
                 )
             if _answers(self.url):
                 return
@@ -197,8 +199,6 @@ class EmbeddedRedis:
             process.kill()
             process.wait()
         (self.data_dir / "url").unlink(missing_ok=True)
-        if process.stderr:
-            process.stderr.close()
 
     def __enter__(self) -> EmbeddedRedis:
         self.start()

@@ -110,6 +110,39 @@ class Queues:
             return await self._decode(keys, lane, _text(entry_id), fields, reclaimed=False)
         return None
 
+    async def wait_take(self, keys: ShardKeys, consumer: str, block_ms: int) -> list[Taken]:
+        """Block up to `block_ms` for new batches of this shard (idle senders wait here).
+
+        One entry per lane at most; all of them are now ours, highest lane first.
+        """
+        streams = {stream: ">" for stream in keys.streams()}
+        try:
+            reply = await self.redis.xreadgroup(GROUP, consumer, streams, count=1, block=block_ms)
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self.prepare([keys])
+            return []
+        lanes = {stream: lane for stream, lane in zip(keys.streams(), LANES, strict=True)}
+        found: list[Taken] = []
+        for stream, entries in reply or []:
+            lane = lanes[_text(stream)]
+            for entry_id, fields in entries:
+                taken = await self._decode(keys, lane, _text(entry_id), fields, reclaimed=False)
+                if taken is not None:
+                    found.append(taken)
+        return sorted(found, key=lambda t: t.lane)
+
+    async def forget_idle_consumers(self, keys: ShardKeys, idle_ms: int) -> int:
+        """Remove consumers (old worker processes) that own nothing and were idle `idle_ms`."""
+        removed = 0
+        for stream in keys.streams():
+            for info in await self.redis.xinfo_consumers(stream, GROUP):
+                if int(info["pending"]) == 0 and int(info["idle"]) >= idle_ms:
+                    await self.redis.xgroup_delconsumer(stream, GROUP, info["name"])
+                    removed += 1
+        return removed
+
     async def claim(
         self, keys: ShardKeys, consumer: str, min_idle_ms: int, count: int = 8
     ) -> list[Taken]:

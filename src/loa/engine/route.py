@@ -21,6 +21,9 @@ from loa.settings import RouteSettings, WorkerSettings
 
 log = logging.getLogger(__name__)
 
+CONSUMER_CLEANUP_PERIOD = 300.0  # seconds between sweeps of consumers that left
+CONSUMER_FORGET_MS = 3_600_000  # a consumer with nothing pending, silent for an hour, has left
+
 
 class RouteRunner:
     """Moves one route's batches from its shards through its adapter, honouring its limits."""
@@ -47,6 +50,7 @@ class RouteRunner:
         self.worker = worker
         self.stopping = stopping
         self.shards = shard_keys(queues.namespace, name, limits.shards)
+        self.chunk = effective_chunk(limits, worker)
 
     async def run(self) -> None:
         """Run the senders and the claimer until `stopping` is set and in-flight work settled."""
@@ -56,9 +60,9 @@ class RouteRunner:
             group.create_task(self._claimer(), name=f"{self.name}-claimer")
 
     async def _sender(self, index: int) -> None:
-        """Take a batch (higher lanes first), send it, settle it; back off while idle."""
-        idle = 0.001
+        """Take a batch (higher lanes first), send it, settle it; block on a shard while idle."""
         offset = index % len(self.shards)
+        block_ms = max(1, int(self.worker.idle_block * 1000))
         while not self.stopping.is_set():
             taken = None
             for step in range(len(self.shards)):
@@ -67,19 +71,25 @@ class RouteRunner:
                 if taken is not None:
                     offset = (offset + step + 1) % len(self.shards)
                     break
-            if taken is None:
-                await self._pause(idle)
-                idle = min(idle * 2, self.worker.idle_poll_max)
+            if taken is not None:
+                await self.process(taken)
                 continue
-            idle = 0.001
-            await self.process(taken)
+            # nothing anywhere: wait on one shard's streams (Redis wakes us when a batch lands)
+            offset = (offset + 1) % len(self.shards)
+            for arrived in await self.queues.wait_take(self.shards[offset], self.consumer, block_ms):
+                await self.process(arrived)
 
     async def _claimer(self) -> None:
         """Adopt batches whose consumer went silent for `claim_idle` (a crashed worker)."""
         idle_ms = int(self.worker.claim_idle * 1000)
         period = max(0.2, min(self.worker.claim_idle / 2, 10.0))
+        last_cleanup = time.monotonic()
         while not self.stopping.is_set():
             await self._pause(period)
+            if time.monotonic() - last_cleanup > CONSUMER_CLEANUP_PERIOD:
+                last_cleanup = time.monotonic()
+                for keys in self.shards:
+                    await self.queues.forget_idle_consumers(keys, CONSUMER_FORGET_MS)
             for keys in self.shards:
                 if self.stopping.is_set():
                     return
@@ -106,7 +116,7 @@ class RouteRunner:
         progress = taken.progress or Progress()
         if taken.reclaimed and progress.done < len(messages):
             # the chunk after the last checkpoint may have left before the crash: count it
-            progress.counts["redelivered"] += min(self.limits.chunk, len(messages) - progress.done)
+            progress.counts["redelivered"] += min(self.chunk, len(messages) - progress.done)
         while progress.done < len(messages):
             if batch.expired(now_ms()):
                 progress.counts["expired"] += len(messages) - progress.done
@@ -116,7 +126,7 @@ class RouteRunner:
                 progress.requeue.extend(range(progress.done, len(messages)))
                 progress.done = len(messages)
                 break
-            end = min(len(messages), progress.done + self.limits.chunk)
+            end = min(len(messages), progress.done + self.chunk)
             chunk = messages[progress.done : end]
             await self._wait_for_rate(chunk)
             results = await self._send(chunk)
@@ -232,3 +242,12 @@ class RouteRunner:
         if progress.dead:
             self.metrics.dead_letters.labels(self.name).inc(len(progress.dead))
         self.metrics.batches.labels(self.name, lane).inc()
+
+
+def effective_chunk(limits: RouteSettings, worker: WorkerSettings) -> int:
+    """Messages per adapter call: the configured chunk, but small enough on a slow route that
+    waiting for its tokens takes well under `claim_idle` (else a live batch looks abandoned)."""
+    if limits.rate <= 0:
+        return limits.chunk
+    affordable = int(limits.rate * worker.claim_idle / 4)
+    return max(1, min(limits.chunk, affordable))
