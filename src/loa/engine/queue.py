@@ -115,9 +115,12 @@ class Queues:
 
         One entry per lane at most; all of them are now ours, highest lane first.
         """
-        streams = {stream: ">" for stream in keys.streams()}
+        streams: dict[Any, Any] = {stream: ">" for stream in keys.streams()}
         try:
-            reply = await self.redis.xreadgroup(GROUP, consumer, streams, count=1, block=block_ms)
+            # RESP2 reply: [[stream, [(entry id, {field: value})]], ...]
+            reply: Any = await self.redis.xreadgroup(
+                GROUP, consumer, streams, count=1, block=block_ms
+            )
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise

@@ -76,7 +76,8 @@ class RouteRunner:
                 continue
             # nothing anywhere: wait on one shard's streams (Redis wakes us when a batch lands)
             offset = (offset + 1) % len(self.shards)
-            for arrived in await self.queues.wait_take(self.shards[offset], self.consumer, block_ms):
+            keys = self.shards[offset]
+            for arrived in await self.queues.wait_take(keys, self.consumer, block_ms):
                 await self.process(arrived)
 
     async def _claimer(self) -> None:
