@@ -26,13 +26,13 @@ import uvloop
 
 from loa.engine.connection import connect
 from loa.engine.embedded import EmbeddedRedis
-from loa.engine.keys import shard_keys
+from loa.engine.keys import ShardKeys, shard_keys
 from loa.engine.producer import Producer
 from loa.engine.queue import GROUP, Queues
 from loa.engine.supervisor import Supervisor
 from loa.message import Lane, Message
 from loa.settings import Settings
-from loa.status import route_status
+from loa.status import FINAL, route_status
 
 HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"
@@ -221,14 +221,33 @@ async def _prepare(url: str, settings: Settings) -> None:
         await client.aclose()
 
 
-async def _finished(queues: Queues, settings: Settings) -> tuple[int, dict[str, int]]:
+def all_shards(settings: Settings) -> list[ShardKeys]:
+    """Every shard of every benchmark route."""
+    return [
+        keys
+        for name in settings.routes
+        for keys in shard_keys(settings.namespace, name, settings.route(name).shards)
+    ]
+
+
+async def _finished(queues: Queues, shards: Sequence[ShardKeys]) -> tuple[int, dict[str, int]]:
+    """Messages with a final outcome, from the shards' counters (one cheap round trip)."""
     totals: dict[str, int] = {}
+    for key, value in (await queues.stats(shards)).items():
+        outcome = key.split(":", 1)[1]
+        totals[outcome] = totals.get(outcome, 0) + value
+    return sum(totals.get(outcome, 0) for outcome in FINAL), totals
+
+
+async def _backlog(queues: Queues, settings: Settings) -> dict[str, int]:
+    """What is left on the queues: waiting, in flight and delayed batches over all routes."""
+    left = {"waiting": 0, "in_flight": 0, "delayed": 0}
     for name in settings.routes:
         row = await route_status(queues, settings, name)
-        for outcome in ("accepted", "failed", "dead", "expired", "retried", "redelivered"):
-            totals[outcome] = totals.get(outcome, 0) + getattr(row, outcome)
-        totals["finished"] = totals.get("finished", 0) + row.finished
-    return totals["finished"], totals
+        left["waiting"] += row.waiting
+        left["in_flight"] += row.in_flight
+        left["delayed"] += row.delayed
+    return left
 
 
 async def _enqueue(url: str, settings: Settings, campaign: str, count: int) -> float:
@@ -239,7 +258,7 @@ async def _enqueue(url: str, settings: Settings, campaign: str, count: int) -> f
         started = time.perf_counter()
         await asyncio.gather(
             *(
-                producer.enqueue(name, audience(f"{campaign}r{i}", n), campaign=campaign)
+                producer.enqueue(name, audience(f"c{i + 1}", n), campaign=campaign)
                 for i, (name, n) in enumerate(
                     zip(settings.routes, split(count, len(settings.routes)), strict=True)
                 )
@@ -257,6 +276,7 @@ async def _end_to_end(
     client = connect(url)
     try:
         queues = Queues(client, settings.namespace)
+        shards = all_shards(settings)
         producer = Producer(queues, settings)
         enqueued_at: list[float] = []
         started = time.perf_counter()
@@ -272,7 +292,7 @@ async def _end_to_end(
         finished_at_enqueue_end = -1
         try:
             while True:
-                finished, totals = await _finished(queues, settings)
+                finished, totals = await _finished(queues, shards)
                 now = time.perf_counter()
                 if enqueued_at and finished_at_enqueue_end < 0:
                     finished_at_enqueue_end = finished
@@ -298,6 +318,7 @@ async def _end_to_end(
             "enqueue_msgs_per_s_while_draining": round(count / enqueue_seconds),
             "finished_when_enqueue_ended": finished_at_enqueue_end,
             "outcomes": totals,
+            "backlog_at_end": await _backlog(queues, settings),
         }
     finally:
         await client.aclose()
@@ -311,10 +332,11 @@ async def _drain(
     sync = redis.Redis.from_url(url)
     try:
         queues = Queues(client, settings.namespace)
+        shards = all_shards(settings)
         started = time.perf_counter()
         mark: tuple[float, int] | None = None
         while True:
-            finished, totals = await _finished(queues, settings)
+            finished, totals = await _finished(queues, shards)
             now = time.perf_counter()
             if mark is None and consumers_ready(sync, settings) >= workers:
                 mark = (now, finished)
@@ -353,6 +375,12 @@ def stream_bytes(client: redis.Redis, settings: Settings) -> int:
     return total
 
 
+def command_calls(client: redis.Redis) -> dict[str, int]:
+    """Calls per command so far (INFO commandstats), scripts' inner commands included."""
+    stats = client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()}
+
+
 def delete_namespace(client: redis.Redis, namespace: str) -> None:
     """Remove every key of a benchmark namespace."""
     batch: list[bytes] = []
@@ -384,7 +412,8 @@ def bench_loa_queued(
     enqueue_seconds = uvloop.run(_enqueue(url, settings, "q1", count))
     after = redis_memory(client)
     streams = stream_bytes(client, settings)
-    own = field_bytes("q1r0", count)
+    per_route = split(count, len(settings.routes))
+    own = sum(field_bytes(f"c{i + 1}", n) * n for i, n in enumerate(per_route)) / count
     raw = (after - before) / count
     result: dict[str, Any] = {
         "queued_messages": count,
@@ -424,11 +453,13 @@ def bench_loa(
         watched = [me, server_pid, *workers]
         sampler = RssSampler(lambda: [me, server_pid, *supervisor.pids()])
         cpu_before = cpu_seconds(watched)
+        calls_before = command_calls(client)
         with sampler:
             result = uvloop.run(
                 _end_to_end(url, settings, args.messages, args.poll, limit=args.timeout)
             )
         cpu_after = cpu_seconds(watched)
+        calls_after = command_calls(client)
         used_peak = int(client.info("memory")["used_memory_peak"])
     finally:
         killed = supervisor.stop()
@@ -447,6 +478,12 @@ def bench_loa(
         "workers": cpu_used(cpu_before, cpu_after, workers),
         "server": cpu_used(cpu_before, cpu_after, [server_pid]),
     }
+    batches = -(-args.messages // args.batch_size)
+    result["server_calls_per_batch"] = {
+        name: round((calls - calls_before.get(name, 0)) / batches, 2)
+        for name, calls in sorted(calls_after.items(), key=lambda item: -item[1])
+        if calls - calls_before.get(name, 0) >= batches // 10
+    }
     result["cpu_seconds"] = {k: round(v, 2) for k, v in cpu.items()}
     result["cpu_us_per_message"] = {
         k: round(v * 1e6 / args.messages, 2) for k, v in {**cpu, "total": sum(cpu.values())}.items()
@@ -459,10 +496,10 @@ def bench_loa(
 
 
 def stop_group(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:
-    """SIGTERM a process group (warm shutdown), then SIGKILL it if it lingers."""
+    """SIGTERM the group's leader (a warm shutdown), then SIGKILL the group if anything lingers."""
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
+            proc.send_signal(signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(grace)
     # the prefork children share the group: make sure none survives its parent
@@ -511,7 +548,10 @@ def bench_celery(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
     log_path = data_dir / "celery-worker.log"
+    # coreutils timeout: the worker ends by itself even if this process is killed outright
+    lifetime = str(int(args.timeout) + 120)
     command = [
+        "timeout", "--kill-after=10", lifetime,
         sys.executable, "-m", "celery", "-A", "celery_peer", "worker",
         "--pool", "prefork", "--concurrency", str(args.celery_concurrency),
         "--loglevel", "warning", "--without-gossip", "--without-mingle", "--without-heartbeat",
@@ -597,6 +637,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def source_version() -> dict[str, Any]:
+    """The loa commit measured, and whether src/ had uncommitted changes (None outside git)."""
+
+    def git(*command: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", *command], cwd=HERE.parent, capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    status = git("status", "--porcelain", "--", "src")
+    return {
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "src_dirty": None if status is None else bool(status),
+    }
+
+
 def machine() -> dict[str, Any]:
     """What ran the benchmark."""
     return {
@@ -611,6 +670,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Every phase, each cleaning up after itself."""
     os.environ.setdefault("LOA_LOG_LEVEL", "warning")
     host = machine()
+    source = source_version()
     with tempfile.TemporaryDirectory(prefix="loa-bench-") as tmp:
         data_dir = Path(tmp)
         server = EmbeddedRedis(data_dir / "redis")
@@ -669,6 +729,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "celery_broker": args.celery_broker,
         },
         "machine": host,
+        "loa_source": source,
         "utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
 
@@ -676,6 +737,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark, print the result, and keep it in benchmarks/results/."""
     args = parse_args(argv)
+
+    def on_signal(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)  # unwinds through every finally: workers, servers stop
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, on_signal)
     result = run(args)
     text = json.dumps(result, indent=2)
     args.output_dir.mkdir(parents=True, exist_ok=True)

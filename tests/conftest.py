@@ -100,6 +100,8 @@ def make_settings(redis_url: str, namespace: str, tmp_path: Path) -> SettingsFac
                 data[key] = {**data[key], **value}
             else:
                 data[key] = value
+        for route in data.get("routes", {}).values():
+            route.setdefault("timeout", 0.9)  # sends must end before claim_idle (1 s here)
         return Settings.from_mapping(data, source="test settings")
 
     return build

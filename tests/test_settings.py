@@ -301,3 +301,12 @@ def test_not_utf8(tmp_path: Path) -> None:
 def test_utf8_text_is_fine(tmp_path: Path) -> None:
     path = write(tmp_path, '# Cấu hình cho Bộ Y tế\n[routes.sms]\nadapter = "null"\n')
     assert list(load(path).routes) == ["sms"]
+
+
+def test_a_send_timeout_must_end_before_batches_are_claimed() -> None:
+    data = {"worker": {"claim_idle": 10}, "routes": {"sms": {"adapter": "null", "timeout": 12}}}
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_mapping(data, source="loa.toml")
+    assert str(caught.value) == (
+        "loa.toml: routes.sms.timeout (12s) must be shorter than worker.claim_idle (10s)"
+    )

@@ -48,16 +48,25 @@ def load_settings(
     return Settings.load(config, overrides=overrides)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"loa {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _main(
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", is_eager=True,
+            callback=_print_version,
+        ),
+    ] = False,
     log_level: Annotated[
         str | None, typer.Option("--log-level", help="debug, info, warning ($LOA_LOG_LEVEL)")
     ] = None,
 ) -> None:
-    if version:
-        typer.echo(f"loa {__version__}")
-        raise typer.Exit()
     if log_level:
         os.environ["LOA_LOG_LEVEL"] = log_level  # worker processes read it too
     setup_logging()

@@ -83,6 +83,7 @@ def demo_settings(base: Settings) -> Settings:
             "max_attempts": 3,
             "backoff": 0.2,
             "backoff_max": 1.0,
+            "timeout": 4.0,
             **limits,
         }
         for name, (_, limits) in DEMO_ROUTES.items()

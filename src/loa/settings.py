@@ -17,6 +17,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from loa.errors import ConfigError
@@ -62,7 +63,7 @@ class RouteSettings(ConfigModel):
     concurrency: int = Field(default=4, ge=1, le=1024, description="batches in flight per process")
     shards: int = Field(default=4, ge=1, le=1024)
     chunk: int = Field(default=50, ge=1, le=10_000, description="messages per adapter call")
-    timeout: float = Field(default=30.0, gt=0, description="seconds one adapter call may take")
+    timeout: float = Field(default=10.0, gt=0, description="seconds one adapter call may take")
     max_attempts: int = Field(default=5, ge=1, le=100)
     backoff: float = Field(default=2.0, ge=0, description="seconds before the first retry")
     backoff_max: float = Field(default=600.0, ge=0)
@@ -127,6 +128,17 @@ class Settings(ConfigModel):
             raise ValueError(f"must start with one of {', '.join(schemes)}")
         return url
 
+    @model_validator(mode="after")
+    def _sends_end_before_claims(self) -> Settings:
+        # a send that outlasts claim_idle looks like a dead worker: its batch would be sent twice
+        for name, route in self.routes.items():
+            if route.timeout >= self.worker.claim_idle:
+                raise ValueError(
+                    f"routes.{name}.timeout ({route.timeout:g}s) must be shorter than "
+                    f"worker.claim_idle ({self.worker.claim_idle:g}s)"
+                )
+        return self
+
     @classmethod
     def load(
         cls,
@@ -190,7 +202,7 @@ def describe_errors(
     lines = []
     for error in exc.errors():
         loc = tuple(str(part) for part in error["loc"])
-        key = ".".join((prefix, *loc) if prefix else loc) or "(top level)"
+        key = ".".join((prefix, *loc) if prefix else loc)
         origin = next(
             (name for path, name in (origins or {}).items() if loc[: len(path)] == path), None
         )
@@ -205,7 +217,8 @@ def describe_errors(
             message = str(error.get("ctx", {}).get("error", message.removeprefix("Value error, ")))
         given = error.get("input")
         shown = "" if isinstance(given, dict | list) else f" (got {given!r})"
-        lines.append(f"{key}: {message}{shown}{source}")
+        # a check across keys names its keys itself
+        lines.append(f"{key}: {message}{shown}{source}" if key else f"{message}{source}")
     return "; ".join(lines)
 
 

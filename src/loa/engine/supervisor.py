@@ -19,6 +19,7 @@ import redis
 from prometheus_client import CollectorRegistry, multiprocess
 from prometheus_client.exposition import MetricsHandler
 
+from loa.adapters.registry import check_routes
 from loa.engine.connection import CLUSTER_SCHEME
 from loa.engine.embedded import EmbeddedRedis
 from loa.engine.metrics import QueueCollector
@@ -73,6 +74,7 @@ class Supervisor:
 
     def start(self) -> None:
         """Start the server if needed, the metrics endpoint and the worker processes."""
+        check_routes(self.settings, self.routes)  # a wrong adapter fails here, not in N children
         if not self.redis_url:
             self.server = EmbeddedRedis(self.settings.data_dir / "redis")
             self.redis_url = self.server.start()
