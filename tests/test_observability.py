@@ -9,9 +9,9 @@ import urllib.request
 
 import orjson
 import pytest
-from helpers import enqueue, messages, status, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
+from helpers import enqueue, messages, status, wait_for
 from loa.engine.supervisor import Supervisor
 from loa.log import JsonFormatter, mask, mask_address
 
