@@ -334,10 +334,13 @@ async def _drain(
         queues = Queues(client, settings.namespace)
         shards = all_shards(settings)
         started = time.perf_counter()
-        mark: tuple[float, int] | None = None
+        mark: tuple[float, int] | None = None  # every worker consumes from here on
+        first: tuple[float, int] | None = None  # the first progress seen (a fallback mark)
         while True:
             finished, totals = await _finished(queues, shards)
             now = time.perf_counter()
+            if first is None and finished > 0:
+                first = (now, finished)
             if mark is None and consumers_ready(sync, settings) >= workers:
                 mark = (now, finished)
             if finished >= count:
@@ -345,6 +348,10 @@ async def _drain(
             if now - started > limit:
                 raise TimeoutError(f"drain finished {finished:,} of {count:,} in {limit:.0f}s")
             await asyncio.sleep(poll)
+        # a small backlog can be gone before the last worker started: measure from first progress
+        all_workers = mark is not None and mark[1] < count
+        if not all_workers:
+            mark = first or (started, 0)
         assert mark is not None
         window = now - mark[0]
         drained = count - mark[1]
@@ -352,6 +359,7 @@ async def _drain(
             "drain_seconds": round(window, 3),
             "drain_messages_measured": drained,
             "drain_msgs_per_s": round(drained / window) if window > 0 else None,
+            "drain_with_all_workers": all_workers,
             "drain_outcomes": totals,
         }
     finally:
@@ -669,6 +677,9 @@ def machine() -> dict[str, Any]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Every phase, each cleaning up after itself."""
     os.environ.setdefault("LOA_LOG_LEVEL", "warning")
+    if not args.skip_celery:  # fail before the long phases, not after them
+        with contextlib.closing(redis.Redis.from_url(args.celery_broker, socket_timeout=5)) as r:
+            r.ping()
     host = machine()
     source = source_version()
     with tempfile.TemporaryDirectory(prefix="loa-bench-") as tmp:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -92,7 +93,7 @@ def unpack(data: bytes) -> Batch:
         raise EnvelopeError(f"envelope has {len(fields)} fields, expected {_FIELDS}")
     _, batch_id, campaign, lane, route, attempt, created_ms, expires_ms, rows = fields
     try:
-        messages = [Message(*row) for row in rows]
+        messages = list(itertools.starmap(Message, rows))
         return Batch(
             route=route,
             lane=Lane(lane),

@@ -144,6 +144,8 @@ class RouteRunner:
         await self._settle(taken, progress)
 
     async def _wait_for_rate(self, chunk: Sequence[Message]) -> None:
+        if self.limiter.unlimited:
+            return
         tokens = sum(m.parts for m in chunk) if self.limits.unit == "parts" else len(chunk)
         waited = await self.limiter.acquire(tokens)
         if waited:
@@ -153,7 +155,8 @@ class RouteRunner:
         """Call the adapter: the plug-in boundary, where its failures become retries."""
         started = time.perf_counter()
         try:
-            results = await asyncio.wait_for(self.adapter.send(chunk), self.limits.timeout)
+            async with asyncio.timeout(self.limits.timeout):  # no extra task, unlike wait_for
+                results = await self.adapter.send(chunk)
         except TimeoutError:
             results = [RetryLater(f"adapter took longer than {self.limits.timeout}s")] * len(chunk)
         except Exception as exc:
@@ -179,6 +182,9 @@ class RouteRunner:
     ) -> None:
         """Fold one chunk's results into the batch's progress."""
         counts = progress.counts
+        if all(type(result) is Accepted for result in results):  # the common case, fast
+            counts["accepted"] += len(results)
+            return
         last_attempt = batch.attempt + 1 >= self.limits.max_attempts
         throttled = False
         for offset, result in enumerate(results):
