@@ -212,13 +212,17 @@ class Queues:
                 pipe.xlen(keys.stream(lane))
                 pipe.zcard(keys.delayed(lane))
                 pipe.xpending(keys.stream(lane), GROUP)
-        replies = iter(await pipe.execute())
+        replies = iter(await pipe.execute(raise_on_error=False))
         backlog = {lane.label: 0 for lane in LANES}
         backlog["pending"] = 0
         backlog["delayed"] = 0
         for _keys in shard_list:
             for lane in LANES:
                 length, delayed, pending = next(replies), next(replies), next(replies)
+                if isinstance(pending, ResponseError):
+                    if "NOGROUP" not in str(pending):
+                        raise pending
+                    pending = {"pending": 0}  # a route no worker has served yet
                 backlog[lane.label] += int(length) + int(delayed)
                 backlog["delayed"] += int(delayed)
                 backlog["pending"] += int(pending["pending"])
