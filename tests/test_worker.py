@@ -11,7 +11,7 @@ import pytest
 
 from helpers import enqueue_async, messages, read_sink, status_async
 from loa.engine.connection import RedisClient
-from loa.engine.envelope import now_ms
+from loa.engine.envelope import Batch, now_ms
 from loa.engine.keys import shard_keys
 from loa.engine.queue import Queues
 from loa.engine.worker import Worker
@@ -64,8 +64,11 @@ async def test_every_message_is_sent_once_and_counted(make_settings, redis_clien
 
 async def test_retries_back_off_then_dead_letter_with_reason(make_settings, redis_client):
     settings = make_settings(
-        routes={"flaky": route(max_attempts=3, backoff=0.05, backoff_max=0.2,
-                               options={"retry_ratio": 1.0})}
+        routes={
+            "flaky": route(
+                max_attempts=3, backoff=0.05, backoff_max=0.2, options={"retry_ratio": 1.0}
+            )
+        }
     )
     await enqueue_async(settings, "flaky", messages(40))
     async with running(settings, redis_client):
@@ -104,30 +107,58 @@ async def test_expired_messages_are_dropped_and_counted(make_settings, redis_cli
     assert {line["id"].split("-")[0] for line in read_sink(sink)} == {"new"}, "stale advice sent"
 
 
-async def test_emergency_lane_overtakes_bulk_backlog(make_settings, redis_client, tmp_path):
+@pytest.mark.parametrize(("shards", "concurrency"), [(1, 1), (4, 2)])
+async def test_emergency_lane_overtakes_bulk_backlog(
+    make_settings, redis_client, tmp_path, shards, concurrency
+):
     sink = tmp_path / "sink"
     settings = make_settings(
-        routes={"sms": route("file", shards=1, concurrency=1, chunk=50, rate=2000,
-                             unit="messages", options={"path": str(sink / "out.jsonl")})}
+        queue={"batch_size": 50},
+        routes={
+            "sms": route(
+                "file",
+                shards=shards,
+                concurrency=concurrency,
+                chunk=50,
+                rate=2000,
+                unit="messages",
+                options={"path": str(sink / "out.jsonl")},
+            )
+        },
     )
-    await enqueue_async(settings, "sms", messages(2000, "bulk"), lane=Lane.BULK)
+    await enqueue_async(settings, "sms", messages(3000, "bulk"), lane=Lane.BULK)
     async with running(settings, redis_client):
         await until(lambda: _accepted_at_least(settings, "sms", 200), 30, "bulk under way")
-        await enqueue_async(settings, "sms", messages(100, "alert"), lane=Lane.EMERGENCY)
-        await until(lambda: _finished(settings, "sms", 2100), 60, "everything")
+        # the whole alert on one shard: lanes must outrank shard order, not just order a shard
+        queues = Queues(redis_client, settings.namespace)
+        first_shard = shard_keys(settings.namespace, "sms", shards)[0]
+        alert = messages(400, "alert")
+        for start in range(0, len(alert), 50):
+            batch = Batch(route="sms", lane=Lane.EMERGENCY, messages=alert[start : start + 50])
+            await queues.put(first_shard, batch)
+        await until(lambda: _finished(settings, "sms", 3400), 60, "everything")
     order = [line["id"].split("-")[0] for line in read_sink(sink)]
-    last_alert = max(i for i, kind in enumerate(order) if kind == "alert")
     first_alert = order.index("alert")
-    # once the alert is queued, at most the one bulk batch in flight goes before it ends
-    bulk_between = order[first_alert:last_alert].count("bulk")
-    assert bulk_between == 0
+    last_alert = max(i for i, kind in enumerate(order) if kind == "alert")
+    # once the alert is taken, no shard gives out bulk until the alert is through; only the
+    # bulk batches already in flight on other senders may finish meanwhile
+    in_flight = (concurrency - 1) * 50
+    assert order[first_alert:last_alert].count("bulk") <= in_flight
     assert order[last_alert + 1 :].count("bulk") > 0, "bulk resumed after the alert"
 
 
 async def test_throttled_route_slows_down_and_recovers(make_settings, redis_client):
     settings = make_settings(
-        routes={"carrier": route(rate=2000, unit="messages", chunk=20, concurrency=4,
-                                 throttle_recovery=0.1, options={"capacity": 300})}
+        routes={
+            "carrier": route(
+                rate=2000,
+                unit="messages",
+                chunk=20,
+                concurrency=4,
+                throttle_recovery=0.1,
+                options={"capacity": 300},
+            )
+        }
     )
     await enqueue_async(settings, "carrier", messages(2000))
     factors: list[float] = []
@@ -152,8 +183,11 @@ async def test_throttled_route_slows_down_and_recovers(make_settings, redis_clie
         assert final.throttled < final.accepted
         runner_limiter = worker.adapters["carrier"]  # the carrier stops throttling
         runner_limiter.options = runner_limiter.options.model_copy(update={"capacity": 0})  # type: ignore[attr-defined]
-        await until(lambda: _factor_at_least(redis_client, settings, "carrier", 0.99), 20,
-                    "the route's rate to recover")
+        await until(
+            lambda: _factor_at_least(redis_client, settings, "carrier", 0.99),
+            20,
+            "the route's rate to recover",
+        )
 
 
 async def test_unreadable_entry_goes_to_dead_letters_and_queue_moves_on(

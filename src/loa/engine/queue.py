@@ -91,9 +91,11 @@ class Queues:
             pipe.xadd(keys.stream(batch.lane), {FIELD: pack(batch)})
         await pipe.execute()
 
-    async def take(self, keys: ShardKeys, consumer: str) -> Taken | None:
-        """The next batch of this shard, highest lane first, or None when all lanes are empty."""
-        args: list[ScriptArg] = [GROUP, consumer, 1, now_ms(), PROMOTE_PER_TAKE]
+    async def take(
+        self, keys: ShardKeys, consumer: str, lowest: Lane = Lane.BULK
+    ) -> Taken | None:
+        """The next batch of this shard, highest lane first down to `lowest`, or None."""
+        args: list[ScriptArg] = [GROUP, consumer, 1, now_ms(), PROMOTE_PER_TAKE, int(lowest) + 1]
         try:
             got = await self._take(keys=[*keys.streams(), *keys.delayed_sets()], args=args)
         except ResponseError as exc:

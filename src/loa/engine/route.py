@@ -16,7 +16,7 @@ from loa.engine.metrics import Metrics
 from loa.engine.progress import Progress
 from loa.engine.queue import Queues, Taken, dead_letter
 from loa.engine.ratelimit import RateLimiter
-from loa.message import Accepted, Failed, Message, RetryLater, SendResult, Throttled
+from loa.message import Accepted, Failed, Lane, Message, RetryLater, SendResult, Throttled
 from loa.settings import RouteSettings, WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,9 @@ class RouteRunner:
         self.stopping = stopping
         self.shards = shard_keys(queues.namespace, name, limits.shards)
         self.chunk = effective_chunk(limits, worker)
+        # While any shard holds urgent work, senders read no lower lane on any shard: a lane
+        # outranks shard order. Reset to BULK once a full round finds nothing that urgent.
+        self.lowest = Lane.BULK
 
     async def run(self) -> None:
         """Run the senders and the claimer until `stopping` is set and in-flight work settled."""
@@ -64,15 +67,20 @@ class RouteRunner:
         offset = index % len(self.shards)
         block_ms = max(1, int(self.worker.idle_block * 1000))
         while not self.stopping.is_set():
+            lowest = self.lowest
             taken = None
             for step in range(len(self.shards)):
                 keys = self.shards[(offset + step) % len(self.shards)]
-                taken = await self.queues.take(keys, self.consumer)
+                taken = await self.queues.take(keys, self.consumer, lowest)
                 if taken is not None:
                     offset = (offset + step + 1) % len(self.shards)
                     break
             if taken is not None:
+                self.lowest = min(self.lowest, taken.lane)
                 await self.process(taken)
+                continue
+            if lowest != Lane.BULK:
+                self.lowest = Lane.BULK  # the urgent work is done everywhere: all lanes again
                 continue
             # nothing anywhere: wait on one shard's streams (Redis wakes us when a batch lands)
             offset = (offset + 1) % len(self.shards)

@@ -6,6 +6,7 @@
 -- ARGV[3]     how many entries to take at most
 -- ARGV[4]     now, ms (due retries have score <= now)
 -- ARGV[5]     how many due retries to move per lane at most
+-- ARGV[6]     how many lanes to read, from the top (4: all; 1: emergency only)
 -- Returns nil, or {lane index (0 = emergency), {{entry id, {field, value, ...}}, ...}}.
 for i = 1, 4 do
   local due = redis.call('ZRANGEBYSCORE', KEYS[4 + i], '-inf', ARGV[4], 'LIMIT', 0, ARGV[5])
@@ -14,7 +15,7 @@ for i = 1, 4 do
     redis.call('ZREM', KEYS[4 + i], envelope)
   end
 end
-for i = 1, 4 do
+for i = 1, tonumber(ARGV[6]) do
   local got = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3],
                          'STREAMS', KEYS[i], '>')
   if got and got[1] and #got[1][2] > 0 then
