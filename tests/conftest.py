@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from loa.engine.connection import RedisClient, connect
-from loa.engine.embedded import EmbeddedRedis
+from loa.engine.embedded import EmbeddedRedis, answers
 from loa.settings import Settings
 
 SERVICE_URL = "redis://127.0.0.1:6379/0"
@@ -29,14 +29,6 @@ def anyio_backend(request: pytest.FixtureRequest) -> Any:
     return request.param
 
 
-def _answers(url: str) -> bool:
-    try:
-        with contextlib.closing(redis.Redis.from_url(url, socket_timeout=1)) as client:
-            return bool(client.ping())
-    except (redis.ConnectionError, redis.TimeoutError, OSError):
-        return False
-
-
 @pytest.fixture(scope="session")
 def embedded_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """loa's own embedded server, started once for the session in a private data directory."""
@@ -48,7 +40,7 @@ def embedded_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def service_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The machine's Redis service on 127.0.0.1:6379; a private server stands in if it is down."""
-    if _answers(SERVICE_URL):
+    if answers(SERVICE_URL):
         yield SERVICE_URL
         return
     with EmbeddedRedis(tmp_path_factory.mktemp("service-standin")) as server:

@@ -9,7 +9,7 @@ import signal
 import stat
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import anyio
@@ -17,7 +17,13 @@ import pytest
 import redis
 
 from loa.engine.connection import RedisClient, connect
-from loa.engine.embedded import MAX_UNIX_PATH, SOCKET_NAME, EmbeddedRedis, find_server_binary
+from loa.engine.embedded import (
+    MAX_UNIX_PATH,
+    SOCKET_NAME,
+    EmbeddedRedis,
+    answers,
+    find_server_binary,
+)
 from loa.engine.envelope import unpack
 from loa.engine.keys import LANES, shard_keys
 from loa.engine.producer import Producer
@@ -45,14 +51,6 @@ Entry = tuple[int, str, str, str, tuple[str, ...]]
 
 def _client(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_timeout=5)
-
-
-def _answers(url: str) -> bool:
-    try:
-        with contextlib.closing(_client(url)) as client:
-            return bool(client.ping())
-    except (redis.ConnectionError, redis.TimeoutError, OSError):
-        return False
 
 
 def _config(url: str, name: str) -> str:
@@ -148,7 +146,7 @@ def test_starts_persists_and_stops(tmp_path: Path) -> None:
             mode = (tmp_path / SOCKET_NAME).stat().st_mode
             assert stat.S_ISSOCK(mode)
             assert stat.S_IMODE(mode) & 0o077 == 0, "only the owner may use the socket"
-        assert _answers(url)
+        assert answers(url)
         assert (tmp_path / "url").read_text() == url
         assert _config(url, "appendonly") == "yes"
         assert _config(url, "appendfsync") == "everysec"
@@ -161,14 +159,33 @@ def test_starts_persists_and_stops(tmp_path: Path) -> None:
         assert process.poll() is not None, "stop() stopped the process"
         assert process.returncode == 0, "a clean SHUTDOWN, not a kill"
         assert not server.owner
-        assert not _answers(url)
+        assert not answers(url)
         assert not (tmp_path / "url").exists()
         server.stop()  # a second stop is harmless
 
 
+async def _stop_cleanly(server: EmbeddedRedis) -> None:
+    process = server.process
+    await anyio.to_thread.run_sync(server.stop)
+    assert process is not None
+    assert process.returncode == 0, "a clean SHUTDOWN, not a kill"
+
+
+async def _kill(server: EmbeddedRedis) -> None:
+    await anyio.sleep(1.5)  # appendfsync everysec: let one fsync pass
+    process = server.process
+    assert process is not None
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(10)
+    assert process.returncode == -signal.SIGKILL
+
+
 @needs_server
 @pytest.mark.anyio
-async def test_queue_work_survives_a_clean_restart(tmp_path: Path) -> None:
+@pytest.mark.parametrize("end", [_stop_cleanly, _kill], ids=["shutdown", "sigkill"])
+async def test_queue_work_survives_a_restart(
+    tmp_path: Path, end: Callable[[EmbeddedRedis], Awaitable[None]]
+) -> None:
     with servers() as started:
         first = EmbeddedRedis(tmp_path)
         started.append(first)
@@ -180,60 +197,22 @@ async def test_queue_work_survives_a_clean_restart(tmp_path: Path) -> None:
             before = await _queued(client, settings)
         finally:
             await client.aclose()
-        assert len(before) == 11
-        process = first.process
-        await anyio.to_thread.run_sync(first.stop)
-        assert process is not None
-        assert process.returncode == 0
-        assert not _answers(url)
+        await end(first)
+        assert not answers(url)
 
         second = EmbeddedRedis(tmp_path)
         started.append(second)
         url = await anyio.to_thread.run_sync(second.start)
-        assert second.owner, "a new server was started on the old data"
-        client = connect(url)
-        try:
-            after = await _take_all(client, settings)
-        finally:
-            await client.aclose()
-    assert after == before, "take() returns the same batches, entry ids and message ids"
-    assert {mid for entry in after for mid in entry[4]} == ids
-    assert sum(1 for entry in after if entry[1] == Lane.EMERGENCY.label) == 1
-
-
-@needs_server
-@pytest.mark.anyio
-async def test_queue_work_survives_a_kill(tmp_path: Path) -> None:
-    with servers() as started:
-        first = EmbeddedRedis(tmp_path)
-        started.append(first)
-        url = await anyio.to_thread.run_sync(first.start)
-        settings = _settings(url, tmp_path)
-        client = connect(url)
-        try:
-            ids = await _enqueue(client, settings)
-            before = await _queued(client, settings)
-        finally:
-            await client.aclose()
-        await anyio.sleep(1.5)  # appendfsync everysec: let one fsync pass
-        process = first.process
-        assert process is not None
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(10)
-        assert process.returncode == -signal.SIGKILL
-
-        second = EmbeddedRedis(tmp_path)
-        started.append(second)
-        url = await anyio.to_thread.run_sync(second.start)
-        assert second.owner, "the stale url marker of the dead server was not trusted"
+        assert second.owner, "a new server was started on the old data, not the dead one's url"
         client = connect(url)
         try:
             after = await _take_all(client, settings)
         finally:
             await client.aclose()
     assert len(before) == 11
-    assert after == before, "nothing queued before the kill was lost"
+    assert after == before, "take() returns the same batches, entry ids and message ids"
     assert {mid for entry in after for mid in entry[4]} == ids
+    assert sum(1 for entry in after if entry[1] == Lane.EMERGENCY.label) == 1
 
 
 @needs_server
@@ -253,14 +232,14 @@ def test_second_instance_joins_and_leaves_the_server_running(tmp_path: Path) -> 
 
         second.stop()
         assert process.poll() is None, "the joiner's stop() left the owner's server running"
-        assert _answers(url)
+        assert answers(url)
         assert (tmp_path / "url").exists()
         with contextlib.closing(_client(url)) as client:
             assert client.get("shared") == b"yes"
 
         first.stop()
         assert process.poll() is not None
-        assert not _answers(url)
+        assert not answers(url)
 
 
 @needs_server
@@ -275,14 +254,14 @@ def test_check_restarts_a_dead_server(tmp_path: Path) -> None:
         assert old is not None
         old.kill()
         old.wait(10)
-        assert not _answers(server.url)
+        assert not answers(server.url)
 
         assert server.check()
         assert server.restarts == 1
         assert server.process is not None
         assert server.process is not old
         assert server.process.poll() is None
-        assert _answers(server.url)
+        assert answers(server.url)
         assert (tmp_path / "url").read_text() == server.url
         assert server.check()
         assert server.restarts == 1, "no restart while it runs"
@@ -345,7 +324,7 @@ def test_long_data_dir_falls_back_to_tcp(tmp_path: Path) -> None:
         url = server.start()
         assert url.startswith("redis://127.0.0.1:")
         assert not (data_dir / SOCKET_NAME).exists()
-        assert _answers(url)
+        assert answers(url)
         assert _config(url, "bind") == "127.0.0.1"
         assert _config(url, "unixsocket") == ""
         with contextlib.closing(_client(url)) as client:
@@ -358,4 +337,4 @@ def test_long_data_dir_falls_back_to_tcp(tmp_path: Path) -> None:
         server.stop()
         assert process is not None
         assert process.returncode == 0
-        assert not _answers(url)
+        assert not answers(url)

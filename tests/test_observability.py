@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import logging
-import socket
 import urllib.request
 
 import orjson
@@ -12,6 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from helpers import enqueue, messages, status, wait_for
+from loa.engine.embedded import free_port
 from loa.engine.supervisor import Supervisor
 from loa.log import JsonFormatter, mask, mask_address
 
@@ -19,12 +19,6 @@ from loa.log import JsonFormatter, mask, mask_address
 @pytest.fixture
 def redis_url(service_url: str) -> str:
     return service_url
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -38,12 +32,16 @@ def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 def test_metrics_of_all_processes_on_one_endpoint(make_settings):
-    port = _free_port()
+    port = free_port()
     settings = make_settings(
         worker={"metrics_port": port},
         routes={
-            "sms": {"adapter": "null", "rate": 1500, "chunk": 20, "options": {"fail_ratio": 0.1,
-                                                                            "seed": 7}},
+            "sms": {
+                "adapter": "null",
+                "rate": 1500,
+                "chunk": 20,
+                "options": {"fail_ratio": 0.1, "seed": 7},
+            },
             "idle": {"adapter": "null"},
         },
     )
@@ -80,8 +78,10 @@ def test_logs_never_show_a_phone_number():
     logger.addHandler(handler)
     logger.propagate = False
     try:
-        logger.warning("send to +84 912 345 678 failed; retry 0912345678 and 84912345678",
-                       extra={"to": "+84912345678", "email": "nguyen.van.a@example.vn"})
+        logger.warning(
+            "send to +84 912 345 678 failed; retry 0912345678 and 84912345678",
+            extra={"to": "+84912345678", "email": "nguyen.van.a@example.vn"},
+        )
     finally:
         logger.removeHandler(handler)
     line = stream.getvalue()

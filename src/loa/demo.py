@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -19,6 +18,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 
 from loa.engine.connection import connect
+from loa.engine.embedded import free_port
 from loa.engine.keys import shard_keys
 from loa.engine.producer import Producer
 from loa.engine.queue import Queues
@@ -94,15 +94,9 @@ def demo_settings(base: Settings) -> Settings:
         **data["worker"],
         "claim_idle": 5.0,
         "drain_timeout": 10.0,
-        "metrics_port": _free_port(),
+        "metrics_port": free_port(),
     }
     return Settings.from_mapping(data, source="demo settings")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def audience(route: str, count: int, seed: int) -> Iterator[Message]:

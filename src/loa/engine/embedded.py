@@ -42,7 +42,8 @@ def find_server_binary() -> str:
     )
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -106,7 +107,7 @@ class EmbeddedRedis:
             args += ["--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700"]
             url = f"unix://{sock}"
         else:
-            port = _free_port()
+            port = free_port()
             args += ["--port", str(port)]
             url = f"redis://127.0.0.1:{port}"
         # its own session: a Ctrl-C meant for loa must not kill the server before workers drain;
@@ -139,7 +140,7 @@ class EmbeddedRedis:
                 raise EmbeddedServerError(
                     f"embedded server exited at start: {said or self._log_tail()}"
                 )
-            if _answers(self.url):
+            if answers(self.url):
                 return
             time.sleep(0.02)
         self.stop()
@@ -149,7 +150,7 @@ class EmbeddedRedis:
         marker = self.data_dir / "url"
         if marker.exists():
             url = marker.read_text().strip()
-            if url and _answers(url):
+            if url and answers(url):
                 return url
         return None
 
@@ -210,7 +211,8 @@ class EmbeddedRedis:
         self.stop()
 
 
-def _answers(url: str) -> bool:
+def answers(url: str) -> bool:
+    """True when a Redis-protocol server at `url` answers PING within a second."""
     try:
         with contextlib.closing(redis.Redis.from_url(url, socket_timeout=1)) as client:
             return bool(client.ping())
