@@ -230,3 +230,23 @@ async def _dead_letters(client: RedisClient, settings: Settings, name: str) -> l
     for keys in shard_keys(settings.namespace, name, settings.route(name).shards):
         letters += await queues.dead_letters(keys, count=1000)
     return letters
+
+
+async def test_a_batch_that_outlives_its_workers_goes_to_dead_letters(make_settings, redis_client):
+    settings = make_settings(worker={"max_deliveries": 3}, routes={"sms": route(shards=1)})
+    keys = shard_keys(settings.namespace, "sms", 1)[0]
+    queues = Queues(redis_client, settings.namespace)
+    await queues.prepare([keys])
+    await enqueue_async(settings, "sms", messages(5, "poison"))
+    # three workers took it in turn and died on it (each claim counts a delivery)
+    stream = keys.stream(Lane.NORMAL)
+    taken = await queues.take(keys, "ghost-0")
+    assert taken is not None
+    for ghost in ("ghost-1", "ghost-2"):
+        await redis_client.xclaim(stream, "workers", ghost, 0, [taken.entry_id])
+    async with running(settings, redis_client):
+        await until(lambda: _finished(settings, "sms", 5), 30, "the poison batch settled")
+    final = await status_async(settings, "sms")
+    assert (final.dead, final.accepted) == (5, 0)
+    letters = await queues.dead_letters(keys)
+    assert {letter.reason for letter in letters} == {"batch was taken 4 times and never finished"}

@@ -59,7 +59,9 @@ def _main(
     version: Annotated[
         bool,
         typer.Option(
-            "--version", help="Print the version and exit.", is_eager=True,
+            "--version",
+            help="Print the version and exit.",
+            is_eager=True,
             callback=_print_version,
         ),
     ] = False,

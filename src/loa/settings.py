@@ -80,6 +80,9 @@ class WorkerSettings(ConfigModel):
     processes: int = Field(default=0, ge=0, le=512, description="0 means one per core")
     claim_idle: float = Field(default=30.0, gt=0, description="seconds before a batch is claimed")
     drain_timeout: float = Field(default=30.0, gt=0)
+    max_deliveries: int = Field(
+        default=5, ge=2, le=1000, description="workers a batch may outlive before it is dead"
+    )
     idle_block: float = Field(
         default=0.25, gt=0, le=5, description="seconds an idle sender waits on one shard"
     )

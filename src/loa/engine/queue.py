@@ -42,6 +42,7 @@ class Taken:
     batch: Batch
     reclaimed: bool = False
     progress: Progress | None = None
+    deliveries: int = 1  # how many consumers have taken it, this one included
 
 
 @dataclass(slots=True)
@@ -91,9 +92,7 @@ class Queues:
             pipe.xadd(keys.stream(batch.lane), {FIELD: pack(batch)})
         await pipe.execute()
 
-    async def take(
-        self, keys: ShardKeys, consumer: str, lowest: Lane = Lane.BULK
-    ) -> Taken | None:
+    async def take(self, keys: ShardKeys, consumer: str, lowest: Lane = Lane.BULK) -> Taken | None:
         """The next batch of this shard, highest lane first down to `lowest`, or None."""
         args: list[ScriptArg] = [GROUP, consumer, 1, now_ms(), PROMOTE_PER_TAKE, int(lowest) + 1]
         try:
@@ -159,8 +158,13 @@ class Queues:
             for entry_id, fields in reply[1]:
                 taken = await self._decode(keys, lane, _text(entry_id), fields, reclaimed=True)
                 if taken is not None:
+                    taken.deliveries = await self._deliveries(stream, taken.entry_id)
                     claimed.append(taken)
         return claimed
+
+    async def _deliveries(self, stream: str, entry_id: str) -> int:
+        pending = await self.redis.xpending_range(stream, GROUP, entry_id, entry_id, 1)
+        return int(pending[0]["times_delivered"]) if pending else 1
 
     async def checkpoint(self, taken: Taken, consumer: str, progress: Progress) -> bool:
         """Save progress and refresh ownership; False when the batch is no longer ours."""

@@ -123,6 +123,16 @@ class RouteRunner:
         batch = taken.batch
         messages = batch.messages
         progress = taken.progress or Progress()
+        if taken.deliveries > self.worker.max_deliveries:
+            # every worker that took this batch died on it: stop feeding it to more of them
+            reason = f"batch was taken {taken.deliveries} times and never finished"
+            log.error(
+                "poison batch moved to dead letters",
+                extra={"route": self.name, "entry": taken.entry_id},
+            )
+            progress.dead.extend((i, reason) for i in range(progress.done, len(messages)))
+            progress.counts["dead"] += len(messages) - progress.done
+            progress.done = len(messages)
         if taken.reclaimed and progress.done < len(messages):
             # the chunk after the last checkpoint may have left before the crash: count it
             progress.counts["redelivered"] += min(self.chunk, len(messages) - progress.done)
