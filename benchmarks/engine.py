@@ -30,9 +30,9 @@ from loa.engine.keys import ShardKeys, shard_keys
 from loa.engine.producer import Producer
 from loa.engine.queue import GROUP, Queues
 from loa.engine.supervisor import Supervisor
-from loa.message import Lane, Message
+from loa.message import FINAL, Lane, Message
 from loa.settings import Settings
-from loa.status import FINAL, route_status
+from loa.status import route_status
 
 HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"

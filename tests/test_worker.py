@@ -181,8 +181,8 @@ async def test_throttled_route_slows_down_and_recovers(make_settings, redis_clie
         # without adaptation the route would offer ~6.7x the carrier's capacity and most
         # answers would be throttles; adapted, fewer throttles than acceptances
         assert final.throttled < final.accepted
-        runner_limiter = worker.adapters["carrier"]  # the carrier stops throttling
-        runner_limiter.options = runner_limiter.options.model_copy(update={"capacity": 0})  # type: ignore[attr-defined]
+        carrier = worker.adapters["carrier"]  # the carrier stops throttling
+        carrier.options = carrier.options.model_copy(update={"capacity": 0})  # type: ignore[attr-defined]
         await until(
             lambda: _factor_at_least(redis_client, settings, "carrier", 0.99),
             20,

@@ -46,12 +46,22 @@ class Message:
 
 
 class Outcome(enum.StrEnum):
-    """What finally happened to a message, as counted per route and lane."""
+    """The counters kept per route and lane (and the `outcome` label of loa_messages_total).
 
-    ACCEPTED = "accepted"
-    FAILED = "failed"
-    EXPIRED = "expired"
-    DEAD = "dead"
+    Every message ends in exactly one final outcome (FINAL); the others count events on the way.
+    """
+
+    ACCEPTED = "accepted"  # the provider took it
+    FAILED = "failed"  # the provider refused it for good
+    DEAD = "dead"  # it gave up after its attempts, or its batch killed every worker
+    EXPIRED = "expired"  # past its expiry: stale advice is never sent
+    RETRIED = "retried"  # scheduled for another attempt
+    THROTTLED = "throttled"  # put back because the provider asked us to slow down
+    REDELIVERED = "redelivered"  # sent again after a crash: at most this many duplicates
+    UNREADABLE = "unreadable"  # a queue entry that could not be decoded
+
+
+FINAL = (Outcome.ACCEPTED, Outcome.FAILED, Outcome.DEAD, Outcome.EXPIRED)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,9 +12,8 @@ from loa.engine.connection import connect
 from loa.engine.embedded import redis_url_for
 from loa.engine.keys import shard_keys
 from loa.engine.queue import Queues
+from loa.message import FINAL
 from loa.settings import Settings
-
-FINAL = ("accepted", "failed", "dead", "expired")
 
 
 @dataclass(slots=True)

@@ -16,7 +16,7 @@ from loa.engine.envelope import Batch, now_ms, pack, unpack
 from loa.engine.keys import LANES, ShardKeys
 from loa.engine.progress import Progress
 from loa.errors import EnvelopeError
-from loa.message import Lane
+from loa.message import Lane, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +276,7 @@ class Queues:
         )
         letter = dead_letter(keys.route, lane, None, raw, f"unreadable entry: {reason}")
         taken = Taken(keys, lane, entry_id, Batch(route=keys.route, lane=lane, messages=[]))
-        await self.settle(taken, {"unreadable": 1}, dead=[letter])
+        await self.settle(taken, {Outcome.UNREADABLE: 1}, dead=[letter])
 
 
 def dead_letter(route: str, lane: Lane, batch: Batch | None, message: Any, reason: str) -> bytes:

@@ -16,7 +16,16 @@ from loa.engine.metrics import Metrics
 from loa.engine.progress import Progress
 from loa.engine.queue import Queues, Taken, dead_letter
 from loa.engine.ratelimit import RateLimiter
-from loa.message import Accepted, Failed, Lane, Message, RetryLater, SendResult, Throttled
+from loa.message import (
+    Accepted,
+    Failed,
+    Lane,
+    Message,
+    Outcome,
+    RetryLater,
+    SendResult,
+    Throttled,
+)
 from loa.settings import RouteSettings, WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -131,14 +140,14 @@ class RouteRunner:
                 extra={"route": self.name, "entry": taken.entry_id},
             )
             progress.dead.extend((i, reason) for i in range(progress.done, len(messages)))
-            progress.counts["dead"] += len(messages) - progress.done
+            progress.counts[Outcome.DEAD] += len(messages) - progress.done
             progress.done = len(messages)
         if taken.reclaimed and progress.done < len(messages):
             # the chunk after the last checkpoint may have left before the crash: count it
-            progress.counts["redelivered"] += min(self.chunk, len(messages) - progress.done)
+            progress.counts[Outcome.REDELIVERED] += min(self.chunk, len(messages) - progress.done)
         while progress.done < len(messages):
             if batch.expired(now_ms()):
-                progress.counts["expired"] += len(messages) - progress.done
+                progress.counts[Outcome.EXPIRED] += len(messages) - progress.done
                 progress.done = len(messages)
                 break
             if self.stopping.is_set():  # draining: what was not sent goes back, unsent
@@ -201,7 +210,7 @@ class RouteRunner:
         """Fold one chunk's results into the batch's progress."""
         counts = progress.counts
         if all(type(result) is Accepted for result in results):  # the common case, fast
-            counts["accepted"] += len(results)
+            counts[Outcome.ACCEPTED] += len(results)
             return
         last_attempt = batch.attempt + 1 >= self.limits.max_attempts
         throttled = False
@@ -209,24 +218,24 @@ class RouteRunner:
             index = progress.done + offset
             kind = type(result)
             if kind is Accepted:
-                counts["accepted"] += 1
+                counts[Outcome.ACCEPTED] += 1
             elif kind is Throttled:
-                counts["throttled"] += 1
+                counts[Outcome.THROTTLED] += 1
                 progress.throttled.append(index)
                 throttled = True
             elif kind is RetryLater:
                 assert isinstance(result, RetryLater)
                 if last_attempt:
-                    counts["dead"] += 1
+                    counts[Outcome.DEAD] += 1
                     reason = f"gave up after {batch.attempt + 1} attempts: {result.reason}"
                     progress.dead.append((index, reason))
                 else:
-                    counts["retried"] += 1
+                    counts[Outcome.RETRIED] += 1
                     delay = retry_delay(self.limits, batch.attempt, result.retry_after)
                     progress.retry.append((index, delay))
             elif kind is Failed:
                 assert isinstance(result, Failed)
-                counts["failed"] += 1
+                counts[Outcome.FAILED] += 1
                 progress.dead.append((index, result.reason))
             else:
                 raise TypeError(f"adapter returned {result!r}, not a SendResult")
