@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import socket
 import subprocess
 import time
@@ -281,8 +282,10 @@ async def test_queue_round_trip_across_nodes(
         assert await queues.take(keys, "c1") is None
         progress = Progress()
         progress.done = 1
-        assert await queues.checkpoint(taken, "c1", progress)
-        assert not await queues.checkpoint(taken, "someone-else", progress)
+        assert await queues.checkpoint(taken, progress)
+        impostor = dataclasses.replace(taken, consumer="someone-else")
+        assert not await queues.checkpoint(impostor, progress)
+        assert not await queues.settle(impostor, {"accepted": 1}), "only the owner settles"
         # one message goes again at once, one is dead, one accepted: all in one script call
         again = taken.batch.derive(taken.batch.messages[:1], 1)
         letter = b"dead-letter"
@@ -317,13 +320,13 @@ async def test_delayed_retry_and_claim_on_cluster(
     assert taken is not None
     progress = Progress()
     progress.done = 1
-    assert await queues.checkpoint(taken, "dead-worker", progress)
+    assert await queues.checkpoint(taken, progress)
 
     # "dead-worker" goes silent: another consumer claims the batch with its progress
     claimed: list[Taken] = []
     deadline = time.monotonic() + 10
     while not claimed and time.monotonic() < deadline:
-        claimed = await queues.claim(keys, "rescuer", min_idle_ms=50)
+        claimed = await queues.claim(keys, "rescuer", min_idle_ms=50, cursors={})
         if not claimed:
             await asyncio.sleep(0.05)
     assert len(claimed) == 1

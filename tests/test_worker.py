@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from helpers import enqueue_async, messages, read_sink, status_async
-from loa.engine.connection import RedisClient
+from loa.engine.connection import RedisClient, connect
 from loa.engine.envelope import Batch, now_ms
 from loa.engine.keys import shard_keys
 from loa.engine.queue import Queues
-from loa.engine.worker import Worker
+from loa.engine.worker import Worker, connections_needed
 from loa.message import Lane
 from loa.settings import Settings
 
@@ -250,3 +250,78 @@ async def test_a_batch_that_outlives_its_workers_goes_to_dead_letters(make_setti
     assert (final.dead, final.accepted) == (5, 0)
     letters = await queues.dead_letters(keys)
     assert {letter.reason for letter in letters} == {"batch was taken 4 times and never finished"}
+
+
+async def test_batches_waiting_on_a_slow_route_are_not_taken_from_a_live_worker(
+    make_settings, redis_client, tmp_path
+):
+    # 4 messages/s and chunks of 10: a chunk waits 2.5 s for tokens, claim_idle is 1 s
+    sink = tmp_path / "sink"
+    settings = make_settings(
+        routes={
+            "slow": route(
+                "file",
+                rate=4,
+                unit="messages",
+                shards=1,
+                concurrency=2,
+                options={"path": str(sink / "{pid}-{route}.jsonl")},
+            )
+        }
+    )
+    await enqueue_async(settings, "slow", messages(16))
+    other = connect(settings.redis_url or "")
+    try:
+        async with running(settings, redis_client), running(settings, other):
+            await until(lambda: _finished(settings, "slow", 16), 30, "16 slow messages")
+    finally:
+        await other.aclose()
+    final = await status_async(settings, "slow")
+    delivered = [line["id"] for line in read_sink(sink)]
+    assert sorted(delivered) == sorted(f"m-{n}" for n in range(16)), "each sent exactly once"
+    assert (final.accepted, final.redelivered) == (16, 0)
+
+
+async def test_claim_finds_a_dead_workers_batches_behind_many_live_ones(
+    make_settings, redis_client
+):
+    settings = make_settings(queue={"batch_size": 1}, routes={"sms": route(shards=1)})
+    keys = shard_keys(settings.namespace, "sms", 1)[0]
+    queues = Queues(redis_client, settings.namespace)
+    await queues.prepare([keys])
+    await enqueue_async(settings, "sms", messages(100))
+    live = [await queues.take(keys, "live") for _ in range(90)]
+    dead = [await queues.take(keys, "dead") for _ in range(10)]
+    await asyncio.sleep(0.1)
+    stream = keys.stream(Lane.NORMAL)
+    await queues.touch(stream, "live", [t.entry_id for t in live if t])  # live ones stay fresh
+    cursors: dict[str, str] = {}
+    claimed = []
+    for _ in range(5):  # each call scans at most 80 pending entries; the cursor moves on
+        claimed += await queues.claim(keys, "rescuer", 50, cursors)
+    assert sorted(t.entry_id for t in claimed) == sorted(t.entry_id for t in dead if t)
+
+
+async def test_many_idle_senders_share_a_bounded_pool(make_settings, redis_client):
+    settings = make_settings(routes={"wide": route(concurrency=150, shards=4)})
+    worker_client = connect(
+        settings.redis_url or "", max_connections=connections_needed(settings, None)
+    )
+    try:
+        async with running(settings, worker_client):
+            await asyncio.sleep(1.0)  # every sender blocks in a read on its own connection
+            await enqueue_async(settings, "wide", messages(10))
+            await until(lambda: _finished(settings, "wide", 10), 20, "10 messages")
+    finally:
+        await worker_client.aclose()
+
+
+async def test_status_does_not_count_in_flight_batches_as_waiting(make_settings, redis_client):
+    settings = make_settings(routes={"sms": route(shards=1)})
+    keys = shard_keys(settings.namespace, "sms", 1)[0]
+    queues = Queues(redis_client, settings.namespace)
+    await queues.prepare([keys])
+    await enqueue_async(settings, "sms", messages(settings.queue.batch_size * 3))
+    assert await queues.take(keys, "c1") is not None
+    current = await status_async(settings, "sms")
+    assert (current.waiting, current.in_flight) == (2, 1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from redis.asyncio import Redis, RedisCluster
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 
 from loa.errors import ConfigError
 
@@ -13,13 +13,24 @@ CLUSTER_SCHEME = "redis+cluster://"
 RedisClient = Redis | RedisCluster
 
 
-def connect(url: str, **options: Any) -> RedisClient:
-    """A redis.asyncio client for `url`; `redis+cluster://host:port` means a Redis Cluster."""
+def connect(url: str, max_connections: int | None = None, **options: Any) -> RedisClient:
+    """A redis.asyncio client for `url`; `redis+cluster://host:port` means a Redis Cluster.
+
+    With `max_connections`, a caller that needs one more connection waits for one instead of
+    failing: a worker sizes it to its senders, each of which may hold one in a blocking read.
+    """
     options.setdefault("decode_responses", False)
     options.setdefault("health_check_interval", 30)
     try:
         if url.startswith(CLUSTER_SCHEME):
+            if max_connections:
+                options["max_connections"] = max_connections
             return RedisCluster.from_url("redis://" + url[len(CLUSTER_SCHEME) :], **options)
+        if max_connections:
+            pool = BlockingConnectionPool.from_url(
+                url, max_connections=max_connections, timeout=None, **options
+            )
+            return Redis.from_pool(pool)
         return Redis.from_url(url, **options)
     except ValueError as exc:
         raise ConfigError(f"redis_url {url!r} is not usable: {exc}") from None

@@ -168,15 +168,29 @@ class EmbeddedRedis:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def check(self) -> bool:
-        """Restart the server if it died under us; True when it is (again) running."""
-        if self.process is None or self.process.poll() is None:
+        """Bring the server back if it is gone, whoever started it; True when it runs again.
+
+        The process that started it may have exited (a short `loa status`) or the server may
+        have died: under the start lock, join a server another process brought back meanwhile,
+        or start one. The URL can change (TCP fallback): callers re-read `url`.
+        """
+        if self.process is not None and self.process.poll() is None:
             return True
-        code = self.process.returncode
-        log.error("embedded server died; restarting it", extra={"exit_code": code})
+        if self.process is None and self.url and answers(self.url):
+            return True  # joined, and the owner's server still answers
+        if self.process is not None:
+            log.error(
+                "embedded server died; restarting it",
+                extra={"exit_code": self.process.returncode},
+            )
         self.process = None
         self.restarts += 1
         with self._lock():
-            self._launch(15.0)
+            existing = self._existing_url()
+            if existing:
+                self.url = existing
+            else:
+                self._launch(15.0)
         return True
 
     def stop(self, timeout: float = 30.0) -> None:

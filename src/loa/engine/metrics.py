@@ -6,11 +6,13 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import redis
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from loa.engine.keys import LANES, limiter_key, shard_keys
+from loa.engine.queue import GROUP
 
 SEND_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -94,11 +96,19 @@ class QueueCollector(Collector):
         yield from (depth, age, delayed, factor)
 
     def _depth(self, streams: Iterable[str]) -> tuple[int, float]:
+        """Batches waiting (not in flight) and the time stamp of the oldest, in ms."""
         total, oldest = 0, 0.0
         for stream in streams:
-            total += int(self.redis.xlen(stream))
+            in_flight = self._in_flight(stream)
+            total += max(0, int(self.redis.xlen(stream)) - in_flight)
             first = self.redis.xrange(stream, count=1)
             if first:
                 stamp = float(first[0][0].split(b"-")[0])
                 oldest = stamp if not oldest else min(oldest, stamp)
         return total, oldest
+
+    def _in_flight(self, stream: str) -> int:
+        try:
+            return int(self.redis.xpending(stream, GROUP)["pending"])
+        except redis.ResponseError:
+            return 0  # no group yet: no worker has served this route

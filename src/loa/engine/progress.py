@@ -20,18 +20,27 @@ class Progress:
     throttled: list[int] = field(default_factory=list)  # indexes to send again, same attempt
     dead: list[tuple[int, str]] = field(default_factory=list)  # (index, reason)
     requeue: list[int] = field(default_factory=list)  # indexes put back unsent (drain)
+    throttle_after: float = 0.0  # the longest retry-after a throttling provider asked for
 
     def pack(self) -> bytes:
         """Encode for the progress hash."""
         return msgpack.packb(  # type: ignore[no-any-return]
-            [self.done, dict(self.counts), self.retry, self.throttled, self.dead, self.requeue]
+            [
+                self.done,
+                dict(self.counts),
+                self.retry,
+                self.throttled,
+                self.dead,
+                self.requeue,
+                self.throttle_after,
+            ]
         )
 
     @classmethod
     def unpack(cls, data: bytes) -> Progress:
         """Decode a checkpoint written by `pack`."""
         try:
-            done, counts, retry, throttled, dead, requeue = msgpack.unpackb(data)
+            done, counts, retry, throttled, dead, requeue, throttle_after = msgpack.unpackb(data)
             return cls(
                 done=int(done),
                 counts=Counter({str(k): int(v) for k, v in counts.items()}),
@@ -39,6 +48,7 @@ class Progress:
                 throttled=[int(i) for i in throttled],
                 dead=[(int(i), str(r)) for i, r in dead],
                 requeue=[int(i) for i in requeue],
+                throttle_after=float(throttle_after),
             )
         except (ValueError, TypeError, AttributeError, msgpack.ExtraData) as exc:
             raise EnvelopeError(f"progress checkpoint is malformed: {exc}") from exc

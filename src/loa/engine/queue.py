@@ -40,9 +40,16 @@ class Taken:
     lane: Lane
     entry_id: str
     batch: Batch
+    consumer: str
     reclaimed: bool = False
     progress: Progress | None = None
     deliveries: int = 1  # how many consumers have taken it, this one included
+    lost: bool = False  # another consumer claimed it: stop sending, do not settle
+
+    @property
+    def stream(self) -> str:
+        """The stream that holds the entry."""
+        return self.keys.stream(self.lane)
 
 
 @dataclass(slots=True)
@@ -69,6 +76,7 @@ class Queues:
         self._take = redis.register_script(load_script("take.lua"))
         self._checkpoint = redis.register_script(load_script("checkpoint.lua"))
         self._settle = redis.register_script(load_script("settle.lua"))
+        self._touch = redis.register_script(load_script("touch.lua"))
 
     async def prepare(self, shards: Iterable[ShardKeys]) -> None:
         """Create each lane stream and its consumer group if missing."""
@@ -108,7 +116,7 @@ class Queues:
             return None
         lane = LANES[int(got[0])]
         for entry_id, fields in got[1]:
-            return await self._decode(keys, lane, _text(entry_id), fields, reclaimed=False)
+            return await self._decode(keys, lane, _text(entry_id), fields, consumer)
         return None
 
     async def wait_take(self, keys: ShardKeys, consumer: str, block_ms: int) -> list[Taken]:
@@ -132,7 +140,7 @@ class Queues:
         for stream, entries in reply or []:
             lane = lanes[_text(stream)]
             for entry_id, fields in entries:
-                taken = await self._decode(keys, lane, _text(entry_id), fields, reclaimed=False)
+                taken = await self._decode(keys, lane, _text(entry_id), fields, consumer)
                 if taken is not None:
                     found.append(taken)
         return sorted(found, key=lambda t: t.lane)
@@ -148,28 +156,48 @@ class Queues:
         return removed
 
     async def claim(
-        self, keys: ShardKeys, consumer: str, min_idle_ms: int, count: int = 8
+        self,
+        keys: ShardKeys,
+        consumer: str,
+        min_idle_ms: int,
+        cursors: dict[str, str],
+        count: int = 8,
     ) -> list[Taken]:
-        """Batches that another consumer took and left idle (it died): now ours, with progress."""
+        """Batches that another consumer took and left idle (it died): now ours, with progress.
+
+        `cursors` remembers, per stream, where the scan of pending entries stopped, so a dead
+        worker's batches are found behind any number of live ones over successive calls.
+        """
         claimed: list[Taken] = []
         for lane in LANES:
             stream = keys.stream(lane)
-            reply = await self.redis.xautoclaim(stream, GROUP, consumer, min_idle_ms, count=count)
+            cursor = cursors.get(stream, "0-0")
+            reply = await self.redis.xautoclaim(
+                stream, GROUP, consumer, min_idle_ms, start_id=cursor, count=count
+            )
+            cursors[stream] = _text(reply[0])
             for entry_id, fields in reply[1]:
-                taken = await self._decode(keys, lane, _text(entry_id), fields, reclaimed=True)
+                taken = await self._decode(
+                    keys, lane, _text(entry_id), fields, consumer, reclaimed=True
+                )
                 if taken is not None:
                     taken.deliveries = await self._deliveries(stream, taken.entry_id)
                     claimed.append(taken)
         return claimed
 
+    async def touch(self, stream: str, consumer: str, entry_ids: Sequence[str]) -> list[str]:
+        """Refresh ownership of held entries of one stream; returns those no longer ours."""
+        lost = await self._touch(keys=[stream], args=[GROUP, consumer, *entry_ids])
+        return [_text(entry_id) for entry_id in lost]
+
     async def _deliveries(self, stream: str, entry_id: str) -> int:
         pending = await self.redis.xpending_range(stream, GROUP, entry_id, entry_id, 1)
         return int(pending[0]["times_delivered"]) if pending else 1
 
-    async def checkpoint(self, taken: Taken, consumer: str, progress: Progress) -> bool:
+    async def checkpoint(self, taken: Taken, progress: Progress) -> bool:
         """Save progress and refresh ownership; False when the batch is no longer ours."""
-        keys = [taken.keys.stream(taken.lane), taken.keys.progress]
-        args: list[ScriptArg] = [GROUP, consumer, taken.entry_id, progress.pack()]
+        keys = [taken.stream, taken.keys.progress]
+        args: list[ScriptArg] = [GROUP, taken.consumer, taken.entry_id, progress.pack()]
         return bool(await self._checkpoint(keys=keys, args=args))
 
     async def settle(
@@ -179,9 +207,9 @@ class Queues:
         requeue: Sequence[tuple[int, Batch]] = (),
         dead: Sequence[bytes] = (),
     ) -> bool:
-        """Count, re-queue (due ms, 0 = now), dead-letter, ack: atomically. False if done."""
+        """Count, re-queue (due ms, 0 = now), dead-letter, ack: atomically. False if not ours."""
         keys = taken.keys
-        args: list[ScriptArg] = [GROUP, taken.entry_id, len(counts)]
+        args: list[ScriptArg] = [GROUP, taken.entry_id, taken.consumer, len(counts)]
         for name, amount in counts.items():
             args += [f"{taken.lane.label}:{name}", amount]
         args.append(len(requeue))
@@ -229,7 +257,9 @@ class Queues:
                     if "NOGROUP" not in str(pending):
                         raise pending
                     pending = {"pending": 0}  # a route no worker has served yet
-                backlog[lane.label] += int(length) + int(delayed)
+                # a stream holds its in-flight entries too, until they are settled
+                waiting = max(0, int(length) - int(pending["pending"]))
+                backlog[lane.label] += waiting + int(delayed)
                 backlog["delayed"] += int(delayed)
                 backlog["pending"] += int(pending["pending"])
         return backlog
@@ -248,8 +278,9 @@ class Queues:
         lane: Lane,
         entry_id: str,
         fields: Mapping[bytes, bytes] | list[bytes] | None,
+        consumer: str,
         *,
-        reclaimed: bool,
+        reclaimed: bool = False,
     ) -> Taken | None:
         if isinstance(fields, list):  # a script's reply is a flat list: field, value, ...
             fields = dict(zip(fields[::2], fields[1::2], strict=True))
@@ -257,17 +288,17 @@ class Queues:
         try:
             batch = unpack(raw)
         except EnvelopeError as exc:
-            await self._quarantine(keys, lane, entry_id, raw, str(exc))
+            await self._quarantine(keys, lane, entry_id, consumer, raw, str(exc))
             return None
         progress = None
         if reclaimed:
             saved = await self.redis.hget(keys.progress, entry_id)
             if saved is not None:
                 progress = Progress.unpack(saved if isinstance(saved, bytes) else saved.encode())
-        return Taken(keys, lane, entry_id, batch, reclaimed=reclaimed, progress=progress)
+        return Taken(keys, lane, entry_id, batch, consumer, reclaimed=reclaimed, progress=progress)
 
     async def _quarantine(
-        self, keys: ShardKeys, lane: Lane, entry_id: str, raw: bytes, reason: str
+        self, keys: ShardKeys, lane: Lane, entry_id: str, consumer: str, raw: bytes, reason: str
     ) -> None:
         """A queue entry nobody can read goes to dead letters whole, so the queue moves on."""
         log.error(
@@ -275,7 +306,8 @@ class Queues:
             extra={"route": keys.route, "entry": entry_id, "reason": reason},
         )
         letter = dead_letter(keys.route, lane, None, raw, f"unreadable entry: {reason}")
-        taken = Taken(keys, lane, entry_id, Batch(route=keys.route, lane=lane, messages=[]))
+        empty = Batch(route=keys.route, lane=lane, messages=[])
+        taken = Taken(keys, lane, entry_id, empty, consumer)
         await self.settle(taken, {Outcome.UNREADABLE: 1}, dead=[letter])
 
 

@@ -59,7 +59,10 @@ class RouteRunner:
         self.worker = worker
         self.stopping = stopping
         self.shards = shard_keys(queues.namespace, name, limits.shards)
-        self.chunk = effective_chunk(limits, worker)
+        self.chunk = limits.chunk
+        # every batch this runner owns, waiting or sending, kept alive by the heartbeat
+        self.held: dict[tuple[str, str], Taken] = {}
+        self.claim_cursors: dict[str, str] = {}
         # While any shard holds urgent work, senders read no lower lane on any shard: a lane
         # outranks shard order. Reset to BULK once a full round finds nothing that urgent.
         self.lowest = Lane.BULK
@@ -67,9 +70,14 @@ class RouteRunner:
     async def run(self) -> None:
         """Run the senders and the claimer until `stopping` is set and in-flight work settled."""
         async with asyncio.TaskGroup() as group:
-            for index in range(self.limits.concurrency):
+            heartbeat = group.create_task(self._heartbeat(), name=f"{self.name}-heartbeat")
+            loops = [
                 group.create_task(self._sender(index), name=f"{self.name}-sender-{index}")
-            group.create_task(self._claimer(), name=f"{self.name}-claimer")
+                for index in range(self.limits.concurrency)
+            ]
+            loops.append(group.create_task(self._claimer(), name=f"{self.name}-claimer"))
+            await asyncio.wait(loops)  # drained: nothing is held any more
+            heartbeat.cancel()
 
     async def _sender(self, index: int) -> None:
         """Take a batch (higher lanes first), send it, settle it; block on a shard while idle."""
@@ -86,7 +94,7 @@ class RouteRunner:
                     break
             if taken is not None:
                 self.lowest = min(self.lowest, taken.lane)
-                await self.process(taken)
+                await self.process(self._hold([taken])[0])
                 continue
             if lowest != Lane.BULK:
                 self.lowest = Lane.BULK  # the urgent work is done everywhere: all lanes again
@@ -94,7 +102,7 @@ class RouteRunner:
             # nothing anywhere: wait on one shard's streams (Redis wakes us when a batch lands)
             offset = (offset + 1) % len(self.shards)
             keys = self.shards[offset]
-            for arrived in await self.queues.wait_take(keys, self.consumer, block_ms):
+            for arrived in self._hold(await self.queues.wait_take(keys, self.consumer, block_ms)):
                 await self.process(arrived)
 
     async def _claimer(self) -> None:
@@ -111,7 +119,8 @@ class RouteRunner:
             for keys in self.shards:
                 if self.stopping.is_set():
                     return
-                for taken in await self.queues.claim(keys, self.consumer, idle_ms):
+                claimed = await self.queues.claim(keys, self.consumer, idle_ms, self.claim_cursors)
+                for taken in self._hold(claimed):
                     log.info(
                         "claimed a batch left by a silent worker",
                         extra={
@@ -122,6 +131,32 @@ class RouteRunner:
                     )
                     await self.process(taken)
 
+    def _hold(self, taken: list[Taken]) -> list[Taken]:
+        """Register batches as ours until settled, so the heartbeat keeps them."""
+        for one in taken:
+            self.held[(one.stream, one.entry_id)] = one
+        return taken
+
+    async def _heartbeat(self) -> None:
+        """Refresh every held batch well within `claim_idle`, however long it waits or sends.
+
+        A batch waiting for tokens on a slow route, or queued behind others in this runner, is
+        alive; without this it would look abandoned and another worker would send it again.
+        """
+        period = self.worker.claim_idle / 3
+        while True:
+            await asyncio.sleep(period)
+            by_stream: dict[str, list[Taken]] = {}
+            for taken in list(self.held.values()):
+                by_stream.setdefault(taken.stream, []).append(taken)
+            for stream, held in by_stream.items():
+                lost = set(
+                    await self.queues.touch(stream, self.consumer, [t.entry_id for t in held])
+                )
+                for taken in held:
+                    if taken.entry_id in lost and (stream, taken.entry_id) in self.held:
+                        taken.lost = True
+
     async def _pause(self, seconds: float) -> None:
         """Sleep, but wake at once when the worker is asked to stop."""
         with contextlib.suppress(TimeoutError):
@@ -129,6 +164,12 @@ class RouteRunner:
 
     async def process(self, taken: Taken) -> None:
         """Send a batch chunk by chunk, checkpointing between chunks, then settle it."""
+        try:
+            await self._process(taken)
+        finally:
+            self.held.pop((taken.stream, taken.entry_id), None)
+
+    async def _process(self, taken: Taken) -> None:
         batch = taken.batch
         messages = batch.messages
         progress = taken.progress or Progress()
@@ -154,20 +195,22 @@ class RouteRunner:
                 progress.requeue.extend(range(progress.done, len(messages)))
                 progress.done = len(messages)
                 break
+            if taken.lost:
+                break
             end = min(len(messages), progress.done + self.chunk)
             chunk = messages[progress.done : end]
             await self._wait_for_rate(chunk)
             results = await self._send(chunk)
             await self._record(batch, progress, results)
             progress.done = end
-            if progress.done < len(messages) and not await self.queues.checkpoint(
-                taken, self.consumer, progress
-            ):
-                log.warning(
-                    "batch was claimed by another worker; leaving it to them",
-                    extra={"route": self.name, "entry": taken.entry_id},
-                )
-                return
+            if progress.done < len(messages) and not await self.queues.checkpoint(taken, progress):
+                taken.lost = True
+        if taken.lost:
+            log.warning(
+                "batch was claimed by another worker; leaving it to them",
+                extra={"route": self.name, "entry": taken.entry_id},
+            )
+            return
         await self._settle(taken, progress)
 
     async def _wait_for_rate(self, chunk: Sequence[Message]) -> None:
@@ -222,6 +265,8 @@ class RouteRunner:
             elif kind is Throttled:
                 counts[Outcome.THROTTLED] += 1
                 progress.throttled.append(index)
+                assert isinstance(result, Throttled)
+                progress.throttle_after = max(progress.throttle_after, result.retry_after or 0.0)
                 throttled = True
             elif kind is RetryLater:
                 assert isinstance(result, RetryLater)
@@ -256,7 +301,8 @@ class RouteRunner:
         if progress.throttled:
             again = batch.derive([messages[i] for i in progress.throttled], batch.attempt)
             again.id += f".t{now}"
-            requeue.append((now + int(throttle_delay(None) * 1000), again))
+            delay = throttle_delay(progress.throttle_after or None)
+            requeue.append((now + int(delay * 1000), again))
         if progress.requeue:
             rest = batch.derive([messages[i] for i in progress.requeue], batch.attempt)
             rest.id += f".d{now}"
@@ -276,12 +322,3 @@ class RouteRunner:
         if progress.dead:
             self.metrics.dead_letters.labels(self.name).inc(len(progress.dead))
         self.metrics.batches.labels(self.name, lane).inc()
-
-
-def effective_chunk(limits: RouteSettings, worker: WorkerSettings) -> int:
-    """Messages per adapter call: the configured chunk, but small enough on a slow route that
-    waiting for its tokens takes well under `claim_idle` (else a live batch looks abandoned)."""
-    if limits.rate <= 0:
-        return limits.chunk
-    affordable = int(limits.rate * worker.claim_idle / 4)
-    return max(1, min(limits.chunk, affordable))

@@ -37,6 +37,7 @@ class _Child:
     process: SpawnProcess
     started: float = field(default_factory=time.monotonic)
     failures: int = 0
+    respawn_at: float | None = None  # set once it died: when its replacement starts
 
 
 def _sync_client(url: str) -> redis.Redis | redis.RedisCluster:
@@ -75,15 +76,19 @@ class Supervisor:
     def start(self) -> None:
         """Start the server if needed, the metrics endpoint and the worker processes."""
         check_routes(self.settings, self.routes)  # a wrong adapter fails here, not in N children
-        if not self.redis_url:
-            self.server = EmbeddedRedis(self.settings.data_dir / "redis")
-            self.redis_url = self.server.start()
-        self.metrics_dir = tempfile.TemporaryDirectory(prefix="loa-metrics-")
-        # children inherit this: prometheus-client then writes their samples to shared files
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = self.metrics_dir.name
-        self._serve_metrics()
-        for index in range(self.count):
-            self.children.append(self._spawn(index))
+        try:
+            if not self.redis_url:
+                self.server = EmbeddedRedis(self.settings.data_dir / "redis")
+                self.redis_url = self.server.start()
+            self.metrics_dir = tempfile.TemporaryDirectory(prefix="loa-metrics-")
+            # children inherit this: prometheus-client then writes their samples to shared files
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = self.metrics_dir.name
+            self._serve_metrics()
+            for index in range(self.count):
+                self.children.append(self._spawn(index))
+        except BaseException:
+            self.stop()  # a busy metrics port must not leave a server or children behind
+            raise
         log.info("workers started", extra={"processes": self.count, "routes": self.routes})
 
     def _spawn(self, index: int, failures: int = 0) -> _Child:
@@ -115,27 +120,37 @@ class Supervisor:
         threading.Thread(target=self.http.serve_forever, name="metrics", daemon=True).start()
 
     def watch(self) -> None:
-        """Restart children that died (with back-off) and the embedded server if it died."""
+        """Restart children that died (with back-off) and the embedded server if it is gone.
+
+        Never blocks: a child's replacement starts at its `respawn_at`, on a later call.
+        """
+        if self.stopping.is_set():
+            return
         if self.server is not None:
             self.server.check()
+            if self.server.url != self.redis_url:  # it came back elsewhere (TCP fallback)
+                self.redis_url = self.server.url
+                for child in self.children:
+                    child.process.terminate()  # drain, then respawn with the new URL
+        now = time.monotonic()
         for position, child in enumerate(self.children):
             code = child.process.exitcode
-            if code is None or self.stopping.is_set():
+            if code is None:
                 continue
-            if self.metrics_dir is not None:
-                multiprocess.mark_process_dead(  # type: ignore[no-untyped-call]
-                    child.process.pid, self.metrics_dir.name
+            if child.respawn_at is None:
+                if self.metrics_dir is not None:
+                    multiprocess.mark_process_dead(  # type: ignore[no-untyped-call]
+                        child.process.pid, self.metrics_dir.name
+                    )
+                child.failures = 0 if now - child.started > 60 else child.failures + 1
+                delay = min(RESTART_BACKOFF_MAX, 0.1 * 2**child.failures) if child.failures else 0
+                child.respawn_at = now + delay
+                log.error(
+                    "worker process exited; restarting",
+                    extra={"index": child.index, "exit_code": code, "after": delay},
                 )
-            lived = time.monotonic() - child.started
-            failures = 0 if lived > 60 else child.failures + 1
-            delay = min(RESTART_BACKOFF_MAX, 0.1 * 2**failures) if failures else 0.0
-            log.error(
-                "worker process exited; restarting",
-                extra={"index": child.index, "exit_code": code, "after": delay},
-            )
-            if delay:
-                time.sleep(delay)
-            self.children[position] = self._spawn(child.index, failures)
+            if now >= child.respawn_at:
+                self.children[position] = self._spawn(child.index, child.failures)
 
     def run_until_stopped(self) -> None:
         """Watch the children until SIGTERM/SIGINT or `request_stop()`."""

@@ -90,8 +90,14 @@ class Worker:
             log.info("worker stopped", extra={"consumer": self.consumer})
 
 
+def connections_needed(settings: Settings, routes: Sequence[str] | None) -> int:
+    """One connection per sender (each may block in a read), plus claimers, heartbeats, spare."""
+    names = list(routes or settings.routes)
+    return sum(settings.route(name).concurrency + 2 for name in names) + 8
+
+
 async def _serve(settings: Settings, redis_url: str, routes: Sequence[str] | None) -> None:
-    redis = connect(redis_url)
+    redis = connect(redis_url, max_connections=connections_needed(settings, routes))
     worker = Worker(settings, redis, routes)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -27,20 +27,21 @@ end
 local interval = 1000000 / (rate * factor)
 -- at least one token always fits, however slow the route
 local tolerance = math.max(burst * 1000000, interval)
-if tat < now then
-  tat = now
-end
+-- work with how far the theoretical arrival time is ahead of now: a small exact number,
+-- where now + tolerance (about 1.7e15 us) would lose the fraction that decides a token
+local ahead = math.max(0, tat - now)
 local granted = 0
 local wait = 0
 if want > 0 then
-  local room = math.floor((now + tolerance - tat) / interval)
+  local room = math.floor((tolerance - ahead) / interval)
   granted = math.max(0, math.min(want, room))
   if granted > 0 then
-    tat = tat + granted * interval
+    ahead = ahead + granted * interval
   else
-    wait = tat + interval - tolerance - now
+    wait = math.max(1, ahead + interval - tolerance)
   end
 end
+tat = now + math.ceil(ahead)
 redis.call('HSET', KEYS[1], 'tat', string.format('%.0f', tat), 'factor', tostring(factor),
            'updated', string.format('%.0f', now), 'cut', string.format('%.0f', cut))
 redis.call('PEXPIRE', KEYS[1], 3600000)

@@ -1,6 +1,6 @@
 -- Settle a batch in one step: count its outcomes, queue what goes again, dead-letter what gave
--- up, forget its progress, acknowledge and delete the entry. Nothing happens twice: a batch that
--- was already settled (by a consumer that claimed it) returns 0 and changes nothing.
+-- up, forget its progress, acknowledge and delete the entry. Only the entry's owner settles it:
+-- a batch that was settled already, or claimed by another consumer, returns 0 and changes nothing.
 -- KEYS[1]  the lane stream holding the entry
 -- KEYS[2]  the lane retry set
 -- KEYS[3]  the shard's dead-letter stream
@@ -8,16 +8,18 @@
 -- KEYS[5]  the shard's progress hash
 -- ARGV[1]  consumer group
 -- ARGV[2]  entry id
--- ARGV[3]  n: number of counter pairs that follow (field, increment) * n
+-- ARGV[3]  consumer name (the owner we expect)
+-- ARGV[4]  n: number of counter pairs that follow (field, increment) * n
 -- then     m: number of re-queued batches that follow (due ms or 0 for now, envelope) * m
 -- then     the dead letters, one envelope each, to the end
-local acked = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-if acked == 0 then
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if #pending == 0 or pending[1][2] ~= ARGV[3] then
   return 0
 end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
 redis.call('HDEL', KEYS[5], ARGV[2])
-local i = 3
+local i = 4
 local n = tonumber(ARGV[i])
 i = i + 1
 for _ = 1, n do
