@@ -243,6 +243,27 @@ def test_second_instance_joins_and_leaves_the_server_running(tmp_path: Path) -> 
 
 
 @needs_server
+def test_a_joiner_brings_the_server_back_when_its_owner_leaves(tmp_path: Path) -> None:
+    with servers() as started:
+        owner = EmbeddedRedis(tmp_path)
+        joiner = EmbeddedRedis(tmp_path)
+        started += [owner, joiner]
+        owner.start()
+        with contextlib.closing(_client(owner.url)) as client:
+            client.set("kept", "yes")
+        joiner.start()
+        assert joiner.check(), "nothing to do while the owner's server answers"
+        assert not joiner.owner
+        owner.stop()  # a short-lived `loa status` that happened to start it
+        assert not answers(joiner.url)
+        assert joiner.check()
+        assert joiner.owner, "the joiner started a server of its own on the same data"
+        assert answers(joiner.url)
+        with contextlib.closing(_client(joiner.url)) as client:
+            assert client.get("kept") == b"yes", "the append-only file carried the data over"
+
+
+@needs_server
 def test_check_restarts_a_dead_server(tmp_path: Path) -> None:
     with servers() as started:
         server = EmbeddedRedis(tmp_path)
