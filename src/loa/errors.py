@@ -41,3 +41,26 @@ class AdapterContractError(AdapterError):
 
 class AdapterTimeout(AdapterError, TimeoutError):
     """An adapter call took longer than its route allows."""
+
+
+class PlanError(ConfigError):
+    """A campaign plan is wrong; the message names the key and the reason."""
+
+
+class AudienceError(LoaError, ValueError):
+    """An audience file cannot be read at all (empty, no phone column, not text, unknown format).
+
+    A single bad row is not an error: it is reported with its line number and the rest goes on.
+    """
+
+
+class InvalidPhone(LoaError, ValueError):
+    """A phone number that cannot be normalised to E.164; the message says why."""
+
+
+class TemplateError(PlanError):
+    """A template does not compile, or names a field the audience does not have."""
+
+
+class CampaignError(LoaError):
+    """A campaign operation is not allowed (unknown id, or a state that forbids it)."""
