@@ -59,9 +59,18 @@ class Outcome(enum.StrEnum):
     THROTTLED = "throttled"  # put back because the provider asked us to slow down
     REDELIVERED = "redelivered"  # sent again after a crash: at most this many duplicates
     UNREADABLE = "unreadable"  # a queue entry that could not be decoded
+    CANCELLED = "cancelled"  # its campaign was cancelled before it left
+    SUPPRESSED = "suppressed"  # the recipient opted out before it left
 
 
-FINAL = (Outcome.ACCEPTED, Outcome.FAILED, Outcome.DEAD, Outcome.EXPIRED)
+FINAL = (
+    Outcome.ACCEPTED,
+    Outcome.FAILED,
+    Outcome.DEAD,
+    Outcome.EXPIRED,
+    Outcome.CANCELLED,
+    Outcome.SUPPRESSED,
+)
 
 
 @dataclass(frozen=True, slots=True)

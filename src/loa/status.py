@@ -28,6 +28,8 @@ class RouteStatus:
     failed: int = 0
     dead: int = 0
     expired: int = 0
+    cancelled: int = 0
+    suppressed: int = 0
     retried: int = 0
     throttled: int = 0
     redelivered: int = 0
@@ -35,7 +37,7 @@ class RouteStatus:
     @property
     def finished(self) -> int:
         """Messages with a final outcome."""
-        return self.accepted + self.failed + self.dead + self.expired
+        return sum(getattr(self, outcome.value) for outcome in FINAL)
 
 
 async def route_status(queues: Queues, settings: Settings, route: str) -> RouteStatus:

@@ -41,6 +41,11 @@ class ShardKeys:
         return f"{self.tag}:stats"
 
     @property
+    def campaign_stats(self) -> str:
+        """A hash of per-campaign counters, fields named `campaign:outcome`."""
+        return f"{self.tag}:cstats"
+
+    @property
     def progress(self) -> str:
         """A hash from stream entry id to the progress of a batch being sent."""
         return f"{self.tag}:progress"

@@ -21,6 +21,7 @@ class Progress:
     dead: list[tuple[int, str]] = field(default_factory=list)  # (index, reason)
     requeue: list[int] = field(default_factory=list)  # indexes put back unsent (drain)
     throttle_after: float = 0.0  # the longest retry-after a throttling provider asked for
+    hold_until_ms: int = 0  # the requeued rest waits until then (paused, quiet hours)
 
     def pack(self) -> bytes:
         """Encode for the progress hash."""
@@ -33,6 +34,7 @@ class Progress:
                 self.dead,
                 self.requeue,
                 self.throttle_after,
+                self.hold_until_ms,
             ]
         )
 
@@ -40,7 +42,9 @@ class Progress:
     def unpack(cls, data: bytes) -> Progress:
         """Decode a checkpoint written by `pack`."""
         try:
-            done, counts, retry, throttled, dead, requeue, throttle_after = msgpack.unpackb(data)
+            done, counts, retry, throttled, dead, requeue, throttle_after, hold = msgpack.unpackb(
+                data
+            )
             return cls(
                 done=int(done),
                 counts=Counter({str(k): int(v) for k, v in counts.items()}),
@@ -49,6 +53,7 @@ class Progress:
                 dead=[(int(i), str(r)) for i, r in dead],
                 requeue=[int(i) for i in requeue],
                 throttle_after=float(throttle_after),
+                hold_until_ms=int(hold),
             )
         except (ValueError, TypeError, AttributeError, msgpack.ExtraData) as exc:
             raise EnvelopeError(f"progress checkpoint is malformed: {exc}") from exc

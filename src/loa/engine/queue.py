@@ -212,6 +212,11 @@ class Queues:
         args: list[ScriptArg] = [GROUP, taken.entry_id, taken.consumer, len(counts)]
         for name, amount in counts.items():
             args += [f"{taken.lane.label}:{name}", amount]
+        campaign = taken.batch.campaign
+        args.append(len(counts) if campaign else 0)
+        if campaign:
+            for name, amount in counts.items():
+                args += [f"{campaign}:{name}", amount]
         args.append(len(requeue))
         for due_ms, batch in requeue:
             args += [due_ms, pack(batch)]
@@ -222,8 +227,21 @@ class Queues:
             keys.dead,
             keys.stats,
             keys.progress,
+            keys.campaign_stats,
         ]
         return bool(await self._settle(keys=redis_keys, args=args))
+
+    async def campaign_stats(self, shards: Iterable[ShardKeys], campaign: str) -> dict[str, int]:
+        """One campaign's counters summed over the given shards, keyed by outcome."""
+        fields = [f"{campaign}:{outcome}" for outcome in Outcome]
+        pipe = self.redis.pipeline(transaction=False)
+        for keys in shards:
+            pipe.hmget(keys.campaign_stats, fields)
+        total = {str(outcome): 0 for outcome in Outcome}
+        for values in await pipe.execute():
+            for outcome, value in zip(Outcome, values, strict=True):
+                total[str(outcome)] += int(value or 0)
+        return total
 
     async def stats(self, shards: Iterable[ShardKeys]) -> dict[str, int]:
         """Counters of every shard summed, keyed `lane:outcome`."""

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from loa.adapters.base import Adapter
 from loa.engine.backoff import retry_delay, throttle_delay
+from loa.engine.control import Controls, Decision
 from loa.engine.envelope import Batch, message_row, now_ms
 from loa.engine.keys import shard_keys
 from loa.engine.metrics import Metrics
@@ -48,6 +49,7 @@ class RouteRunner:
         consumer: str,
         worker: WorkerSettings,
         stopping: asyncio.Event,
+        controls: Controls | None = None,
     ) -> None:
         self.name = name
         self.limits = limits
@@ -58,6 +60,7 @@ class RouteRunner:
         self.consumer = consumer
         self.worker = worker
         self.stopping = stopping
+        self.controls = controls
         self.shards = shard_keys(queues.namespace, name, limits.shards)
         self.chunk = limits.chunk
         # every batch this runner owns, waiting or sending, kept alive by the heartbeat
@@ -195,13 +198,17 @@ class RouteRunner:
                 progress.requeue.extend(range(progress.done, len(messages)))
                 progress.done = len(messages)
                 break
-            if taken.lost:
+            if taken.lost or not await self._may_leave(batch, progress):
                 break
             end = min(len(messages), progress.done + self.chunk)
-            chunk = messages[progress.done : end]
-            await self._wait_for_rate(chunk)
-            results = await self._send(chunk)
-            await self._record(batch, progress, results)
+            indexes = await self._unsuppressed(batch, progress, range(progress.done, end))
+            chunk = [messages[i] for i in indexes]
+            if chunk:
+                await self._wait_for_rate(chunk)
+                if not await self._may_leave(batch, progress):
+                    break  # paused or cancelled while waiting for tokens: nothing left
+                results = await self._send(chunk)
+                await self._record(batch, progress, indexes, results)
             progress.done = end
             if progress.done < len(messages) and not await self.queues.checkpoint(taken, progress):
                 taken.lost = True
@@ -247,18 +254,49 @@ class RouteRunner:
             results = [RetryLater(reason)] * len(chunk)
         return results
 
+    async def _may_leave(self, batch: Batch, progress: Progress) -> bool:
+        """Ask the campaign's controls; a paused or cancelled batch ends here, unsent."""
+        if self.controls is None:
+            return True
+        verdict = await self.controls.verdict(batch.campaign, batch.lane, now_ms())
+        if verdict.decision is Decision.SEND:
+            return True
+        rest = len(batch.messages) - progress.done
+        if verdict.decision is Decision.CANCEL:
+            progress.counts[Outcome.CANCELLED] += rest
+        else:
+            progress.requeue.extend(range(progress.done, len(batch.messages)))
+            progress.hold_until_ms = verdict.until_ms
+        progress.done = len(batch.messages)
+        return False
+
+    async def _unsuppressed(
+        self, batch: Batch, progress: Progress, indexes: range
+    ) -> Sequence[int]:
+        """The messages of the chunk whose recipients have not opted out since planning."""
+        if self.controls is None or not batch.campaign:
+            return indexes
+        flags = await self.controls.suppressed([batch.messages[i].to for i in indexes])
+        if not any(flags):
+            return indexes
+        progress.counts[Outcome.SUPPRESSED] += sum(flags)
+        return [i for i, opted_out in zip(indexes, flags, strict=True) if not opted_out]
+
     async def _record(
-        self, batch: Batch, progress: Progress, results: Sequence[SendResult]
+        self,
+        batch: Batch,
+        progress: Progress,
+        indexes: Sequence[int],
+        results: Sequence[SendResult],
     ) -> None:
-        """Fold one chunk's results into the batch's progress."""
+        """Fold one chunk's results (for the messages at `indexes`) into the batch's progress."""
         counts = progress.counts
         if all(type(result) is Accepted for result in results):  # the common case, fast
             counts[Outcome.ACCEPTED] += len(results)
             return
         last_attempt = batch.attempt + 1 >= self.limits.max_attempts
         throttled = False
-        for offset, result in enumerate(results):
-            index = progress.done + offset
+        for index, result in zip(indexes, results, strict=True):
             kind = type(result)
             if kind is Accepted:
                 counts[Outcome.ACCEPTED] += 1
@@ -306,7 +344,7 @@ class RouteRunner:
         if progress.requeue:
             rest = batch.derive([messages[i] for i in progress.requeue], batch.attempt)
             rest.id += f".d{now}"
-            requeue.append((0, rest))
+            requeue.append((progress.hold_until_ms, rest))  # 0: back in the stream at once
         dead = [
             dead_letter(self.name, taken.lane, batch, message_row(messages[i]), reason)
             for i, reason in progress.dead

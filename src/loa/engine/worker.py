@@ -15,6 +15,7 @@ import uvloop
 from loa.adapters.base import Adapter
 from loa.adapters.registry import create_adapter
 from loa.engine.connection import RedisClient, connect
+from loa.engine.control import Controls
 from loa.engine.keys import shard_keys
 from loa.engine.metrics import Metrics
 from loa.engine.queue import Queues
@@ -65,6 +66,7 @@ class Worker:
                 self.adapters[name] = create_adapter(name, limits.adapter, limits.options)
                 await self.queues.prepare(shard_keys(self.settings.namespace, name, limits.shards))
                 limiter = RateLimiter(self.redis, self.settings.namespace, name, limits)
+                controls = Controls(self.redis, self.settings.namespace)
                 runners.append(
                     RouteRunner(
                         name,
@@ -76,6 +78,7 @@ class Worker:
                         self.consumer,
                         self.settings.worker,
                         self.stopping,
+                        controls,
                     )
                 )
             log.info(

@@ -6,10 +6,12 @@
 -- KEYS[3]  the shard's dead-letter stream
 -- KEYS[4]  the shard's counters hash
 -- KEYS[5]  the shard's progress hash
+-- KEYS[6]  the shard's per-campaign counters hash
 -- ARGV[1]  consumer group
 -- ARGV[2]  entry id
 -- ARGV[3]  consumer name (the owner we expect)
--- ARGV[4]  n: number of counter pairs that follow (field, increment) * n
+-- ARGV[4]  n: number of counter pairs that follow (field, increment) * n, for KEYS[4]
+-- then     c: number of campaign counter pairs that follow (field, increment) * c, for KEYS[6]
 -- then     m: number of re-queued batches that follow (due ms or 0 for now, envelope) * m
 -- then     the dead letters, one envelope each, to the end
 local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
@@ -24,6 +26,12 @@ local n = tonumber(ARGV[i])
 i = i + 1
 for _ = 1, n do
   redis.call('HINCRBY', KEYS[4], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+local c = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, c do
+  redis.call('HINCRBY', KEYS[6], ARGV[i], ARGV[i + 1])
   i = i + 2
 end
 local m = tonumber(ARGV[i])

@@ -1,0 +1,117 @@
+"""What a campaign's operators decided, as workers see it before each chunk leaves.
+
+The campaign layer writes one hash per campaign, `{namespace}:{camp:ID}`; the engine reads
+three of its fields: `state` (only "running" sends; "cancelled" drops what is left; any other
+state holds it), `quiet_hours` ("21:00-07:00", empty for none) and `timezone` (IANA name).
+Reads are cached for `ttl` seconds, so a pause reaches every worker within that time.
+Opt-outs live in one set, `{namespace}:suppressed`, checked per chunk.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from loa.engine.connection import RedisClient
+from loa.engine.quiet import QuietHours
+from loa.message import Lane
+
+CACHE_SECONDS = 0.5
+RUNNING = "running"
+CANCELLED = "cancelled"
+
+
+def campaign_key(namespace: str, campaign: str) -> str:
+    """The hash that holds one campaign's state and settings."""
+    return f"{namespace}:{{camp:{campaign}}}"
+
+
+def suppression_key(namespace: str) -> str:
+    """The set of opted-out addresses (E.164 numbers, e-mail addresses, OTT ids)."""
+    return f"{namespace}:suppressed"
+
+
+class Decision(enum.Enum):
+    """What to do with the rest of a batch now."""
+
+    SEND = "send"
+    HOLD = "hold"  # put it back until `until_ms`
+    CANCEL = "cancel"  # count it cancelled and drop it
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A decision and, for HOLD, when to look again (epoch ms)."""
+
+    decision: Decision
+    until_ms: int = 0
+
+
+SEND = Verdict(Decision.SEND)
+HOLD_RETRY_MS = 1000  # a paused campaign's batches come back to look every second
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    read_at: float
+    state: str
+    quiet: QuietHours | None
+
+
+class Controls:
+    """The per-process cache of campaign controls and the suppression check."""
+
+    def __init__(self, redis: RedisClient, namespace: str, ttl: float = CACHE_SECONDS) -> None:
+        self.redis = redis
+        self.namespace = namespace
+        self.ttl = ttl
+        self._cache: dict[str, _Entry] = {}
+
+    async def verdict(self, campaign: str, lane: Lane, now_ms: int) -> Verdict:
+        """May a chunk of `campaign` leave now?"""
+        if not campaign:
+            return SEND
+        entry = await self._entry(campaign)
+        if entry is None:
+            return SEND  # not a managed campaign: plain engine traffic
+        if entry.state == CANCELLED:
+            return Verdict(Decision.CANCEL)
+        if entry.state != RUNNING:
+            return Verdict(Decision.HOLD, now_ms + HOLD_RETRY_MS)
+        if entry.quiet is not None and lane is not Lane.EMERGENCY:
+            moment = datetime.fromtimestamp(now_ms / 1000, entry.quiet.timezone)
+            if entry.quiet.contains(moment):
+                return Verdict(Decision.HOLD, int(entry.quiet.next_end(moment).timestamp() * 1000))
+        return SEND
+
+    async def suppressed(self, addresses: Sequence[str]) -> list[bool]:
+        """Which of `addresses` opted out (one round trip)."""
+        if not addresses:
+            return []
+        found = await self.redis.smismember(suppression_key(self.namespace), list(addresses))
+        return [bool(flag) for flag in found]
+
+    async def _entry(self, campaign: str) -> _Entry | None:
+        cached = self._cache.get(campaign)
+        if cached is not None and time.monotonic() - cached.read_at < self.ttl:
+            return cached
+        fields = await self.redis.hmget(
+            campaign_key(self.namespace, campaign), ["state", "quiet_hours", "timezone"]
+        )
+        state, quiet, zone = (_text(value) for value in fields)
+        if not state:
+            self._cache.pop(campaign, None)
+            return None
+        hours = QuietHours.parse(quiet, zone or "UTC") if quiet else None
+        entry = _Entry(time.monotonic(), state, hours)
+        self._cache[campaign] = entry
+        return entry
+
+
+def _text(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else value
