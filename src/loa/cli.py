@@ -145,6 +145,15 @@ def redis_server(data_dir: DataDirOption = None) -> None:
             server.check()
 
 
+def _add_campaign_commands() -> None:
+    from loa.campaigns.cli import app as campaign_app
+
+    app.add_typer(campaign_app, name="campaign")
+
+
+_add_campaign_commands()
+
+
 def main() -> None:
     """Console entry point: loa's own errors print as one clear line and exit 2."""
     try:

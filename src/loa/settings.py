@@ -94,6 +94,16 @@ class WorkerSettings(ConfigModel):
         return self.processes or (os.cpu_count() or 1)
 
 
+class ChannelSettings(ConfigModel):
+    """Which route carries a channel: per carrier for SMS, else the default route."""
+
+    default: str | None = Field(default=None, description="route when no carrier route fits")
+    carriers: dict[str, str] = Field(default_factory=dict, description="carrier -> route (SMS)")
+    prefixes: dict[str, str] = Field(
+        default_factory=dict, description="number prefix -> carrier, over the built-in table"
+    )
+
+
 class QueueSettings(ConfigModel):
     """How producers fill the queues."""
 
@@ -110,6 +120,9 @@ class Settings(ConfigModel):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
     routes: dict[str, RouteSettings] = Field(default_factory=dict)
+    channels: dict[Literal["sms", "zalo", "fcm", "email"], ChannelSettings] = Field(
+        default_factory=dict
+    )
 
     @field_validator("routes")
     @classmethod
@@ -130,6 +143,19 @@ class Settings(ConfigModel):
         if not url.startswith(schemes):
             raise ValueError(f"must start with one of {', '.join(schemes)}")
         return url
+
+    @model_validator(mode="after")
+    def _channels_name_routes(self) -> Settings:
+        for channel, spec in self.channels.items():
+            named = [("default", spec.default)] if spec.default else []
+            named += [(f"carriers.{carrier}", route) for carrier, route in spec.carriers.items()]
+            for key, route in named:
+                if route not in self.routes:
+                    known = ", ".join(sorted(self.routes)) or "none"
+                    raise ValueError(
+                        f"channels.{channel}.{key}: no route named {route!r} (routes: {known})"
+                    )
+        return self
 
     @model_validator(mode="after")
     def _sends_end_before_claims(self) -> Settings:

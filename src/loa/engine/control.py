@@ -1,8 +1,9 @@
 """What a campaign's operators decided, as workers see it before each chunk leaves.
 
 The campaign layer writes one hash per campaign, `{namespace}:{camp:ID}`; the engine reads
-three of its fields: `state` (only "running" sends; "cancelled" drops what is left; any other
-state holds it), `quiet_hours` ("21:00-07:00", empty for none) and `timezone` (IANA name).
+four of its fields: `state` (only "running" sends, and "scheduled" once `start_ms` has come;
+"cancelled" drops what is left; any other state holds it), `start_ms`, `quiet_hours`
+("21:00-07:00", empty for none) and `timezone` (IANA name).
 Reads are cached for `ttl` seconds, so a pause reaches every worker within that time.
 Opt-outs live in one set, `{namespace}:suppressed`, checked per chunk.
 """
@@ -21,6 +22,7 @@ from loa.message import Lane
 
 CACHE_SECONDS = 0.5
 RUNNING = "running"
+SCHEDULED = "scheduled"
 CANCELLED = "cancelled"
 
 
@@ -58,6 +60,7 @@ HOLD_RETRY_MS = 1000  # a paused campaign's batches come back to look every seco
 class _Entry:
     read_at: float
     state: str
+    start_ms: int
     quiet: QuietHours | None
 
 
@@ -79,7 +82,8 @@ class Controls:
             return SEND  # not a managed campaign: plain engine traffic
         if entry.state == CANCELLED:
             return Verdict(Decision.CANCEL)
-        if entry.state != RUNNING:
+        started = entry.state == SCHEDULED and 0 < entry.start_ms <= now_ms
+        if entry.state != RUNNING and not started:
             return Verdict(Decision.HOLD, now_ms + HOLD_RETRY_MS)
         if entry.quiet is not None and lane is not Lane.EMERGENCY:
             moment = datetime.fromtimestamp(now_ms / 1000, entry.quiet.timezone)
@@ -99,14 +103,14 @@ class Controls:
         if cached is not None and time.monotonic() - cached.read_at < self.ttl:
             return cached
         fields = await self.redis.hmget(
-            campaign_key(self.namespace, campaign), ["state", "quiet_hours", "timezone"]
+            campaign_key(self.namespace, campaign), ["state", "start_ms", "quiet_hours", "timezone"]
         )
-        state, quiet, zone = (_text(value) for value in fields)
+        state, start, quiet, zone = (_text(value) for value in fields)
         if not state:
             self._cache.pop(campaign, None)
             return None
         hours = QuietHours.parse(quiet, zone or "UTC") if quiet else None
-        entry = _Entry(time.monotonic(), state, hours)
+        entry = _Entry(time.monotonic(), state, int(start or 0), hours)
         self._cache[campaign] = entry
         return entry
 

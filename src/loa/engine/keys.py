@@ -41,6 +41,11 @@ class ShardKeys:
         return f"{self.tag}:stats"
 
     @property
+    def planned(self) -> str:
+        """A hash of the ids of batches queued by planners, so none is queued twice."""
+        return f"{self.tag}:planned"
+
+    @property
     def campaign_stats(self) -> str:
         """A hash of per-campaign counters, fields named `campaign:outcome`."""
         return f"{self.tag}:cstats"

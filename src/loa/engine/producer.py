@@ -72,12 +72,12 @@ class Producer:
         return result
 
     async def _flush(self, pending: list[tuple[ShardKeys, Batch]]) -> float:
-        waited = await self._wait_for_room(pending)
+        waited = await self.wait_for_room(pending)
         await self.queues.put_many(pending)
         pending.clear()
         return waited
 
-    async def _wait_for_room(self, pending: list[tuple[ShardKeys, Batch]]) -> float:
+    async def wait_for_room(self, pending: list[tuple[ShardKeys, Batch]]) -> float:
         """Backpressure: wait while any target stream holds `max_depth` batches or more."""
         limit = self.settings.queue.max_depth
         streams = sorted({keys.stream(batch.lane) for keys, batch in pending})

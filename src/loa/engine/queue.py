@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -77,6 +78,7 @@ class Queues:
         self._checkpoint = redis.register_script(load_script("checkpoint.lua"))
         self._settle = redis.register_script(load_script("settle.lua"))
         self._touch = redis.register_script(load_script("touch.lua"))
+        self._put_once = redis.register_script(load_script("put_once.lua"))
 
     async def prepare(self, shards: Iterable[ShardKeys]) -> None:
         """Create each lane stream and its consumer group if missing."""
@@ -92,6 +94,23 @@ class Queues:
         """Append a batch to its lane's stream; returns the entry id."""
         entry_id = await self.redis.xadd(keys.stream(batch.lane), {FIELD: pack(batch)})
         return _text(entry_id)
+
+    async def put_once(self, items: Sequence[tuple[ShardKeys, Batch, int]]) -> int:
+        """Queue (keys, batch, due ms) items unless a batch with that id was queued before.
+
+        Due 0 goes to the lane's stream; a later due time waits in its retry set. Returns how
+        many were new.
+        """
+        flags = await asyncio.gather(
+            *(
+                self._put_once(
+                    keys=[keys.stream(batch.lane), keys.delayed(batch.lane), keys.planned],
+                    args=[batch.id, pack(batch), due_ms],
+                )
+                for keys, batch, due_ms in items
+            )
+        )
+        return sum(int(flag) for flag in flags)
 
     async def put_many(self, items: Sequence[tuple[ShardKeys, Batch]]) -> None:
         """Append many batches in one round trip."""

@@ -1,0 +1,220 @@
+"""`loa campaign ...`: the operator's commands."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import orjson
+import typer
+import uvloop
+from rich.console import Console
+from rich.table import Table
+
+from loa.campaigns.planner import Report
+from loa.campaigns.service import STATUS_KEYS, Campaigns
+from loa.engine.connection import connect
+from loa.engine.embedded import redis_url_for
+from loa.settings import Settings
+
+T = TypeVar("T")
+
+app = typer.Typer(help="Validate, create, launch and steer campaigns.", no_args_is_help=True)
+
+ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="Settings file.")]
+RedisOption = Annotated[str | None, typer.Option("--redis", help="Redis URL.")]
+AudienceOption = Annotated[
+    Path, typer.Option("--audience", "-a", help="CSV, JSON lines or Parquet.")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _run(config: Path | None, redis: str | None, work: Callable[[Campaigns], Awaitable[T]]) -> T:
+    overrides = {"redis_url": redis} if redis else {}
+    settings = Settings.load(config, overrides=overrides)
+
+    async def main() -> T:
+        with redis_url_for(settings.redis_url, settings.data_dir) as (url, _):
+            client = connect(url)
+            try:
+                return await work(Campaigns(settings, client))
+            finally:
+                await client.aclose()
+
+    return uvloop.run(main())
+
+
+def _print_json(data: Any) -> None:
+    typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+
+
+@app.command()
+def validate(
+    plan: Path,
+    audience: AudienceOption,
+    config: ConfigOption = None,
+    redis: RedisOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """The dry run: who would get what, on which route, in how many parts. Nothing is queued."""
+    report = _run(config, redis, lambda c: c.validate(plan, audience))
+    if json_output:
+        _print_json(report.to_json())
+    else:
+        _print_report(report)
+    raise typer.Exit(1 if report.problems else 0)
+
+
+@app.command()
+def create(
+    plan: Path, audience: AudienceOption, config: ConfigOption = None, redis: RedisOption = None
+) -> None:
+    """Store a draft campaign; prints its id."""
+    campaign = _run(config, redis, lambda c: c.create(plan, audience))
+    typer.echo(campaign.id)
+
+
+def _action(name: str, doc: str) -> None:
+    def command(campaign_id: str, config: ConfigOption = None, redis: RedisOption = None) -> None:
+        state = _run(config, redis, lambda c: c.act(campaign_id, name))
+        typer.echo(f"{campaign_id} {state}")
+
+    command.__doc__ = doc
+    app.command(name)(command)
+
+
+_action("approve", "A second operator approves a draft.")
+_action("pause", "Hold every message not yet sent, on every worker, within a second.")
+_action("resume", "Let a paused campaign send again.")
+_action("cancel", "Stop for good: what was not sent is dropped and counted.")
+
+
+@app.command()
+def launch(
+    campaign_id: str,
+    config: ConfigOption = None,
+    redis: RedisOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Plan the audience onto the queues; run again after a crash to continue where it was."""
+    report = _run(config, redis, lambda c: c.launch(campaign_id))
+    if json_output:
+        _print_json(report.to_json())
+    else:
+        _print_report(report)
+
+
+@app.command()
+def status(
+    campaign_id: str,
+    config: ConfigOption = None,
+    redis: RedisOption = None,
+    json_output: JsonOption = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Live progress until it ends.")] = False,
+) -> None:
+    """State and counters."""
+    if watch:
+        _run(config, redis, lambda c: _watch(c, campaign_id))
+        return
+    current = _run(config, redis, lambda c: c.status(campaign_id))
+    if json_output:
+        _print_json(current)
+        return
+    table = Table(title=f"campaign {campaign_id}: {current['name']}")
+    table.add_column("counter")
+    table.add_column("value", justify="right")
+    for key in (*STATUS_KEYS, "cancelled", "filtered", "capped", "retried"):
+        table.add_row(key, str(current[key]))
+    Console().print(table)
+
+
+async def _watch(campaigns: Campaigns, campaign_id: str) -> None:
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
+    ) as bars:
+        task = bars.add_task(campaign_id, total=1)
+        while True:
+            current = await campaigns.status(campaign_id)
+            bars.update(
+                task,
+                total=max(1, current["queued"]),
+                completed=current["finished"],
+                description=f"{campaign_id} {current['state']}",
+            )
+            if current["state"] in ("done", "cancelled", "expired"):
+                return
+            await asyncio.sleep(0.5)
+
+
+@app.command("list")
+def list_campaigns(
+    config: ConfigOption = None, redis: RedisOption = None, json_output: JsonOption = False
+) -> None:
+    """The newest campaigns."""
+    rows = _run(config, redis, lambda c: c.list())
+    if json_output:
+        _print_json(rows)
+        return
+    table = Table(title="campaigns")
+    for column in ("id", "name", "state", "queued"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["id"], row["name"], row["state"], str(row["queued"]))
+    Console().print(table)
+
+
+@app.command()
+def report(
+    campaign_id: str,
+    failed: Annotated[bool, typer.Option("--failed", help="Who did not get it, and why.")],
+    output: Annotated[Path, typer.Option("--output", "-o")] = Path("failed.csv"),
+    config: ConfigOption = None,
+    redis: RedisOption = None,
+) -> None:
+    """Write the failed-recipients report as CSV (phone numbers only ever go to this file)."""
+    if not failed:
+        raise typer.BadParameter("only --failed reports exist so far", param_hint="--failed")
+    written = _run(config, redis, lambda c: c.write_failed(campaign_id, output))
+    typer.echo(f"{written} rows written to {output}")
+
+
+def _print_report(report: Report) -> None:
+    console = Console()
+    if report.problems:
+        for problem in report.problems:
+            console.print(f"[red]problem:[/red] {problem}")
+        return
+    table = Table(title="dry run")
+    table.add_column("counter")
+    table.add_column("value", justify="right")
+    for name in (
+        "total",
+        "queued",
+        "invalid",
+        "duplicate",
+        "suppressed",
+        "filtered",
+        "capped",
+        "unroutable",
+        "parts",
+    ):
+        table.add_row(name, f"{getattr(report, name):,}")
+    console.print(table)
+    for title, counts in (
+        ("route", report.by_route),
+        ("channel", report.by_channel),
+        ("carrier", report.by_carrier),
+        ("encoding", report.by_encoding),
+    ):
+        if counts:
+            console.print(
+                f"by {title}: " + ", ".join(f"{k} {v:,}" for k, v in counts.most_common())
+            )
+    for line, reason in report.errors[:20]:
+        console.print(f"line {line}: {reason}")

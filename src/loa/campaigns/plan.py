@@ -1,0 +1,469 @@
+"""The campaign plan: the TOML file an operator writes, validated before anything is queued.
+
+```toml
+name = "Zika warning, Ho Chi Minh City"
+lane = "high"                       # emergency | high | normal | bulk
+channels = ["zalo", "sms"]          # fallback order; each of sms, zalo, fcm, email
+sms_ascii = false                   # true: strip diacritics so SMS fit 160-character parts
+
+[templates]
+sms = "Bo Y te: {{ name }} oi, ..."
+zalo = { template_id = "123456", data = { name = "{{ name }}" } }
+# email = { subject = "...", body = "..." }     fcm = { title = "...", body = "..." }
+
+[audience]                          # every key optional; all given must match
+regions = ["79"]                    # province codes (text, so "01" keeps its zero)
+tags = ["pregnant"]                 # the row's `tags` column (split on ',' or ';') has any
+where = { district = ["760", "769"] }   # column = value or list of values
+
+[schedule]
+start = 2026-12-01T08:00:00+07:00   # needs an offset; left out: when the campaign is launched
+expires = "48h"                     # a date-time, or a duration after start (or launch)
+timezone = "Asia/Ho_Chi_Minh"
+quiet_hours = "21:00-07:00"         # held, except on the emergency lane
+send_at = "due_date - 3d at 08:00"  # per recipient, from a column (see schedule.SendAt)
+
+[limits]
+rate = 200                          # messages per second for this campaign
+frequency_cap = "7d"                # skip whoever another campaign reached within 7 days
+```
+
+`load_plan(path)` returns a `Plan` or raises PlanError naming the file, the dotted key and the
+reason: "plan.toml: schedule.start: needs a time zone, e.g. 2026-12-01T08:00:00+07:00".
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from collections.abc import Mapping
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+from types import NoneType, UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from zoneinfo import ZoneInfo
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails
+
+from loa.campaigns.schedule import (
+    DEFAULT_TIMEZONE,
+    QuietHours,
+    SendAt,
+    format_duration,
+    parse_duration,
+    zone,
+)
+from loa.campaigns.templates import check_syntax
+from loa.errors import PlanError
+from loa.message import Lane
+from loa.settings import ConfigModel, describe_errors
+
+Channel = Literal["sms", "zalo", "fcm", "email"]
+CHANNELS: tuple[Channel, ...] = ("sms", "zalo", "fcm", "email")
+_TAG_SEPARATORS = re.compile(r"[,;]")
+_TIME_EXAMPLE = "2026-12-01T08:00:00+07:00"
+
+
+def _template(value: str) -> str:
+    if not value.strip():
+        raise ValueError("is empty")
+    return check_syntax(value)
+
+
+def _channel(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value  # the Literal says what is expected
+    name = value.strip().lower()
+    if name not in CHANNELS:
+        near = difflib.get_close_matches(name, CHANNELS, n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise ValueError(f"unknown channel; expected one of {', '.join(CHANNELS)}{hint}")
+    return name
+
+
+def _code(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, str):
+        raise ValueError('write each code as text in quotes, e.g. "79" or "01"')
+    if not value.strip():
+        raise ValueError("is empty")
+    return value.strip().upper()
+
+
+def _tag(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("expected a non-empty tag in quotes")
+    return value.strip().casefold()
+
+
+def _where_values(value: Any) -> frozenset[str]:
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise ValueError("an empty list matches nobody; give at least one value")
+    found = set()
+    for item in values:
+        if isinstance(item, bool) or not isinstance(item, str | int):
+            raise ValueError("expected text or a whole number, or a list of them")
+        found.add(str(item).strip())
+    return frozenset(found)
+
+
+def _aware(value: Any, *, durations: bool = False) -> Any:
+    """A TOML date-time with an offset, or ISO text with one; durations too if allowed."""
+    also = " or a duration like '48h'" if durations else ""
+    if isinstance(value, str):
+        text = value.strip()
+        if durations and not (text[:4].isdigit() and text[4:5] == "-"):
+            return parse_duration(text)
+        try:
+            value = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"expected a date-time like {_TIME_EXAMPLE}{also}") from None
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"needs a time zone, e.g. {_TIME_EXAMPLE}")
+        return value
+    if isinstance(value, date | time):
+        raise ValueError(f"needs a date, a time and a time zone, e.g. {_TIME_EXAMPLE}")
+    if durations and isinstance(value, timedelta):
+        return value
+    raise ValueError(f"expected a date-time like {_TIME_EXAMPLE}{also}")
+
+
+def _duration(value: Any) -> Any:
+    return value if isinstance(value, timedelta) else parse_duration(value)
+
+
+Duration = Annotated[
+    timedelta, BeforeValidator(_duration), PlainSerializer(format_duration, return_type=str)
+]
+Template = Annotated[str, Field(min_length=1), AfterValidator(_template)]
+
+
+class EmailTemplate(ConfigModel):
+    """A plain-text email: `{ subject = "...", body = "..." }`."""
+
+    subject: Template
+    body: Template
+
+
+class FcmTemplate(ConfigModel):
+    """A push notification: `{ title = "...", body = "..." }`."""
+
+    title: Template
+    body: Template
+
+
+class ZaloTemplate(ConfigModel):
+    """A Zalo ZNS message: the id of a template approved by Zalo, and its parameters."""
+
+    template_id: str = Field(min_length=1)
+    data: dict[str, Template] = Field(default_factory=dict)
+
+    @field_validator("template_id", mode="before")
+    @classmethod
+    def _id_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class Templates(ConfigModel):
+    """One template per channel of the plan, and none for a channel it does not use."""
+
+    sms: Template | None = None
+    email: EmailTemplate | None = None
+    zalo: ZaloTemplate | None = None
+    fcm: FcmTemplate | None = None
+
+    def given(self) -> list[Channel]:
+        """The channels that have a template here."""
+        return [channel for channel in CHANNELS if getattr(self, channel) is not None]
+
+
+class Audience(ConfigModel):
+    """Who is in the campaign, out of the audience file: every condition given must hold.
+
+    Region codes are compared upper-cased, tags case-insensitively, `where` values exactly
+    (white space around a cell is ignored). A row's region is its `region` column.
+    """
+
+    regions: frozenset[Annotated[str, BeforeValidator(_code)]] | None = None
+    tags: frozenset[Annotated[str, BeforeValidator(_tag)]] | None = None
+    where: dict[str, Annotated[frozenset[str], BeforeValidator(_where_values)]] = Field(
+        default_factory=dict
+    )
+
+    @field_validator("regions", "tags", mode="before")
+    @classmethod
+    def _a_list(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, list | tuple | set | frozenset):
+            raise ValueError('expected a list, e.g. ["79"]')
+        if not value:
+            raise ValueError("an empty list matches nobody; leave the key out to match everyone")
+        return value
+
+    @field_validator("where")
+    @classmethod
+    def _columns(cls, where: dict[str, frozenset[str]]) -> dict[str, frozenset[str]]:
+        for column in where:
+            if not column.strip():
+                raise ValueError("a column name is empty")
+        return where
+
+    @property
+    def columns(self) -> frozenset[str]:
+        """The audience columns these conditions read."""
+        used = set(self.where)
+        if self.regions is not None:
+            used.add("region")
+        if self.tags is not None:
+            used.add("tags")
+        return frozenset(used)
+
+    def matches(self, row: Mapping[str, str]) -> bool:
+        """Whether one audience row (column -> cell text) is in the campaign."""
+        if self.regions is not None and (row.get("region") or "").strip().upper() not in (
+            self.regions
+        ):
+            return False
+        if self.tags is not None:
+            cell = row.get("tags") or ""
+            if self.tags.isdisjoint(tag.strip().casefold() for tag in _TAG_SEPARATORS.split(cell)):
+                return False
+        return all(
+            (row.get(column) or "").strip() in allowed for column, allowed in self.where.items()
+        )
+
+
+class Schedule(ConfigModel):
+    """When the campaign sends, in which time zone, and when its advice goes stale."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    timezone: str = DEFAULT_TIMEZONE
+    start: datetime | None = Field(default=None, description="None: when launched")
+    expires: datetime | Duration | None = Field(
+        default=None, description="an instant, or a duration after the start"
+    )
+    quiet_hours: Annotated[QuietHours, PlainSerializer(str, return_type=str)] | None = None
+    send_at: Annotated[SendAt, PlainSerializer(str, return_type=str)] | None = None
+
+    @field_validator("timezone", mode="before")
+    @classmethod
+    def _zone(cls, value: Any) -> Any:
+        return zone(value).key
+
+    @field_validator("start", mode="before")
+    @classmethod
+    def _start(cls, value: Any) -> Any:
+        return None if value is None else _aware(value)
+
+    @field_validator("expires", mode="before")
+    @classmethod
+    def _expires(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None:
+            return None
+        expires = _aware(value, durations=True)
+        start = info.data.get("start")
+        if isinstance(expires, datetime) and start is not None and expires <= start:
+            raise ValueError(f"must be after schedule.start ({start.isoformat()})")
+        return expires
+
+    @field_validator("quiet_hours", mode="before")
+    @classmethod
+    def _quiet_hours(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None or isinstance(value, QuietHours):
+            return value
+        return QuietHours.parse(value, info.data.get("timezone", DEFAULT_TIMEZONE))
+
+    @field_validator("send_at", mode="before")
+    @classmethod
+    def _send_at(cls, value: Any) -> Any:
+        if value is None or isinstance(value, SendAt):
+            return value
+        return SendAt.parse(value)
+
+    @property
+    def tz(self) -> ZoneInfo:
+        """The plan's time zone."""
+        return ZoneInfo(self.timezone)
+
+    def starts_at(self, launched: datetime) -> datetime:
+        """When sending begins for a campaign launched at `launched`."""
+        return self.start if self.start is not None else launched
+
+    def expires_at(self, launched: datetime) -> datetime | None:
+        """When the advice goes stale for a campaign launched at `launched` (None: never)."""
+        if isinstance(self.expires, timedelta):
+            return self.starts_at(launched) + self.expires
+        return self.expires
+
+
+class Limits(ConfigModel):
+    """The campaign's own limits, on top of each route's."""
+
+    rate: float | None = Field(default=None, gt=0, description="messages per second")
+    frequency_cap: Duration | None = Field(
+        default=None, description="skip anyone another campaign messaged within this window"
+    )
+
+
+class Plan(ConfigModel):
+    """A campaign plan: audience, channels, templates, schedule and limits."""
+
+    name: str = Field(min_length=1, max_length=200)
+    lane: Annotated[Lane, PlainSerializer(lambda lane: lane.label, return_type=str)]
+    channels: list[Annotated[Channel, BeforeValidator(_channel)]]
+    sms_ascii: bool = Field(default=False, strict=True)
+    templates: Templates = Field(default_factory=Templates)
+    audience: Audience = Field(default_factory=Audience)
+    schedule: Schedule = Field(default_factory=Schedule)
+    limits: Limits = Field(default_factory=Limits)
+
+    @field_validator("name")
+    @classmethod
+    def _named(cls, name: str) -> str:
+        if not name.strip():
+            raise ValueError("is blank")
+        return name.strip()
+
+    @field_validator("lane", mode="before")
+    @classmethod
+    def _lane(cls, value: Any) -> Any:
+        if isinstance(value, Lane):
+            return value
+        if not isinstance(value, str):
+            raise ValueError(f"expected one of {', '.join(lane.label for lane in Lane)}")
+        return Lane.parse(value)
+
+    @field_validator("channels", mode="before")
+    @classmethod
+    def _channel_list(cls, value: Any) -> Any:
+        if not isinstance(value, list | tuple):
+            raise ValueError('expected a list in fallback order, e.g. ["zalo", "sms"]')
+        if not value:
+            raise ValueError("needs at least one channel")
+        return value
+
+    @field_validator("channels")
+    @classmethod
+    def _once_each(cls, channels: list[Channel]) -> list[Channel]:
+        for channel in channels:
+            if channels.count(channel) > 1:
+                raise ValueError(f"{channel!r} is listed more than once")
+        return channels
+
+    @model_validator(mode="after")
+    def _a_template_per_channel(self) -> Plan:
+        given = self.templates.given()
+        problems = [
+            f"templates.{channel}: missing; channels lists {channel!r} but it has no template"
+            for channel in self.channels
+            if channel not in given
+        ] + [
+            f"templates.{channel}: given but {channel!r} is not in channels"
+            for channel in given
+            if channel not in self.channels
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def holds_for_quiet_hours(self) -> bool:
+        """Whether quiet hours hold this campaign's messages (never on the emergency lane)."""
+        return self.lane is not Lane.EMERGENCY and self.schedule.quiet_hours is not None
+
+    def hold_until(self, moment: datetime) -> datetime | None:
+        """When a message held at `moment` (aware) may go, or None if it may go now."""
+        quiet = self.schedule.quiet_hours
+        if quiet is None or not self.holds_for_quiet_hours or not quiet.contains(moment):
+            return None
+        return quiet.next_end(moment)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, source: str = "plan") -> Plan:
+        """Validate a plain mapping (a parsed TOML file), turning every problem into PlanError."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise PlanError(f"{source}: {describe_plan_errors(exc)}") from None
+
+
+def load_plan(path: Path | str) -> Plan:
+    """Read and validate a plan file; PlanError names the file, the dotted key and the reason."""
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise PlanError(f"plan file {path} does not exist") from None
+    except IsADirectoryError:
+        raise PlanError(f"plan file {path} is a directory") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise PlanError(f"plan file {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise PlanError(f"plan file {path} is not UTF-8 text: {exc.reason}") from None
+    except OSError as exc:
+        raise PlanError(f"plan file {path} cannot be read: {exc.strerror or exc}") from None
+    return Plan.from_mapping(data, source=str(path))
+
+
+def describe_plan_errors(exc: ValidationError) -> str:
+    """settings.describe_errors, with 'did you mean' inside optional tables and readable values."""
+    clauses = []
+    for error in exc.errors():
+        loc = error["loc"]
+        given = _shown(error["input"])
+        if isinstance(given, str) and repr(given) in error["msg"]:
+            given = {}  # the message shows it already (describe_errors leaves tables out)
+        detail: InitErrorDetails = {"type": error["type"], "loc": loc, "input": given}
+        if "ctx" in error:
+            detail["ctx"] = error["ctx"]
+        if error["type"] == "extra_forbidden" and len(loc) > 1:
+            table = ".".join(str(part) for part in loc[:-1])
+            detail["loc"] = loc[-1:]
+            single = ValidationError.from_exception_data(exc.title, [detail])
+            clauses.append(describe_errors(single, prefix=table, model=_table(loc[:-1])))
+        else:
+            single = ValidationError.from_exception_data(exc.title, [detail])
+            clauses.append(describe_errors(single, model=Plan))
+    return "; ".join(clauses)
+
+
+def _shown(value: Any) -> Any:
+    """A value as an error message shows it: date-times in ISO form, long text shortened."""
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, str) and len(value) > 60:
+        return value[:57] + "..."
+    return value
+
+
+def _table(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The model of the table at `loc` in a plan, looking through optional tables."""
+    current: type[BaseModel] = Plan
+    for part in loc:
+        field = current.model_fields.get(str(part))
+        if field is None:
+            return None
+        annotation = field.annotation
+        if get_origin(annotation) in (Union, UnionType):
+            annotation = next((a for a in get_args(annotation) if a is not NoneType), None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        current = annotation
+    return current

@@ -1,0 +1,257 @@
+"""What operators do with campaigns: validate, create, approve, launch, steer, watch, report."""
+
+from __future__ import annotations
+
+import csv
+import secrets
+import tomllib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from loa.campaigns.audience import open_audience
+from loa.campaigns.plan import Plan, load_plan
+from loa.campaigns.planner import Checkpoint, Planner, Report, plan_audience
+from loa.campaigns.store import ENDED, Campaign, CampaignStore, State
+from loa.engine.connection import RedisClient
+from loa.engine.keys import shard_keys
+from loa.engine.queue import Queues
+from loa.errors import CampaignError, PlanError
+from loa.message import Outcome
+from loa.settings import Settings
+
+# what `loa campaign status --json` always has
+STATUS_KEYS = (
+    "state",
+    "total",
+    "queued",
+    "sent",
+    "delivered",
+    "failed",
+    "expired",
+    "suppressed",
+    "invalid",
+    "duplicate",
+)
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+class Campaigns:
+    """Campaign operations on one Redis, for the CLI and the API."""
+
+    def __init__(self, settings: Settings, redis: RedisClient) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.store = CampaignStore(redis, settings.namespace)
+        self.queues = Queues(redis, settings.namespace)
+
+    async def validate(self, plan_path: Path, audience: Path) -> Report:
+        """The dry run: everything planning would do, counted; nothing queued."""
+        plan = load_plan(plan_path)
+        planner = Planner(self.settings, plan, f"dry-{secrets.token_hex(4)}", audience, _now())
+        report = Report(problems=planner.check(open_audience(audience).columns))
+        if report.problems:
+            return report
+        try:
+            return await plan_audience(
+                planner, self.redis, queue=False, checkpoint=Checkpoint(None, report, {})
+            )
+        finally:
+            await self.redis.delete(f"{self.settings.namespace}:{{camp:{planner.campaign}}}:seen")
+
+    async def create(self, plan_path: Path, audience: Path) -> Campaign:
+        """A draft campaign from a plan and an audience that pass their checks."""
+        plan = load_plan(plan_path)
+        audience = audience.resolve()
+        planner = Planner(self.settings, plan, "check", audience, _now())
+        problems = planner.check(open_audience(audience).columns)
+        if problems:
+            raise PlanError(f"{plan_path}: " + "; ".join(problems))
+        return await self.store.create(
+            {
+                "name": plan.name,
+                "lane": plan.lane.label,
+                "plan": plan_path.read_text(encoding="utf-8"),
+                "plan_path": str(plan_path.resolve()),
+                "audience": str(audience),
+                "timezone": plan.schedule.timezone,
+                "quiet_hours": str(plan.schedule.quiet_hours)
+                if plan.holds_for_quiet_hours and plan.schedule.quiet_hours
+                else "",
+            }
+        )
+
+    async def act(self, campaign_id: str, action: str) -> State:
+        """approve, pause, resume or cancel."""
+        return await self.store.apply(campaign_id, action)
+
+    async def launch(self, campaign_id: str) -> Report:
+        """Start sending: plan the audience onto the queues (again, after a crash: it resumes)."""
+        campaign = await self.store.get(campaign_id)
+        plan = _stored_plan(campaign)
+        if campaign.state is State.APPROVED:
+            launched = _now()
+            start = plan.schedule.starts_at(launched)
+            await self.store.update(
+                campaign_id,
+                {
+                    "start_ms": int(start.timestamp() * 1000),
+                    "launched_ms": _ms(launched),
+                },
+            )
+            await self.store.apply(campaign_id, "schedule" if start > launched else "start")
+        elif campaign.state in (State.DRAFT,):
+            raise CampaignError(
+                f"cannot launch campaign {campaign_id}: it is draft (it must be approved first)"
+            )
+        elif campaign.fields.get("planned") == "1":
+            raise CampaignError(f"campaign {campaign_id} is already launched and planned")
+        elif campaign.state in ENDED:
+            raise CampaignError(f"cannot launch campaign {campaign_id}: it is {campaign.state}")
+        campaign = await self.store.get(campaign_id)
+        launched = datetime.fromtimestamp(int(campaign.fields["launched_ms"]) / 1000, UTC)
+        planner = Planner(
+            self.settings, plan, campaign_id, Path(campaign.fields["audience"]), launched
+        )
+        raw = campaign.fields.get("checkpoint")
+        checkpoint = Checkpoint.from_json(raw) if raw else None
+
+        async def save(point: Checkpoint) -> None:
+            fields: dict[str, str | int] = {"checkpoint": point.to_json().decode()}
+            if point.finished:
+                fields["planned"] = "1"
+            for name in (
+                "total",
+                "queued",
+                "invalid",
+                "duplicate",
+                "suppressed",
+                "filtered",
+                "capped",
+                "unroutable",
+            ):
+                fields[name] = getattr(point.report, name)
+            await self.store.update(campaign_id, fields)
+
+        return await plan_audience(
+            planner, self.redis, queue=True, checkpoint=checkpoint, save=save
+        )
+
+    async def status(self, campaign_id: str) -> dict[str, Any]:
+        """State and counters; a campaign whose every message has an outcome becomes done."""
+        campaign = await self.store.get(campaign_id)
+        sending = await self._sending_counts(campaign_id)
+        status: dict[str, Any] = {
+            "id": campaign_id,
+            "name": campaign.name,
+            "state": str(campaign.state),
+        }
+        status["total"] = campaign.counter("total")
+        status["queued"] = campaign.counter("queued")
+        status["sent"] = sending[Outcome.ACCEPTED]
+        status["delivered"] = 0  # delivery receipts arrive with the SMPP and OTT adapters
+        status["failed"] = sending[Outcome.FAILED] + sending[Outcome.DEAD]
+        status["expired"] = sending[Outcome.EXPIRED]
+        status["cancelled"] = sending[Outcome.CANCELLED]
+        status["suppressed"] = campaign.counter("suppressed") + sending[Outcome.SUPPRESSED]
+        status["invalid"] = campaign.counter("invalid")
+        status["duplicate"] = campaign.counter("duplicate")
+        status["filtered"] = campaign.counter("filtered")
+        status["capped"] = campaign.counter("capped")
+        status["retried"] = sending[Outcome.RETRIED]
+        finished = sum(
+            sending[o]
+            for o in (
+                Outcome.ACCEPTED,
+                Outcome.FAILED,
+                Outcome.DEAD,
+                Outcome.EXPIRED,
+                Outcome.SUPPRESSED,
+            )
+        )
+        status["finished"] = finished
+        status["state"] = await self._settle_state(campaign, finished)
+        return status
+
+    async def _settle_state(self, campaign: Campaign, finished: int) -> str:
+        planned = campaign.fields.get("planned") == "1"
+        state = campaign.state
+        if state is State.RUNNING and planned and finished >= campaign.counter("queued"):
+            return str(await self.store.apply(campaign.id, "finish"))
+        return str(state)
+
+    async def _sending_counts(self, campaign_id: str) -> dict[str, int]:
+        shards = [
+            keys
+            for route, limits in self.settings.routes.items()
+            for keys in shard_keys(self.settings.namespace, route, limits.shards)
+        ]
+        return await self.queues.campaign_stats(shards, campaign_id)
+
+    async def list(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest campaigns with their state."""
+        rows = []
+        for campaign_id in await self.store.ids(limit):
+            campaign = await self.store.get(campaign_id)
+            rows.append(
+                {
+                    "id": campaign_id,
+                    "name": campaign.name,
+                    "state": str(campaign.state),
+                    "queued": campaign.counter("queued"),
+                }
+            )
+        return rows
+
+    async def write_failed(self, campaign_id: str, out: Path) -> int:
+        """A CSV of who did not get the campaign and why; returns the number of rows."""
+        await self.store.get(campaign_id)
+        written = 0
+        with out.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["recipient", "route", "line", "reason"])
+            async for route, letter in self._dead_letters(campaign_id):
+                line, to = str(letter["message"][0]), str(letter["message"][1])
+                writer.writerow([_cell(to), route, line, _cell(str(letter["reason"]))])
+                written += 1
+        return written
+
+    async def _dead_letters(self, campaign_id: str) -> Any:
+        for route, limits in self.settings.routes.items():
+            for keys in shard_keys(self.settings.namespace, route, limits.shards):
+                cursor = "-"
+                while True:
+                    entries: Any = await self.redis.xrange(keys.dead, min=cursor, count=500)
+                    for _, fields in entries:
+                        letter = msgpack.unpackb(fields[b"m"])
+                        if letter.get("campaign") == campaign_id:
+                            yield route, letter
+                    if len(entries) < 500:
+                        break
+                    cursor = "(" + _text(entries[-1][0])
+
+
+def _stored_plan(campaign: Campaign) -> Plan:
+    """The plan as it was when the campaign was created (the file may have changed since)."""
+    return Plan.from_mapping(
+        tomllib.loads(campaign.fields["plan"]), source=campaign.fields.get("plan_path", "plan")
+    )
+
+
+def _cell(text: str) -> str:
+    """A cell a spreadsheet will show as text, never run as a formula."""
+    return "'" + text if text.startswith(FORMULA_START) else text
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

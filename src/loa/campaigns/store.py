@@ -1,0 +1,163 @@
+"""Campaigns in Redis: their plan, audience, state and planning counters; the lifecycle rules."""
+
+from __future__ import annotations
+
+import enum
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import orjson
+
+from loa.engine.connection import RedisClient
+from loa.engine.control import campaign_key
+from loa.errors import CampaignError
+
+
+class State(enum.StrEnum):
+    """draft -> approved -> scheduled -> running <-> paused -> done | cancelled | expired."""
+
+    DRAFT = "draft"
+    APPROVED = "approved"
+    SCHEDULED = "scheduled"
+    RUNNING = "running"
+    PAUSED = "paused"
+    DONE = "done"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+ENDED = frozenset({State.DONE, State.CANCELLED, State.EXPIRED})
+
+# action -> (states it may start from, state it leads to)
+TRANSITIONS: dict[str, tuple[frozenset[State], State]] = {
+    "approve": (frozenset({State.DRAFT}), State.APPROVED),
+    "schedule": (frozenset({State.APPROVED}), State.SCHEDULED),
+    "start": (frozenset({State.APPROVED, State.SCHEDULED}), State.RUNNING),
+    "pause": (frozenset({State.SCHEDULED, State.RUNNING}), State.PAUSED),
+    "resume": (frozenset({State.PAUSED}), State.RUNNING),
+    "cancel": (
+        frozenset({State.DRAFT, State.APPROVED, State.SCHEDULED, State.RUNNING, State.PAUSED}),
+        State.CANCELLED,
+    ),
+    "finish": (frozenset({State.RUNNING}), State.DONE),
+    "expire": (frozenset({State.SCHEDULED, State.RUNNING, State.PAUSED}), State.EXPIRED),
+}
+
+# planning counters kept in the campaign hash (sending counters live with the queues)
+PLANNING_COUNTERS = (
+    "total",
+    "queued",
+    "invalid",
+    "duplicate",
+    "suppressed",
+    "filtered",
+    "capped",
+    "unroutable",
+)
+
+
+def new_campaign_id() -> str:
+    """Short, sortable and unguessable: `20261122-3f9a1c`."""
+    return f"{time.strftime('%Y%m%d', time.gmtime())}-{secrets.token_hex(3)}"
+
+
+@dataclass(slots=True)
+class Campaign:
+    """A campaign as stored: everything is text in Redis, typed here."""
+
+    id: str
+    fields: dict[str, str]
+
+    @property
+    def state(self) -> State:
+        """Its current state."""
+        return State(self.fields["state"])
+
+    @property
+    def name(self) -> str:
+        """The plan's name."""
+        return self.fields.get("name", "")
+
+    def counter(self, name: str) -> int:
+        """A planning counter (0 when not set)."""
+        return int(self.fields.get(name, 0) or 0)
+
+    def json(self, key: str) -> Any:
+        """A field stored as JSON."""
+        raw = self.fields.get(key)
+        return orjson.loads(raw) if raw else None
+
+
+class CampaignStore:
+    """Creates, reads and moves campaigns through their lifecycle."""
+
+    def __init__(self, redis: RedisClient, namespace: str) -> None:
+        self.redis = redis
+        self.namespace = namespace
+        text = resources.files("loa.campaigns").joinpath("lua", "transition.lua").read_text()
+        self._transition = redis.register_script(text)
+
+    @property
+    def index_key(self) -> str:
+        """A sorted set of campaign ids by creation time."""
+        return f"{self.namespace}:campaigns"
+
+    def key(self, campaign_id: str) -> str:
+        """The campaign's hash (the engine reads its state from the same hash)."""
+        return campaign_key(self.namespace, campaign_id)
+
+    async def create(self, fields: Mapping[str, str | int]) -> Campaign:
+        """Store a new draft campaign; returns it with its id."""
+        campaign_id = new_campaign_id()
+        now = int(time.time() * 1000)
+        values = {
+            **{k: str(v) for k, v in fields.items()},
+            "id": campaign_id,
+            "state": State.DRAFT,
+            "created_ms": str(now),
+        }
+        await self.redis.hset(self.key(campaign_id), mapping=values)  # type: ignore[arg-type]
+        await self.redis.zadd(self.index_key, {campaign_id: now})
+        return Campaign(campaign_id, {k: str(v) for k, v in values.items()})
+
+    async def get(self, campaign_id: str) -> Campaign:
+        """The campaign, or CampaignError when there is none with that id."""
+        raw = await self.redis.hgetall(self.key(campaign_id))
+        if not raw:
+            raise CampaignError(f"no campaign {campaign_id!r}")
+        return Campaign(campaign_id, {_text(k): _text(v) for k, v in raw.items()})
+
+    async def ids(self, limit: int = 100) -> list[str]:
+        """The newest campaign ids first."""
+        ids: Any = await self.redis.zrevrange(self.index_key, 0, limit - 1)
+        return [_text(i) for i in ids]
+
+    async def update(self, campaign_id: str, fields: Mapping[str, str | int]) -> None:
+        """Set fields of an existing campaign."""
+        values = {k: str(v) for k, v in fields.items()}
+        await self.redis.hset(self.key(campaign_id), mapping=values)  # type: ignore[arg-type]
+
+    async def apply(self, campaign_id: str, action: str) -> State:
+        """Carry out a lifecycle action; refused with the reason when the state forbids it."""
+        allowed, target = TRANSITIONS[action]
+        now = str(int(time.time() * 1000))
+        reply = await self._transition(
+            keys=[self.key(campaign_id)], args=[target, now, *sorted(allowed)]
+        )
+        if int(reply[0]) == -1:
+            raise CampaignError(f"no campaign {campaign_id!r}")
+        if int(reply[0]) == 0:
+            current = _text(reply[1])
+            may = " or ".join(sorted(allowed))
+            raise CampaignError(
+                f"cannot {action} campaign {campaign_id}: it is {current} (must be {may})"
+            )
+        return target
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

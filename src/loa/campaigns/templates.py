@@ -1,0 +1,354 @@
+"""Message templates: Jinja2 in a sandbox, compiled once per campaign, rendered per recipient.
+
+The rules a citizen's message depends on:
+
+- A field that is missing, or empty, for a recipient is an error (`MissingField`, a
+  TemplateError naming the template key and the field), never a blank in the message.
+  `{% if nickname is defined %}` is how a template makes a field optional.
+- Templates run in Jinja's immutable sandbox: no `__class__`, `__globals__` or other attribute
+  tricks, no mutation of values, bounded string repetition. There are no globals either (no
+  `range`, `cycler`, `lipsum`): every name a template uses is a column of the audience, which is
+  what `fields_used` reports, and a column that is missing can never fall back to a global.
+- Nothing is escaped: SMS, Zalo and push text are plain text, and so are email bodies (loa
+  sends plain-text email).
+- With `sms_ascii = true`, the rendered SMS text is folded to ASCII (Vietnamese diacritics
+  stripped, 'đ' to 'd', curly quotes and dashes to plain ones) so it fits 160-character GSM parts.
+  Values are folded too, since they are folded after rendering.
+- Rendered text is stripped of leading and trailing white space; an email subject or push title
+  is one line (line breaks, for instance from a field, become spaces).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import jinja2
+import jinja2.meta
+import jinja2.nodes
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from loa.errors import TemplateError
+
+if TYPE_CHECKING:
+    from jinja2.runtime import Context
+
+    from loa.campaigns.plan import Channel, Plan
+
+MAX_REPEAT = 10_000  # the longest text or list a template may build with '*'
+_UNDEFINED = re.compile(r"'([^']+)' is undefined")
+_LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """The immutable sandbox, with '*' and '**' bounded so a template cannot exhaust memory."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(right, int | float) and abs(right) > 100:
+            raise SecurityError("exponent larger than 100 refused")
+        if operator == "*":
+            for seq, count in ((left, right), (right, left)):
+                sized = isinstance(seq, str | list | tuple) and isinstance(count, int)
+                if sized and len(seq) * count > MAX_REPEAT:
+                    raise SecurityError(f"repetition longer than {MAX_REPEAT} refused")
+        return super().call_binop(context, operator, left, right)
+
+
+def _environment() -> _Sandbox:
+    env = _Sandbox(
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        auto_reload=False,
+        cache_size=0,
+        keep_trailing_newline=False,
+    )
+    env.globals.clear()
+    return env
+
+
+ENVIRONMENT = _environment()
+
+
+def compile_template(source: str, key: str) -> jinja2.Template:
+    """Compile one template, or raise TemplateError naming `key` and the line of the problem."""
+    try:
+        return ENVIRONMENT.from_string(source)
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateError(f"{key}: line {exc.lineno}: {exc.message}") from None
+
+
+def check_syntax(source: str) -> str:
+    """`source` if it compiles; else a ValueError 'line N: reason' (for the plan's validators)."""
+    try:
+        ENVIRONMENT.from_string(source)
+    except jinja2.TemplateSyntaxError as exc:
+        raise ValueError(f"template error on line {exc.lineno}: {exc.message}") from None
+    return source
+
+
+def variables(source: str) -> frozenset[str]:
+    """The names a template reads from its context: the fields it needs from each recipient."""
+    return frozenset(jinja2.meta.find_undeclared_variables(ENVIRONMENT.parse(source)))
+
+
+_SPECIAL = (
+    ("đ", "d"),
+    ("Đ", "D"),
+    ("\u00a0", " "),  # no-break space
+    ("\u2018", "'"),
+    ("\u2019", "'"),
+    ("\u201c", '"'),
+    ("\u201d", '"'),
+    ("\u2013", "-"),
+    ("\u2014", "-"),
+    ("\u2026", "..."),
+)
+
+
+def _foldable() -> str:
+    """Every character whose NFD form is ASCII plus combining marks, and the marks themselves."""
+    chars = [chr(code) for code in range(0x0300, 0x0370)]
+    for code in (*range(0x00C0, 0x0250), *range(0x1E00, 0x1F00)):
+        decomposed = unicodedata.normalize("NFD", chr(code))
+        base = "".join(c for c in decomposed if not unicodedata.combining(c))
+        if base.isascii() and base != decomposed:
+            chars.append(chr(code))
+    return "".join(chars)
+
+
+_FOLDABLE = _foldable()
+_UNFOLDABLE = re.compile(f"[^\\x00-\\x7f{re.escape(_FOLDABLE)}]")
+_FOLD_TABLE = {
+    **{
+        ord(c): "".join(d for d in unicodedata.normalize("NFD", c) if not unicodedata.combining(d))
+        for c in _FOLDABLE
+    },
+    **{ord(a): b for a, b in _SPECIAL},
+}
+
+
+def fold_to_ascii(text: str) -> str:
+    """Vietnamese (and other Latin) text without its diacritics: 'Bộ Y tế' -> 'Bo Y te'.
+
+    'đ' becomes 'd', curly quotes, dashes and the ellipsis plain ones. Characters with no ASCII
+    form (emoji, other scripts) are kept as they are.
+    """
+    if text.isascii():
+        return text
+    for char, plain in _SPECIAL:
+        if char in text:
+            text = text.replace(char, plain)
+    if _UNFOLDABLE.search(text) is None:  # the fast way: decompose, drop the marks
+        return unicodedata.normalize("NFD", text).encode("ascii", "ignore").decode("ascii")
+    return text.translate(_FOLD_TABLE)
+
+
+class RenderedMessage(NamedTuple):
+    """One recipient's message on one channel, ready for the adapter.
+
+    sms: `body`; email: `subject` and `body` (plain text); zalo: `template_id` and `data`
+    (the ZNS template's parameters); fcm: `title` and `body`. (A named tuple: it is built once
+    per recipient, and a tuple is built several times faster than a frozen dataclass.)
+    """
+
+    channel: str
+    body: str = ""
+    subject: str = ""
+    title: str = ""
+    template_id: str = ""
+    data: Mapping[str, str] = MappingProxyType({})
+
+
+class MissingField(TemplateError):
+    """A template needs a field this recipient does not have (or has empty)."""
+
+    def __init__(self, key: str, name: str) -> None:
+        super().__init__(f"{key}: field {name!r} is missing or empty for this recipient")
+        self.key = key
+        self.field = name
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    key: str  # templates.email.subject
+    template: jinja2.Template
+    fields: tuple[str, ...]
+    # Most templates are text with {{ field }} slots and nothing else; those are rendered by
+    # filling the slots of `pieces` (the text between them) directly, five times faster than
+    # running the compiled template, with the same result and the same MissingField.
+    pieces: tuple[str, ...] | None = None
+    slots: tuple[tuple[int, str], ...] = ()
+
+    @classmethod
+    def compile(cls, key: str, source: str) -> _Part:
+        template = compile_template(source, key)
+        fields = tuple(sorted(variables(source)))
+        plain = _plain_output(ENVIRONMENT.parse(source))
+        if plain is None:
+            return cls(key, template, fields)
+        pieces: list[str] = []
+        slots: list[tuple[int, str]] = []
+        for node in plain:
+            if isinstance(node, jinja2.nodes.Name):
+                slots.append((len(pieces), node.name))
+                pieces.append("")
+            else:
+                pieces.append(node.data)
+        return cls(key, template, fields, tuple(pieces), tuple(slots))
+
+    def render(self, fields: Mapping[str, str]) -> str:
+        if self.pieces is None:
+            text = self._run(fields)
+        else:
+            pieces = list(self.pieces)
+            for index, name in self.slots:
+                value = fields.get(name)
+                if not value or value.isspace():
+                    raise MissingField(self.key, name)
+                pieces[index] = value
+            text = "".join(pieces).strip()
+        if not text:
+            raise TemplateError(f"{self.key}: the text is empty for this recipient")
+        return text
+
+    def _run(self, fields: Mapping[str, str]) -> str:
+        context = {}
+        for name in self.fields:
+            value = fields.get(name)
+            if value and not value.isspace():
+                context[name] = value
+        template = self.template
+        try:
+            # Template.render without its copy of the context and traceback rewriting
+            return "".join(
+                template.root_render_func(template.new_context(context, shared=True))
+            ).strip()
+        except jinja2.UndefinedError as exc:
+            missing = _UNDEFINED.fullmatch(str(exc))
+            if missing is not None:
+                raise MissingField(self.key, missing[1]) from None
+            raise TemplateError(f"{self.key}: {exc}") from None
+        except SecurityError as exc:
+            raise TemplateError(f"{self.key}: refused by the sandbox: {exc}") from None
+        except (jinja2.TemplateError, TypeError, ValueError, ArithmeticError, LookupError) as exc:
+            raise TemplateError(f"{self.key}: {type(exc).__name__}: {exc}") from None
+
+
+def _plain_output(
+    tree: jinja2.nodes.Template,
+) -> list[jinja2.nodes.Name | jinja2.nodes.TemplateData] | None:
+    """The nodes of a template that is only text and {{ field }} slots, else None."""
+    if not tree.body:
+        return []
+    if len(tree.body) != 1 or not isinstance(tree.body[0], jinja2.nodes.Output):
+        return None
+    nodes = tree.body[0].nodes
+    plain = [
+        node for node in nodes if isinstance(node, jinja2.nodes.Name | jinja2.nodes.TemplateData)
+    ]
+    return plain
+
+
+class CompiledTemplates:
+    """A campaign's templates, compiled once; `render` is then called for every recipient."""
+
+    __slots__ = ("_parts", "_sms_ascii", "_zalo_id")
+
+    def __init__(
+        self, parts: Mapping[str, Mapping[str, _Part]], *, sms_ascii: bool, zalo_id: str = ""
+    ) -> None:
+        self._parts = {channel: dict(named) for channel, named in parts.items()}
+        self._sms_ascii = sms_ascii
+        self._zalo_id = zalo_id
+
+    @classmethod
+    def compile(cls, plan: Plan) -> CompiledTemplates:
+        """Compile the template of every channel of `plan`; TemplateError names the bad one."""
+        templates = plan.templates
+        parts: dict[str, dict[str, _Part]] = {}
+        zalo_id = ""
+        for channel in plan.channels:
+            if channel == "sms" and templates.sms is not None:
+                parts["sms"] = {"body": _Part.compile("templates.sms", templates.sms)}
+            elif channel == "email" and templates.email is not None:
+                parts["email"] = {
+                    "subject": _Part.compile("templates.email.subject", templates.email.subject),
+                    "body": _Part.compile("templates.email.body", templates.email.body),
+                }
+            elif channel == "fcm" and templates.fcm is not None:
+                parts["fcm"] = {
+                    "title": _Part.compile("templates.fcm.title", templates.fcm.title),
+                    "body": _Part.compile("templates.fcm.body", templates.fcm.body),
+                }
+            elif channel == "zalo" and templates.zalo is not None:
+                zalo_id = templates.zalo.template_id
+                parts["zalo"] = {
+                    name: _Part.compile(f"templates.zalo.data.{name}", source)
+                    for name, source in templates.zalo.data.items()
+                }
+            else:
+                raise TemplateError(f"templates.{channel}: missing")
+        return cls(parts, sms_ascii=plan.sms_ascii, zalo_id=zalo_id)
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """The channels that have a template, in the plan's order."""
+        return tuple(self._parts)
+
+    def _channel(self, channel: str) -> dict[str, _Part]:
+        try:
+            return self._parts[channel]
+        except KeyError:
+            known = ", ".join(self._parts) or "none"
+            raise TemplateError(
+                f"templates.{channel}: no template for this channel (templates for: {known})"
+            ) from None
+
+    def fields_used(self, channel: Channel | None = None) -> frozenset[str]:
+        """The fields the channel's templates read (every channel's, without `channel`)."""
+        channels = [self._channel(channel)] if channel is not None else self._parts.values()
+        return frozenset(
+            name for named in channels for part in named.values() for name in part.fields
+        )
+
+    def missing_columns(self, columns: Collection[str]) -> list[str]:
+        """One line per template field that is not a column, for a dry run to print.
+
+        "templates.sms uses 'appointment_time' but the audience has no such column"
+        """
+        problems: list[str] = []
+        for channel, named in self._parts.items():
+            absent = sorted(
+                {name for part in named.values() for name in part.fields} - set(columns)
+            )
+            problems.extend(
+                f"templates.{channel} uses {name!r} but the audience has no such column"
+                for name in absent
+            )
+        return problems
+
+    def render(self, channel: Channel | str, fields: Mapping[str, str]) -> RenderedMessage:
+        """This recipient's message on `channel`; TemplateError (MissingField) if it cannot be."""
+        named = self._channel(channel)
+        if channel == "sms":
+            body = named["body"].render(fields)
+            return RenderedMessage("sms", body=fold_to_ascii(body) if self._sms_ascii else body)
+        if channel == "email":
+            subject = _one_line(named["subject"].render(fields))
+            return RenderedMessage("email", subject=subject, body=named["body"].render(fields))
+        if channel == "fcm":
+            title = _one_line(named["title"].render(fields))
+            return RenderedMessage("fcm", title=title, body=named["body"].render(fields))
+        data = {name: part.render(fields) for name, part in named.items()}
+        return RenderedMessage("zalo", template_id=self._zalo_id, data=data)
+
+
+def _one_line(text: str) -> str:
+    return _LINE_BREAKS.sub(" ", text) if "\n" in text or "\r" in text else text
