@@ -104,6 +104,16 @@ class ChannelSettings(ConfigModel):
     )
 
 
+class PlanningSettings(ConfigModel):
+    """How planners remember whom they messaged, for campaigns with a frequency cap."""
+
+    frequency_memory: float = Field(
+        default=7 * 86_400,
+        ge=0,
+        description="seconds each recipient is remembered as messaged; 0 remembers nobody",
+    )
+
+
 class QueueSettings(ConfigModel):
     """How producers fill the queues."""
 
@@ -119,6 +129,7 @@ class Settings(ConfigModel):
     namespace: str = Field(default="loa", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
+    planning: PlanningSettings = Field(default_factory=PlanningSettings)
     routes: dict[str, RouteSettings] = Field(default_factory=dict)
     channels: dict[Literal["sms", "zalo", "fcm", "email"], ChannelSettings] = Field(
         default_factory=dict

@@ -30,6 +30,7 @@ came before. `skip_rows=n` instead skips the first n items by reading past them.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import itertools
 import os
@@ -80,14 +81,16 @@ _QUOTED = re.compile(r'"[^"]*"')
 # It holds a quote, so the CSV hot path, which only looks for quotes, passes it on.
 _BAD_LINE = '"(not text)'
 _UNCLOSED = "quoted field never closed"
+_FIELD_TOO_LONG = f"field longer than {MAX_FIELD} characters"
 
 
 def _too_long(cap: int) -> str:
-    # Past the cap a row cannot be held to be parsed, but by the cap's arithmetic (see
-    # _CsvParser) it must have a field over MAX_FIELD characters, or too many fields.
+    # Past the cap a row is not held to be parsed, but by the cap's arithmetic (see
+    # _CsvParser) it has a field over MAX_FIELD characters, or too many fields, or a quoted
+    # field that ran on because its closing quote is missing.
     return (
         f"row longer than {cap} bytes: a field longer than {MAX_FIELD} characters,"
-        " or too many fields"
+        " too many fields, or a quoted field never closed"
     )
 
 
@@ -217,19 +220,26 @@ def _check_file(path: Path) -> None:
 
 
 def _check_text(path: Path, head: bytes, what: str) -> str:
-    """Decode a file's first line, refusing binary files with a reason an operator can act on."""
-    for magic, kind in _MAGIC:
-        if head.startswith(magic):
-            raise AudienceError(f"{path}: not {what}: the file is {kind}")
+    """Decode a file's first line, refusing binary files with a reason an operator can act on.
+
+    `head` may stop inside a long line, and so inside a character: only bytes that can never
+    be UTF-8 count against it.
+    """
+    problem = None
     nul = head.find(b"\x00")
     if nul >= 0:
-        raise AudienceError(f"{path}: not {what}: NUL byte at byte {nul + 1} of line 1")
-    try:
-        return head.decode()
-    except UnicodeDecodeError as error:
-        raise AudienceError(
-            f"{path}: not {what}: line 1 is not UTF-8 text at byte {error.start + 1}"
-        ) from None
+        problem = f"NUL byte at byte {nul + 1} of line 1"
+    else:
+        try:
+            text: str = codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+        except UnicodeDecodeError as error:
+            problem = f"line 1 is not UTF-8 text at byte {error.start + 1}"
+    if problem is None:
+        return text
+    for magic, kind in _MAGIC:  # only now: a CSV header may well start with "PAR1" or "%PDF"
+        if head.startswith(magic):
+            raise AudienceError(f"{path}: not {what}: the file is {kind}")
+    raise AudienceError(f"{path}: not {what}: {problem}")
 
 
 def _normalise_columns(path: Path, names: Sequence[str], required: Sequence[str]) -> list[str]:
@@ -253,24 +263,17 @@ def _normalise_columns(path: Path, names: Sequence[str], required: Sequence[str]
     return columns
 
 
-def _check_resume(
-    path: Path, resume: tuple[int, int], start: int, size: int, read_back: Callable[[int], bytes]
-) -> None:
-    """A resume offset must fall at the start of a line within the data, or at the end."""
+def _check_resume(path: Path, resume: tuple[int, int], start: int) -> None:
+    """A resume offset must fall at the start of a line within the data, or at its end."""
     offset, line = resume
-    if offset < start or offset > size or line < 0:
+    size = path.stat().st_size
+    if not start <= offset <= size or line < 0:
         raise AudienceError(f"{path}: resume point {resume} is outside the data")
-    if start < offset < size and read_back(offset) != b"\n":
-        raise AudienceError(f"{path}: resume offset {offset} is not at the start of a line")
-
-
-def _read_back(path: Path) -> Callable[[int], bytes]:
-    def byte_before(offset: int) -> bytes:
+    if start < offset < size:
         with path.open("rb") as file:
             file.seek(offset - 1)
-            return file.read(1)
-
-    return byte_before
+            if file.read(1) != b"\n":
+                raise AudienceError(f"{path}: resume offset {offset} is not at a line's start")
 
 
 # --- text files: chunks of whole lines ---------------------------------------------------
@@ -400,11 +403,11 @@ def _open_csv(
     with path.open("rb") as file:
         head = file.read(MAX_HEADER_BYTES + 1)
     newline = head.find(b"\n")
-    if newline < 0 and len(head) > MAX_HEADER_BYTES:
-        raise AudienceError(f"{path}: line 1 is longer than {MAX_HEADER_BYTES} bytes")
     first = head if newline < 0 else head[: newline + 1]
-    start = len(first)
     text = _check_text(path, first.removeprefix(_BOM), "a CSV text file").rstrip("\r\n")
+    if len(first) > MAX_HEADER_BYTES:
+        raise AudienceError(f"{path}: line 1 is longer than {MAX_HEADER_BYTES} bytes")
+    start = len(first)
     if not text.strip():
         raise AudienceError(f"{path}: line 1 is blank; it must name the columns")
     delimiter = _sniff_delimiter(text)
@@ -414,7 +417,7 @@ def _open_csv(
         raise AudienceError(f"{path}: line 1 (the header): {_csv_reason(str(error))}") from None
     columns = _normalise_columns(path, names, required)
     if resume is not None:
-        _check_resume(path, resume, start, path.stat().st_size, _read_back(path))
+        _check_resume(path, resume, start)
     offset, line = resume if resume is not None else (start, 1)
     parser = _CsvParser(columns, delimiter)
 
@@ -436,7 +439,7 @@ def _sniff_delimiter(header: str) -> str:
 def _csv_reason(message: str) -> str:
     """The csv module's error, said so that an operator knows what to fix."""
     if message.startswith("field larger than field limit"):
-        return f"field longer than {MAX_FIELD} characters"
+        return _FIELD_TOO_LONG
     if "expected after" in message:
         return "text after a closing quote (a quote inside a quoted field must be doubled)"
     if message.startswith("new-line character seen"):
@@ -548,6 +551,8 @@ class _CsvParser:
             reason = _UNCLOSED
         elif error is not None:
             reason = _csv_reason(error)
+            if used > 1 and reason == _FIELD_TOO_LONG:  # most likely a stray opening quote
+                reason += " (a quoted field never closed?)"
         elif len(values) != self.width:
             reason = f"expected {self.width} fields, found {len(values)}"
         elif length > self.cap:
@@ -619,7 +624,7 @@ def _open_jsonl(
     keys, start = _first_object(path)
     columns = _normalise_columns(path, keys, required)
     if resume is not None:
-        _check_resume(path, resume, start, path.stat().st_size, _read_back(path))
+        _check_resume(path, resume, start)
     offset, line = resume if resume is not None else (start, 0)
     parser = _JsonParser(keys, columns)
     too_long = f"line longer than {MAX_JSON_LINE} bytes"
@@ -693,8 +698,7 @@ class _JsonParser:
             line += 1
             offset += len(raw) + 1
             if skip:  # skipping is cheap: only blank lines need telling apart
-                if raw.strip():
-                    skip -= 1
+                skip -= 1
                 continue
             try:
                 value = loads(raw)

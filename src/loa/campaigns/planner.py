@@ -11,6 +11,7 @@ mid-file and started again continues from there, and nobody is queued twice.
 from __future__ import annotations
 
 import itertools
+import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -248,14 +249,16 @@ class RedisChecks:
         seen_key: str,
         campaign: str,
         frequency_window: int | None,
+        memory: int,
         write: bool,
     ) -> None:
         self.redis = redis
         self.namespace = namespace
         self.seen_key = seen_key
         self.campaign = campaign
-        self.window = frequency_window
-        self.write = write  # a dry run reads the frequency cap but does not claim it
+        self.window = frequency_window  # seconds; None: this campaign has no cap
+        self.memory = memory  # seconds every planned recipient is remembered (0: not at all)
+        self.write = write  # a dry run reads the frequency cap but remembers nobody
         text = resources.files("loa.campaigns").joinpath("lua", "seen.lua").read_text()
         self._seen = redis.register_script(text)
 
@@ -277,24 +280,34 @@ class RedisChecks:
             kept = [c for c, flag in zip(kept, opted, strict=True) if not flag]
         if kept and self.window:
             kept = await self._frequency_cap(kept, report)
+        if kept and self.write and self.memory:
+            await self._remember(kept)
         return kept
 
+    def _key(self, c: Candidate) -> str:
+        return f"{self.namespace}:freq:{c.phone}"
+
     async def _frequency_cap(self, group: list[Candidate], report: Report) -> list[Candidate]:
+        """Skip whoever another campaign messaged within the window (`campaign@epoch` kept)."""
+        assert self.window is not None
         pipe = self.redis.pipeline(transaction=False)
         for c in group:
-            key = f"{self.namespace}:freq:{c.phone}"
-            if self.write:
-                pipe.set(key, self.campaign, nx=True, ex=self.window, get=True)
-            else:
-                pipe.get(key)
-        owners = await pipe.execute()
-        kept = [
-            c
-            for c, owner in zip(group, owners, strict=True)
-            if owner is None or _text(owner) == self.campaign
-        ]
+            pipe.get(self._key(c))
+        since = time.time() - self.window
+        kept = []
+        for c, last in zip(group, await pipe.execute(), strict=True):
+            campaign, _, at = _text(last or b"").partition("@")
+            if not last or campaign == self.campaign or float(at or 0) < since:
+                kept.append(c)
         report.capped += len(group) - len(kept)
         return kept
+
+    async def _remember(self, group: list[Candidate]) -> None:
+        value = f"{self.campaign}@{int(time.time())}"
+        pipe = self.redis.pipeline(transaction=False)
+        for c in group:
+            pipe.set(self._key(c), value, ex=self.memory)
+        await pipe.execute()
 
 
 @dataclass
@@ -404,6 +417,7 @@ async def plan_audience(
         seen_key,
         planner.campaign,
         int(window.total_seconds()) if window else None,
+        int(planner.settings.planning.frequency_memory),
         write=queue,
     )
     queues = Queues(redis, namespace) if queue else None

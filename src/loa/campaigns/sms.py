@@ -22,7 +22,6 @@ import enum
 import functools
 import re
 import unicodedata
-from collections.abc import Callable
 from dataclasses import dataclass
 
 GSM7_SINGLE = 160  # septets in a message of one part
@@ -64,7 +63,6 @@ _BASIC = "".join(BASIC_CODES)
 _EXTENSION = "".join(EXTENSION_CODES)
 # First character outside the whole GSM-7 repertoire: its position names it in errors.
 _NOT_GSM7 = re.compile(f"[^{re.escape(_BASIC + _EXTENSION)}]")
-_EXTENSION_RE = re.compile(f"[{re.escape(_EXTENSION)}]")
 # Characters outside the BMP: each is a surrogate pair in UTF-16.
 _ASTRAL_RE = re.compile("[\U00010000-\U0010ffff]")
 # ASCII bytes of the basic alphabet: deleting them from ASCII text leaves only the extension
@@ -111,7 +109,7 @@ def analyse(text: str) -> SmsInfo:
             return _gsm7(text, len(rest))
         return _ucs2_info(len(text), _even_parts(len(text), UCS2_SINGLE, UCS2_PART))
     if _NOT_GSM7.search(text) is None:
-        return _gsm7(text, len(_EXTENSION_RE.findall(text)))
+        return _gsm7(text, _extension_count(text))
     return _ucs2(text)
 
 
@@ -127,12 +125,13 @@ def split(text: str) -> list[str]:
     if info.encoding is Encoding.GSM7:
         if info.units == len(text):
             return _even_split(text, GSM7_PART)
-        ends = _part_ends(text, GSM7_PART, _extension_count)
-    else:
-        if info.units == len(text):
-            return _even_split(text, UCS2_PART)
-        ends = _part_ends(text, UCS2_PART, _astral_count)
-    return [text[start:end] for start, end in zip([0, *ends], ends, strict=False)]
+        septets = _with_escapes(text)
+        cuts = _gsm7_part_ends(septets)
+        return [septets[a:b].replace(_ESC, "") for a, b in zip([0, *cuts], cuts, strict=False)]
+    if info.units == len(text):
+        return _even_split(text, UCS2_PART)
+    cuts = _ucs2_part_ends(text)
+    return [text[a:b] for a, b in zip([0, *cuts], cuts, strict=False)]
 
 
 def _gsm7(text: str, extensions: int) -> SmsInfo:
@@ -140,7 +139,7 @@ def _gsm7(text: str, extensions: int) -> SmsInfo:
     units = len(text) + extensions
     if units <= GSM7_SINGLE or not extensions:
         return _gsm7_info(units, _even_parts(units, GSM7_SINGLE, GSM7_PART))
-    return _gsm7_info(units, len(_part_ends(text, GSM7_PART, _extension_count)))
+    return _gsm7_info(units, len(_gsm7_part_ends(_with_escapes(text))))
 
 
 def _ucs2(text: str) -> SmsInfo:
@@ -150,7 +149,7 @@ def _ucs2(text: str) -> SmsInfo:
     units = len(text) + _astral_count(text)
     if units <= UCS2_SINGLE:
         return _ucs2_info(units, 1)
-    return _ucs2_info(units, len(_part_ends(text, UCS2_PART, _astral_count)))
+    return _ucs2_info(units, len(_ucs2_part_ends(text)))
 
 
 def _even_parts(units: int, single: int, part: int) -> int:
@@ -164,33 +163,63 @@ def _even_split(text: str, part: int) -> list[str]:
 
 
 def _extension_count(text: str) -> int:
-    """Septets beyond one per character: one for each extension character."""
-    return len(_EXTENSION_RE.findall(text))
+    """Septets beyond one per character: one for each extension character.
+
+    Ten str.count calls, not a regex findall, which builds one string per match.
+    """
+    return sum(map(text.count, _EXTENSION))
+
+
+def _with_escapes(text: str) -> str:
+    """`text` with ESC before each extension character: one character per septet.
+
+    ESC is not a GSM-7 character, so in a GSM-7 text every ESC here is one we put in.
+    """
+    for char in _EXTENSION:
+        if char in text:
+            text = text.replace(char, _ESC + char)
+    return text
+
+
+def _gsm7_part_ends(septets: str) -> list[int]:
+    """End index in `septets` of each 153-septet part; an ESC never ends a part.
+
+    Working on septets rather than characters makes this one step per part.
+    """
+    ends: list[int] = []
+    start, length = 0, len(septets)
+    while start < length:
+        end = min(start + GSM7_PART, length)
+        if septets[end - 1] == _ESC:  # the pair would straddle: it moves whole to the next part
+            end -= 1
+        ends.append(end)
+        start = end
+    return ends
 
 
 def _astral_count(text: str) -> int:
     """UTF-16 units beyond one per character: one for each character outside the BMP."""
-    return len(_ASTRAL_RE.findall(text))
+    # surrogatepass: a lone surrogate in a str counts one unit rather than raising here.
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2 - len(text)
 
 
-def _part_ends(text: str, limit: int, extra: Callable[[str], int]) -> list[int]:
-    """End index of each part when parts are filled greedily up to `limit` units.
+def _ucs2_part_ends(text: str) -> list[int]:
+    """End index in `text` of each 67-unit part; a surrogate pair never straddles two parts.
 
-    A slice of `text` costs len(slice) + extra(slice) units. Each part starts as the next `limit`
-    characters and drops characters from its end until it fits, so a two-unit character that
-    would straddle the boundary moves whole to the next part.
+    Each part starts as the next 67 characters and drops characters from its end until it
+    fits, so an emoji that would take units 67 and 68 moves whole to the next part.
     """
     ends: list[int] = []
     start, length = 0, len(text)
     while start < length:
-        end = min(start + limit, length)
-        cost = end - start + extra(text[start:end])
-        while cost > limit:
+        end = min(start + UCS2_PART, length)
+        units = end - start + _astral_count(text[start:end])
+        while units > UCS2_PART:
             # Fewest characters that can remove the excess (two units each at most): no longer
             # prefix fits, and the excess at least halves, so this loop runs a few times at most.
-            drop = (cost - limit + 1) // 2
+            drop = (units - UCS2_PART + 1) // 2
             end -= drop
-            cost -= drop + extra(text[end : end + drop])
+            units -= drop + _astral_count(text[end : end + drop])
         ends.append(end)
         start = end
     return ends

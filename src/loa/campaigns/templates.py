@@ -253,7 +253,7 @@ def _plain_output(
     plain = [
         node for node in nodes if isinstance(node, jinja2.nodes.Name | jinja2.nodes.TemplateData)
     ]
-    return plain
+    return plain if len(plain) == len(nodes) else None
 
 
 class CompiledTemplates:

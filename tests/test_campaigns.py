@@ -1,0 +1,322 @@
+"""Campaigns end to end on real Redis: planning, restarts, control, schedules, caps, opt-outs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+from helpers import read_sink
+
+from loa.campaigns import planner as planner_module
+from loa.campaigns.service import Campaigns
+from loa.engine.connection import RedisClient
+from loa.engine.control import suppression_key
+from loa.engine.keys import shard_keys
+from loa.engine.worker import Worker
+from loa.errors import CampaignError
+from loa.settings import Settings
+
+pytestmark = pytest.mark.anyio
+
+# Viettel, Vinaphone and MobiFone numbers, as people type them
+PREFIXES = ("096", "091", "090")
+
+
+@pytest.fixture
+def redis_url(service_url: str) -> str:
+    return service_url
+
+
+def write_audience(path: Path, count: int, extra: Callable[[int], dict[str, str]] | None = None,
+                   ) -> Path:
+    rows = []
+    for n in range(count):
+        fields = {"phone": f"{PREFIXES[n % 3]}{n:07d}", "name": f"Nguyen {n}",
+                  "region": "79" if n % 2 else "01"}
+        fields.update(extra(n) if extra else {})
+        rows.append(fields)
+    columns = list(rows[0]) if rows else ["phone", "name", "region"]
+    lines = [",".join(columns)] + [",".join(row[c] for c in columns) for row in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def write_plan(path: Path, body: str = "", lane: str = "normal", schedule: str = "",
+               limits: str = "") -> Path:
+    path.write_text(
+        f'name = "test campaign"\nlane = "{lane}"\nchannels = ["sms"]\n'
+        f'[templates]\nsms = "Xin chao {{{{ name }}}}: {body or "tiem vac-xin"}"\n'
+        f"{schedule}\n{limits}\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+@pytest.fixture
+def settings(make_settings, tmp_path) -> Settings:
+    sink = tmp_path / "sink"
+    route = {"adapter": "file", "shards": 2, "chunk": 10, "concurrency": 2,
+             "options": {"path": str(sink / "{route}-{pid}.jsonl")}}
+    return make_settings(
+        routes={"sms-a": route, "sms-b": {**route, "shards": 3}},
+        channels={"sms": {"default": "sms-b", "carriers": {"viettel": "sms-a"}}},
+        queue={"batch_size": 50},
+    )
+
+
+@contextlib.asynccontextmanager
+async def workers(settings: Settings, client: RedisClient) -> AsyncIterator[Worker]:
+    worker = Worker(settings, client)
+    task = asyncio.create_task(worker.run())
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 30)
+
+
+async def until(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+async def launched(campaigns: Campaigns, plan: Path, audience: Path) -> str:
+    campaign = await campaigns.create(plan, audience)
+    await campaigns.act(campaign.id, "approve")
+    await campaigns.launch(campaign.id)
+    return campaign.id
+
+
+async def queued_ids(client: RedisClient, settings: Settings) -> list[str]:
+    """Every message id in every stream and retry set of every route."""
+    ids: list[str] = []
+    for route, limits in settings.routes.items():
+        for keys in shard_keys(settings.namespace, route, limits.shards):
+            for stream in keys.streams():
+                for _, fields in await client.xrange(stream):
+                    ids += [row[0] for row in msgpack.unpackb(fields[b"b"])[-1]]
+            for later in keys.delayed_sets():
+                for envelope in await client.zrange(later, 0, -1):
+                    ids += [row[0] for row in msgpack.unpackb(envelope)[-1]]
+    return ids
+
+
+async def test_dry_run_counts_without_queueing(settings, redis_client, tmp_path):
+    audience = write_audience(tmp_path / "a.csv", 300)
+    with audience.open("a") as handle:
+        handle.write("12345,Bad,79\n0960000000,Dup,79\n")
+    plan = write_plan(tmp_path / "p.toml")
+    report = await Campaigns(settings, redis_client).validate(plan, audience)
+    assert (report.total, report.queued, report.invalid, report.duplicate) == (302, 300, 1, 1)
+    assert report.errors == [(302, "phone: too short")]
+    assert report.by_route == {"sms-a": 100, "sms-b": 200}
+    assert report.by_carrier == {"viettel": 100, "vinaphone": 100, "mobifone": 100}
+    assert await queued_ids(redis_client, settings) == [], "a dry run queues nothing"
+
+
+async def test_planner_killed_mid_file_resumes_without_loss_or_duplicates(
+    settings, redis_client, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(planner_module, "CHECKPOINT_ROWS", 400)
+    monkeypatch.setattr(planner_module, "GROUP_ROWS", 100)
+    audience = write_audience(tmp_path / "a.csv", 2000)
+    campaigns = Campaigns(settings, redis_client)
+    campaign = await campaigns.create(write_plan(tmp_path / "p.toml"), audience)
+    await campaigns.act(campaign.id, "approve")
+
+    real_update = campaigns.store.update
+    saves = 0
+
+    async def dying_update(campaign_id: str, fields: dict[str, Any]) -> None:
+        nonlocal saves
+        if "checkpoint" in fields:
+            saves += 1
+            if saves == 3:  # batches of this stretch are queued, its checkpoint is not saved
+                raise KeyboardInterrupt("planner killed")
+        await real_update(campaign_id, fields)
+
+    monkeypatch.setattr(campaigns.store, "update", dying_update)
+    with pytest.raises(KeyboardInterrupt):
+        await campaigns.launch(campaign.id)
+    partial = await queued_ids(redis_client, settings)
+    assert 800 <= len(partial) < 2000
+    monkeypatch.setattr(campaigns.store, "update", real_update)
+    report = await campaigns.launch(campaign.id)  # the operator runs launch again
+    ids = await queued_ids(redis_client, settings)
+    assert len(ids) == len(set(ids)) == 2000, "everyone queued, nobody twice"
+    assert (report.total, report.queued, report.duplicate) == (2000, 2000, 0)
+    with pytest.raises(CampaignError, match="already launched"):
+        await campaigns.launch(campaign.id)
+
+
+async def test_campaign_runs_to_done_and_counts(settings, redis_client, tmp_path):
+    audience = write_audience(tmp_path / "a.csv", 500)
+    campaigns = Campaigns(settings, redis_client)
+    campaign_id = await launched(campaigns, write_plan(tmp_path / "p.toml"), audience)
+    async with workers(settings, redis_client):
+        await until(lambda: _state(campaigns, campaign_id, "done"), 30, "the campaign to end")
+    status = await campaigns.status(campaign_id)
+    assert {k: status[k] for k in ("total", "queued", "sent", "failed", "invalid")} == {
+        "total": 500, "queued": 500, "sent": 500, "failed": 0, "invalid": 0}
+    assert len(read_sink(tmp_path / "sink")) == 500
+
+
+async def test_pause_and_cancel_take_effect_within_a_second(settings, redis_client, tmp_path):
+    slow = settings.model_copy(deep=True)
+    for name in slow.routes:
+        object.__setattr__(slow.routes[name], "rate", 100.0)
+        object.__setattr__(slow.routes[name], "unit", "messages")
+    audience = write_audience(tmp_path / "a.csv", 3000)
+    campaigns = Campaigns(slow, redis_client)
+    campaign_id = await launched(campaigns, write_plan(tmp_path / "p.toml"), audience)
+    sink = tmp_path / "sink"
+    async with workers(slow, redis_client):
+        await until(lambda: _sent_at_least(sink, 100), 20, "sending under way")
+        await campaigns.act(campaign_id, "pause")
+        await asyncio.sleep(1.0)
+        paused_at = len(read_sink(sink))
+        await asyncio.sleep(1.5)
+        assert len(read_sink(sink)) == paused_at, "nothing left while paused"
+        await campaigns.act(campaign_id, "resume")
+        await until(lambda: _sent_at_least(sink, paused_at + 50), 20, "sending resumed")
+        await campaigns.act(campaign_id, "cancel")
+        await asyncio.sleep(1.0)
+        cancelled_at = len(read_sink(sink))
+        await until(lambda: _all_settled(campaigns, campaign_id), 20, "the rest to be dropped")
+    assert len(read_sink(sink)) == cancelled_at, "nothing left after the cancel"
+    status = await campaigns.status(campaign_id)
+    assert status["state"] == "cancelled"
+    assert status["sent"] == cancelled_at
+    assert status["sent"] + status["cancelled"] == 3000
+
+
+async def test_expired_advice_is_never_sent(settings, redis_client, tmp_path):
+    plan = write_plan(tmp_path / "p.toml", schedule='[schedule]\nexpires = "1s"')
+    campaigns = Campaigns(settings, redis_client)
+    campaign_id = await launched(campaigns, plan, write_audience(tmp_path / "a.csv", 120))
+    await asyncio.sleep(1.2)
+    async with workers(settings, redis_client):
+        await until(lambda: _all_settled(campaigns, campaign_id), 20, "every message expired")
+    status = await campaigns.status(campaign_id)
+    assert (status["expired"], status["sent"]) == (120, 0)
+    assert read_sink(tmp_path / "sink") == []
+
+
+def _quiet_now() -> str:
+    now = datetime.now(UTC)
+    start, end = now - timedelta(hours=1), now + timedelta(hours=1)
+    return f"{start:%H:%M}-{end:%H:%M}"
+
+
+@pytest.mark.parametrize(("lane", "held"), [("normal", True), ("emergency", False)])
+async def test_quiet_hours_hold_all_but_emergencies(
+    settings, redis_client, tmp_path, lane, held
+):
+    schedule = f'[schedule]\ntimezone = "UTC"\nquiet_hours = "{_quiet_now()}"'
+    plan = write_plan(tmp_path / "p.toml", lane=lane, schedule=schedule)
+    campaigns = Campaigns(settings, redis_client)
+    campaign_id = await launched(campaigns, plan, write_audience(tmp_path / "a.csv", 60))
+    async with workers(settings, redis_client):
+        if held:
+            await asyncio.sleep(2.0)
+        else:
+            await until(lambda: _state(campaigns, campaign_id, "done"), 20, "the emergency")
+    sent = len(read_sink(tmp_path / "sink"))
+    assert sent == (0 if held else 60)
+    if held:
+        later = await queued_ids(redis_client, settings)
+        assert len(later) == 60, "held, not dropped"
+
+
+async def test_per_recipient_send_times(settings, redis_client, tmp_path):
+    soon = (datetime.now(UTC) + timedelta(seconds=3)).replace(microsecond=0)
+
+    def due(n: int) -> dict[str, str]:
+        when = soon if n % 2 else datetime.now(UTC) - timedelta(hours=2)
+        return {"due": when.strftime("%Y-%m-%dT%H:%M:%S+00:00")}
+
+    audience = write_audience(tmp_path / "a.csv", 40, extra=due)
+    plan = write_plan(tmp_path / "p.toml", schedule='[schedule]\nsend_at = "due"')
+    campaigns = Campaigns(settings, redis_client)
+    campaign_id = await launched(campaigns, plan, audience)
+    async with workers(settings, redis_client):
+        await until(lambda: _state(campaigns, campaign_id, "done"), 30, "all 40")
+    lines = read_sink(tmp_path / "sink")
+    # recipient n is on line n + 2 (after the header): odd recipients, odd lines, are due soon
+    late = [line for line in lines if int(line["id"]) % 2 == 1]
+    early = [line for line in lines if int(line["id"]) % 2 == 0]
+    assert len(late) == len(early) == 20
+    assert min(line["ts"] for line in late) >= soon.timestamp() - 0.05, "none before its time"
+    assert max(line["ts"] for line in early) < soon.timestamp(), "the past-due went at once"
+
+
+async def test_frequency_cap_skips_recently_messaged(settings, redis_client, tmp_path):
+    campaigns = Campaigns(settings, redis_client)
+    first = write_audience(tmp_path / "first.csv", 30)
+    await launched(campaigns, write_plan(tmp_path / "p1.toml"), first)
+    second = write_audience(tmp_path / "second.csv", 50)  # the first 30 again, and 20 more
+    capped = write_plan(tmp_path / "p2.toml", limits='[limits]\nfrequency_cap = "7d"')
+    report = await campaigns.launch((await _approved(campaigns, capped, second)))
+    assert (report.queued, report.capped) == (20, 30)
+
+
+async def test_opt_out_after_planning_is_honoured_at_send_time(settings, redis_client, tmp_path):
+    campaigns = Campaigns(settings, redis_client)
+    audience = write_audience(tmp_path / "a.csv", 90)
+    campaign_id = await launched(campaigns, write_plan(tmp_path / "p.toml"), audience)
+    opted = [f"+84{PREFIXES[n % 3][1:]}{n:07d}" for n in range(0, 90, 9)]
+    await redis_client.sadd(suppression_key(settings.namespace), *opted)
+    async with workers(settings, redis_client):
+        await until(lambda: _state(campaigns, campaign_id, "done"), 30, "the campaign")
+    status = await campaigns.status(campaign_id)
+    assert (status["sent"], status["suppressed"]) == (80, 10)
+    assert not {line["to"] for line in read_sink(tmp_path / "sink")} & set(opted)
+
+
+async def test_failed_report_lists_who_did_not_get_it(make_settings, redis_client, tmp_path):
+    settings = make_settings(
+        routes={"sms-x": {"adapter": "null", "options": {"fail_ratio": 1.0}}},
+        channels={"sms": {"default": "sms-x"}},
+    )
+    campaigns = Campaigns(settings, redis_client)
+    campaign_id = await launched(
+        campaigns, write_plan(tmp_path / "p.toml"), write_audience(tmp_path / "a.csv", 12)
+    )
+    async with workers(settings, redis_client):
+        await until(lambda: _state(campaigns, campaign_id, "done"), 30, "the campaign")
+    out = tmp_path / "failed.csv"
+    assert await campaigns.write_failed(campaign_id, out) == 12
+    rows = out.read_text(encoding="utf-8").splitlines()
+    assert rows[0] == "recipient,route,line,reason"
+    assert rows[1].startswith("'+84"), "numbers are text in a spreadsheet, not formulas"
+    assert all(row.endswith("injected permanent failure") for row in rows[1:])
+
+
+async def _approved(campaigns: Campaigns, plan: Path, audience: Path) -> str:
+    campaign = await campaigns.create(plan, audience)
+    await campaigns.act(campaign.id, "approve")
+    return campaign.id
+
+
+async def _state(campaigns: Campaigns, campaign_id: str, state: str) -> bool:
+    return bool((await campaigns.status(campaign_id))["state"] == state)
+
+
+async def _all_settled(campaigns: Campaigns, campaign_id: str) -> bool:
+    status = await campaigns.status(campaign_id)
+    return bool(status["finished"] + status["cancelled"] >= status["queued"])
+
+
+async def _sent_at_least(sink: Path, count: int) -> bool:
+    return len(read_sink(sink)) >= count
