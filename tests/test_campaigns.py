@@ -12,8 +12,8 @@ from typing import Any
 
 import msgpack
 import pytest
-from helpers import read_sink
 
+from helpers import read_sink
 from loa.campaigns import planner as planner_module
 from loa.campaigns.service import Campaigns
 from loa.engine.connection import RedisClient
@@ -267,7 +267,7 @@ async def test_frequency_cap_skips_recently_messaged(settings, redis_client, tmp
     await launched(campaigns, write_plan(tmp_path / "p1.toml"), first)
     second = write_audience(tmp_path / "second.csv", 50)  # the first 30 again, and 20 more
     capped = write_plan(tmp_path / "p2.toml", limits='[limits]\nfrequency_cap = "7d"')
-    report = await campaigns.launch((await _approved(campaigns, capped, second)))
+    report = await campaigns.launch(await _approved(campaigns, capped, second))
     assert (report.queued, report.capped) == (20, 30)
 
 
@@ -320,3 +320,15 @@ async def _all_settled(campaigns: Campaigns, campaign_id: str) -> bool:
 
 async def _sent_at_least(sink: Path, count: int) -> bool:
     return len(read_sink(sink)) >= count
+
+
+async def test_campaign_rate_cap_holds_across_routes(settings, redis_client, tmp_path):
+    plan = write_plan(tmp_path / "p.toml", limits="[limits]\nrate = 40")
+    campaigns = Campaigns(settings, redis_client)
+    campaign_id = await launched(campaigns, plan, write_audience(tmp_path / "a.csv", 150))
+    async with workers(settings, redis_client):
+        await until(lambda: _state(campaigns, campaign_id, "done"), 30, "the capped campaign")
+    stamps = sorted(line["ts"] for line in read_sink(tmp_path / "sink"))
+    elapsed = stamps[-1] - stamps[0]
+    # 150 messages at 40/s over two routes: the first ~2 s of burst aside, about 3.5 s
+    assert elapsed >= (150 - 40 * 0.5) / 40 * 0.9, f"sent in {elapsed:.2f}s"

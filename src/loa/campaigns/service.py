@@ -80,6 +80,7 @@ class Campaigns:
                 "quiet_hours": str(plan.schedule.quiet_hours)
                 if plan.holds_for_quiet_hours and plan.schedule.quiet_hours
                 else "",
+                "rate": f"{plan.limits.rate:g}" if plan.limits.rate else "",
             }
         )
 

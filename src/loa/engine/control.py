@@ -1,9 +1,10 @@
 """What a campaign's operators decided, as workers see it before each chunk leaves.
 
 The campaign layer writes one hash per campaign, `{namespace}:{camp:ID}`; the engine reads
-four of its fields: `state` (only "running" sends, and "scheduled" once `start_ms` has come;
+these fields: `state` (only "running" sends, and "scheduled" once `start_ms` has come;
 "cancelled" drops what is left; any other state holds it), `start_ms`, `quiet_hours`
-("21:00-07:00", empty for none) and `timezone` (IANA name).
+("21:00-07:00", empty for none), `timezone` (IANA name) and `rate` (the campaign's own cap in
+messages per second across every route and worker, empty for none).
 Reads are cached for `ttl` seconds, so a pause reaches every worker within that time.
 Opt-outs live in one set, `{namespace}:suppressed`, checked per chunk.
 """
@@ -18,7 +19,9 @@ from datetime import datetime
 
 from loa.engine.connection import RedisClient
 from loa.engine.quiet import QuietHours
+from loa.engine.ratelimit import RateLimiter
 from loa.message import Lane
+from loa.settings import RouteSettings
 
 CACHE_SECONDS = 0.5
 RUNNING = "running"
@@ -62,6 +65,7 @@ class _Entry:
     state: str
     start_ms: int
     quiet: QuietHours | None
+    limiter: RateLimiter | None
 
 
 class Controls:
@@ -91,6 +95,11 @@ class Controls:
                 return Verdict(Decision.HOLD, int(entry.quiet.next_end(moment).timestamp() * 1000))
         return SEND
 
+    async def campaign_limiter(self, campaign: str) -> RateLimiter | None:
+        """The campaign's own rate limit, shared by all its routes, if it has one."""
+        entry = await self._entry(campaign) if campaign else None
+        return entry.limiter if entry else None
+
     async def suppressed(self, addresses: Sequence[str]) -> list[bool]:
         """Which of `addresses` opted out (one round trip)."""
         if not addresses:
@@ -103,14 +112,19 @@ class Controls:
         if cached is not None and time.monotonic() - cached.read_at < self.ttl:
             return cached
         fields = await self.redis.hmget(
-            campaign_key(self.namespace, campaign), ["state", "start_ms", "quiet_hours", "timezone"]
+            campaign_key(self.namespace, campaign),
+            ["state", "start_ms", "quiet_hours", "timezone", "rate"],
         )
-        state, start, quiet, zone = (_text(value) for value in fields)
+        state, start, quiet, zone, rate = (_text(value) for value in fields)
         if not state:
             self._cache.pop(campaign, None)
             return None
         hours = QuietHours.parse(quiet, zone or "UTC") if quiet else None
-        entry = _Entry(time.monotonic(), state, int(start or 0), hours)
+        limiter = cached.limiter if cached else None
+        if rate and (limiter is None or limiter.limits.rate != float(rate)):
+            limits = RouteSettings(adapter="campaign", rate=float(rate), unit="messages")
+            limiter = RateLimiter(self.redis, self.namespace, f"campaign.{campaign}", limits)
+        entry = _Entry(time.monotonic(), state, int(start or 0), hours, limiter if rate else None)
         self._cache[campaign] = entry
         return entry
 

@@ -204,7 +204,7 @@ class RouteRunner:
             indexes = await self._unsuppressed(batch, progress, range(progress.done, end))
             chunk = [messages[i] for i in indexes]
             if chunk:
-                await self._wait_for_rate(chunk)
+                await self._wait_for_rate(batch, chunk)
                 if not await self._may_leave(batch, progress):
                     break  # paused or cancelled while waiting for tokens: nothing left
                 results = await self._send(chunk)
@@ -220,11 +220,16 @@ class RouteRunner:
             return
         await self._settle(taken, progress)
 
-    async def _wait_for_rate(self, chunk: Sequence[Message]) -> None:
-        if self.limiter.unlimited:
-            return
-        tokens = sum(m.parts for m in chunk) if self.limits.unit == "parts" else len(chunk)
-        waited = await self.limiter.acquire(tokens)
+    async def _wait_for_rate(self, batch: Batch, chunk: Sequence[Message]) -> None:
+        """The route's limit, then the campaign's own cap (in messages) if it has one."""
+        waited = 0.0
+        if not self.limiter.unlimited:
+            tokens = sum(m.parts for m in chunk) if self.limits.unit == "parts" else len(chunk)
+            waited += await self.limiter.acquire(tokens)
+        if self.controls is not None and batch.campaign:
+            capped = await self.controls.campaign_limiter(batch.campaign)
+            if capped is not None:
+                waited += await capped.acquire(len(chunk))
         if waited:
             self.metrics.ratelimit_wait.labels(self.name).inc(waited)
 
