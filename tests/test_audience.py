@@ -279,6 +279,28 @@ def test_a_ten_megabyte_cell_is_a_bad_row_and_reading_goes_on(tmp_path: Path) ->
         (5, {"phone": "0914", "name": "Dung"}),
     ]
     assert read(path, resume=items[1].checkpoint) == items[2:]
+    assert read(path, skip_rows=2) == items[2:]
+    assert read(path, skip_rows=3) == items[3:]
+
+
+def test_rows_spanning_lines_across_chunk_ends(tmp_path: Path) -> None:
+    pad = "0900000000," + "x" * 11  # puts the first chunk's end inside a record
+    record = '09{:08d},"dòng một\ndòng hai {:06d}"'
+    lines = [pad] + [record.format(n, n) for n in range(30_000)]
+    path = write_lines(tmp_path / "multi.csv", "phone,note", *lines)
+    data = path.read_bytes()
+    start = data.find(b"\n") + 1
+    cut = data.rfind(b"\n", start, start + CHUNK_BYTES) + 1  # where the first chunk's lines end
+    assert not data[cut:].startswith(b"09"), "this test means little unless a record is cut"
+
+    items = read(path)
+    assert bad(items) == []
+    assert [(row.line, row.last_line) for row in good(items)] == [(2, 2)] + [
+        (3 + 2 * n, 4 + 2 * n) for n in range(30_000)
+    ]
+    assert [row.fields["note"] for row in good(items)][1:] == [
+        f"dòng một\ndòng hai {n:06d}" for n in range(30_000)
+    ]
 
 
 def test_fields_over_the_limit_are_bad_rows(tmp_path: Path) -> None:
@@ -594,7 +616,7 @@ def sample_files(tmp_path: Path, count: int) -> list[Path]:
     jsonl_path = tmp_path / "r.jsonl"
     jsonl_path.write_bytes(
         b"".join(
-            orjson.dumps(row) + b"\n" if n % 13 else b"[garbage]\n"
+            (orjson.dumps(row) if row else b"") + b"\n" if n % 13 else b"[garbage]\n"
             for n, row in enumerate(rows[1:])
         )
     )

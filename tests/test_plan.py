@@ -10,8 +10,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from loa.campaigns.plan import Plan, load_plan
-from loa.campaigns.schedule import QuietHours, SendAt
+from loa.campaigns.schedule import SendAt
 from loa.campaigns.templates import CompiledTemplates
+from loa.engine.quiet import QuietHours
 from loa.errors import ConfigError, PlanError
 from loa.message import Lane
 

@@ -8,15 +8,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from loa.campaigns.schedule import (
-    QuietHours,
-    SendAt,
-    SendAtError,
-    format_duration,
-    localize,
-    parse_duration,
-    zone,
-)
+from loa.campaigns.schedule import SendAt, SendAtError, format_duration, parse_duration
+from loa.engine.quiet import QuietHours, localize, zone
 
 HCM = ZoneInfo("Asia/Ho_Chi_Minh")
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -350,17 +350,22 @@ long_texts = st.lists(st.sampled_from(POOL), max_size=700).map("".join)
 mostly_gsm = st.lists(
     st.one_of(st.just("a"), st.just("a"), st.just("a"), st.sampled_from(POOL)), max_size=700
 ).map("".join)
-# A run that ends near a part boundary (153 septets, 67 units), then a few two-unit characters.
-boundary = st.builds(
-    lambda filler_run, pairs, tail: filler_run + pairs + tail,
-    st.one_of(
-        st.integers(148, 155).map(lambda run: "a" * run),
-        st.integers(62, 69).map(lambda run: "ạ" * run),
-    ),
-    st.lists(st.sampled_from(["€", "{", MASK]), min_size=1, max_size=4).map("".join),
-    st.text(alphabet=st.sampled_from(POOL), max_size=200),
+GSM_POOL = [char for char in POOL if char in GSM_CHARS]
+# A run that ends near a part boundary (153 septets, 67 units), then a few two-unit characters
+# and a tail long enough to fill the next part, where a misplaced boundary would overflow.
+gsm7_boundary = st.builds(
+    lambda run, pairs, tail: "a" * run + pairs + tail,
+    st.integers(148, 155),
+    st.lists(st.sampled_from(list(EXTENSION_CODE)), min_size=1, max_size=4).map("".join),
+    st.text(alphabet=st.sampled_from(GSM_POOL), min_size=140, max_size=320),
 )
-any_text = st.one_of(long_texts, mostly_gsm, boundary, st.text(max_size=400))
+ucs2_boundary = st.builds(
+    lambda run, pairs, tail: "ạ" * run + pairs + tail,
+    st.integers(62, 69),
+    st.lists(st.sampled_from([MASK, "\U0001f489"]), min_size=1, max_size=4).map("".join),
+    st.text(alphabet=st.sampled_from(POOL), min_size=60, max_size=150),
+)
+any_text = st.one_of(long_texts, mostly_gsm, gsm7_boundary, ucs2_boundary, st.text(max_size=400))
 
 
 @settings(max_examples=400, database=None, suppress_health_check=[HealthCheck.too_slow])

@@ -490,7 +490,7 @@ class _CsvParser:
                 values = text.split(delimiter)
                 if len(values) == width and 0 < len(text) <= limit and not skip:
                     emit(Row(line, make(values), offset, line))
-                elif text:  # blank lines are skipped
+                else:
                     if skip:
                         skip -= 1
                     else:
@@ -817,7 +817,7 @@ def _parquet_items(
             batch_size=PARQUET_BATCH, row_groups=range(first, len(groups)), columns=names
         )
         for batch in batches:
-            if drop > batch.num_rows:
+            if drop >= batch.num_rows:
                 drop -= batch.num_rows
                 index += batch.num_rows
                 continue

