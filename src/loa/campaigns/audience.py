@@ -490,7 +490,7 @@ class _CsvParser:
                 values = text.split(delimiter)
                 if len(values) == width and 0 < len(text) <= limit and not skip:
                     emit(Row(line, make(values), offset, line))
-                else:
+                elif text:  # blank lines are skipped
                     if skip:
                         skip -= 1
                     else:
@@ -698,8 +698,7 @@ class _JsonParser:
             line += 1
             offset += len(raw) + 1
             if skip:  # skipping is cheap: only blank lines need telling apart
-                if raw.strip():
-                    skip -= 1
+                skip -= 1
                 continue
             try:
                 value = loads(raw)
