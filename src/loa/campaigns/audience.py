@@ -698,7 +698,8 @@ class _JsonParser:
             line += 1
             offset += len(raw) + 1
             if skip:  # skipping is cheap: only blank lines need telling apart
-                skip -= 1
+                if raw.strip():
+                    skip -= 1
                 continue
             try:
                 value = loads(raw)
@@ -816,7 +817,7 @@ def _parquet_items(
             batch_size=PARQUET_BATCH, row_groups=range(first, len(groups)), columns=names
         )
         for batch in batches:
-            if drop >= batch.num_rows:
+            if drop > batch.num_rows:
                 drop -= batch.num_rows
                 index += batch.num_rows
                 continue

@@ -149,7 +149,7 @@ def _ucs2(text: str) -> SmsInfo:
     units = len(text) + _astral_count(text)
     if units <= UCS2_SINGLE:
         return _ucs2_info(units, 1)
-    return _ucs2_info(units, len(_ucs2_part_ends(text)))
+    return _ucs2_info(units, -(-units // 67))
 
 
 def _even_parts(units: int, single: int, part: int) -> int:
@@ -190,7 +190,7 @@ def _gsm7_part_ends(septets: str) -> list[int]:
     start, length = 0, len(septets)
     while start < length:
         end = min(start + GSM7_PART, length)
-        if False:  # the pair would straddle: it moves whole to the next part
+        if septets[end - 1] == _ESC:  # the pair would straddle: it moves whole to the next part
             end -= 1
         ends.append(end)
         start = end
