@@ -135,3 +135,22 @@ def test_template_field_missing_from_audience_is_a_dry_run_problem(config, tmp_p
     run = loa("campaign", "validate", needs, "-a", people, "-c", config)
     assert run.returncode == 1
     assert "appointment_time" in run.stdout
+
+
+def test_opt_outs_from_the_command_line_are_applied_at_planning(config, plan, tmp_path):
+    people = audience(tmp_path / "p.csv", ["0912345678,A,79", "0987654321,B,79"])
+    added = loa("suppression", "add", "+84 912 345 678", "-c", config)
+    assert added.returncode == 0, added.stderr
+    assert added.stdout.strip() == "1 added"
+    check = loa("suppression", "check", "0912345678", "0987654321", "-c", config)
+    assert check.returncode == 1
+    assert check.stdout.splitlines() == ["0912345678: opted out", "0987654321: not on the list"]
+    report = orjson.loads(
+        loa("campaign", "validate", plan, "-a", people, "-c", config, "--json").stdout
+    )
+    assert (report["queued"], report["suppressed"]) == (1, 1)
+    bad = loa("suppression", "add", "12ab", "-c", config)
+    assert (bad.returncode, "Traceback" in bad.stderr) == (0, False), "an id, not a number"
+    junk = loa("suppression", "add", "0000", "-c", config)
+    assert junk.returncode == 2
+    assert "address 1: not a phone number" in junk.stderr

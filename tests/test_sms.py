@@ -338,6 +338,26 @@ def reference_split(text: str) -> tuple[Encoding, int, list[str]]:
     return encoding, units, parts
 
 
+@pytest.mark.parametrize(
+    ("filler", "runs", "pairs", "tails"),
+    [
+        ("a", range(145, 161), ["€", "€€", "{a}", "€" * 5], range(140, 161)),
+        ("ạ", range(58, 71), [MASK, MASK * 2, MASK + "a" + MASK, MASK * 5], range(58, 71)),
+    ],
+    ids=["gsm7", "ucs2"],
+)
+def test_every_boundary_position_against_the_reference(filler, runs, pairs, tails):
+    # Every placement of two-unit characters around the first boundary, with a tail that fills
+    # the second part: where the part count exceeds ceil(units / part size) is among them.
+    for run in runs:
+        for pair in pairs:
+            for tail in tails:
+                text = filler * run + pair + filler * tail
+                encoding, units, expected = reference_split(text)
+                assert split(text) == expected, (run, pair, tail)
+                assert analyse(text) == SmsInfo(encoding, units, len(expected)), (run, pair, tail)
+
+
 POOL = (
     list("abcxyz 0123.,!?@$_\n")
     + list(EXTENSION_CODE)

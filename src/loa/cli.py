@@ -147,8 +147,10 @@ def redis_server(data_dir: DataDirOption = None) -> None:
 
 def _add_campaign_commands() -> None:
     from loa.campaigns.cli import app as campaign_app
+    from loa.campaigns.cli import suppression_app
 
     app.add_typer(campaign_app, name="campaign")
+    app.add_typer(suppression_app, name="suppression")
 
 
 _add_campaign_commands()

@@ -17,7 +17,20 @@ Line numbers:
   header row 1, so the first row is 2, exactly as in the CSV the file was most likely made
   from.
 
-Values are the raw text of each cell, always `str`; a missing or null value is "". Cells
+Formats:
+
+- CSV: UTF-8 with or without a BOM; the header line names the columns and says the
+  delimiter (comma, semicolon or tab, whichever it holds most of); fields may be quoted,
+  with doubled quotes inside and newlines too. A row whose quoting is broken is reported on
+  its first line and reading goes on from the next line, so a stray opening quote costs
+  one row, not every row up to the next quote.
+- JSONL: one object per line; the first object's keys name the columns, a row's missing keys
+  are "", and keys that are not columns are ignored. Numbers become text (84912345678.0
+  becomes "84912345678"), true/false "true"/"false"; arrays and objects make a bad row.
+- Parquet: every column becomes text the same way; lists, structs and maps make a bad row.
+
+Column names are lower-cased and stripped; a value longer than MAX_FIELD characters makes a
+bad row. Values are the raw text of each cell, always `str`; a missing or null value is "". Cells
 that look like spreadsheet formulas (`=HYPERLINK(...)`, `+1`, `-1`, `@x`) are kept verbatim:
 loa never evaluates them, and whoever exports audience data or reports to a spreadsheet must
 escape them there.
@@ -817,7 +830,7 @@ def _parquet_items(
             batch_size=PARQUET_BATCH, row_groups=range(first, len(groups)), columns=names
         )
         for batch in batches:
-            if drop > batch.num_rows:
+            if drop >= batch.num_rows:
                 drop -= batch.num_rows
                 index += batch.num_rows
                 continue

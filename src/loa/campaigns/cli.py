@@ -218,3 +218,62 @@ def _print_report(report: Report) -> None:
             )
     for line, reason in report.errors[:20]:
         console.print(f"line {line}: {reason}")
+
+
+suppression_app = typer.Typer(
+    help="The opt-out list, applied at planning and at sending.", no_args_is_help=True
+)
+
+
+def _addresses(values: list[str], file: Path | None) -> list[str]:
+    found = list(values)
+    if file is not None:
+        found += [line.split(",")[0] for line in file.read_text(encoding="utf-8").splitlines()]
+    return [a for a in found if a.strip() and a.strip().lower() != "phone"]
+
+
+@suppression_app.command("add")
+def suppression_add(
+    addresses: Annotated[list[str] | None, typer.Argument()] = None,
+    file: Annotated[Path | None, typer.Option("--file", "-f", help="One address a line.")] = None,
+    config: ConfigOption = None,
+    redis: RedisOption = None,
+) -> None:
+    """Opt numbers or addresses out."""
+    from loa.campaigns.suppression import Suppression
+
+    items = _addresses(addresses or [], file)
+    added = _run(config, redis, lambda c: Suppression(c.redis, c.settings.namespace).add(items))
+    typer.echo(f"{added} added")
+
+
+@suppression_app.command("remove")
+def suppression_remove(
+    addresses: Annotated[list[str], typer.Argument()],
+    config: ConfigOption = None,
+    redis: RedisOption = None,
+) -> None:
+    """Opt numbers or addresses back in."""
+    from loa.campaigns.suppression import Suppression
+
+    gone = _run(
+        config, redis, lambda c: Suppression(c.redis, c.settings.namespace).remove(addresses)
+    )
+    typer.echo(f"{gone} removed")
+
+
+@suppression_app.command("check")
+def suppression_check(
+    addresses: Annotated[list[str], typer.Argument()],
+    config: ConfigOption = None,
+    redis: RedisOption = None,
+) -> None:
+    """Say for each address whether it is opted out (exit 1 if any is)."""
+    from loa.campaigns.suppression import Suppression
+
+    flags = _run(
+        config, redis, lambda c: Suppression(c.redis, c.settings.namespace).check(addresses)
+    )
+    for address, flag in zip(addresses, flags, strict=True):
+        typer.echo(f"{address}: {'opted out' if flag else 'not on the list'}")
+    raise typer.Exit(1 if any(flags) else 0)

@@ -149,7 +149,7 @@ def _ucs2(text: str) -> SmsInfo:
     units = len(text) + _astral_count(text)
     if units <= UCS2_SINGLE:
         return _ucs2_info(units, 1)
-    return _ucs2_info(units, -(-units // 67))
+    return _ucs2_info(units, len(_ucs2_part_ends(text)))
 
 
 def _even_parts(units: int, single: int, part: int) -> int:
