@@ -252,18 +252,31 @@ def encode_ucs2(text: str) -> bytes:
     return text.encode("utf-16-be")
 
 
-def _vietnamese_table() -> list[int | None]:
+PUNCTUATION = {
+    "\u00a0": " ",  # no-break space
+    "\u2018": "'",
+    "\u2019": "'",
+    "\u201c": '"',
+    "\u201d": '"',
+    "\u2013": "-",  # en dash
+    "\u2014": "-",  # em dash
+    "\u2026": "...",
+}
+
+
+def _vietnamese_table() -> list[int | str | None]:
     """A str.translate table: each precomposed Vietnamese letter to its base letter, marks deleted.
 
     Built from the base letters and tones rather than typed out, so no letter is forgotten:
     12 vowel shapes times 5 tones plus the shapes themselves, in both cases, and đ Đ.
 
-    A list indexed by code point up to U+1EFF (the end of the block holding ạ ế ộ …), not a
+    A list indexed by code point up to U+202F (past the block holding ạ ế ộ …, and the quotes
+    and dashes of General Punctuation), not a
     dict: translate asks the table for every character, a dict miss costs a KeyError, a list
     hit is an index, which makes to_ascii about three times faster. A character past the end
     (emoji, CJK) raises IndexError inside translate, which leaves it unchanged.
     """
-    table: list[int | None] = list(range(0x1F00))
+    table: list[int | str | None] = list(range(0x2030))
     table[ord("đ")], table[ord("Đ")] = ord("d"), ord("D")  # a letter of its own, not d + mark
     tones = ("\u0301", "\u0300", "\u0309", "\u0303", "\u0323")  # sắc huyền hỏi ngã nặng
     for shape in "aăâeêioôơuưy":
@@ -274,6 +287,9 @@ def _vietnamese_table() -> list[int | None]:
     # Text typed as "Unicode tổ hợp" (decomposed) carries the marks as separate characters.
     for mark in (*tones, "\u0302", "\u0306", "\u031b"):  # circumflex, breve, horn
         table[ord(mark)] = None
+    # Punctuation pasted from documents, which alone would force UCS-2: its plain forms.
+    for fancy, plain in PUNCTUATION.items():
+        table[ord(fancy)] = plain
     return table
 
 
@@ -284,8 +300,10 @@ def to_ascii(text: str) -> str:
     """`text` without Vietnamese diacritics, so it can go out as GSM-7 in 160-character parts.
 
     Every Vietnamese vowel, with any tone and shape, becomes its base letter (ế → e, Ự → U),
-    đ becomes d and Đ becomes D, in precomposed (NFC) and decomposed (NFD) text alike. Nothing
-    else changes: a character that is still outside GSM-7 (an emoji, CJK, curly quotes) stays,
+    đ becomes d and Đ becomes D, in precomposed (NFC) and decomposed (NFD) text alike: the
+    eight combining marks Vietnamese uses (five tones, circumflex, breve, horn) are deleted
+    wherever they stand. Curly quotes, dashes, the ellipsis and the no-break space become their
+    plain forms. Nothing else changes: a character still outside GSM-7 (an emoji, CJK) stays,
     and `analyse` of the result then still says UCS-2.
     """
     if text.isascii():

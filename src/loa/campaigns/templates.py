@@ -21,7 +21,6 @@ The rules a citizen's message depends on:
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -33,6 +32,7 @@ import jinja2.nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from loa.campaigns.sms import to_ascii
 from loa.errors import TemplateError
 
 if TYPE_CHECKING:
@@ -96,58 +96,6 @@ def check_syntax(source: str) -> str:
 def variables(source: str) -> frozenset[str]:
     """The names a template reads from its context: the fields it needs from each recipient."""
     return frozenset(jinja2.meta.find_undeclared_variables(ENVIRONMENT.parse(source)))
-
-
-_SPECIAL = (
-    ("đ", "d"),
-    ("Đ", "D"),
-    ("\u00a0", " "),  # no-break space
-    ("\u2018", "'"),
-    ("\u2019", "'"),
-    ("\u201c", '"'),
-    ("\u201d", '"'),
-    ("\u2013", "-"),
-    ("\u2014", "-"),
-    ("\u2026", "..."),
-)
-
-
-def _foldable() -> str:
-    """Every character whose NFD form is ASCII plus combining marks, and the marks themselves."""
-    chars = [chr(code) for code in range(0x0300, 0x0370)]
-    for code in (*range(0x00C0, 0x0250), *range(0x1E00, 0x1F00)):
-        decomposed = unicodedata.normalize("NFD", chr(code))
-        base = "".join(c for c in decomposed if not unicodedata.combining(c))
-        if base.isascii() and base != decomposed:
-            chars.append(chr(code))
-    return "".join(chars)
-
-
-_FOLDABLE = _foldable()
-_UNFOLDABLE = re.compile(f"[^\\x00-\\x7f{re.escape(_FOLDABLE)}]")
-_FOLD_TABLE = {
-    **{
-        ord(c): "".join(d for d in unicodedata.normalize("NFD", c) if not unicodedata.combining(d))
-        for c in _FOLDABLE
-    },
-    **{ord(a): b for a, b in _SPECIAL},
-}
-
-
-def fold_to_ascii(text: str) -> str:
-    """Vietnamese (and other Latin) text without its diacritics: 'Bộ Y tế' -> 'Bo Y te'.
-
-    'đ' becomes 'd', curly quotes, dashes and the ellipsis plain ones. Characters with no ASCII
-    form (emoji, other scripts) are kept as they are.
-    """
-    if text.isascii():
-        return text
-    for char, plain in _SPECIAL:
-        if char in text:
-            text = text.replace(char, plain)
-    if _UNFOLDABLE.search(text) is None:  # the fast way: decompose, drop the marks
-        return unicodedata.normalize("NFD", text).encode("ascii", "ignore").decode("ascii")
-    return text.translate(_FOLD_TABLE)
 
 
 class RenderedMessage(NamedTuple):
@@ -339,7 +287,7 @@ class CompiledTemplates:
         named = self._channel(channel)
         if channel == "sms":
             body = named["body"].render(fields)
-            return RenderedMessage("sms", body=fold_to_ascii(body) if self._sms_ascii else body)
+            return RenderedMessage("sms", body=to_ascii(body) if self._sms_ascii else body)
         if channel == "email":
             subject = _one_line(named["subject"].render(fields))
             return RenderedMessage("email", subject=subject, body=named["body"].render(fields))

@@ -1,0 +1,575 @@
+"""Planner benchmark: an N-row CSV audience planned onto the queues through Campaigns.launch.
+
+Each planning run is a fresh subprocess (its peak RSS is its own) against a fresh embedded
+server, and goes through the real code path: Campaigns.create, approve, launch. The audience
+is generated first and not timed (see planner_audience). Planning is measured alone: the
+queues' bound (queue.max_depth) is set far above what N fills, unless --drain-workers starts
+null-adapter workers that consume while the planner writes, with the default bound.
+
+The peers, on a sample of the same phone cells: phonenumbers alone (parse, is_valid_number,
+format_number E164) and loa's own `normalize`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import datetime as dt
+import json
+import os
+import pstats
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import phonenumbers
+import psutil
+import redis
+import uvloop
+
+import planner_audience
+from engine import RssSampler, cpu_seconds, machine, source_version
+from loa.campaigns.audience import BadRow, open_audience
+from loa.campaigns.phone import normalize
+from loa.campaigns.plan import load_plan
+from loa.campaigns.planner import Planner, Report
+from loa.campaigns.service import Campaigns
+from loa.engine.connection import connect
+from loa.engine.embedded import EmbeddedRedis
+from loa.engine.keys import shard_keys
+from loa.engine.supervisor import Supervisor
+from loa.errors import InvalidPhone
+from loa.settings import Settings
+
+HERE = Path(__file__).resolve().parent
+RESULTS_DIR = HERE / "results"
+MB = 1024 * 1024
+NAMESPACE = "bench-plan"
+TARGET_RATE = 300_000.0
+TARGET_RSS_RATIO = 1.10
+UNBOUNDED_DEPTH = 1_000_000_000  # batches per shard: the planner never waits for room
+# Vietnamese advice, folded to ASCII per recipient (sms_ascii): about 110 characters, one part
+STATIC_SMS = (
+    "Bộ Y tế: hãy đeo khẩu trang nơi đông người, rửa tay thường xuyên và tiêm đủ liều"
+    " vắc xin. Chi tiết: moh.gov.vn"
+)
+NAMED_SMS = STATIC_SMS.replace("Bộ Y tế: hãy", "Bộ Y tế: {{ name }} ơi, hãy")
+TEMPLATES = {"static": STATIC_SMS, "named": NAMED_SMS}
+CARRIER_ROUTES = {
+    "viettel": "sms-viettel",
+    "vinaphone": "sms-vinaphone",
+    "mobifone": "sms-mobifone",
+}
+DEFAULT_ROUTE = "sms-other"
+
+
+# ---------------------------------------------------------------------------------------------
+# what is planned, and with which settings
+
+
+def bench_settings(url: str, data_dir: Path, args: argparse.Namespace) -> Settings:
+    """Four null routes (three carriers and a default), SMS routed by carrier."""
+    route = {"adapter": "null", "rate": 0, "shards": args.shards, "chunk": args.batch_size}
+    return Settings.from_mapping(
+        {
+            "redis_url": url,
+            "data_dir": str(data_dir),
+            "namespace": NAMESPACE,
+            "worker": {"metrics_port": 0, "drain_timeout": 10.0},
+            "queue": {"batch_size": args.batch_size, "max_depth": args.max_depth},
+            "planning": {"frequency_memory": args.frequency_memory},
+            "routes": {name: route for name in [*CARRIER_ROUTES.values(), DEFAULT_ROUTE]},
+            "channels": {"sms": {"default": DEFAULT_ROUTE, "carriers": CARRIER_ROUTES}},
+        },
+        source="planner benchmark settings",
+    )
+
+
+def plan_text(template: str) -> str:
+    """A nationwide SMS advisory, as an operator writes it (see examples/covid-advice)."""
+    return "\n".join(
+        [
+            f'name = "Planner benchmark ({template})"',
+            'lane = "normal"',
+            'channels = ["sms"]',
+            "sms_ascii = true",
+            "[templates]",
+            f"sms = {json.dumps(TEMPLATES[template], ensure_ascii=False)}",
+            "[schedule]",
+            'expires = "3d"',
+            'timezone = "Asia/Ho_Chi_Minh"',
+            "",
+        ]
+    )
+
+
+def counts(report: Report) -> dict[str, Any]:
+    """The report's counters, without the first errors."""
+    data = report.to_json()
+    data.pop("errors")
+    data.pop("problems")
+    return data
+
+
+# ---------------------------------------------------------------------------------------------
+# the child: one planning run in a process of its own
+
+
+async def _plan(args: argparse.Namespace) -> dict[str, Any]:
+    """Create, approve and launch one campaign; time the launch (the planning) alone."""
+    data_dir = Path(args.data_dir)
+    settings = bench_settings(args.url, data_dir, args)
+    plan_path = data_dir / f"{args.template}.plan.toml"
+    plan_path.write_text(plan_text(args.template), encoding="utf-8")
+    client = connect(args.url)
+    try:
+        campaigns = Campaigns(settings, client)
+        began = time.perf_counter()
+        campaign = await campaigns.create(plan_path, Path(args.child))
+        await campaigns.act(campaign.id, "approve")
+        created = time.perf_counter()
+        rss_before = psutil.Process().memory_info().rss
+        profiler = cProfile.Profile() if args.profile_out else None
+        cpu = time.process_time()
+        started = time.perf_counter()
+        if profiler is not None:
+            profiler.enable()
+        report = await campaigns.launch(campaign.id)
+        if profiler is not None:
+            profiler.disable()
+        seconds = time.perf_counter() - started
+        cpu = time.process_time() - cpu
+        if profiler is not None:
+            profiler.dump_stats(args.profile_out)
+    finally:
+        await client.aclose()
+    return {
+        "campaign": campaign.id,
+        "create_approve_seconds": round(created - began, 3),
+        "seconds": round(seconds, 3),
+        "cpu_seconds": round(cpu, 3),
+        "rss_before_launch_mb": round(rss_before / MB, 1),
+        "ru_maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "report": counts(report),
+    }
+
+
+def child_main(args: argparse.Namespace) -> int:
+    """Plan once and print the result as one JSON line."""
+    print(json.dumps(uvloop.run(_plan(args))), flush=True)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# the parent: audience files, servers, children, measurements
+
+
+def redis_breakdown(client: redis.Redis, settings: Settings, campaign: str) -> dict[str, Any]:
+    """used_memory, and how much of it the seen hash, the queues and the rest hold."""
+    time.sleep(0.3)  # let the server free query buffers
+    info = client.info("memory")
+    seen = f"{NAMESPACE}:{{camp:{campaign}}}:seen"
+    seen_bytes = int(client.memory_usage(seen, samples=0) or 0)
+    queued_bytes = planned_bytes = 0
+    batches = 0
+    for name in settings.routes:
+        for keys in shard_keys(NAMESPACE, name, settings.route(name).shards):
+            for stream in keys.streams():
+                queued_bytes += int(client.memory_usage(stream, samples=0) or 0)
+                batches += int(client.xlen(stream))
+            for later in keys.delayed_sets():
+                queued_bytes += int(client.memory_usage(later, samples=0) or 0)
+            planned_bytes += int(client.memory_usage(keys.planned, samples=0) or 0)
+    used = int(info["used_memory"])
+    return {
+        "used_memory_mb": round(used / MB, 1),
+        "used_memory_peak_mb": round(int(info["used_memory_peak"]) / MB, 1),
+        "keys": int(client.dbsize()),
+        "seen_hash_mb": round(seen_bytes / MB, 1),
+        "queues_mb": round(queued_bytes / MB, 1),
+        "planned_ids_mb": round(planned_bytes / MB, 2),
+        "other_mb": round((used - seen_bytes - queued_bytes - planned_bytes) / MB, 1),
+        "batches_waiting": batches,
+    }
+
+
+def run_child(
+    args: argparse.Namespace, audience: Path, template: str, workdir: Path, profile: Path | None
+) -> dict[str, Any]:
+    """One planning run: a fresh server, a fresh planner process, its RSS sampled throughout."""
+    label = f"{template}-{audience.stem}"
+    server_dir = workdir / f"redis-{label}"
+    data_dir = workdir / f"data-{label}"
+    data_dir.mkdir()
+    server = EmbeddedRedis(server_dir)
+    url = server.start()
+    assert server.process is not None
+    server_pid = server.process.pid
+    settings = bench_settings(url, data_dir, args)
+    supervisor = None
+    client = redis.Redis.from_url(url)
+    try:
+        if args.drain_workers:
+            supervisor = Supervisor(settings, processes=args.drain_workers)
+            supervisor.start()
+        command = [
+            sys.executable, str(Path(__file__).resolve()), "--child", str(audience),
+            "--url", url, "--data-dir", str(data_dir), "--template", template,
+            "--max-depth", str(args.max_depth), "--batch-size", str(args.batch_size),
+            "--shards", str(args.shards), "--frequency-memory", str(args.frequency_memory),
+        ]  # fmt: skip
+        if profile is not None:
+            command += ["--profile-out", str(profile)]
+        server_cpu = cpu_seconds([server_pid])
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, cwd=HERE)
+        sampler = RssSampler(lambda: [proc.pid], interval=0.02)
+        with sampler:
+            out, _ = proc.communicate(timeout=args.timeout)
+        if proc.returncode != 0:
+            raise RuntimeError(f"the planner process exited with {proc.returncode}")
+        server_cpu_used = cpu_seconds([server_pid])[server_pid] - server_cpu[server_pid]
+        result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+        result["peak_rss_mb_sampled"] = sampler.peak_mb([proc.pid])
+        result["server_cpu_seconds"] = round(server_cpu_used, 3)
+        result["redis"] = redis_breakdown(client, settings, result["campaign"])
+        result["aof_mb"] = round(_tree_bytes(server_dir) / MB, 1)
+    finally:
+        client.close()
+        if supervisor is not None:
+            supervisor.stop()
+        server.stop()
+        shutil.rmtree(server_dir, ignore_errors=True)  # an AOF of 10M recipients is GBs
+    return result
+
+
+def _tree_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def summarize(run: dict[str, Any], recipients: int) -> dict[str, Any]:
+    """A run's headline numbers."""
+    seconds = run["seconds"]
+    return {
+        "recipients": recipients,
+        "seconds": seconds,
+        "recipients_per_s": round(recipients / seconds),
+        "planner_cpu_us_per_recipient": round(run["cpu_seconds"] * 1e6 / recipients, 2),
+        "server_cpu_us_per_recipient": round(run["server_cpu_seconds"] * 1e6 / recipients, 2),
+        "peak_rss_mb": max(run["ru_maxrss_mb"], run["peak_rss_mb_sampled"]),
+        "rss_before_launch_mb": run["rss_before_launch_mb"],
+        "redis_used_memory_mb": run["redis"]["used_memory_mb"],
+        "redis_bytes_per_recipient": round(
+            run["redis"]["used_memory_mb"] * MB / max(run["report"]["queued"], 1), 1
+        ),
+    }
+
+
+def check_counts(report: dict[str, Any], recipients: int) -> dict[str, Any]:
+    """The report against what the generated audience must give."""
+    want = planner_audience.expected(recipients)
+    got = {k: report[k] for k in ("total", "invalid", "duplicate", "queued")}
+    return {"ok": got == vars(want), "expected": vars(want), "got": got}
+
+
+# ---------------------------------------------------------------------------------------------
+# the normalisation peers
+
+
+def _rate(fn: Callable[[list[str]], int], sample: list[str], repeat: int) -> tuple[float, int]:
+    """Best of `repeat` passes of `fn` over `sample`, in items per second; and fn's answer."""
+    best, answer = float("inf"), 0
+    for _ in range(repeat):
+        started = time.perf_counter()
+        answer = fn(sample)
+        best = min(best, time.perf_counter() - started)
+    return len(sample) / best, answer
+
+
+def with_phonenumbers(sample: list[str]) -> int:
+    """parse + is_valid_number + format_number(E164), as a peer would normalise; valid count."""
+    parse, valid, fmt = phonenumbers.parse, phonenumbers.is_valid_number, phonenumbers.format_number
+    e164, error = phonenumbers.PhoneNumberFormat.E164, phonenumbers.NumberParseException
+    good = 0
+    for raw in sample:
+        try:
+            number = parse(raw, "VN")
+        except error:
+            continue
+        if valid(number):
+            fmt(number, e164)
+            good += 1
+    return good
+
+
+def with_loa(sample: list[str]) -> int:
+    """loa's normalize; valid count."""
+    good = 0
+    for raw in sample:
+        try:
+            normalize(raw)
+        except InvalidPhone:
+            continue
+        good += 1
+    return good
+
+
+def disagreements(sample: list[str]) -> dict[str, int]:
+    """Cells where the two disagree: accepted by one only, or both accept but differ."""
+    only_pn = only_loa = differ = 0
+    for raw in sample:
+        try:
+            number = phonenumbers.parse(raw, "VN")
+            theirs = (
+                phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+                if phonenumbers.is_valid_number(number)
+                else None
+            )
+        except phonenumbers.NumberParseException:
+            theirs = None
+        try:
+            ours: str | None = normalize(raw)
+        except InvalidPhone:
+            ours = None
+        if theirs and not ours:
+            only_pn += 1
+        elif ours and not theirs:
+            only_loa += 1
+        elif ours != theirs:
+            differ += 1
+    return {"valid_only_for_phonenumbers": only_pn, "valid_only_for_loa": only_loa,
+            "both_valid_but_different": differ}  # fmt: skip
+
+
+def peers(sample_size: int) -> dict[str, Any]:
+    """Both normalisers on the first `sample_size` phone cells of the audience."""
+    sample = planner_audience.phones(sample_size)
+    pn_rate, pn_valid = _rate(with_phonenumbers, sample, 2)
+    loa_rate, loa_valid = _rate(with_loa, sample, 3)
+    return {
+        "sample": len(sample),
+        "phonenumbers_per_s": round(pn_rate),
+        "loa_normalize_per_s": round(loa_rate),
+        "valid_phonenumbers": pn_valid,
+        "valid_loa": loa_valid,
+        **disagreements(sample[: min(len(sample), 50_000)]),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# profile mode: where a recipient's time goes
+
+
+def stages(audience: Path, settings: Settings, template: str, workdir: Path) -> dict[str, Any]:
+    """Rates of the Redis-free stages: reading rows, and rows to candidates (no Redis)."""
+    plan_path = workdir / f"{template}-stages.plan.toml"
+    plan_path.write_text(plan_text(template), encoding="utf-8")
+    plan = load_plan(plan_path)
+    started = time.perf_counter()
+    rows = sum(1 for _ in open_audience(audience))
+    read = time.perf_counter() - started
+    planner = Planner(settings, plan, "stages", audience, dt.datetime.now(dt.UTC))
+    report = Report()
+    started = time.perf_counter()
+    found = sum(1 for c, _ in planner.candidates(report) if c is not None)
+    made = time.perf_counter() - started
+    phones = [
+        item.fields["phone"] for item in open_audience(audience) if not isinstance(item, BadRow)
+    ]
+    started = time.perf_counter()
+    with_loa(phones)
+    norm = time.perf_counter() - started
+    return {
+        "rows": rows,
+        "read_rows_per_s": round(rows / read),
+        "read_us_per_row": round(read * 1e6 / rows, 2),
+        "candidates_per_s": round(rows / made),
+        "candidates_us_per_row": round(made * 1e6 / rows, 2),
+        "normalize_us_per_row": round(norm * 1e6 / len(phones), 2),
+        "candidates": found,
+    }
+
+
+def profile_main(args: argparse.Namespace) -> int:
+    """One cProfiled launch of `--recipients` rows, and the Redis-free stages timed alone."""
+    with tempfile.TemporaryDirectory(prefix="loa-plan-") as tmp:
+        workdir = Path(tmp)
+        audience = workdir / "audience.csv"
+        planner_audience.write_audience(audience, args.recipients)
+        template = args.profile_template
+        stats_path = Path(args.profile) if args.profile != "-" else workdir / "planner.prof"
+        run = run_child(args, audience, template, workdir, stats_path)
+        settings = bench_settings("redis://127.0.0.1:1", workdir, args)
+        timed = stages(audience, settings, template, workdir)
+        stats = pstats.Stats(str(stats_path), stream=sys.stderr)
+        print(json.dumps({"run": summarize(run, args.recipients), "stages": timed}), flush=True)
+        stats.sort_stats("tottime").print_stats(args.profile_top)
+        stats.sort_stats("cumulative").print_stats(args.profile_top)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# main
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--recipients", type=int, default=10_000_000, help="rows planned (N)")
+    parser.add_argument(
+        "--small", type=int, default=None, help="rows of the RSS comparison run (default N/10)"
+    )
+    parser.add_argument("--skip-named", action="store_true", help="no {{ name }} run at N")
+    parser.add_argument("--batch-size", type=int, default=200)
+    parser.add_argument("--shards", type=int, default=4, help="shards per route")
+    parser.add_argument(
+        "--max-depth", type=int, default=None,
+        help=f"queue.max_depth (default {UNBOUNDED_DEPTH:,}, or 5000 with --drain-workers)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--drain-workers", type=int, default=0,
+        help="null-adapter worker processes consuming while the planner runs (0: none)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--frequency-memory", type=float, default=7 * 86_400,
+        help="planning.frequency_memory seconds (loa's default; 0 remembers nobody)",
+    )  # fmt: skip
+    parser.add_argument("--peer-sample", type=int, default=200_000, help="phone cells")
+    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per run at most")
+    parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--json", action="store_true", help="print one JSON object only")
+    parser.add_argument(
+        "--profile", metavar="PSTATS", default=None,
+        help="profile one launch of N rows instead ('-': keep no stats file); top to stderr",
+    )  # fmt: skip
+    parser.add_argument("--profile-template", choices=sorted(TEMPLATES), default="static")
+    parser.add_argument("--profile-top", type=int, default=35)
+    # the child's own options (one planning run in a process of its own)
+    parser.add_argument("--child", metavar="AUDIENCE", help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--data-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--template", choices=sorted(TEMPLATES), help=argparse.SUPPRESS)
+    parser.add_argument("--profile-out", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.max_depth is None:
+        args.max_depth = 5_000 if args.drain_workers else UNBOUNDED_DEPTH
+    if args.recipients < 10:
+        parser.error("--recipients must be at least 10")
+    if args.small is None:
+        args.small = args.recipients // 10
+    return args
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Generate both audiences, plan each in a fresh process and server, then the peers."""
+    host = machine()
+    source = source_version()
+    runs: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="loa-plan-") as tmp:
+        workdir = Path(tmp)
+        files: dict[int, Path] = {}
+        generation: dict[str, float] = {}
+        for size in sorted({args.small, args.recipients}):
+            path = workdir / f"audience-{size}.csv"
+            started = time.perf_counter()
+            planner_audience.write_audience(path, size)
+            generation[str(size)] = round(time.perf_counter() - started, 1)
+            files[size] = path
+        plans = [("small", args.small, "static"), ("static", args.recipients, "static")]
+        if not args.skip_named:
+            plans.append(("named", args.recipients, "named"))
+        for label, size, template in plans:
+            runs[label] = run_child(args, files[size], template, workdir, None)
+            runs[label]["counts"] = check_counts(runs[label]["report"], size)
+            print(f"{label}: {summarize(runs[label], size)}", file=sys.stderr, flush=True)
+            files_left = [s for _, s, _ in plans[len(runs) :]]
+            if size not in files_left:
+                files[size].unlink()
+    peer = peers(min(args.peer_sample, args.recipients))
+    big, small = summarize(runs["static"], args.recipients), summarize(runs["small"], args.small)
+    named = summarize(runs["named"], args.recipients) if "named" in runs else None
+    ratio = round(big["peak_rss_mb"] / small["peak_rss_mb"], 3)
+    return {
+        "recipients": args.recipients,
+        "recipients_per_s": big["recipients_per_s"],
+        "recipients_per_s_named": named["recipients_per_s"] if named else None,
+        "peak_rss_mb": big["peak_rss_mb"],
+        "peak_rss_mb_small": small["peak_rss_mb"],
+        "small_recipients": args.small,
+        "rss_ratio": ratio,
+        "phonenumbers_per_s": peer["phonenumbers_per_s"],
+        "loa_normalize_per_s": peer["loa_normalize_per_s"],
+        "redis_used_memory_mb": big["redis_used_memory_mb"],
+        "counts_ok": all(r["counts"]["ok"] for r in runs.values()),
+        "targets": {"recipients_per_s": TARGET_RATE, "rss_ratio": TARGET_RSS_RATIO},
+        "meets_targets": {
+            "recipients_per_s": big["recipients_per_s"] >= TARGET_RATE,
+            "rss_ratio": ratio <= TARGET_RSS_RATIO,
+        },
+        "static": big,
+        "small": small,
+        "named": named,
+        "peers": peer,
+        "runs": runs,
+        "config": {
+            "backpressure": (
+                f"{args.drain_workers} null-adapter worker processes drain while planning"
+                f" (queue.max_depth {args.max_depth})"
+                if args.drain_workers
+                else f"none: queue.max_depth {args.max_depth:,} batches per shard, no workers"
+            ),
+            "drain_workers": args.drain_workers,
+            "max_depth": args.max_depth,
+            "batch_size": args.batch_size,
+            "routes": [*CARRIER_ROUTES.values(), DEFAULT_ROUTE],
+            "shards_per_route": args.shards,
+            "frequency_memory_s": args.frequency_memory,
+            "templates": {"static": STATIC_SMS, "named": NAMED_SMS, "sms_ascii": True},
+            "audience": planner_audience.__doc__.split("\n\n", 1)[1].strip()
+            if planner_audience.__doc__
+            else "",
+            "generation_seconds": generation,
+            "server": "embedded (loa.engine.embedded: unix socket, appendonly everysec)",
+            "timing": "wall time of Campaigns.launch (create + approve reported apart)",
+        },
+        "machine": host,
+        "loa_source": source,
+        "utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark, print the result, and keep it in benchmarks/results/."""
+    args = parse_args(argv)
+    os.environ.setdefault("LOA_LOG_LEVEL", "warning")
+    if args.child:
+        return child_main(args)
+
+    def on_signal(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)  # unwinds through every finally: servers stop
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, on_signal)
+    if args.profile:
+        return profile_main(args)
+    result = run(args)
+    text = json.dumps(result, indent=2, ensure_ascii=False)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    path = args.output_dir / f"planner-{dt.datetime.now(dt.UTC):%Y-%m-%d}.json"
+    path.write_text(text + "\n")
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False))
+    else:
+        print(text)
+        print(f"written to {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
