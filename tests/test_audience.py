@@ -512,6 +512,17 @@ def test_jsonl_columns_come_from_the_first_object(tmp_path: Path) -> None:
         open_audience(garbage)
 
 
+def test_jsonl_with_one_column(tmp_path: Path) -> None:
+    path = write_lines(
+        tmp_path / "one.jsonl", '{"phone": "1"}', '{"phone": 2}', '{"phone": "3", "x": 1}'
+    )
+    assert [row.fields for row in good(read(path))] == [
+        {"phone": "1"},
+        {"phone": "2"},
+        {"phone": "3"},
+    ]
+
+
 def test_jsonl_with_a_bom_and_crlf(tmp_path: Path) -> None:
     path = tmp_path / "bom.jsonl"
     path.write_bytes(b'\xef\xbb\xbf{"phone": "0911"}\r\n{"phone": "0912"}\r\n')

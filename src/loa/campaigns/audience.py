@@ -2,7 +2,8 @@
 
 An audience can hold 100 million rows, so nothing here loads a file whole: text is read in
 chunks of `CHUNK_BYTES`, Parquet in batches of `PARQUET_BATCH` rows, and memory stays flat
-whatever the file's size (DESIGN.md, invariant 3).
+whatever the file's size (DESIGN.md, invariant 3). For Parquet it is bounded by the file's
+largest row group, which pyarrow must decode a column chunk at a time.
 
 Iterating an `Audience` yields `Row` or `BadRow` items. A malformed row is a `BadRow` with its
 line number and the reason, and reading goes on with the next line (invariant 6). Only
@@ -46,8 +47,10 @@ from __future__ import annotations
 import codecs
 import csv
 import itertools
+import operator
 import os
 import re
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -478,6 +481,11 @@ class _CsvParser:
     def process(
         self, buf: bytes, end: int, eof: bool, cursor: _Cursor
     ) -> tuple[list[Item], int, int]:
+        """The items of the whole lines in buf[:end] (see `_Process`).
+
+        One long loop on purpose: at hundreds of thousands of rows a second, a function call
+        per row would cost a good part of the speed. Only unusual rows leave it.
+        """
         chunk, lines = _chunk_lines(buf, end, eof)
         crlf = b"\r" in chunk
         special = crlf or b"\x00" in chunk
@@ -486,6 +494,11 @@ class _CsvParser:
         emit = items.append
         line, offset, skip = cursor.line, cursor.offset, cursor.skip
         quoted = _QuotedReader(lines, crlf, delimiter)
+        # Lines with quotes are parsed by a csv.reader fed from a deque: all in C. When a
+        # quoted field goes on past the line, popleft() on the empty deque raises IndexError
+        # out of the reader, and the record is parsed again with the lines it needs.
+        pending: deque[str] = deque()
+        parse_one = csv.reader(iter(pending.popleft, None), delimiter=delimiter, strict=True)
         rows = enumerate(lines)
         for index, raw in rows:
             line += 1
@@ -494,11 +507,12 @@ class _CsvParser:
                 text = raw.decode()
             except UnicodeDecodeError:
                 text = _BAD_LINE
-            if special:  # this chunk has a carriage return or a NUL somewhere
-                if "\x00" in text:
-                    text = _BAD_LINE
-                elif crlf:
-                    text = text.removesuffix("\r")
+            else:
+                if special:  # this chunk has a carriage return or a NUL somewhere
+                    if "\x00" in text:
+                        text = _BAD_LINE
+                    elif crlf:
+                        text = text.removesuffix("\r")
             if '"' not in text:  # the hot path: no quotes, one line, one split
                 values = text.split(delimiter)
                 if len(values) == width and 0 < len(text) <= limit and not skip:
@@ -509,6 +523,26 @@ class _CsvParser:
                     else:
                         emit(self._bad_split(line, values, offset))
                 continue
+            if text is not _BAD_LINE:  # one line with quotes: nearly always a whole record
+                pending.append(text + "\n")
+                try:
+                    values = next(parse_one)
+                except IndexError:  # a quoted field goes on to the next line
+                    pass
+                except csv.Error as error:
+                    if skip:
+                        skip -= 1
+                    else:
+                        emit(BadRow(line, _csv_reason(str(error)), offset, line))
+                    continue
+                else:
+                    if len(values) == width and len(text) <= limit and not skip:
+                        emit(Row(line, make(values), offset, line))
+                    elif skip:
+                        skip -= 1
+                    else:
+                        emit(self._bad_split(line, values, offset))
+                    continue
             start = offset - len(raw) - 1
             if text is _BAD_LINE:
                 item: Item | None = BadRow(line, _line_problem(raw) or "", offset, line)
@@ -531,7 +565,7 @@ class _CsvParser:
         return items, len(chunk), len(lines)
 
     def _bad_split(self, line: int, values: list[str], offset: int) -> Item:
-        """The item for a quote-free line that has the wrong width or a field too long."""
+        """The item for a one-line record that has the wrong width or a long line."""
         if len(values) != self.width:
             reason = f"expected {self.width} fields, found {len(values)}"
             return BadRow(line, reason, offset, line)
@@ -688,12 +722,21 @@ def _next_line(file: IO[bytes]) -> bytes:
 _JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number"}
 
 
+def _picker(keys: list[str]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """The values of these keys, in order, as a tuple (itemgetter's is not, for one key)."""
+    if len(keys) > 1:
+        return operator.itemgetter(*keys)
+    return lambda value: tuple(value[key] for key in keys)
+
+
 class _JsonParser:
     """Turns chunks of JSONL lines into items, one orjson call a line."""
 
     def __init__(self, keys: list[str], columns: list[str]) -> None:
         self.columns = columns
         self.keys = frozenset(keys)
+        self.pick = _picker(keys)
+        self.make = _dict_maker(columns)
         # Rows written with the first object's keys (nearly all) are read through these pairs
         # without normalising their keys; any other row has its keys normalised first.
         self.pairs = list(zip(keys, columns, strict=True))
@@ -706,7 +749,8 @@ class _JsonParser:
         items: list[Item] = []
         emit = items.append
         line, offset, skip = cursor.line, cursor.offset, cursor.skip
-        loads = orjson.loads
+        loads, make, limit = orjson.loads, self.make, MAX_FIELD
+        pick, width, only_strings = self.pick, len(self.columns), {str}
         for raw in lines:
             line += 1
             offset += len(raw) + 1
@@ -720,6 +764,17 @@ class _JsonParser:
                 if raw.strip():  # blank lines are skipped
                     emit(BadRow(line, _json_problem(raw, error), offset, line))
                 continue
+            # The usual row: the first object's keys (as many, and all there), string values,
+            # a line too short for any value to be over the limit. Anything else, the long way.
+            if type(value) is dict and len(value) == width and len(raw) <= limit:
+                try:
+                    values = pick(value)
+                except KeyError:
+                    pass
+                else:
+                    if {*map(type, values)} == only_strings:
+                        emit(Row(line, make(values), offset, line))
+                        continue
             emit(self._item(value, line, offset))
         cursor.skip = skip
         _close_chunk(items, cursor.offset + len(chunk))
@@ -825,7 +880,9 @@ def _parquet_items(
     if first == len(groups):
         return
     drop = start - index
-    with pq.ParquetFile(path) as parquet:
+    # buffer_size streams each column chunk instead of reading it whole: what stays in memory
+    # is bounded by the largest row group (pyarrow's writer default is 1M rows), never more
+    with pq.ParquetFile(path, buffer_size=1 << 20, pre_buffer=False) as parquet:
         batches = parquet.iter_batches(
             batch_size=PARQUET_BATCH, row_groups=range(first, len(groups)), columns=names
         )
