@@ -209,7 +209,7 @@ async def test_expired_advice_is_never_sent(settings, redis_client, tmp_path):
     async with workers(settings, redis_client):
         await until(lambda: _all_settled(campaigns, campaign_id), 20, "every message expired")
     status = await campaigns.status(campaign_id)
-    assert (status["expired"], status["sent"]) == (120, 0)
+    assert (status["expired"], status["sent"], status["state"]) == (120, 0, "expired")
     assert read_sink(tmp_path / "sink") == []
 
 
@@ -332,3 +332,18 @@ async def test_campaign_rate_cap_holds_across_routes(settings, redis_client, tmp
     elapsed = stamps[-1] - stamps[0]
     # 150 messages at 40/s over two routes: the first ~2 s of burst aside, about 3.5 s
     assert elapsed >= (150 - 40 * 0.5) / 40 * 0.9, f"sent in {elapsed:.2f}s"
+
+
+async def test_scheduled_campaign_starts_at_its_time(settings, redis_client, tmp_path):
+    start = (datetime.now(UTC) + timedelta(seconds=2)).replace(microsecond=0)
+    plan = write_plan(tmp_path / "p.toml", schedule=f'[schedule]\nstart = "{start.isoformat()}"')
+    campaigns = Campaigns(settings, redis_client)
+    campaign_id = await launched(campaigns, plan, write_audience(tmp_path / "a.csv", 30))
+    assert (await campaigns.status(campaign_id))["state"] == "scheduled"
+    async with workers(settings, redis_client):
+        await until(lambda: _state(campaigns, campaign_id, "done"), 30, "the scheduled send")
+    stamps = [line["ts"] for line in read_sink(tmp_path / "sink")]
+    assert len(stamps) == 30
+    assert min(stamps) >= start.timestamp() - 0.05, "nothing before the start"
+    by_route = (await campaigns.status(campaign_id))["by_route"]
+    assert by_route == {"sms-a": {"accepted": 10}, "sms-b": {"accepted": 20}}

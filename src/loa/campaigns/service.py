@@ -95,11 +95,13 @@ class Campaigns:
         if campaign.state is State.APPROVED:
             launched = _now()
             start = plan.schedule.starts_at(launched)
+            expires = plan.schedule.expires_at(launched)
             await self.store.update(
                 campaign_id,
                 {
                     "start_ms": int(start.timestamp() * 1000),
                     "launched_ms": _ms(launched),
+                    "expires_ms": _ms(expires) if expires else 0,
                 },
             )
             await self.store.apply(campaign_id, "schedule" if start > launched else "start")
@@ -173,15 +175,33 @@ class Campaigns:
             )
         )
         status["finished"] = finished
+        status["by_route"] = await self._route_counts(campaign_id)
         status["state"] = await self._settle_state(campaign, finished)
         return status
 
     async def _settle_state(self, campaign: Campaign, finished: int) -> str:
-        planned = campaign.fields.get("planned") == "1"
+        """Move the campaign along when time or its counters say so (status reads are cheap)."""
+        now = _ms(_now())
         state = campaign.state
-        if state is State.RUNNING and planned and finished >= campaign.counter("queued"):
-            return str(await self.store.apply(campaign.id, "finish"))
+        if state is State.SCHEDULED and 0 < int(campaign.fields.get("start_ms", 0)) <= now:
+            state = await self.store.apply(campaign.id, "start")
+        expires = int(campaign.fields.get("expires_ms", 0) or 0)
+        planned = campaign.fields.get("planned") == "1"
+        if state in (State.SCHEDULED, State.RUNNING, State.PAUSED) and 0 < expires <= now:
+            state = await self.store.apply(campaign.id, "expire")
+        elif state is State.RUNNING and planned and finished >= campaign.counter("queued"):
+            state = await self.store.apply(campaign.id, "finish")
         return str(state)
+
+    async def _route_counts(self, campaign_id: str) -> dict[str, dict[str, int]]:
+        """Sending counters per route, for routes the campaign used."""
+        counts = {}
+        for route, limits in self.settings.routes.items():
+            shards = shard_keys(self.settings.namespace, route, limits.shards)
+            found = await self.queues.campaign_stats(shards, campaign_id)
+            if any(found.values()):
+                counts[route] = {k: v for k, v in found.items() if v}
+        return counts
 
     async def _sending_counts(self, campaign_id: str) -> dict[str, int]:
         shards = [
