@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from loa.engine.connection import connect
+from loa.engine.connection import RedisClient, connect
 from loa.engine.keys import shard_keys
 from loa.engine.producer import Enqueued, Producer
 from loa.engine.queue import Queues
+from loa.engine.worker import Worker
 from loa.message import Lane, Message
 from loa.settings import Settings
 from loa.status import RouteStatus, route_status
@@ -87,6 +89,28 @@ def read_sink(directory: Path) -> list[dict[str, Any]]:
 def id_counts(lines: Iterable[dict[str, Any]]) -> Counter[str]:
     """How many times each message id was delivered."""
     return Counter(str(line["id"]) for line in lines)
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, client: RedisClient) -> AsyncIterator[Worker]:
+    """A worker in this process serving every route of `settings`, drained when the block ends."""
+    worker = Worker(settings, client)
+    task = asyncio.create_task(worker.run())
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 30)
+
+
+async def until(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
+    """Await `check` until true, failing after `timeout` seconds, saying what was awaited."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def lane_of(name: str) -> Lane:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,13 +11,12 @@ from typing import Any
 import msgpack
 import pytest
 
-from helpers import read_sink
+from helpers import read_sink, running, until
 from loa.campaigns import planner as planner_module
 from loa.campaigns.service import Campaigns
 from loa.engine.connection import RedisClient
 from loa.engine.control import suppression_key
 from loa.engine.keys import shard_keys
-from loa.engine.worker import Worker
 from loa.errors import CampaignError
 from loa.settings import Settings
 
@@ -34,12 +31,18 @@ def redis_url(service_url: str) -> str:
     return service_url
 
 
-def write_audience(path: Path, count: int, extra: Callable[[int], dict[str, str]] | None = None,
-                   ) -> Path:
+def write_audience(
+    path: Path,
+    count: int,
+    extra: Callable[[int], dict[str, str]] | None = None,
+) -> Path:
     rows = []
     for n in range(count):
-        fields = {"phone": f"{PREFIXES[n % 3]}{n:07d}", "name": f"Nguyen {n}",
-                  "region": "79" if n % 2 else "01"}
+        fields = {
+            "phone": f"{PREFIXES[n % 3]}{n:07d}",
+            "name": f"Nguyen {n}",
+            "region": "79" if n % 2 else "01",
+        }
         fields.update(extra(n) if extra else {})
         rows.append(fields)
     columns = list(rows[0]) if rows else ["phone", "name", "region"]
@@ -48,8 +51,9 @@ def write_audience(path: Path, count: int, extra: Callable[[int], dict[str, str]
     return path
 
 
-def write_plan(path: Path, body: str = "", lane: str = "normal", schedule: str = "",
-               limits: str = "") -> Path:
+def write_plan(
+    path: Path, body: str = "", lane: str = "normal", schedule: str = "", limits: str = ""
+) -> Path:
     path.write_text(
         f'name = "test campaign"\nlane = "{lane}"\nchannels = ["sms"]\n'
         f'[templates]\nsms = "Xin chao {{{{ name }}}}: {body or "tiem vac-xin"}"\n'
@@ -62,33 +66,18 @@ def write_plan(path: Path, body: str = "", lane: str = "normal", schedule: str =
 @pytest.fixture
 def settings(make_settings, tmp_path) -> Settings:
     sink = tmp_path / "sink"
-    route = {"adapter": "file", "shards": 2, "chunk": 10, "concurrency": 2,
-             "options": {"path": str(sink / "{route}-{pid}.jsonl")}}
+    route = {
+        "adapter": "file",
+        "shards": 2,
+        "chunk": 10,
+        "concurrency": 2,
+        "options": {"path": str(sink / "{route}-{pid}.jsonl")},
+    }
     return make_settings(
         routes={"sms-a": route, "sms-b": {**route, "shards": 3}},
         channels={"sms": {"default": "sms-b", "carriers": {"viettel": "sms-a"}}},
         queue={"batch_size": 50},
     )
-
-
-@contextlib.asynccontextmanager
-async def workers(settings: Settings, client: RedisClient) -> AsyncIterator[Worker]:
-    worker = Worker(settings, client)
-    task = asyncio.create_task(worker.run())
-    try:
-        yield worker
-    finally:
-        worker.stop()
-        await asyncio.wait_for(task, 30)
-
-
-async def until(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 async def launched(campaigns: Campaigns, plan: Path, audience: Path) -> str:
@@ -164,11 +153,16 @@ async def test_campaign_runs_to_done_and_counts(settings, redis_client, tmp_path
     audience = write_audience(tmp_path / "a.csv", 500)
     campaigns = Campaigns(settings, redis_client)
     campaign_id = await launched(campaigns, write_plan(tmp_path / "p.toml"), audience)
-    async with workers(settings, redis_client):
+    async with running(settings, redis_client):
         await until(lambda: _state(campaigns, campaign_id, "done"), 30, "the campaign to end")
     status = await campaigns.status(campaign_id)
     assert {k: status[k] for k in ("total", "queued", "sent", "failed", "invalid")} == {
-        "total": 500, "queued": 500, "sent": 500, "failed": 0, "invalid": 0}
+        "total": 500,
+        "queued": 500,
+        "sent": 500,
+        "failed": 0,
+        "invalid": 0,
+    }
     assert len(read_sink(tmp_path / "sink")) == 500
 
 
@@ -181,7 +175,7 @@ async def test_pause_and_cancel_take_effect_within_a_second(settings, redis_clie
     campaigns = Campaigns(slow, redis_client)
     campaign_id = await launched(campaigns, write_plan(tmp_path / "p.toml"), audience)
     sink = tmp_path / "sink"
-    async with workers(slow, redis_client):
+    async with running(slow, redis_client):
         await until(lambda: _sent_at_least(sink, 100), 20, "sending under way")
         await campaigns.act(campaign_id, "pause")
         await asyncio.sleep(1.0)
@@ -206,7 +200,7 @@ async def test_expired_advice_is_never_sent(settings, redis_client, tmp_path):
     campaigns = Campaigns(settings, redis_client)
     campaign_id = await launched(campaigns, plan, write_audience(tmp_path / "a.csv", 120))
     await asyncio.sleep(1.2)
-    async with workers(settings, redis_client):
+    async with running(settings, redis_client):
         await until(lambda: _all_settled(campaigns, campaign_id), 20, "every message expired")
     status = await campaigns.status(campaign_id)
     assert (status["expired"], status["sent"], status["state"]) == (120, 0, "expired")
@@ -220,14 +214,12 @@ def _quiet_now() -> str:
 
 
 @pytest.mark.parametrize(("lane", "held"), [("normal", True), ("emergency", False)])
-async def test_quiet_hours_hold_all_but_emergencies(
-    settings, redis_client, tmp_path, lane, held
-):
+async def test_quiet_hours_hold_all_but_emergencies(settings, redis_client, tmp_path, lane, held):
     schedule = f'[schedule]\ntimezone = "UTC"\nquiet_hours = "{_quiet_now()}"'
     plan = write_plan(tmp_path / "p.toml", lane=lane, schedule=schedule)
     campaigns = Campaigns(settings, redis_client)
     campaign_id = await launched(campaigns, plan, write_audience(tmp_path / "a.csv", 60))
-    async with workers(settings, redis_client):
+    async with running(settings, redis_client):
         if held:
             await asyncio.sleep(2.0)
         else:
@@ -250,7 +242,7 @@ async def test_per_recipient_send_times(settings, redis_client, tmp_path):
     plan = write_plan(tmp_path / "p.toml", schedule='[schedule]\nsend_at = "due"')
     campaigns = Campaigns(settings, redis_client)
     campaign_id = await launched(campaigns, plan, audience)
-    async with workers(settings, redis_client):
+    async with running(settings, redis_client):
         await until(lambda: _state(campaigns, campaign_id, "done"), 30, "all 40")
     lines = read_sink(tmp_path / "sink")
     # recipient n is on line n + 2 (after the header): odd recipients, odd lines, are due soon
@@ -277,7 +269,7 @@ async def test_opt_out_after_planning_is_honoured_at_send_time(settings, redis_c
     campaign_id = await launched(campaigns, write_plan(tmp_path / "p.toml"), audience)
     opted = [f"+84{PREFIXES[n % 3][1:]}{n:07d}" for n in range(0, 90, 9)]
     await redis_client.sadd(suppression_key(settings.namespace), *opted)
-    async with workers(settings, redis_client):
+    async with running(settings, redis_client):
         await until(lambda: _state(campaigns, campaign_id, "done"), 30, "the campaign")
     status = await campaigns.status(campaign_id)
     assert (status["sent"], status["suppressed"]) == (80, 10)
@@ -293,7 +285,7 @@ async def test_failed_report_lists_who_did_not_get_it(make_settings, redis_clien
     campaign_id = await launched(
         campaigns, write_plan(tmp_path / "p.toml"), write_audience(tmp_path / "a.csv", 12)
     )
-    async with workers(settings, redis_client):
+    async with running(settings, redis_client):
         await until(lambda: _state(campaigns, campaign_id, "done"), 30, "the campaign")
     out = tmp_path / "failed.csv"
     assert await campaigns.write_failed(campaign_id, out) == 12
@@ -326,7 +318,7 @@ async def test_campaign_rate_cap_holds_across_routes(settings, redis_client, tmp
     plan = write_plan(tmp_path / "p.toml", limits="[limits]\nrate = 40")
     campaigns = Campaigns(settings, redis_client)
     campaign_id = await launched(campaigns, plan, write_audience(tmp_path / "a.csv", 150))
-    async with workers(settings, redis_client):
+    async with running(settings, redis_client):
         await until(lambda: _state(campaigns, campaign_id, "done"), 30, "the capped campaign")
     stamps = sorted(line["ts"] for line in read_sink(tmp_path / "sink"))
     elapsed = stamps[-1] - stamps[0]
@@ -340,7 +332,7 @@ async def test_scheduled_campaign_starts_at_its_time(settings, redis_client, tmp
     campaigns = Campaigns(settings, redis_client)
     campaign_id = await launched(campaigns, plan, write_audience(tmp_path / "a.csv", 30))
     assert (await campaigns.status(campaign_id))["state"] == "scheduled"
-    async with workers(settings, redis_client):
+    async with running(settings, redis_client):
         await until(lambda: _state(campaigns, campaign_id, "done"), 30, "the scheduled send")
     stamps = [line["ts"] for line in read_sink(tmp_path / "sink")]
     assert len(stamps) == 30

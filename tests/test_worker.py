@@ -3,44 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from helpers import enqueue_async, messages, read_sink, status_async
+from helpers import enqueue_async, messages, read_sink, running, status_async, until
 from loa.engine.connection import RedisClient, connect
 from loa.engine.envelope import Batch, now_ms
 from loa.engine.keys import shard_keys
 from loa.engine.queue import Queues
-from loa.engine.worker import Worker, connections_needed
+from loa.engine.worker import connections_needed
 from loa.message import Lane
 from loa.settings import Settings
 
 pytestmark = pytest.mark.anyio
-
-
-@contextlib.asynccontextmanager
-async def running(settings: Settings, client: RedisClient) -> AsyncIterator[Worker]:
-    """A worker serving every route of `settings` until the block ends, then drained."""
-    worker = Worker(settings, client)
-    task = asyncio.create_task(worker.run())
-    try:
-        yield worker
-    finally:
-        worker.stop()
-        await asyncio.wait_for(task, 30)
-
-
-async def until(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
-    """Await `check` until true, failing after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def route(adapter: str = "null", **values: object) -> dict[str, object]:

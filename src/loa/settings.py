@@ -283,21 +283,23 @@ def _known_keys(model: type[BaseModel] | None, loc: tuple[str, ...]) -> list[str
     return []
 
 
-def read_toml(path: Path) -> dict[str, Any]:
-    """Read a TOML file, turning a missing file or a syntax error into a ConfigError."""
+def read_toml(
+    path: Path, what: str = "config file", error: type[ConfigError] = ConfigError
+) -> dict[str, Any]:
+    """Read a TOML file, turning a missing file or a syntax error into `error` naming `what`."""
     try:
         with path.open("rb") as handle:
             return tomllib.load(handle)
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
+        raise error(f"{what} {path} does not exist") from None
     except IsADirectoryError:
-        raise ConfigError(f"config file {path} is a directory") from None
+        raise error(f"{what} {path} is a directory") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        raise error(f"{what} {path} is not valid TOML: {exc}") from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"config file {path} is not UTF-8 text: {exc.reason}") from None
+        raise error(f"{what} {path} is not UTF-8 text: {exc.reason}") from None
     except OSError as exc:
-        raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
+        raise error(f"{what} {path} cannot be read: {exc.strerror or exc}") from None
 
 
 def _env_values(environ: Mapping[str, str]) -> dict[str, Any]:

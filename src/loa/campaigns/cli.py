@@ -13,7 +13,7 @@ import uvloop
 from rich.console import Console
 from rich.table import Table
 
-from loa.campaigns.planner import Report
+from loa.campaigns.planner import PLANNING_COUNTERS, Report
 from loa.campaigns.service import STATUS_KEYS, Campaigns
 from loa.engine.connection import connect
 from loa.engine.embedded import redis_url_for
@@ -193,17 +193,7 @@ def _print_report(report: Report) -> None:
     table = Table(title="dry run")
     table.add_column("counter")
     table.add_column("value", justify="right")
-    for name in (
-        "total",
-        "queued",
-        "invalid",
-        "duplicate",
-        "suppressed",
-        "filtered",
-        "capped",
-        "unroutable",
-        "parts",
-    ):
+    for name in (*PLANNING_COUNTERS, "parts"):
         table.add_row(name, f"{getattr(report, name):,}")
     console.print(table)
     for title, counts in (

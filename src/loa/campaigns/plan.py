@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import difflib
 import re
-import tomllib
 from collections.abc import Mapping
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -63,7 +62,7 @@ from loa.campaigns.templates import check_syntax
 from loa.engine.quiet import DEFAULT_TIMEZONE, QuietHours, zone
 from loa.errors import PlanError
 from loa.message import Lane
-from loa.settings import ConfigModel, describe_errors
+from loa.settings import ConfigModel, describe_errors, read_toml
 
 Channel = Literal["sms", "zalo", "fcm", "email"]
 CHANNELS: tuple[Channel, ...] = ("sms", "zalo", "fcm", "email")
@@ -400,19 +399,7 @@ class Plan(ConfigModel):
 def load_plan(path: Path | str) -> Plan:
     """Read and validate a plan file; PlanError names the file, the dotted key and the reason."""
     path = Path(path)
-    try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
-    except FileNotFoundError:
-        raise PlanError(f"plan file {path} does not exist") from None
-    except IsADirectoryError:
-        raise PlanError(f"plan file {path} is a directory") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise PlanError(f"plan file {path} is not valid TOML: {exc}") from None
-    except UnicodeDecodeError as exc:
-        raise PlanError(f"plan file {path} is not UTF-8 text: {exc.reason}") from None
-    except OSError as exc:
-        raise PlanError(f"plan file {path} cannot be read: {exc.strerror or exc}") from None
+    data = read_toml(path, what="plan file", error=PlanError)
     return Plan.from_mapping(data, source=str(path))
 
 

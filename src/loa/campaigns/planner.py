@@ -43,6 +43,18 @@ GROUP_ROWS = 1000  # rows that meet Redis together
 CHECKPOINT_ROWS = 50_000  # rows between checkpoints (every batch is flushed at one)
 FIRST_ERRORS = 100  # invalid rows kept with their line and reason
 
+# the counters planning keeps, in the campaign hash and in every report
+PLANNING_COUNTERS = (
+    "total",
+    "queued",
+    "invalid",
+    "duplicate",
+    "suppressed",
+    "filtered",
+    "capped",
+    "unroutable",
+)
+
 # the field of an audience row that holds a recipient's address on each channel
 ADDRESS_COLUMN = {"sms": "phone", "zalo": "zalo_id", "fcm": "fcm_token", "email": "email"}
 
@@ -91,20 +103,7 @@ class Report:
 
     def to_json(self) -> dict[str, Any]:
         """Plain data for --json and for the checkpoint."""
-        data = {
-            name: getattr(self, name)
-            for name in (
-                "total",
-                "queued",
-                "invalid",
-                "duplicate",
-                "suppressed",
-                "filtered",
-                "capped",
-                "unroutable",
-                "parts",
-            )
-        }
+        data = {name: getattr(self, name) for name in (*PLANNING_COUNTERS, "parts")}
         data["errors"] = [{"line": line, "reason": reason} for line, reason in self.errors]
         for name in ("by_route", "by_channel", "by_carrier", "by_region", "by_encoding"):
             data[name] = dict(getattr(self, name))

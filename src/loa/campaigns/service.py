@@ -13,7 +13,13 @@ import msgpack
 
 from loa.campaigns.audience import open_audience
 from loa.campaigns.plan import Plan, load_plan
-from loa.campaigns.planner import Checkpoint, Planner, Report, plan_audience
+from loa.campaigns.planner import (
+    PLANNING_COUNTERS,
+    Checkpoint,
+    Planner,
+    Report,
+    plan_audience,
+)
 from loa.campaigns.store import ENDED, Campaign, CampaignStore, State
 from loa.engine.connection import RedisClient
 from loa.engine.keys import shard_keys
@@ -125,16 +131,7 @@ class Campaigns:
             fields: dict[str, str | int] = {"checkpoint": point.to_json().decode()}
             if point.finished:
                 fields["planned"] = "1"
-            for name in (
-                "total",
-                "queued",
-                "invalid",
-                "duplicate",
-                "suppressed",
-                "filtered",
-                "capped",
-                "unroutable",
-            ):
+            for name in PLANNING_COUNTERS:
                 fields[name] = getattr(point.report, name)
             await self.store.update(campaign_id, fields)
 

@@ -47,18 +47,6 @@ TRANSITIONS: dict[str, tuple[frozenset[State], State]] = {
     "expire": (frozenset({State.SCHEDULED, State.RUNNING, State.PAUSED}), State.EXPIRED),
 }
 
-# planning counters kept in the campaign hash (sending counters live with the queues)
-PLANNING_COUNTERS = (
-    "total",
-    "queued",
-    "invalid",
-    "duplicate",
-    "suppressed",
-    "filtered",
-    "capped",
-    "unroutable",
-)
-
 
 def new_campaign_id() -> str:
     """Short, sortable and unguessable: `20261122-3f9a1c`."""
