@@ -156,9 +156,19 @@ async def _plan(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": round(seconds, 3),
         "cpu_seconds": round(cpu, 3),
         "rss_before_launch_mb": round(rss_before / MB, 1),
-        "ru_maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "vm_hwm_mb": round(vm_hwm() / MB, 1),
         "report": counts(report),
     }
+
+
+def vm_hwm() -> int:
+    """This process's peak RSS in bytes (VmHWM). Not ru_maxrss: Linux keeps that across exec,
+    so a child's ru_maxrss starts at its parent's RSS at fork time."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def child_main(args: argparse.Namespace) -> int:
@@ -200,6 +210,19 @@ def redis_breakdown(client: redis.Redis, settings: Settings, campaign: str) -> d
     }
 
 
+def command_costs(client: redis.Redis, rows: int) -> dict[str, dict[str, float]]:
+    """Per command on the (fresh) server: calls and server microseconds, per audience row."""
+    stats = client.info("commandstats")
+    costs = {
+        name.removeprefix("cmdstat_"): {
+            "calls_per_row": round(int(value["calls"]) / rows, 4),
+            "usec_per_row": round(int(value["usec"]) / rows, 3),
+        }
+        for name, value in stats.items()
+    }
+    return dict(sorted(costs.items(), key=lambda item: -item[1]["usec_per_row"])[:8])
+
+
 def run_child(
     args: argparse.Namespace, audience: Path, template: str, workdir: Path, profile: Path | None
 ) -> dict[str, Any]:
@@ -238,6 +261,7 @@ def run_child(
         result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
         result["peak_rss_mb_sampled"] = sampler.peak_mb([proc.pid])
         result["server_cpu_seconds"] = round(server_cpu_used, 3)
+        result["server_commands"] = command_costs(client, result["report"]["total"])
         result["redis"] = redis_breakdown(client, settings, result["campaign"])
         result["aof_mb"] = round(_tree_bytes(server_dir) / MB, 1)
     finally:
@@ -262,7 +286,7 @@ def summarize(run: dict[str, Any], recipients: int) -> dict[str, Any]:
         "recipients_per_s": round(recipients / seconds),
         "planner_cpu_us_per_recipient": round(run["cpu_seconds"] * 1e6 / recipients, 2),
         "server_cpu_us_per_recipient": round(run["server_cpu_seconds"] * 1e6 / recipients, 2),
-        "peak_rss_mb": max(run["ru_maxrss_mb"], run["peak_rss_mb_sampled"]),
+        "peak_rss_mb": max(run["vm_hwm_mb"], run["peak_rss_mb_sampled"]),
         "rss_before_launch_mb": run["rss_before_launch_mb"],
         "redis_used_memory_mb": run["redis"]["used_memory_mb"],
         "redis_bytes_per_recipient": round(

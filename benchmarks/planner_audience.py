@@ -20,17 +20,19 @@ from pathlib import Path
 CHUNK_ROWS = 200_000  # rows built and written at a time
 HEADER = "phone,name,region\n"
 
-_VIETTEL = ["96", "97", "98", "86", "32", "33", "34", "35", "36", "37", "38", "39"]
-_VINAPHONE = ["91", "94", "88", "81", "82", "83", "84", "85"]
-_MOBIFONE = ["90", "93", "89", "70", "76", "77", "78", "79"]
-_SMALL = ["92", "52", "56", "58", "99", "59", "87", "55"]  # Vietnamobile, Gmobile, iTel, Reddi
+# (two-digit prefix, the digits that may follow it): every sub-block libphonenumber knows as a
+# valid mobile (089 is only 896-899, 052 only 522/523/528, 055 only 559, 099 not 992)
+_BLOCKS = [
+    *((p, "0123456789") for p in ["96", "97", "98", "86", "32", "33", "34", "35", "36", "37",
+                                   "38", "39"]),  # Viettel
+    *((p, "0123456") for p in ["91", "94", "88", "81", "82", "83", "84", "85"]),  # Vinaphone
+    ("90", "0123456789"), ("93", "012345678"), ("89", "6789"),  # MobiFone
+    *((p, "0123456") for p in ["70", "76", "77", "78", "79"]),
+    ("92", "012"), ("56", "012"), ("58", "012"), ("52", "238"),  # Vietnamobile
+    ("99", "013"), ("59", "012"), ("87", "012"), ("55", "9"),  # Gmobile, iTel, Reddi
+]  # fmt: skip
 # (prefix, next digit) pairs: every pair is distinct, so (slot, six digits) never repeats
-SLOTS: tuple[str, ...] = tuple(
-    [p + str(d) for p in _VIETTEL for d in range(10)]
-    + [p + str(d) for p in _VINAPHONE for d in range(7)]
-    + [p + str(d) for p in _MOBIFONE for d in range(7)]
-    + [p + str(d) for p in _SMALL for d in range(3)]
-)
+SLOTS: tuple[str, ...] = tuple(p + d for p, digits in _BLOCKS for d in digits)
 assert len(SLOTS) == 256
 MAX_ROWS = len(SLOTS) * 1_000_000
 

@@ -283,29 +283,43 @@ class RedisChecks:
             await self._remember(kept)
         return kept
 
-    def _key(self, c: Candidate) -> str:
-        return f"{self.namespace}:freq:{c.phone}"
+    def _day_key(self, epoch: float) -> str:
+        """Whom planners reached on one UTC day: a hash, recipient -> `campaign@epoch`.
+
+        One hash a day, not one key a recipient: a group of rows is one HSET and one HMGET per
+        day of the window, instead of a command per person.
+        """
+        return f"{self.namespace}:freq:{time.strftime('%Y%m%d', time.gmtime(epoch))}"
 
     async def _frequency_cap(self, group: list[Candidate], report: Report) -> list[Candidate]:
-        """Skip whoever another campaign messaged within the window (`campaign@epoch` kept)."""
+        """Skip whoever another campaign messaged within the window."""
         assert self.window is not None
+        now = time.time()
+        since = now - self.window
+        days = sorted({self._day_key(t) for t in range(int(since), int(now) + 86_400, 86_400)})
         pipe = self.redis.pipeline(transaction=False)
-        for c in group:
-            pipe.get(self._key(c))
-        since = time.time() - self.window
-        kept = []
-        for c, last in zip(group, await pipe.execute(), strict=True):
-            campaign, _, at = _text(last or b"").partition("@")
-            if not last or campaign == self.campaign or float(at or 0) < since:
-                kept.append(c)
+        phones = [c.phone for c in group]
+        for key in days:
+            pipe.hmget(key, phones)
+        blocked = [False] * len(group)
+        for answers in await pipe.execute():
+            for index, last in enumerate(answers):
+                if last is None:
+                    continue
+                campaign, _, at = _text(last).partition("@")
+                if campaign != self.campaign and float(at or 0) >= since:
+                    blocked[index] = True
+        kept = [c for c, no in zip(group, blocked, strict=True) if not no]
         report.capped += len(group) - len(kept)
         return kept
 
     async def _remember(self, group: list[Candidate]) -> None:
-        value = f"{self.campaign}@{int(time.time())}"
+        now = time.time()
+        key = self._day_key(now)
+        value = f"{self.campaign}@{int(now)}"
         pipe = self.redis.pipeline(transaction=False)
-        for c in group:
-            pipe.set(self._key(c), value, ex=self.memory)
+        pipe.hset(key, mapping={c.phone: value for c in group})
+        pipe.expire(key, self.memory + 86_400)  # the day's last entry is kept its full memory
         await pipe.execute()
 
 
@@ -431,10 +445,11 @@ async def plan_audience(
         if not group:
             break
         found = [c for c, _ in group if c is not None]
-        for c in await checks.filter(found, report):
+        kept = await checks.filter(found, report)
+        for c in kept:
             _count(report, c)
-            if queue:
-                await batcher.add([c])
+        if queue:
+            await batcher.add(kept)
         since_checkpoint += len(group)
         if since_checkpoint >= CHECKPOINT_ROWS and save is not None:
             await batcher.flush()
