@@ -241,7 +241,7 @@ class RouteRunner:
                 results = await self.adapter.send(chunk)
         except TimeoutError:
             results = [RetryLater(f"adapter took longer than {self.limits.timeout}s")] * len(chunk)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - an adapter's bug must not take the worker down
             log.warning(
                 "adapter raised; the chunk will be retried",
                 extra={"route": self.name, "error": type(exc).__name__},
