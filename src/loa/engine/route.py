@@ -241,7 +241,8 @@ class RouteRunner:
                 results = await self.adapter.send(chunk)
         except TimeoutError:
             results = [RetryLater(f"adapter took longer than {self.limits.timeout}s")] * len(chunk)
-        except Exception as exc:  # noqa: BLE001 - an adapter's bug must not take the worker down
+        # the plug-in boundary: an adapter's bug must not take the worker down (logged, retried)
+        except Exception as exc:
             log.warning(
                 "adapter raised; the chunk will be retried",
                 extra={"route": self.name, "error": type(exc).__name__},
