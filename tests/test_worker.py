@@ -267,13 +267,13 @@ async def test_claim_finds_a_dead_workers_batches_behind_many_live_ones(
     await enqueue_async(settings, "sms", messages(100))
     live = [await queues.take(keys, "live") for _ in range(90)]
     dead = [await queues.take(keys, "dead") for _ in range(10)]
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(2.2)  # everything is idle past the 2 s claim threshold now...
     stream = keys.stream(Lane.NORMAL)
-    await queues.touch(stream, "live", [t.entry_id for t in live if t])  # live ones stay fresh
+    await queues.touch(stream, "live", [t.entry_id for t in live if t])  # ...but the live ones
     cursors: dict[str, str] = {}
     claimed = []
     for _ in range(5):  # each call scans at most 80 pending entries; the cursor moves on
-        claimed += await queues.claim(keys, "rescuer", 50, cursors)
+        claimed += await queues.claim(keys, "rescuer", 2000, cursors)
     assert sorted(t.entry_id for t in claimed) == sorted(t.entry_id for t in dead if t)
 
 
