@@ -29,7 +29,7 @@ from loa.campaigns.plan import Plan
 from loa.campaigns.schedule import SendAtError
 from loa.campaigns.sms import analyse
 from loa.campaigns.templates import CompiledTemplates, RenderedMessage
-from loa.engine.connection import RedisClient
+from loa.engine.connection import RedisClient, text
 from loa.engine.control import suppression_key
 from loa.engine.envelope import Batch
 from loa.engine.keys import ShardKeys, shard_keys
@@ -258,8 +258,8 @@ class RedisChecks:
         self.window = frequency_window  # seconds; None: this campaign has no cap
         self.memory = memory  # seconds every planned recipient is remembered (0: not at all)
         self.write = write  # a dry run reads the frequency cap but remembers nobody
-        text = resources.files("loa.campaigns").joinpath("lua", "seen.lua").read_text()
-        self._seen = redis.register_script(text)
+        source = resources.files("loa.campaigns").joinpath("lua", "seen.lua").read_text()
+        self._seen = redis.register_script(source)
 
     async def filter(self, group: list[Candidate], report: Report) -> list[Candidate]:
         """Drop duplicates, opted-out and frequency-capped recipients; count each."""
@@ -306,7 +306,7 @@ class RedisChecks:
             for index, last in enumerate(answers):
                 if last is None:
                     continue
-                campaign, _, at = _text(last).partition("@")
+                campaign, _, at = text(last).partition("@")
                 if campaign != self.campaign and float(at or 0) >= since:
                     blocked[index] = True
         kept = [c for c, no in zip(group, blocked, strict=True) if not no]
@@ -475,10 +475,6 @@ def _count(report: Report, c: Candidate) -> None:
 
 def _now_ms() -> int:
     return int(datetime.now(UTC).timestamp() * 1000)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 __all__ = ["Checkpoint", "PlanError", "Planner", "Report", "plan_audience"]

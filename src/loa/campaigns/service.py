@@ -21,7 +21,7 @@ from loa.campaigns.planner import (
     plan_audience,
 )
 from loa.campaigns.store import ENDED, Campaign, CampaignStore, State
-from loa.engine.connection import RedisClient
+from loa.engine.connection import RedisClient, text
 from loa.engine.keys import shard_keys
 from loa.engine.queue import Queues
 from loa.errors import CampaignError, PlanError
@@ -248,7 +248,7 @@ class Campaigns:
                             yield route, letter
                     if len(entries) < 500:
                         break
-                    cursor = "(" + _text(entries[-1][0])
+                    cursor = "(" + text(entries[-1][0])
 
 
 def _stored_plan(campaign: Campaign) -> Plan:
@@ -269,7 +269,3 @@ def _now() -> datetime:
 
 def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

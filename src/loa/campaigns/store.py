@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from loa.engine.connection import RedisClient
+from loa.engine.connection import RedisClient, text
 from loa.engine.control import campaign_key
 from loa.errors import CampaignError
 
@@ -86,8 +86,8 @@ class CampaignStore:
     def __init__(self, redis: RedisClient, namespace: str) -> None:
         self.redis = redis
         self.namespace = namespace
-        text = resources.files("loa.campaigns").joinpath("lua", "transition.lua").read_text()
-        self._transition = redis.register_script(text)
+        source = resources.files("loa.campaigns").joinpath("lua", "transition.lua").read_text()
+        self._transition = redis.register_script(source)
 
     @property
     def index_key(self) -> str:
@@ -117,12 +117,12 @@ class CampaignStore:
         raw = await self.redis.hgetall(self.key(campaign_id))
         if not raw:
             raise CampaignError(f"no campaign {campaign_id!r}")
-        return Campaign(campaign_id, {_text(k): _text(v) for k, v in raw.items()})
+        return Campaign(campaign_id, {text(k): text(v) for k, v in raw.items()})
 
     async def ids(self, limit: int = 100) -> list[str]:
         """The newest campaign ids first."""
         ids: Any = await self.redis.zrevrange(self.index_key, 0, limit - 1)
-        return [_text(i) for i in ids]
+        return [text(i) for i in ids]
 
     async def update(self, campaign_id: str, fields: Mapping[str, str | int]) -> None:
         """Set fields of an existing campaign."""
@@ -139,13 +139,9 @@ class CampaignStore:
         if int(reply[0]) == -1:
             raise CampaignError(f"no campaign {campaign_id!r}")
         if int(reply[0]) == 0:
-            current = _text(reply[1])
+            current = text(reply[1])
             may = " or ".join(sorted(allowed))
             raise CampaignError(
                 f"cannot {action} campaign {campaign_id}: it is {current} (must be {may})"
             )
         return target
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

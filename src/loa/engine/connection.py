@@ -39,3 +39,10 @@ def connect(url: str, max_connections: int | None = None, **options: Any) -> Red
 def is_cluster(client: RedisClient) -> bool:
     """True when the client talks to a Redis Cluster."""
     return isinstance(client, RedisCluster)
+
+
+def text(value: bytes | str | None) -> str:
+    """A reply value as text (replies are bytes: clients run without decode_responses)."""
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else value

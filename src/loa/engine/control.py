@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from loa.engine.connection import RedisClient
+from loa.engine.connection import RedisClient, text
 from loa.engine.quiet import QuietHours
 from loa.engine.ratelimit import RateLimiter
 from loa.message import Lane
@@ -115,7 +115,7 @@ class Controls:
             campaign_key(self.namespace, campaign),
             ["state", "start_ms", "quiet_hours", "timezone", "rate"],
         )
-        state, start, quiet, zone, rate = (_text(value) for value in fields)
+        state, start, quiet, zone, rate = (text(value) for value in fields)
         if not state:
             self._cache.pop(campaign, None)
             return None
@@ -127,9 +127,3 @@ class Controls:
         entry = _Entry(time.monotonic(), state, int(start or 0), hours, limiter if rate else None)
         self._cache[campaign] = entry
         return entry
-
-
-def _text(value: bytes | str | None) -> str:
-    if value is None:
-        return ""
-    return value.decode() if isinstance(value, bytes) else value

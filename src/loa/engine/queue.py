@@ -12,7 +12,7 @@ from typing import Any
 import msgpack
 from redis.exceptions import ResponseError
 
-from loa.engine.connection import RedisClient
+from loa.engine.connection import RedisClient, text
 from loa.engine.envelope import Batch, now_ms, pack, unpack
 from loa.engine.keys import LANES, ShardKeys
 from loa.engine.progress import Progress
@@ -93,7 +93,7 @@ class Queues:
     async def put(self, keys: ShardKeys, batch: Batch) -> str:
         """Append a batch to its lane's stream; returns the entry id."""
         entry_id = await self.redis.xadd(keys.stream(batch.lane), {FIELD: pack(batch)})
-        return _text(entry_id)
+        return text(entry_id)
 
     async def put_once(self, items: Sequence[tuple[ShardKeys, Batch, int]]) -> int:
         """Queue (keys, batch, due ms) items unless a batch with that id was queued before.
@@ -135,7 +135,7 @@ class Queues:
             return None
         lane = LANES[int(got[0])]
         for entry_id, fields in got[1]:
-            return await self._decode(keys, lane, _text(entry_id), fields, consumer)
+            return await self._decode(keys, lane, text(entry_id), fields, consumer)
         return None
 
     async def wait_take(self, keys: ShardKeys, consumer: str, block_ms: int) -> list[Taken]:
@@ -157,9 +157,9 @@ class Queues:
         lanes = {stream: lane for stream, lane in zip(keys.streams(), LANES, strict=True)}
         found: list[Taken] = []
         for stream, entries in reply or []:
-            lane = lanes[_text(stream)]
+            lane = lanes[text(stream)]
             for entry_id, fields in entries:
-                taken = await self._decode(keys, lane, _text(entry_id), fields, consumer)
+                taken = await self._decode(keys, lane, text(entry_id), fields, consumer)
                 if taken is not None:
                     found.append(taken)
         return sorted(found, key=lambda t: t.lane)
@@ -194,10 +194,10 @@ class Queues:
             reply = await self.redis.xautoclaim(
                 stream, GROUP, consumer, min_idle_ms, start_id=cursor, count=count
             )
-            cursors[stream] = _text(reply[0])
+            cursors[stream] = text(reply[0])
             for entry_id, fields in reply[1]:
                 taken = await self._decode(
-                    keys, lane, _text(entry_id), fields, consumer, reclaimed=True
+                    keys, lane, text(entry_id), fields, consumer, reclaimed=True
                 )
                 if taken is not None:
                     taken.deliveries = await self._deliveries(stream, taken.entry_id)
@@ -207,7 +207,7 @@ class Queues:
     async def touch(self, stream: str, consumer: str, entry_ids: Sequence[str]) -> list[str]:
         """Refresh ownership of held entries of one stream; returns those no longer ours."""
         lost = await self._touch(keys=[stream], args=[GROUP, consumer, *entry_ids])
-        return [_text(entry_id) for entry_id in lost]
+        return [text(entry_id) for entry_id in lost]
 
     async def _deliveries(self, stream: str, entry_id: str) -> int:
         pending = await self.redis.xpending_range(stream, GROUP, entry_id, entry_id, 1)
@@ -270,7 +270,7 @@ class Queues:
         total: dict[str, int] = {}
         for counters in await pipe.execute():
             for name, value in counters.items():
-                key = _text(name)
+                key = text(name)
                 total[key] = total.get(key, 0) + int(value)
         return total
 
@@ -306,7 +306,7 @@ class Queues:
         letters = []
         for entry_id, fields in await self.redis.xrange(keys.dead, count=count) or []:
             raw = msgpack.unpackb(fields[b"m"])  # type: ignore[index]
-            letters.append(DeadLetter(entry_id=_text(entry_id or b""), **raw))
+            letters.append(DeadLetter(entry_id=text(entry_id or b""), **raw))
         return letters
 
     async def _decode(
@@ -363,7 +363,3 @@ def dead_letter(route: str, lane: Lane, batch: Batch | None, message: Any, reaso
         },
         use_bin_type=True,
     )
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
