@@ -61,6 +61,7 @@ class Outcome(enum.StrEnum):
     UNREADABLE = "unreadable"  # a queue entry that could not be decoded
     CANCELLED = "cancelled"  # its campaign was cancelled before it left
     SUPPRESSED = "suppressed"  # the recipient opted out before it left
+    FALLBACK = "fallback"  # this channel cannot reach the person: handed to the next channel
 
 
 FINAL = (
@@ -70,6 +71,7 @@ FINAL = (
     Outcome.EXPIRED,
     Outcome.CANCELLED,
     Outcome.SUPPRESSED,
+    Outcome.FALLBACK,
 )
 
 
@@ -97,11 +99,42 @@ class Throttled:
 
 @dataclass(frozen=True, slots=True)
 class Failed:
-    """A permanent failure for this message: it is not retried."""
+    """A permanent failure for this message: it is not retried on this route.
+
+    `fallback` says the failure belongs to this person on this channel (no Zalo account, a
+    push token that was unregistered): the message goes on to its campaign's next channel.
+    """
 
     reason: str
+    fallback: bool = False
 
 
 SendResult = Accepted | RetryLater | Throttled | Failed
 
 ACCEPTED = Accepted()
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """A provider's word on a message it accepted: delivered to the handset, or not.
+
+    `provider_id` is the id the provider gave in its `Accepted`; `state` is the provider's own
+    final state (for SMPP: DELIVRD, UNDELIV, EXPIRED, REJECTD, DELETED, UNKNOWN, ACCEPTD).
+    """
+
+    route: str
+    provider_id: str
+    delivered: bool
+    state: str
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """A message from a person to us: an SMS to our short code, or an OTT reply."""
+
+    route: str
+    sender: str  # E.164 for SMS, the channel's user id otherwise
+    text: str
+    channel: str = "sms"
+    recipient: str = ""  # the short code or official account it was sent to
