@@ -64,3 +64,19 @@ class TemplateError(PlanError):
 
 class CampaignError(LoaError):
     """A campaign operation is not allowed (unknown id, or a state that forbids it)."""
+
+
+class SmppError(AdapterError):
+    """An SMPP session failed: the peer refused the bind, broke the protocol or went away."""
+
+
+class PduError(SmppError, ValueError):
+    """Bytes that are not a valid SMPP 3.4 PDU, or a field that does not fit one; says which."""
+
+
+class BindError(SmppError):
+    """The SMSC refused the bind (wrong system id or password, or too many binds)."""
+
+
+class SessionClosed(SmppError, ConnectionError):
+    """The SMPP session closed before a response came back."""
