@@ -24,9 +24,11 @@ def _builtins() -> dict[str, AdapterFactory]:
     from loa.adapters.console import ConsoleAdapter
     from loa.adapters.file import FileAdapter
     from loa.adapters.null import NullAdapter
+    from loa.adapters.smpp.adapter import SmppAdapter
 
     return {
         "null": NullAdapter.create,
+        "smpp": SmppAdapter.create,
         "file": FileAdapter.create,
         "console": ConsoleAdapter.create,
     }

@@ -285,12 +285,68 @@ def decode(frame: bytes) -> Pdu:
     return pdu
 
 
-def read_length(header: bytes) -> int:
+def read_length(header: bytes | bytearray) -> int:
     """The command_length of a frame from its first four bytes, checked for sanity."""
     length = int.from_bytes(header[:4], "big")
     if length < HEADER_SIZE or length > MAX_PDU:
         raise PduError(f"command_length {length} is outside {HEADER_SIZE}..{MAX_PDU}")
     return length
+
+
+class SubmitEncoder:
+    """Encodes submit_sm PDUs fast: the fields a route never changes are encoded once.
+
+    Gives the same bytes as `encode` (tested), at a fraction of the cost per message.
+    """
+
+    def __init__(self, fixed: dict[str, Any]) -> None:
+        probe = Pdu(Command.SUBMIT_SM, 0, fields=dict(fixed))
+        body = encode(probe)[HEADER_SIZE:]
+        # the body up to destination_addr: service_type, source ton/npi/address, dest ton/npi
+        self.prefix = body[: _offset_of(body, "destination_addr")]
+        self.protocol_id = _byte("protocol_id", fixed.get("protocol_id", 0))
+        self.priority_flag = _byte("priority_flag", fixed.get("priority_flag", 0))
+        self.schedule = _c_string("schedule_delivery_time", fixed.get("schedule_delivery_time"), 17)
+        self.validity = _c_string("validity_period", fixed.get("validity_period"), 17)
+        self.registered_delivery = _byte("registered_delivery", fixed.get("registered_delivery", 0))
+
+    def __call__(self, pdu: Pdu) -> bytes:
+        """The bytes of `pdu`, a submit_sm whose fixed fields are this encoder's."""
+        fields = pdu.fields
+        message = bytes(fields.get("short_message", b""))
+        if len(message) > 254:
+            raise PduError(f"short_message is {len(message)} bytes; at most 254")
+        body = b"".join(
+            (
+                self.prefix,
+                _c_string("destination_addr", fields["destination_addr"], 21),
+                bytes((fields.get("esm_class", 0), self.protocol_id, self.priority_flag)),
+                self.schedule,
+                self.validity,
+                bytes(
+                    (
+                        self.registered_delivery,
+                        0,  # replace_if_present_flag
+                        fields.get("data_coding", 0),
+                        0,  # sm_default_msg_id
+                        len(message),
+                    )
+                ),
+                message,
+                *(struct.pack(">HH", tag, len(value)) + value for tag, value in pdu.tlvs.items()),
+            )
+        )
+        return HEADER.pack(HEADER_SIZE + len(body), Command.SUBMIT_SM, 0, pdu.sequence) + body
+
+
+def _offset_of(body: bytes, name: str) -> int:
+    """Where mandatory field `name` of a submit_sm body starts."""
+    offset = 0
+    for field_name, kind, _ in _SM_FIELDS:
+        if field_name == name:
+            return offset
+        offset = body.index(b"\0", offset) + 1 if kind == "c" else offset + 1
+    raise KeyError(name)
 
 
 def response(request: Pdu, status: int = 0, **fields: Any) -> Pdu:

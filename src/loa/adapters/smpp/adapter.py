@@ -1,0 +1,432 @@
+"""The SMPP adapter: binds per route, long messages, status mapping, receipts and replies."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+import ssl
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from loa.adapters.base import EventSink
+from loa.adapters.registry import parse_options
+from loa.adapters.smpp.coding import choose_coding, decode_text, encode_parts, udh
+from loa.adapters.smpp.pdu import Command, Pdu, Status, SubmitEncoder, Tag, status_name
+from loa.adapters.smpp.receipt import canonical_id, is_receipt, parse_receipt
+from loa.adapters.smpp.session import BindConfig, Session
+from loa.errors import BindError, PduError, SessionClosed
+from loa.message import (
+    Accepted,
+    Failed,
+    Inbound,
+    Message,
+    Receipt,
+    RetryLater,
+    SendResult,
+    Throttled,
+)
+from loa.settings import ConfigModel
+
+log = logging.getLogger(__name__)
+
+Verdict = Literal["retry", "failed", "throttled"]
+
+# What a submit_sm_resp status means for the message; a route's `status` option overrides it.
+# Anything not listed is a retry: an unknown vendor code must not throw a message away.
+DEFAULT_VERDICTS: dict[int, Verdict] = {
+    Status.RTHROTTLED: "throttled",
+    Status.RMSGQFUL: "throttled",
+    Status.RINVMSGLEN: "failed",
+    Status.RINVSRCADR: "failed",
+    Status.RINVDSTADR: "failed",
+    Status.RINVESMCLASS: "failed",
+    Status.RINVSRCTON: "failed",
+    Status.RINVSRCNPI: "failed",
+    Status.RINVDSTTON: "failed",
+    Status.RINVDSTNPI: "failed",
+    Status.RINVDFTMSGID: "failed",
+    Status.RINVPARLEN: "failed",
+    Status.RINVOPTPARAMVAL: "failed",
+    Status.RX_P_APPN: "failed",
+    Status.RX_R_APPN: "failed",
+}
+
+
+class SmppOptions(ConfigModel):
+    """Options of an SMPP route: where to bind, how many binds, and how to write messages."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=2775, ge=1, le=65535)
+    system_id: str = Field(min_length=1, max_length=15)
+    password: str = Field(default="", max_length=8)
+    system_type: str = Field(default="", max_length=12)
+    binds: int = Field(default=1, ge=1, le=64, description="sessions to the SMSC")
+    mode: Literal["transceiver", "transmitter"] = "transceiver"
+    receivers: int = Field(default=0, ge=0, le=64, description="receiver binds beside transmitters")
+    window: int = Field(default=64, ge=1, le=10_000, description="submit_sm in flight per bind")
+    enquire_link: float = Field(default=30.0, ge=0, le=3600)
+    bind_timeout: float = Field(default=5.0, gt=0, le=120)
+    response_timeout: float = Field(default=10.0, gt=0, le=300)
+    reconnect_min: float = Field(default=0.5, gt=0, le=60)
+    reconnect_max: float = Field(default=30.0, gt=0, le=3600)
+    tls: bool = False
+    tls_verify: bool = True
+    source_addr: str = Field(default="", max_length=20)
+    source_ton: int | None = Field(default=None, ge=0, le=6)
+    source_npi: int | None = Field(default=None, ge=0, le=18)
+    dest_ton: int = Field(default=1, ge=0, le=6)
+    dest_npi: int = Field(default=1, ge=0, le=18)
+    data_coding: Literal["auto", "gsm7", "latin1", "ucs2"] = "auto"
+    long_messages: Literal["udh", "sar", "payload"] = "udh"
+    registered_delivery: bool = True
+    service_type: str = Field(default="", max_length=5)
+    submit_id: Literal["text", "hex", "decimal"] = "text"
+    receipt_id: Literal["text", "hex", "decimal"] = "text"
+    status: dict[str, Verdict] = Field(
+        default_factory=dict, description="submit_sm_resp status (0x45, 69) -> verdict"
+    )
+
+    @field_validator("status")
+    @classmethod
+    def _codes_parse(cls, value: dict[str, Verdict]) -> dict[str, Verdict]:
+        for code in value:
+            _status_code(code)
+        return value
+
+    @model_validator(mode="after")
+    def _backoff_ordered(self) -> SmppOptions:
+        if self.reconnect_min > self.reconnect_max:
+            raise ValueError(
+                f"reconnect_min ({self.reconnect_min}) exceeds reconnect_max ({self.reconnect_max})"
+            )
+        if not self.source_addr.isascii():
+            raise ValueError("source_addr must be ASCII (SMPP addresses are C-Octet Strings)")
+        return self
+
+
+def _status_code(text: str) -> int:
+    """`0x45`, `69` or `ESME_RSUBMITFAIL` as a command_status number."""
+    name = text.strip().upper().removeprefix("ESME_")
+    if name in Status.__members__:
+        return int(Status[name])
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise ValueError(f"status code {text!r} is not a number or an ESME_ name") from None
+
+
+class Bind:
+    """One slot of a route's binds: its session while up, and when to try again while down."""
+
+    def __init__(self, config: BindConfig, adapter: SmppAdapter) -> None:
+        self.config = config
+        self.adapter = adapter
+        self.session: Session | None = None
+        self.lock = asyncio.Lock()
+        self.retry_at = 0.0
+        self.delay = adapter.options.reconnect_min
+        self.last_error = ""
+
+    async def ready(self) -> Session | None:
+        """The live session, (re)connecting if its back-off allows; None while it is down."""
+        session = self.session
+        if session is not None and session.alive:
+            return session
+        loop = asyncio.get_running_loop()
+        if loop.time() < self.retry_at:
+            return None
+        async with self.lock:
+            if self.session is not None and self.session.alive:
+                return self.session
+            if loop.time() < self.retry_at:
+                return None
+            return await self._connect(loop.time())
+
+    async def _connect(self, now: float) -> Session | None:
+        session = Session(self.config, self.adapter.on_request)
+        try:
+            await session.open()
+        except (OSError, TimeoutError, BindError, SessionClosed) as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            options = self.adapter.options
+            self.retry_at = now + self.delay * random.uniform(0.8, 1.2)
+            self.delay = min(self.delay * 2, options.reconnect_max)
+            log.warning(
+                "SMPP bind failed",
+                extra={"route": self.adapter.route, "error": self.last_error},
+            )
+            return None
+        self.session, self.delay = session, self.adapter.options.reconnect_min
+        return session
+
+    async def close(self) -> None:
+        """Unbind and close."""
+        if self.session is not None:
+            await self.session.unbind()
+            self.session = None
+
+
+class SmppAdapter:
+    """Sends each message as one or more submit_sm over a route's binds to its SMSC."""
+
+    def __init__(self, route: str, options: SmppOptions) -> None:
+        self.route = route
+        self.options = options
+        self.sink: EventSink | None = None
+        self.verdicts = dict(DEFAULT_VERDICTS)
+        self.verdicts.update({_status_code(k): v for k, v in options.status.items()})
+        self.source_ton, self.source_npi = _source_numbering(options)
+        self.transmitters = [Bind(self._config(options.mode), self) for _ in range(options.binds)]
+        receivers = options.receivers if options.mode == "transmitter" else 0
+        self.receivers = [Bind(self._config("receiver"), self) for _ in range(receivers)]
+        self._turn = itertools.count()
+        self._reference = itertools.count(random.randrange(256))
+        self._receiver_task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._encode = SubmitEncoder(self._fixed_fields())
+
+    @classmethod
+    def create(cls, route: str, options: Mapping[str, Any]) -> SmppAdapter:
+        """Factory for the registry."""
+        return cls(route, parse_options(SmppOptions, route, options))
+
+    def attach(self, sink: EventSink) -> None:
+        """Receipts and replies from the SMSC go to `sink`."""
+        self.sink = sink
+
+    def _config(self, mode: str) -> BindConfig:
+        options = self.options
+        context = None
+        if options.tls:
+            context = ssl.create_default_context()
+            if not options.tls_verify:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+        return BindConfig(
+            host=options.host,
+            port=options.port,
+            system_id=options.system_id,
+            password=options.password,
+            system_type=options.system_type,
+            mode=mode,
+            window=options.window,
+            bind_timeout=options.bind_timeout,
+            response_timeout=options.response_timeout,
+            enquire_link=options.enquire_link,
+            tls=context,
+        )
+
+    async def send(self, messages: Sequence[Message]) -> Sequence[SendResult]:
+        """Submit every part of every message, pipelined within the binds' windows, then wait.
+
+        No task per message: the requests are written as window slots free up, and the
+        responses are awaited afterwards, in order.
+        """
+        if not messages:
+            return []
+        self._start_receivers()
+        pending: list[list[asyncio.Future[Pdu]] | SendResult] = []
+        for message in messages:
+            pending.append(await self._begin(message))
+        return [
+            await self._outcome(entry) if isinstance(entry, list) else entry for entry in pending
+        ]
+
+    async def _begin(self, message: Message) -> list[asyncio.Future[Pdu]] | SendResult:
+        """Write a message's submit_sm PDUs; or its result, when it cannot be written."""
+        try:
+            pdus = self._submits(message)
+        except (ValueError, PduError) as exc:
+            return Failed(f"cannot be written as SMPP: {exc}")
+        session = await self._session()
+        if session is None:
+            return RetryLater(f"no SMPP bind is up: {self._last_error()}")
+        futures: list[asyncio.Future[Pdu]] = []
+        try:
+            for pdu in pdus:  # every part on one bind: SMSCs reassemble per bind
+                futures.append(await session.begin(self._encode, pdu))
+        except SessionClosed as exc:
+            for future in futures:
+                future.cancel()
+            return RetryLater(str(exc))
+        return futures
+
+    async def _outcome(self, futures: list[asyncio.Future[Pdu]]) -> SendResult:
+        """The message's result from its parts' responses: accepted only if every part was."""
+        ids: list[str] = []
+        for future in futures:
+            try:
+                answer = await future
+            except SessionClosed as exc:
+                return RetryLater(str(exc))
+            except TimeoutError:
+                return RetryLater(f"no submit_sm_resp within {self.options.response_timeout}s")
+            if answer.command_id == Command.GENERIC_NACK or answer.status != Status.ROK:
+                return self._verdict(answer.status)
+            ids.append(canonical_id(answer.text("message_id"), self.options.submit_id))
+        return Accepted(",".join(ids))
+
+    def _verdict(self, status: int) -> SendResult:
+        verdict = self.verdicts.get(status, "retry")
+        name = status_name(status)
+        if verdict == "throttled":
+            return Throttled()
+        if verdict == "failed":
+            return Failed(f"SMSC refused it: {name}")
+        return RetryLater(f"SMSC answered {name}")
+
+    async def _session(self) -> Session | None:
+        """The next live bind in turn; one that is down is skipped (and reconnected in turn)."""
+        binds = self.transmitters
+        start = next(self._turn)
+        for step in range(len(binds)):
+            session = await binds[(start + step) % len(binds)].ready()
+            if session is not None:
+                return session
+        return None
+
+    def _last_error(self) -> str:
+        errors = [bind.last_error for bind in self.transmitters if bind.last_error]
+        return errors[-1] if errors else "not connected yet"
+
+    def _fixed_fields(self) -> dict[str, Any]:
+        """The submit_sm fields that are the same for every message of the route."""
+        options = self.options
+        return {
+            "service_type": options.service_type,
+            "source_addr_ton": self.source_ton,
+            "source_addr_npi": self.source_npi,
+            "source_addr": options.source_addr,
+            "dest_addr_ton": options.dest_ton,
+            "dest_addr_npi": options.dest_npi,
+            "registered_delivery": 1 if options.registered_delivery else 0,
+        }
+
+    def _submits(self, message: Message) -> list[Pdu]:
+        """The submit_sm PDUs of one message: one, or one per part of a long message."""
+        options = self.options
+        coding = choose_coding(message.body, options.data_coding)
+        encoded = encode_parts(message.body, coding)
+        base = {"destination_addr": _destination(message.to), "data_coding": coding}
+        parts = encoded.parts
+        if len(parts) == 1:
+            return [Pdu(Command.SUBMIT_SM, 0, fields={**base, "short_message": parts[0]})]
+        if options.long_messages == "payload":
+            tlvs: dict[int, bytes] = {Tag.MESSAGE_PAYLOAD: encoded.data}
+            return [Pdu(Command.SUBMIT_SM, 0, fields={**base, "short_message": b""}, tlvs=tlvs)]
+        reference = next(self._reference) & 0xFF
+        total = len(parts)
+        if total > 255:
+            raise ValueError(f"the text needs {total} parts; SMS allows 255")
+        if options.long_messages == "udh":
+            return [
+                Pdu(
+                    Command.SUBMIT_SM,
+                    0,
+                    fields={
+                        **base,
+                        "esm_class": 0x40,
+                        "short_message": udh(reference, total, n) + part,
+                    },
+                )
+                for n, part in enumerate(parts, 1)
+            ]
+        return [
+            Pdu(
+                Command.SUBMIT_SM,
+                0,
+                fields={**base, "short_message": part},
+                tlvs={
+                    Tag.SAR_MSG_REF_NUM: reference.to_bytes(2, "big"),
+                    Tag.SAR_TOTAL_SEGMENTS: bytes((total,)),
+                    Tag.SAR_SEGMENT_SEQNUM: bytes((number,)),
+                },
+            )
+            for number, part in enumerate(parts, 1)
+        ]
+
+    def on_request(self, pdu: Pdu) -> int:
+        """A deliver_sm from the SMSC: a receipt or a person's reply, handed to the sink."""
+        sink = self.sink
+        if sink is None:
+            return int(Status.ROK)
+        if is_receipt(pdu):
+            parsed = parse_receipt(pdu)
+            if parsed is not None:
+                provider_id = canonical_id(parsed.message_id, self.options.receipt_id)
+                sink.receipt(
+                    Receipt(self.route, provider_id, parsed.delivered, parsed.state, parsed.error)
+                )
+            return int(Status.ROK)
+        sink.inbound(
+            Inbound(
+                route=self.route,
+                sender=_sender(pdu),
+                text=_inbound_text(pdu),
+                recipient=pdu.text("destination_addr"),
+            )
+        )
+        return int(Status.ROK)
+
+    def _start_receivers(self) -> None:
+        """Receiver binds (transmitter mode) are kept up in the background once sending starts."""
+        if self.receivers and self._receiver_task is None and not self._closed:
+            self._receiver_task = asyncio.create_task(self._keep_receivers(), name="smpp-rx")
+
+    async def _keep_receivers(self) -> None:
+        while not self._closed:
+            for bind in self.receivers:
+                await bind.ready()
+            await asyncio.sleep(self.options.reconnect_min)
+
+    async def ping(self) -> None:
+        """Bind if needed and exchange an enquire_link; raises when the SMSC cannot be reached."""
+        session = await self._session()
+        if session is None:
+            raise SessionClosed(f"no SMPP bind is up: {self._last_error()}")
+        await session.submit(Pdu(Command.ENQUIRE_LINK, 0))
+
+    async def aclose(self) -> None:
+        """Unbind every session; safe to call twice."""
+        self._closed = True
+        if self._receiver_task is not None:
+            self._receiver_task.cancel()
+            await asyncio.gather(self._receiver_task, return_exceptions=True)
+            self._receiver_task = None
+        await asyncio.gather(*(bind.close() for bind in [*self.transmitters, *self.receivers]))
+
+
+def _source_numbering(options: SmppOptions) -> tuple[int, int]:
+    """TON/NPI for the sender: alphanumeric (5/0), international (1/1) or a short code (3/0)."""
+    if options.source_ton is not None:
+        return options.source_ton, options.source_npi if options.source_npi is not None else 0
+    source = options.source_addr.removeprefix("+")
+    if not source.isdigit():
+        return 5, 0  # an alphanumeric brand name such as "BoYTe"
+    if len(source) > 8:
+        return 1, 1
+    return 3, 0
+
+
+def _destination(to: str) -> str:
+    """E.164 without the plus, as SMSCs expect with TON 1 / NPI 1."""
+    return to.removeprefix("+")
+
+
+def _sender(pdu: Pdu) -> str:
+    """The sender of a reply, in E.164 when the SMSC marks it international."""
+    source = pdu.text("source_addr")
+    if pdu.fields.get("source_addr_ton") == 1 and source.isdigit():
+        return f"+{source}"
+    return source
+
+
+def _inbound_text(pdu: Pdu) -> str:
+    raw = pdu.tlvs.get(Tag.MESSAGE_PAYLOAD) or bytes(pdu.fields.get("short_message") or b"")
+    if int(pdu.fields.get("esm_class", 0)) & 0x40 and raw:  # a part of a long reply: skip UDH
+        raw = raw[1 + raw[0] :]
+    return decode_text(raw, int(pdu.fields.get("data_coding", 0)))
