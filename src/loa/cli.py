@@ -147,10 +147,11 @@ def redis_server(data_dir: DataDirOption = None) -> None:
 
 def _add_campaign_commands() -> None:
     from loa.campaigns.cli import app as campaign_app
-    from loa.campaigns.cli import suppression_app
+    from loa.campaigns.cli import inbound_app, suppression_app
 
     app.add_typer(campaign_app, name="campaign")
     app.add_typer(suppression_app, name="suppression")
+    app.add_typer(inbound_app, name="inbound")
 
 
 _add_campaign_commands()

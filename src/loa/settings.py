@@ -114,6 +114,21 @@ class PlanningSettings(ConfigModel):
     )
 
 
+class EventSettings(ConfigModel):
+    """What comes back from providers: delivery receipts and people's replies."""
+
+    receipt_ttl: float = Field(
+        default=72 * 3600, gt=0, description="seconds a sent message waits for its receipt"
+    )
+    inbound_max: int = Field(
+        default=1_000_000, ge=1000, description="replies kept in the inbound stream"
+    )
+    optout_keywords: list[str] = Field(
+        default_factory=lambda: ["STOP", "TU CHOI", "HUY"],
+        description="a reply that is one of these (any case, diacritics ignored) opts out",
+    )
+
+
 class QueueSettings(ConfigModel):
     """How producers fill the queues."""
 
@@ -130,6 +145,7 @@ class Settings(ConfigModel):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
     planning: PlanningSettings = Field(default_factory=PlanningSettings)
+    events: EventSettings = Field(default_factory=EventSettings)
     routes: dict[str, RouteSettings] = Field(default_factory=dict)
     channels: dict[Literal["sms", "zalo", "fcm", "email"], ChannelSettings] = Field(
         default_factory=dict

@@ -30,6 +30,7 @@ class RouteStatus:
     expired: int = 0
     cancelled: int = 0
     suppressed: int = 0
+    fallback: int = 0
     retried: int = 0
     throttled: int = 0
     redelivered: int = 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -14,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from loa.campaigns.planner import PLANNING_COUNTERS, Report
-from loa.campaigns.service import STATUS_KEYS, Campaigns
+from loa.campaigns.service import STATUS_KEYS, Campaigns, safe_cell
 from loa.engine.connection import connect
 from loa.engine.embedded import redis_url_for
 from loa.settings import Settings
@@ -267,3 +268,71 @@ def suppression_check(
     for address, flag in zip(addresses, flags, strict=True):
         typer.echo(f"{address}: {'opted out' if flag else 'not on the list'}")
     raise typer.Exit(1 if any(flags) else 0)
+
+
+inbound_app = typer.Typer(
+    help="Replies and other inbound messages (the hotline, answers to follow-ups).",
+    no_args_is_help=True,
+)
+INBOUND_COLUMNS = ("id", "at", "route", "channel", "sender", "recipient", "text", "optout")
+
+
+async def _inbound(campaigns: Campaigns, after: str, limit: int) -> list[dict[str, str]]:
+    from loa.engine.events import read_inbound
+
+    rows: list[dict[str, str]] = []
+    while len(rows) < limit:
+        page = await read_inbound(
+            campaigns.redis, campaigns.settings.namespace, after, min(1000, limit - len(rows))
+        )
+        if not page:
+            break
+        rows += page
+        after = page[-1]["id"]
+    return rows
+
+
+@inbound_app.command("list")
+def inbound_list(
+    after: Annotated[str, typer.Option("--after", help="Only entries after this id.")] = "-",
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1)] = 50,
+    config: ConfigOption = None,
+    redis: RedisOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Show inbound messages, oldest first (operators see the numbers: they answer them)."""
+    rows = _run(config, redis, lambda c: _inbound(c, after, limit))
+    if json_output:
+        _print_json(rows)
+        return
+    table = Table("id", "at (UTC)", "route", "from", "text", "opt-out")
+    for row in rows:
+        at = datetime.fromtimestamp(int(row.get("at", 0)) / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+        table.add_row(
+            row["id"],
+            at,
+            row.get("route", ""),
+            row.get("sender", ""),
+            row.get("text", ""),
+            "yes" if row.get("optout") == "1" else "",
+        )
+    Console().print(table)
+
+
+@inbound_app.command("export")
+def inbound_export(
+    out: Annotated[Path, typer.Argument(help="CSV file to write.")],
+    after: Annotated[str, typer.Option("--after", help="Only entries after this id.")] = "-",
+    config: ConfigOption = None,
+    redis: RedisOption = None,
+) -> None:
+    """Write every inbound message (or those after --after) to a CSV file."""
+    import csv
+
+    rows = _run(config, redis, lambda c: _inbound(c, after, 10**9))
+    with out.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=INBOUND_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: safe_cell(row.get(k, "")) for k in INBOUND_COLUMNS})
+    typer.echo(f"{len(rows)} inbound messages written to {out}")

@@ -22,6 +22,7 @@ from loa.campaigns.planner import (
 )
 from loa.campaigns.store import ENDED, Campaign, CampaignStore, State
 from loa.engine.connection import RedisClient, text
+from loa.engine.events import receipts_key
 from loa.engine.keys import shard_keys
 from loa.engine.queue import Queues
 from loa.errors import CampaignError, PlanError
@@ -35,6 +36,8 @@ STATUS_KEYS = (
     "queued",
     "sent",
     "delivered",
+    "undelivered",
+    "fallback",
     "failed",
     "expired",
     "suppressed",
@@ -151,7 +154,10 @@ class Campaigns:
         status["total"] = campaign.counter("total")
         status["queued"] = campaign.counter("queued")
         status["sent"] = sending[Outcome.ACCEPTED]
-        status["delivered"] = 0  # delivery receipts arrive with the SMPP and OTT adapters
+        receipts = await self._receipt_counts(campaign_id)
+        status["delivered"] = sum(receipts.get(r, {}).get("delivered", 0) for r in receipts)
+        status["undelivered"] = sum(receipts.get(r, {}).get("undelivered", 0) for r in receipts)
+        status["fallback"] = sending[Outcome.FALLBACK]
         status["failed"] = sending[Outcome.FAILED] + sending[Outcome.DEAD]
         status["expired"] = sending[Outcome.EXPIRED]
         status["cancelled"] = sending[Outcome.CANCELLED]
@@ -172,7 +178,10 @@ class Campaigns:
             )
         )
         status["finished"] = finished
-        status["by_route"] = await self._route_counts(campaign_id)
+        by_route = await self._route_counts(campaign_id)
+        for route, counts in receipts.items():
+            by_route.setdefault(route, {}).update(counts)
+        status["by_route"] = by_route
         status["state"] = await self._settle_state(campaign, finished)
         return status
 
@@ -198,6 +207,15 @@ class Campaigns:
             found = await self.queues.campaign_stats(shards, campaign_id)
             if any(found.values()):
                 counts[route] = {k: v for k, v in found.items() if v}
+        return counts
+
+    async def _receipt_counts(self, campaign_id: str) -> dict[str, dict[str, int]]:
+        """Delivered and undelivered receipts per route."""
+        raw = await self.redis.hgetall(receipts_key(self.settings.namespace, campaign_id))
+        counts: dict[str, dict[str, int]] = {}
+        for field, value in raw.items():
+            route, _, outcome = text(field).rpartition(":")
+            counts.setdefault(route, {})[outcome] = int(value)
         return counts
 
     async def _sending_counts(self, campaign_id: str) -> dict[str, int]:
@@ -232,7 +250,7 @@ class Campaigns:
             writer.writerow(["recipient", "route", "line", "reason"])
             async for route, letter in self._dead_letters(campaign_id):
                 line, to = str(letter["message"][0]), str(letter["message"][1])
-                writer.writerow([_cell(to), route, line, _cell(str(letter["reason"]))])
+                writer.writerow([safe_cell(to), route, line, safe_cell(str(letter["reason"]))])
                 written += 1
         return written
 
@@ -258,7 +276,7 @@ def _stored_plan(campaign: Campaign) -> Plan:
     )
 
 
-def _cell(text: str) -> str:
+def safe_cell(text: str) -> str:
     """A cell a spreadsheet will show as text, never run as a formula."""
     return "'" + text if text.startswith(FORMULA_START) else text
 

@@ -53,6 +53,19 @@ class Metrics:
             ["route"],
             registry=reg,
         )
+        self.receipts = Counter(
+            "loa_receipts",
+            "Delivery receipts by route and what they said (delivered, undelivered), or "
+            "waiting: no sent message known for the id yet.",
+            ["route", "outcome"],
+            registry=reg,
+        )
+        self.inbound = Counter(
+            "loa_inbound",
+            "Inbound messages (replies) by route and channel, and whether they opted out.",
+            ["route", "channel", "optout"],
+            registry=reg,
+        )
 
 
 class QueueCollector(Collector):

@@ -6,12 +6,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+import zlib
+from collections.abc import Mapping, Sequence
 
 from loa.adapters.base import Adapter
+from loa.campaigns.fallback import next_message
 from loa.engine.backoff import retry_delay, throttle_delay
 from loa.engine.control import Controls, Decision
 from loa.engine.envelope import Batch, message_row, now_ms
+from loa.engine.events import Correlator
 from loa.engine.keys import shard_keys
 from loa.engine.metrics import Metrics
 from loa.engine.progress import Progress
@@ -50,6 +53,8 @@ class RouteRunner:
         worker: WorkerSettings,
         stopping: asyncio.Event,
         controls: Controls | None = None,
+        correlator: Correlator | None = None,
+        route_shards: Mapping[str, int] | None = None,
     ) -> None:
         self.name = name
         self.limits = limits
@@ -61,6 +66,8 @@ class RouteRunner:
         self.worker = worker
         self.stopping = stopping
         self.controls = controls
+        self.correlator = correlator  # set when the adapter's provider sends receipts
+        self.route_shards = dict(route_shards or {})  # every route's shards: fallback targets
         self.shards = shard_keys(queues.namespace, name, limits.shards)
         self.chunk = limits.chunk
         # every batch this runner owns, waiting or sending, kept alive by the heartbeat
@@ -297,9 +304,12 @@ class RouteRunner:
     ) -> None:
         """Fold one chunk's results (for the messages at `indexes`) into the batch's progress."""
         counts = progress.counts
+        if self.correlator is not None and batch.campaign:
+            await self._correlate(batch, indexes, results)
         if all(type(result) is Accepted for result in results):  # the common case, fast
             counts[Outcome.ACCEPTED] += len(results)
             return
+        fallbacks: list[tuple[str, Message]] = []
         last_attempt = batch.attempt + 1 >= self.limits.max_attempts
         throttled = False
         for index, result in zip(indexes, results, strict=True):
@@ -324,13 +334,68 @@ class RouteRunner:
                     progress.retry.append((index, delay))
             elif kind is Failed:
                 assert isinstance(result, Failed)
-                counts[Outcome.FAILED] += 1
-                progress.dead.append((index, result.reason))
+                handover = self._fallback(batch.messages[index]) if result.fallback else None
+                if handover is not None:
+                    counts[Outcome.FALLBACK] += 1
+                    fallbacks.append(handover)
+                else:
+                    counts[Outcome.FAILED] += 1
+                    progress.dead.append((index, result.reason))
             else:
                 raise TypeError(f"adapter returned {result!r}, not a SendResult")
         if throttled:
             self.metrics.throttle_events.labels(self.name).inc()
             await self.limiter.report_throttle()
+        if fallbacks:
+            await self._hand_over(batch, indexes[0], fallbacks)
+
+    async def _correlate(
+        self, batch: Batch, indexes: Sequence[int], results: Sequence[SendResult]
+    ) -> None:
+        """Remember provider ids of accepted messages so their receipts find their campaign."""
+        assert self.correlator is not None
+        accepted = [
+            (batch.messages[index], result.provider_id)
+            for index, result in zip(indexes, results, strict=True)
+            if type(result) is Accepted and result.provider_id
+        ]
+        if accepted:
+            early = await self.correlator.sent(self.name, batch.campaign, accepted)
+            await self.correlator.count(batch.campaign, early)
+
+    def _fallback(self, message: Message) -> tuple[str, Message] | None:
+        """The message on its campaign's next channel, if it has one this worker can route."""
+        handover = next_message(message)
+        if handover is None or handover[0] not in self.route_shards:
+            return None
+        return handover
+
+    async def _hand_over(
+        self, batch: Batch, chunk_start: int, fallbacks: list[tuple[str, Message]]
+    ) -> None:
+        """Queue messages on their next channel's route, once even if this chunk is re-sent.
+
+        The batch id is derived from this batch and chunk, so a chunk sent again after a
+        crash queues nothing twice.
+        """
+        by_route: dict[str, list[Message]] = {}
+        for route, message in fallbacks:
+            by_route.setdefault(route, []).append(message)
+        items = []
+        for route, messages in by_route.items():
+            handed = Batch(
+                route=route,
+                lane=batch.lane,
+                messages=messages,
+                campaign=batch.campaign,
+                id=f"{batch.id}.fb{chunk_start}.{route}",
+                created_ms=batch.created_ms,
+                expires_ms=batch.expires_ms,
+            )
+            shards = shard_keys(self.queues.namespace, route, self.route_shards[route])
+            keys = shards[zlib.crc32(handed.id.encode()) % len(shards)]
+            items.append((keys, handed, 0))
+        await self.queues.put_once(items)
 
     async def _settle(self, taken: Taken, progress: Progress) -> None:
         """Count, re-queue, dead-letter and acknowledge the batch in one atomic step."""

@@ -12,10 +12,11 @@ from collections.abc import Sequence
 
 import uvloop
 
-from loa.adapters.base import Adapter
+from loa.adapters.base import Adapter, EmitsEvents
 from loa.adapters.registry import create_adapter
 from loa.engine.connection import RedisClient, connect
 from loa.engine.control import Controls
+from loa.engine.events import EventWriter
 from loa.engine.keys import shard_keys
 from loa.engine.metrics import Metrics
 from loa.engine.queue import Queues
@@ -59,11 +60,21 @@ class Worker:
 
     async def run(self) -> None:
         """Serve every route until stopped."""
+        events = EventWriter(
+            self.redis, self.settings.namespace, self.settings.events, self.metrics
+        )
+        events_done = asyncio.Event()
+        route_shards = {name: limits.shards for name, limits in self.settings.routes.items()}
         runners = []
         try:
             for name in self.route_names:
                 limits = self.settings.route(name)
-                self.adapters[name] = create_adapter(name, limits.adapter, limits.options)
+                adapter = create_adapter(name, limits.adapter, limits.options)
+                self.adapters[name] = adapter
+                correlator = None
+                if isinstance(adapter, EmitsEvents):
+                    adapter.attach(events)
+                    correlator = events.correlator
                 await self.queues.prepare(shard_keys(self.settings.namespace, name, limits.shards))
                 limiter = RateLimiter(self.redis, self.settings.namespace, name, limits)
                 controls = Controls(self.redis, self.settings.namespace)
@@ -71,7 +82,7 @@ class Worker:
                     RouteRunner(
                         name,
                         limits,
-                        self.adapters[name],
+                        adapter,
                         self.queues,
                         limiter,
                         self.metrics,
@@ -79,18 +90,29 @@ class Worker:
                         self.settings.worker,
                         self.stopping,
                         controls,
+                        correlator,
+                        route_shards,
                     )
                 )
             log.info(
                 "worker started", extra={"routes": self.route_names, "consumer": self.consumer}
             )
             async with asyncio.TaskGroup() as group:
-                for runner in runners:
-                    group.create_task(runner.run(), name=f"route-{runner.name}")
+                group.create_task(events.run(events_done), name="events")
+                async with asyncio.TaskGroup() as routes:
+                    for runner in runners:
+                        routes.create_task(runner.run(), name=f"route-{runner.name}")
+                # receipts keep coming while the adapters are open; write them until closing
+                await self._close_adapters()
+                events_done.set()
         finally:
-            for adapter in self.adapters.values():
-                await adapter.aclose()
+            events_done.set()
+            await self._close_adapters()
             log.info("worker stopped", extra={"consumer": self.consumer})
+
+    async def _close_adapters(self) -> None:
+        for adapter in self.adapters.values():
+            await adapter.aclose()
 
 
 def connections_needed(settings: Settings, routes: Sequence[str] | None) -> int:
