@@ -22,13 +22,19 @@ log = logging.getLogger(__name__)
 
 def _builtins() -> dict[str, AdapterFactory]:
     from loa.adapters.console import ConsoleAdapter
+    from loa.adapters.fcm import FcmAdapter
     from loa.adapters.file import FileAdapter
+    from loa.adapters.http import HttpAdapter
     from loa.adapters.null import NullAdapter
     from loa.adapters.smpp.adapter import SmppAdapter
+    from loa.adapters.zalo import ZaloAdapter
 
     return {
         "null": NullAdapter.create,
         "smpp": SmppAdapter.create,
+        "http": HttpAdapter.create,
+        "zalo": ZaloAdapter.create,
+        "fcm": FcmAdapter.create,
         "file": FileAdapter.create,
         "console": ConsoleAdapter.create,
     }

@@ -1,0 +1,1 @@
+"""Simulated providers that speak the real protocols: an SMSC and HTTP providers."""
