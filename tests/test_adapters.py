@@ -255,13 +255,13 @@ def test_unknown_adapter_names_route_and_lists_available() -> None:
     message = str(caught.value)
     assert message.startswith("routes.sms-viettel.adapter:")
     assert "'smpp-nope'" in message
-    assert "available: console, fcm, file, http, null, smpp, zalo" in message
+    assert "available: console, fcm, file, http, null, smpp, smtp, zalo" in message
     assert isinstance(caught.value, ConfigError)
 
 
 def test_available_has_the_builtins() -> None:
     factories = registry.available()
-    assert {"null", "file", "console", "smpp", "http", "zalo", "fcm"} <= set(factories)
+    assert {"null", "file", "console", "smpp", "http", "zalo", "fcm", "smtp"} <= set(factories)
     assert {"null", "file", "console"} <= set(registry.names())
 
 
@@ -398,7 +398,8 @@ async def test_plugin_is_built_and_sends(plugins: Path) -> None:
 
 
 def test_unknown_adapter_lists_plugins_too(plugins: Path) -> None:
-    with pytest.raises(AdapterNotFound, match=r"available: broken, console, fcm, file, http, null, shout, smpp, wrong, zalo\)"):
+    listed = "broken, console, fcm, file, http, null, shout, smpp, smtp, wrong, zalo"
+    with pytest.raises(AdapterNotFound, match=rf"available: {listed}\)"):
         registry.create_adapter("r", "nope", {})
 
 

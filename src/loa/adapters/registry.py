@@ -27,6 +27,7 @@ def _builtins() -> dict[str, AdapterFactory]:
     from loa.adapters.http import HttpAdapter
     from loa.adapters.null import NullAdapter
     from loa.adapters.smpp.adapter import SmppAdapter
+    from loa.adapters.smtp import SmtpAdapter
     from loa.adapters.zalo import ZaloAdapter
 
     return {
@@ -35,6 +36,7 @@ def _builtins() -> dict[str, AdapterFactory]:
         "http": HttpAdapter.create,
         "zalo": ZaloAdapter.create,
         "fcm": FcmAdapter.create,
+        "smtp": SmtpAdapter.create,
         "file": FileAdapter.create,
         "console": ConsoleAdapter.create,
     }
