@@ -134,12 +134,18 @@ class RouteRunner:
                     log.info(
                         "claimed a batch left by a silent worker",
                         extra={
-                            "route": self.name,
+                            **self._context(taken.batch),
                             "entry": taken.entry_id,
                             "done": taken.progress.done if taken.progress else 0,
                         },
                     )
                     await self.process(taken)
+
+    def _context(self, batch: Batch) -> dict[str, str]:
+        """Structured log fields for a batch: its route, and its campaign when it has one."""
+        if batch.campaign:
+            return {"route": self.name, "campaign": batch.campaign}
+        return {"route": self.name}
 
     def _hold(self, taken: list[Taken]) -> list[Taken]:
         """Register batches as ours until settled, so the heartbeat keeps them."""
@@ -188,7 +194,7 @@ class RouteRunner:
             reason = f"batch was taken {taken.deliveries} times and never finished"
             log.error(
                 "poison batch moved to dead letters",
-                extra={"route": self.name, "entry": taken.entry_id},
+                extra={**self._context(batch), "entry": taken.entry_id},
             )
             progress.dead.extend((i, reason) for i in range(progress.done, len(messages)))
             progress.counts[Outcome.DEAD] += len(messages) - progress.done
@@ -222,7 +228,7 @@ class RouteRunner:
         if taken.lost:
             log.warning(
                 "batch was claimed by another worker; leaving it to them",
-                extra={"route": self.name, "entry": taken.entry_id},
+                extra={**self._context(batch), "entry": taken.entry_id},
             )
             return
         await self._settle(taken, progress)
