@@ -258,4 +258,5 @@ def test_unknown_adapter_is_refused_before_workers_start(
     bad = write(tmp_path, "bad.toml", OK_TOML.replace('adapter = "null"', 'adapter = "nul"'))
     result = run_loa("worker", "-c", str(bad), env=env, cwd=tmp_path, timeout=10)
     line = assert_one_clean_line(result)
-    assert "routes.sms.adapter: no adapter named 'nul' (available: console, file, null" in line
+    available = "console, fcm, file, http, null, smpp, smtp, zalo"
+    assert f"routes.sms.adapter: no adapter named 'nul' (available: {available}" in line

@@ -146,6 +146,7 @@ def redis_server(data_dir: DataDirOption = None) -> None:
 
 
 def _add_campaign_commands() -> None:
+    from loa.api.cli import register as register_api_commands
     from loa.campaigns.cli import app as campaign_app
     from loa.campaigns.cli import inbound_app, suppression_app
 
@@ -156,6 +157,7 @@ def _add_campaign_commands() -> None:
     from loa.sim.cli import app as sim_app
 
     app.add_typer(sim_app, name="sim")
+    register_api_commands(app)  # loa api, loa server, loa audit
 
 
 _add_campaign_commands()

@@ -80,3 +80,24 @@ class BindError(SmppError):
 
 class SessionClosed(SmppError, ConnectionError):
     """The SMPP session closed before a response came back."""
+
+
+class ApiError(LoaError):
+    """An HTTP API request refused: `status` and a stable snake_case `code` say how and why."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+
+
+class AuthError(ApiError, PermissionError):
+    """No valid API token (401), or a token whose role or person may not do this (403)."""
+
+    status = 401
+    code = "unauthorized"

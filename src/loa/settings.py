@@ -136,6 +136,25 @@ class QueueSettings(ConfigModel):
     max_depth: int = Field(default=5_000, ge=1, description="batches per shard before waiting")
 
 
+class ApiSettings(ConfigModel):
+    """The HTTP control API: where it listens, uploads, and the two-person rule."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    approval_threshold: int = Field(
+        default=1000, ge=0, description="more recipients than this need a second person's approval"
+    )
+    test_numbers: list[str] = Field(
+        default_factory=list,
+        max_length=20,
+        description="a campaign sent only to these numbers skips approval (not on emergency)",
+    )
+    upload_limit_mb: float = Field(default=1024.0, gt=0, description="largest upload, in MiB")
+    launch_wait: float = Field(
+        default=5.0, ge=0, le=60, description="seconds a launch request waits for planning"
+    )
+
+
 class Settings(ConfigModel):
     """Everything a loa process needs to know."""
 
@@ -146,6 +165,7 @@ class Settings(ConfigModel):
     queue: QueueSettings = Field(default_factory=QueueSettings)
     planning: PlanningSettings = Field(default_factory=PlanningSettings)
     events: EventSettings = Field(default_factory=EventSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
     routes: dict[str, RouteSettings] = Field(default_factory=dict)
     channels: dict[Literal["sms", "zalo", "fcm", "email"], ChannelSettings] = Field(
         default_factory=dict

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import secrets
 import tomllib
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -70,8 +71,13 @@ class Campaigns:
         finally:
             await self.redis.delete(f"{self.settings.namespace}:{{camp:{planner.campaign}}}:seen")
 
-    async def create(self, plan_path: Path, audience: Path) -> Campaign:
-        """A draft campaign from a plan and an audience that pass their checks."""
+    async def create(
+        self, plan_path: Path, audience: Path, extra: Mapping[str, str] | None = None
+    ) -> Campaign:
+        """A draft campaign from a plan and an audience that pass their checks.
+
+        `extra` fields are stored with it in the same write (the API's creator and approval rule).
+        """
         plan = load_plan(plan_path)
         audience = audience.resolve()
         planner = Planner(self.settings, plan, "check", audience, _now())
@@ -90,6 +96,7 @@ class Campaigns:
                 if plan.holds_for_quiet_hours and plan.schedule.quiet_hours
                 else "",
                 "rate": f"{plan.limits.rate:g}" if plan.limits.rate else "",
+                **(extra or {}),
             }
         )
 

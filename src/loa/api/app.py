@@ -1,0 +1,158 @@
+"""The control API application: `create_app(settings)` builds it, nothing happens at import."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from redis.exceptions import RedisError
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from loa import __version__
+from loa.api import admin, campaigns
+from loa.api.approval import known_test_numbers
+from loa.api.context import ApiContext, RedisFactory
+from loa.api.models import ErrorBody, Health
+from loa.api.problems import error_response, install
+from loa.api.uploads import uploads_root
+from loa.engine.connection import RedisClient, connect
+from loa.errors import ApiError, ConfigError
+from loa.settings import Settings
+
+JSON_LIMIT = 2 << 20  # bytes in a JSON body: ten thousand addresses fit many times over
+READY_TIMEOUT = 2.0
+UPLOAD_ROUTES = frozenset({("POST", "/api/v1/campaigns"), ("POST", "/api/v1/campaigns/validate")})
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in (
+        (401, "no valid token"),
+        (403, "the token's role may not do this"),
+        (404, "no such campaign or token"),
+        (409, "the campaign's state forbids it"),
+        (413, "too large"),
+        (422, "the request is not valid"),
+        (503, "Redis is not reachable"),
+    )
+}
+
+
+def create_app(settings: Settings, redis_client_factory: RedisFactory | None = None) -> FastAPI:
+    """The API on `settings`; `redis_client_factory` makes its client (default: redis_url)."""
+    ctx = ApiContext(
+        settings=settings,
+        factory=redis_client_factory or _default_factory(settings),
+        tests=known_test_numbers(settings.api.test_numbers),
+        uploads=uploads_root(settings.data_dir),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ctx.open()  # the client belongs to the server's own event loop
+        try:
+            yield
+        finally:
+            await ctx.close()
+
+    app = FastAPI(
+        title="loa control API",
+        version=__version__,
+        summary="Create, approve, launch and steer campaigns; tokens, opt-outs and the audit log.",
+        lifespan=lifespan,
+        responses=ERRORS,
+        generate_unique_id_function=_operation_id,
+    )
+    app.state.loa = ctx
+    install(app, ctx.uploads)
+    app.add_middleware(BodyLimit)
+    _health(app, ctx)
+    app.include_router(campaigns.router)
+    app.include_router(admin.router)
+    return app
+
+
+def _operation_id(route: APIRoute) -> str:
+    return route.name
+
+
+def _default_factory(settings: Settings) -> RedisFactory:
+    url = settings.redis_url
+    if not url:
+        raise ConfigError("the API needs redis_url (`loa api` starts the embedded server if unset)")
+    return lambda: connect(url)
+
+
+def _health(app: FastAPI, ctx: ApiContext) -> None:
+    @app.get("/healthz", name="health.live", tags=["health"], responses={}, summary="Process up")
+    async def healthz() -> Health:
+        """The process answers."""
+        return Health(status="ok")
+
+    @app.get(
+        "/readyz",
+        name="health.ready",
+        tags=["health"],
+        responses={503: ERRORS[503]},
+        summary="Redis reachable",
+    )
+    async def readyz() -> Health:
+        """Ready when Redis answers PING in time; 503 otherwise."""
+        try:
+            async with asyncio.timeout(READY_TIMEOUT):
+                await ctx.services.redis.ping()
+        except (RedisError, OSError, TimeoutError) as exc:
+            message = f"Redis is not reachable: {type(exc).__name__}"
+            raise ApiError(message, code="redis_unavailable", status=503) from None
+        return Health(status="ready")
+
+
+class BodyLimit:
+    """Refuse JSON bodies over JSON_LIMIT with 413 (uploads count their own, larger limit)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or (scope["method"], scope["path"]) in UPLOAD_ROUTES:
+            await self.app(scope, receive, send)
+            return
+        refusal = _refusal(dict(scope["headers"]).get(b"content-length", b"0"))
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > JSON_LIMIT:
+                refused = f"a body may have {JSON_LIMIT:,} bytes"
+                raise ApiError(refused, code="too_large", status=413)
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def _refusal(declared: bytes) -> Response | None:
+    """The answer to a declared body length that is not a number or is too large, if any."""
+    if not declared.isdigit():
+        return error_response(400, "bad_content_length", "Content-Length is not a number")
+    if int(declared) > JSON_LIMIT:
+        return error_response(413, "too_large", f"a body may have {JSON_LIMIT:,} bytes")
+    return None
+
+
+def openapi_json() -> str:
+    """The spec as committed in docs/openapi.json (`loa api --print-openapi`): no Redis needed."""
+    app = create_app(Settings(), redis_client_factory=_no_redis)
+    return orjson.dumps(app.openapi(), option=orjson.OPT_INDENT_2).decode() + "\n"
+
+
+def _no_redis() -> RedisClient:
+    raise ConfigError("printing the OpenAPI spec needs no Redis")

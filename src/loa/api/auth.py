@@ -1,0 +1,135 @@
+"""API tokens and roles: who may do what through the control API.
+
+A token is shown once, when it is made; Redis keeps only its SHA-256 hash, with the token's
+name (the person or system it belongs to, unique), role, creator and creation time. Roles are
+ordered (viewer < operator < approver < admin), each one may do all the ones before it may:
+
+| what                                               | view | oper | appr | admin |
+|----------------------------------------------------|------|------|------|-------|
+| GET /healthz, /readyz (no token needed)            | yes  | yes  | yes  | yes   |
+| whoami, list campaigns, campaign status, audit log | yes  | yes  | yes  | yes   |
+| create, validate, launch, pause, resume, cancel    | no   | yes  | yes  | yes   |
+| failed-recipients report, inbound (phone numbers)  | no   | yes  | yes  | yes   |
+| suppression add / remove / check                   | no   | yes  | yes  | yes   |
+| approve (never one's own campaign)                 | no   | no   | yes  | yes   |
+| tokens: create, list, revoke                       | no   | no   | no   | yes   |
+
+Viewers are observers (a minister's office, an auditor): they see progress and who did what,
+but never a citizen's number, which only the failed report, replies and suppression checks hold.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import re
+import secrets
+import time
+from dataclasses import asdict, dataclass
+
+import orjson
+
+from loa.engine.connection import RedisClient, text
+from loa.errors import ApiError, AuthError
+
+TOKEN_PREFIX = "loa_"
+TOKEN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}\Z")
+TOKEN_NAME_PATTERN = TOKEN_NAME.pattern.replace(r"\Z", "$")  # the same rule, as JSON Schema says it
+
+
+class Role(enum.IntEnum):
+    """What a token may do; a higher role may do all a lower one may."""
+
+    VIEWER = 1
+    OPERATOR = 2
+    APPROVER = 3
+    ADMIN = 4
+
+    @property
+    def label(self) -> str:
+        """The role's lower-case name, as the API and the audit log spell it."""
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, value: str) -> Role:
+        """A role from its name."""
+        try:
+            return cls[value.strip().upper()]
+        except KeyError:
+            names = ", ".join(role.label for role in cls)
+            raise ApiError(f"unknown role {value!r}; expected one of {names}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the token's name and role."""
+
+    name: str
+    role: Role
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """A token as stored (without the token itself)."""
+
+    name: str
+    role: str
+    creator: str
+    created_ms: int
+    revoked_ms: int = 0
+
+
+def digest(token: str) -> str:
+    """The SHA-256 hex digest that stands for a token in Redis."""
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+class Tokens:
+    """Creates, looks up, lists and revokes API tokens in Redis."""
+
+    def __init__(self, redis: RedisClient, namespace: str) -> None:
+        self.redis = redis
+        self.by_digest = f"{namespace}:api:tokens"  # digest -> JSON record
+        self.by_name = f"{namespace}:api:token-names"  # name -> digest: names are unique
+
+    async def create(self, name: str, role: Role, creator: str) -> tuple[str, TokenRecord]:
+        """A new token (to be shown once) and its record; a name is never reused."""
+        if not TOKEN_NAME.fullmatch(name):
+            raise ApiError(
+                "a token name is 1-64 letters, digits, '.', '_', '@' or '-'", code="invalid_name"
+            )
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        key = digest(token)
+        if not await self.redis.hsetnx(self.by_name, name, key):
+            raise ApiError(f"a token named {name!r} exists already", code="name_taken", status=409)
+        record = TokenRecord(name, role.label, creator, int(time.time() * 1000))
+        await self.redis.hset(self.by_digest, key, orjson.dumps(asdict(record)))
+        return token, record
+
+    async def principal(self, token: str) -> Principal:
+        """Who holds this token; AuthError (401) when it is unknown or revoked."""
+        raw = await self.redis.hget(self.by_digest, digest(token))
+        if raw is None:
+            raise AuthError("unknown API token", code="invalid_token")
+        record = TokenRecord(**orjson.loads(raw))
+        if record.revoked_ms:
+            raise AuthError("this API token was revoked", code="revoked_token")
+        return Principal(record.name, Role.parse(record.role))
+
+    async def list(self) -> list[TokenRecord]:
+        """Every token ever made, revoked ones too, oldest first."""
+        raw = await self.redis.hvals(self.by_digest)
+        records = [TokenRecord(**orjson.loads(value)) for value in raw]
+        return sorted(records, key=lambda r: (r.created_ms, r.name))
+
+    async def revoke(self, name: str) -> TokenRecord:
+        """Revoke the named token (again is harmless); ApiError 404 when there is none."""
+        key = await self.redis.hget(self.by_name, name)
+        raw = await self.redis.hget(self.by_digest, text(key)) if key else None
+        if key is None or raw is None:
+            raise ApiError(f"no token named {name!r}", code="token_not_found", status=404)
+        record = TokenRecord(**orjson.loads(raw))
+        if not record.revoked_ms:
+            record = TokenRecord(**{**asdict(record), "revoked_ms": int(time.time() * 1000)})
+            await self.redis.hset(self.by_digest, text(key), orjson.dumps(asdict(record)))
+        return record

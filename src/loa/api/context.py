@@ -1,0 +1,165 @@
+"""What every request handler shares: settings, the Redis client, services, the audit trail."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+from fastapi import Request
+
+from loa.api.audit import AuditEntry, AuditLog
+from loa.api.auth import Principal, Tokens
+from loa.api.problems import problem
+from loa.campaigns.planner import Report
+from loa.campaigns.service import Campaigns
+from loa.campaigns.suppression import Suppression
+from loa.engine.connection import RedisClient
+from loa.errors import ApiError, LoaError
+from loa.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RedisFactory = Callable[[], RedisClient]
+
+
+@dataclass
+class Services:
+    """The services on one Redis client."""
+
+    redis: RedisClient
+    campaigns: Campaigns
+    tokens: Tokens
+    audit: AuditLog
+    suppression: Suppression
+
+
+@dataclass
+class ApiContext:
+    """One per app: the client is made on first use and closed when the app stops."""
+
+    settings: Settings
+    factory: RedisFactory
+    tests: frozenset[str]
+    uploads: Path
+    planning: dict[str, asyncio.Task[Report]] = field(default_factory=dict)
+    _services: Services | None = None
+
+    @property
+    def upload_limit(self) -> int:
+        """The largest upload, in bytes."""
+        return int(self.settings.api.upload_limit_mb * 1024 * 1024)
+
+    @property
+    def services(self) -> Services:
+        """The services, made on first use (in the server's event loop)."""
+        if self._services is None:
+            redis = self.factory()
+            namespace = self.settings.namespace
+            self._services = Services(
+                redis,
+                Campaigns(self.settings, redis),
+                Tokens(redis, namespace),
+                AuditLog(redis, namespace),
+                Suppression(redis, namespace),
+            )
+        return self._services
+
+    def open(self) -> Services:
+        """Make the client and services now (at start-up, in the server's loop)."""
+        return self.services
+
+    async def close(self) -> None:
+        """Stop background planning (a later launch resumes it) and close the client."""
+        tasks = [task for task in self.planning.values() if not task.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.planning.clear()
+        if self._services is not None:
+            await self._services.redis.aclose()
+            self._services = None
+
+
+def context(request: Request) -> ApiContext:
+    """The app's context (a FastAPI dependency)."""
+    return cast(ApiContext, request.app.state.loa)
+
+
+def client_ip(request: Request) -> str:
+    """Where the request came from (uvicorn resolves trusted proxy headers)."""
+    return request.client.host if request.client else ""
+
+
+@dataclass
+class Note:
+    """What an audited action adds to its entry while it runs."""
+
+    campaign: str = ""
+    detail: str = ""
+
+
+@contextlib.asynccontextmanager
+async def audited(
+    request: Request, who: Principal, action: str, campaign: str = ""
+) -> AsyncIterator[Note]:
+    """Record `action` in the audit log once it is done: ok, or the code it failed with."""
+    note = Note(campaign=campaign)
+    try:
+        yield note
+    except LoaError as exc:
+        await record(request, who, action, note.campaign, problem(exc)[1], note.detail)
+        raise
+    await record(request, who, action, note.campaign, "ok", note.detail)
+
+
+async def record(
+    request: Request,
+    who: Principal,
+    action: str,
+    campaign: str = "",
+    outcome: str = "ok",
+    detail: str = "",
+) -> None:
+    """Append one audit entry for this request."""
+    entry = AuditEntry(
+        who=who.name,
+        role=who.role.label,
+        action=action,
+        campaign=campaign,
+        ip=client_ip(request),
+        outcome=outcome,
+        detail=detail,
+    )
+    await context(request).services.audit.append(entry)
+
+
+def forget_when_done(ctx: ApiContext, campaign_id: str, task: asyncio.Task[Any]) -> None:
+    """Drop a finished planning task, logging a failure nobody waited for."""
+
+    def done(finished: asyncio.Task[Any]) -> None:
+        if ctx.planning.get(campaign_id) is finished:
+            del ctx.planning[campaign_id]
+        if finished.cancelled():
+            return
+        error = finished.exception()
+        if error is not None:  # its message may quote audience rows: log the kind only
+            log.error(
+                "background planning failed",
+                extra={"campaign": campaign_id, "error": type(error).__name__},
+            )
+
+    task.add_done_callback(done)
+
+
+def refuse_if_planning(ctx: ApiContext, campaign_id: str) -> None:
+    """One planning task per campaign in this process."""
+    task = ctx.planning.get(campaign_id)
+    if task is not None and not task.done():
+        raise ApiError(
+            f"campaign {campaign_id} is still being planned", code="planning", status=409
+        )

@@ -1,0 +1,226 @@
+"""The API's request and response bodies."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from loa.api.auth import TOKEN_NAME_PATTERN
+
+CAMPAIGN_ID = r"^[A-Za-z0-9._-]{1,64}$"
+MAX_ADDRESSES = 10_000
+
+Address = Annotated[str, StringConstraints(min_length=1, max_length=320)]
+
+
+class Strict(BaseModel):
+    """A request body: unknown fields are an error, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong: a stable code for programs, a message for people."""
+
+    code: str = Field(examples=["illegal_transition"])
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every error the API answers."""
+
+    error: ErrorDetail
+
+
+class Health(BaseModel):
+    """A health or readiness answer."""
+
+    status: str
+
+
+class Whoami(BaseModel):
+    """The caller's token name and role."""
+
+    name: str
+    role: str
+
+
+class DryRunError(BaseModel):
+    """One bad row of the audience."""
+
+    line: int
+    reason: str
+
+
+class DryRun(BaseModel):
+    """The dry run: everything planning would do, counted; the first bad rows with their line."""
+
+    total: int
+    queued: int
+    invalid: int
+    duplicate: int
+    suppressed: int
+    filtered: int
+    capped: int
+    unroutable: int
+    parts: int
+    errors: list[DryRunError]
+    by_route: dict[str, int]
+    by_channel: dict[str, int]
+    by_carrier: dict[str, int]
+    by_region: dict[str, int]
+    by_encoding: dict[str, int]
+    problems: list[str]
+
+
+class Approval(BaseModel):
+    """The two-person rule for one campaign."""
+
+    required: bool
+    reason: str
+    creator: str
+    approved_by: str
+
+
+class CampaignCreated(BaseModel):
+    """A new draft campaign."""
+
+    id: str
+    name: str
+    state: str
+    lane: str
+    approval: Approval
+
+
+class CampaignRow(BaseModel):
+    """A campaign in the list."""
+
+    id: str
+    name: str
+    state: str
+    queued: int
+
+
+class CampaignStatus(BaseModel):
+    """State and counters (`loa campaign status --json`), with the approval."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    name: str
+    state: str
+    approval: Approval
+    by_route: dict[str, dict[str, int]] = Field(default_factory=dict)
+
+
+class StateChange(BaseModel):
+    """The state a campaign is in after an action."""
+
+    id: str
+    state: str
+
+
+class LaunchResult(BaseModel):
+    """A launch: planning is `done` (with its report) or still `running` in the background."""
+
+    id: str
+    state: str
+    planning: Literal["done", "running"]
+    report: DryRun | None = None
+
+
+class InboundMessage(BaseModel):
+    """A reply or other inbound message."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    at: int
+    route: str = ""
+    channel: str = ""
+    sender: str = ""
+    recipient: str = ""
+    text: str = ""
+    optout: bool = False
+
+
+class InboundPage(BaseModel):
+    """Inbound messages, oldest first; pass `next_after` as `after` for the next page."""
+
+    items: list[InboundMessage]
+    next_after: str
+
+
+class Addresses(Strict):
+    """Phone numbers (any usual form), e-mail addresses or OTT ids."""
+
+    addresses: list[Address] = Field(min_length=1, max_length=MAX_ADDRESSES)
+
+
+class Changed(BaseModel):
+    """How many addresses an add or remove changed."""
+
+    changed: int
+
+
+class Suppressed(BaseModel):
+    """Whether one address is opted out."""
+
+    address: str
+    suppressed: bool
+
+
+class CheckResult(BaseModel):
+    """Whether each address is opted out, in the order asked."""
+
+    results: list[Suppressed]
+
+
+class AuditRow(BaseModel):
+    """One audit entry: who (token name) with which role did what, where from, and how it went."""
+
+    id: str
+    at: int
+    who: str
+    role: str
+    action: str
+    campaign: str
+    ip: str
+    outcome: str
+    detail: str
+
+
+class AuditPage(BaseModel):
+    """Audit entries, newest first; pass `next_before` as `before` for older ones."""
+
+    items: list[AuditRow]
+    next_before: str | None
+
+
+class TokenRequest(Strict):
+    """A token to make."""
+
+    name: str = Field(pattern=TOKEN_NAME_PATTERN, description="the person or system, unique")
+    role: Literal["viewer", "operator", "approver", "admin"]
+
+
+class TokenInfo(BaseModel):
+    """A token as listed (the token itself is never shown again)."""
+
+    name: str
+    role: str
+    creator: str
+    created_ms: int
+    revoked_ms: int
+
+
+class TokenCreated(TokenInfo):
+    """A new token: `token` is shown this once; only its hash is kept."""
+
+    token: str
+
+
+def dry_run(data: dict[str, Any]) -> DryRun:
+    """A planner report (`Report.to_json()`) as a response body."""
+    return DryRun.model_validate(data)

@@ -1,0 +1,216 @@
+"""Plan and audience uploads, streamed to disk in chunks under names of our own, size-limited."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect, Request
+
+from loa.campaigns.audience import EXTENSIONS
+from loa.errors import ApiError
+
+PLAN_LIMIT = 1 << 20  # a plan is a page of TOML: a megabyte is already absurd
+FIELDS = ("plan", "audience")
+# control characters, path separators and NUL: a name with any of them is a trick, not a name
+_BAD_NAME = re.compile(r"[\x00-\x1f\x7f/\\]")
+
+# the request body of the upload endpoints, for the OpenAPI spec
+UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": list(FIELDS),
+                    "properties": {
+                        "plan": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "the campaign plan, TOML, UTF-8",
+                        },
+                        "audience": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "CSV, JSON lines or Parquet, by the file name's "
+                            "extension (.csv, .txt, .jsonl, .ndjson, .parquet; others: CSV)",
+                        },
+                    },
+                    "additionalProperties": False,
+                }
+            }
+        },
+    }
+}
+
+
+@dataclass(slots=True)
+class Upload:
+    """A plan and an audience saved in a directory of their own."""
+
+    directory: Path
+    plan: Path
+    audience: Path
+
+    def remove(self) -> None:
+        """Delete the files (after a dry run, or when the campaign was refused)."""
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def uploads_root(data_dir: Path) -> Path:
+    """Where uploads live: kept for as long as their campaign may be launched."""
+    return (data_dir / "uploads").resolve()
+
+
+def _too_large(what: str, limit: int) -> ApiError:
+    return ApiError(f"{what} is larger than {limit:,} bytes", code="too_large", status=413)
+
+
+def check_length(request: Request, limit: int) -> None:
+    """Refuse a body whose declared length is over `limit` before reading any of it."""
+    declared = request.headers.get("content-length")
+    if declared is None:
+        return
+    if not declared.isdigit():
+        raise ApiError("Content-Length is not a number", code="bad_content_length")
+    if int(declared) > limit:
+        raise _too_large("the upload", limit)
+
+
+async def receive(request: Request, root: Path, limit: int) -> Upload:
+    """Stream a multipart upload of `plan` and `audience` to disk; ApiError when it is wrong."""
+    kind, options = parse_options_header(request.headers.get("content-type"))
+    if kind != b"multipart/form-data" or not options.get(b"boundary"):
+        raise ApiError(
+            "send multipart/form-data with the parts plan and audience",
+            code="unsupported_media_type",
+            status=415,
+        )
+    check_length(request, limit)
+    root.mkdir(parents=True, exist_ok=True)
+    directory = root / secrets.token_hex(12)
+    directory.mkdir(mode=0o700)
+    sink = _Sink(directory)
+    try:
+        await _stream(request, options[b"boundary"], sink, limit)
+        return sink.upload()
+    except BaseException:
+        sink.close()
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+
+
+async def _stream(request: Request, boundary: bytes, sink: _Sink, limit: int) -> None:
+    received = 0
+    try:
+        parser = MultipartParser(boundary, sink.callbacks())
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > limit:
+                raise _too_large("the upload", limit)
+            parser.write(chunk)
+        parser.finalize()
+    except FormParserError as exc:
+        raise ApiError(
+            f"the multipart body is malformed: {exc}", code="bad_multipart", status=422
+        ) from None
+    except ClientDisconnect:
+        raise ApiError("the upload was cut short", code="truncated_upload", status=422) from None
+    if not sink.ended:
+        raise ApiError("the upload was cut short", code="truncated_upload", status=422)
+
+
+@dataclass
+class _Sink:
+    """Parser callbacks that write each part straight to its file."""
+
+    directory: Path
+    headers: dict[str, str] = field(default_factory=dict)
+    header: list[bytes] = field(default_factory=lambda: [b"", b""])
+    files: dict[str, Path] = field(default_factory=dict)
+    handle: IO[bytes] | None = None
+    written: int = 0
+    limit: int = 0
+    ended: bool = False
+
+    def callbacks(self) -> Any:
+        return {
+            "on_part_begin": self._part_begin,
+            "on_header_field": lambda data, start, end: self._header(0, data[start:end]),
+            "on_header_value": lambda data, start, end: self._header(1, data[start:end]),
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._data,
+            "on_part_end": self.close,
+            "on_end": self._end,
+        }
+
+    def _part_begin(self) -> None:
+        self.headers = {}
+
+    def _header(self, which: int, data: bytes) -> None:
+        self.header[which] += data
+
+    def _header_end(self) -> None:
+        name, value = self.header
+        self.headers[name.decode("latin-1").strip().lower()] = value.decode("latin-1").strip()
+        self.header = [b"", b""]
+
+    def _headers_finished(self) -> None:
+        _, options = parse_options_header(self.headers.get("content-disposition", ""))
+        name = options.get(b"name", b"").decode("latin-1")
+        if name not in FIELDS:
+            message = f"unknown part {name[:40]!r}: send only plan and audience"
+            raise ApiError(message, code="unknown_field", status=422)
+        if name in self.files:
+            raise ApiError(f"the part {name!r} was sent twice", code="duplicate_field", status=422)
+        suffix = _suffix(options.get(b"filename", b"").decode("latin-1"))
+        path = self.directory / ("plan.toml" if name == "plan" else f"audience{suffix}")
+        self.files[name] = path
+        self.limit = PLAN_LIMIT if name == "plan" else 0
+        # our own name in a fresh directory; "x" refuses to follow or overwrite anything there
+        self.handle = path.open("xb")
+        self.written = 0
+
+    def _data(self, data: bytes, start: int, end: int) -> None:
+        if self.handle is None:
+            return
+        self.written += end - start
+        if self.limit and self.written > self.limit:
+            raise _too_large("the plan", self.limit)
+        # small synchronous writes: chunks are the server's read size, the page cache takes them
+        self.handle.write(data[start:end])
+
+    def _end(self) -> None:
+        self.ended = True
+
+    def close(self) -> None:
+        """Close the part being written, if any."""
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+
+    def upload(self) -> Upload:
+        missing = [name for name in FIELDS if name not in self.files]
+        if missing:
+            raise ApiError(f"missing part: {', '.join(missing)}", code="missing_field", status=422)
+        return Upload(self.directory, self.files["plan"], self.files["audience"])
+
+
+def _suffix(filename: str) -> str:
+    """The audience format from the client's file name; the name itself is never a path here."""
+    if _BAD_NAME.search(filename) or filename in (".", "..") or len(filename) > 255:
+        raise ApiError(
+            "a file name must be a plain name, without directories or control characters",
+            code="bad_file_name",
+            status=422,
+        )
+    suffix = PurePosixPath(filename).suffix.lower()
+    return suffix if suffix in EXTENSIONS else ".csv"
