@@ -77,6 +77,12 @@ class CarrierTable:
         """The carrier names this table can answer."""
         return frozenset(self.prefixes.values())
 
+    @property
+    def lengths(self) -> tuple[int, ...]:
+        """The prefix lengths the table holds, longest first: with one, the carrier of a
+        number depends only on that many leading characters (a cache can key on them)."""
+        return tuple(length for length, _ in self._tables)
+
     def carrier_of(self, e164: str) -> str | None:
         """The carrier serving `e164` (`+84961234567` -> `viettel`); None if foreign or unknown."""
         # Every key starts with +84, so a foreign number simply matches nothing.
@@ -112,6 +118,13 @@ class SmsRouting:
         if carrier is None:
             return self.default
         return self.routes.get(carrier, self.default)
+
+    def lookup(self, e164: str) -> tuple[str | None, str]:
+        """The carrier serving `e164` (None: unknown) and its route, from one table look-up."""
+        carrier = self.table.carrier_of(e164)
+        if carrier is None:
+            return None, self.default
+        return carrier, self.routes.get(carrier, self.default)
 
     def unrouted(self) -> frozenset[str]:
         """Carriers the table knows that have no route of their own (they take the default)."""

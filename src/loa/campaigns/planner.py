@@ -1,19 +1,32 @@
 """The planner: from an audience file to batches on the engine's queues, once, resumably.
 
-Rows stream through: parse, normalise the phone number, filter, choose the first channel the
-recipient can be reached on, render, count SMS parts. Groups of rows then meet Redis once each
-for deduplication, opt-outs and the frequency cap, and their messages are packed into batches
-per (route, due time). Batch ids are deterministic, the queues refuse an id twice, and a
-checkpoint after each flush records where the file and the counters stood: a planner killed
-mid-file and started again continues from there, and nobody is queued twice.
+Rows stream through in groups. The work that needs no Redis (parse, normalise the phone number,
+filter, choose the first channel the recipient can be reached on and the ones to fall back to,
+render, count SMS parts) makes a `Group`; the group then meets Redis once for deduplication,
+opt-outs and the frequency cap, and its messages are packed into batches per (route, due time).
+While one group's round trips are in flight the next group's rows are worked on, so the two
+cores (planner and Redis) work at the same time rather than in turn.
+
+Batch ids are deterministic, the queues refuse an id twice, and a checkpoint after each flush
+records where the file and the counters stood: a planner killed mid-file and started again
+continues from there, and nobody is queued twice.
+
+Fallback: when a plan has more than one channel, each message carries in `extra["next"]` the
+recipient's remaining channels in plan order that it has an address for, each as
+`[channel, route, to, body, parts, extra]`; `loa.campaigns.fallback.next_message` turns that
+into the next channel's message when a channel fails for this person. Every channel a person
+may be tried on is rendered at planning time, so a template that cannot be rendered for them on
+any of those channels makes the row invalid, reported with its line in the dry run, rather than
+a fallback that fails on the day.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
@@ -22,7 +35,7 @@ from typing import Any
 
 import orjson
 
-from loa.campaigns.audience import BadRow, Row, open_audience
+from loa.campaigns.audience import BadRow, Item, open_audience
 from loa.campaigns.carriers import CarrierTable, SmsRouting
 from loa.campaigns.phone import normalize
 from loa.campaigns.plan import Plan
@@ -39,7 +52,8 @@ from loa.errors import InvalidPhone, PlanError, TemplateError
 from loa.message import Message
 from loa.settings import Settings
 
-GROUP_ROWS = 1000  # rows that meet Redis together
+GROUP_ROWS = 2000  # rows that meet Redis together
+SLICE_ROWS = 250  # rows worked on between two turns of the event loop (replies get read)
 CHECKPOINT_ROWS = 50_000  # rows between checkpoints (every batch is flushed at one)
 FIRST_ERRORS = 100  # invalid rows kept with their line and reason
 
@@ -54,24 +68,21 @@ PLANNING_COUNTERS = (
     "capped",
     "unroutable",
 )
+BREAKDOWNS = ("by_route", "by_channel", "by_carrier", "by_region", "by_encoding")
 
-# the field of an audience row that holds a recipient's address on each channel
+# the field of an audience row that says a recipient can be reached on each channel
 ADDRESS_COLUMN = {"sms": "phone", "zalo": "zalo_id", "fcm": "fcm_token", "email": "email"}
 
+# what a queued message is counted under: route, channel, carrier, encoding, parts
+Kind = tuple[str, str, str, str, int]
+# the messages of one batch: route, due time in ms (0: at the campaign's start)
+Bucket = tuple[str, int]
+# a channel's message for one recipient: body, parts, extra, encoding ("" unless SMS)
+Content = tuple[str, int, dict[str, Any] | None, str]
+# one planned message with where it goes and what it counts under
+Planned = tuple[Message, Bucket, Kind]
 
-@dataclass(slots=True)
-class Candidate:
-    """A row that passed every check that needs no Redis."""
-
-    line: int
-    phone: str
-    channel: str
-    route: str
-    message: Message
-    due_ms: int  # 0: at the campaign's start
-    region: str
-    carrier: str
-    encoding: str = ""
+_FLAGS = bytes.maketrans(b"01", b"\x00\x01")  # the seen script's answer, as 0/1 bytes
 
 
 @dataclass
@@ -101,11 +112,35 @@ class Report:
         if len(self.errors) < FIRST_ERRORS:
             self.errors.append((line, reason))
 
+    def add(self, other: Report) -> None:
+        """Add the counts of `other` (one group's) to these."""
+        for name in (*PLANNING_COUNTERS, "parts"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        room = FIRST_ERRORS - len(self.errors)
+        if room > 0:
+            self.errors.extend(other.errors[:room])
+        for name in BREAKDOWNS:
+            getattr(self, name).update(getattr(other, name))
+
+    def count_queued(self, kinds: Iterable[Kind], regions: Iterable[str]) -> None:
+        """Count queued messages: per distinct kind and region, not per message."""
+        for (route, channel, carrier, encoding, parts), n in Counter(kinds).items():
+            self.queued += n
+            self.parts += parts * n
+            self.by_route[route] += n
+            self.by_channel[channel] += n
+            if carrier:
+                self.by_carrier[carrier] += n
+            if encoding:
+                self.by_encoding[str(encoding)] += n  # an Encoding: its value
+        for raw, n in Counter(regions).items():
+            self.by_region[raw.strip().upper() or "?"] += n
+
     def to_json(self) -> dict[str, Any]:
         """Plain data for --json and for the checkpoint."""
         data = {name: getattr(self, name) for name in (*PLANNING_COUNTERS, "parts")}
         data["errors"] = [{"line": line, "reason": reason} for line, reason in self.errors]
-        for name in ("by_route", "by_channel", "by_carrier", "by_region", "by_encoding"):
+        for name in BREAKDOWNS:
             data[name] = dict(getattr(self, name))
         data["problems"] = list(self.problems)
         return data
@@ -118,10 +153,36 @@ class Report:
             if isinstance(value, int):
                 setattr(report, name, value)
         report.errors = [(e["line"], e["reason"]) for e in data.get("errors", [])]
-        for name in ("by_route", "by_channel", "by_carrier", "by_region", "by_encoding"):
+        for name in BREAKDOWNS:
             setattr(report, name, Counter(data.get(name, {})))
         report.problems = list(data.get("problems", []))
         return report
+
+
+@dataclass(slots=True)
+class Group:
+    """Rows after the checks that need no Redis: their own counts, and one entry per candidate
+    in each list (columns rather than an object per candidate: cheaper to build and to filter).
+    """
+
+    counts: Report = field(default_factory=Report)
+    rows: int = 0
+    checkpoint: tuple[int, int] | None = None  # resume point after the group's last row
+    phones: list[str] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+    buckets: list[Bucket] = field(default_factory=list)
+    kinds: list[Kind] = field(default_factory=list)
+    regions: list[str] = field(default_factory=list)  # the raw `region` cell
+
+
+@dataclass(frozen=True, slots=True)
+class _Channel:
+    """One channel of a plan, prepared once: its address column, its route, its fixed message."""
+
+    name: str
+    column: str
+    route: str  # "" for SMS: the route is the carrier's
+    static: Content | None  # the message, when the templates read no field
 
 
 class Planner:
@@ -140,6 +201,20 @@ class Planner:
         expires = plan.schedule.expires_at(launched)
         self.expires_ms = int(expires.timestamp() * 1000) if expires else 0
         self.tz = plan.schedule.tz
+        rules = plan.audience
+        self._filtering = bool(rules.regions is not None or rules.tags is not None or rules.where)
+        self._channels = [self._prepare(channel) for channel in plan.channels]
+        # SMS routes per number prefix: one table look-up per prefix, not per recipient
+        self._sms_targets: dict[str, tuple[Bucket, str, Kind]] = {}
+        lengths = self.sms_routing.table.lengths if self.sms_routing else ()
+        self._prefix = lengths[0] if len(lengths) == 1 else 0  # 0: several, no cache
+        only = self._channels[0]
+        sms_only = len(self._channels) == 1 and only.name == "sms"
+        self._reach = self._reach_any
+        if sms_only and plan.schedule.send_at is None:
+            self._sms_body = self.templates.sms_body
+            self._reach = self._reach_sms if only.static is None else self._reach_static_sms
+        self._fixed: Content = only.static or ("", 1, None, "")
 
     def check(self, columns: Sequence[str]) -> list[str]:
         """Problems with the plan against this audience and these settings (empty: none)."""
@@ -154,63 +229,143 @@ class Planner:
             problems.append("channel 'sms' has no route: set channels.sms.default or carriers")
         return problems
 
-    def candidates(
-        self, report: Report, resume: tuple[int, int] | None = None
-    ) -> Iterator[tuple[Candidate | None, tuple[int, int]]]:
-        """Every row as a candidate (None when it was counted out), with its checkpoint."""
-        audience = open_audience(self.audience, resume=resume)
-        for item in audience:
+    def items(self, resume: tuple[int, int] | None = None) -> Iterator[Item]:
+        """The audience's rows (and bad rows), from `resume` on."""
+        return iter(open_audience(self.audience, resume=resume))
+
+    def take(self, items: Sequence[Item], group: Group) -> None:
+        """Add rows to `group`: counted out (invalid, filtered, unroutable) or candidates.
+
+        The loop every row goes through: the common case runs without a call it can skip.
+        """
+        if not items:
+            return
+        counts = group.counts
+        phones, messages = group.phones.append, group.messages.append
+        buckets, kinds, regions = group.buckets.append, group.kinds.append, group.regions.append
+        filtering, matches, reach = self._filtering, self.plan.audience.matches, self._reach
+        for item in items:
             if isinstance(item, BadRow):
-                report.total += 1
-                report.invalid_row(item.line, item.reason)
-                yield None, item.checkpoint
+                counts.invalid_row(item.line, item.reason)
                 continue
-            report.total += 1
-            yield self._candidate(item, report), item.checkpoint
-
-    def _candidate(self, row: Row, report: Report) -> Candidate | None:
-        fields = row.fields
-        try:
-            phone = normalize(fields.get("phone", ""))
-        except InvalidPhone as exc:
-            report.invalid_row(row.line, f"phone: {exc}")
-            return None
-        if not self.plan.audience.matches(fields):
-            report.filtered += 1
-            return None
-        for channel in self.plan.channels:
-            address = phone if channel == "sms" else (fields.get(ADDRESS_COLUMN[channel]) or "")
-            address = address.strip()
-            if not address:
-                continue  # no id for this channel: the next channel in the plan's order
+            fields = item.fields
             try:
-                return self._message(row, phone, channel, address)
+                phone = normalize(fields.get("phone", ""))
+            except InvalidPhone as exc:
+                counts.invalid_row(item.line, f"phone: {exc}")
+                continue
+            if filtering and not matches(fields):
+                counts.filtered += 1
+                continue
+            try:
+                planned = reach(item.line, fields, phone)
             except (TemplateError, SendAtError) as exc:
-                report.invalid_row(row.line, str(exc))
-                return None
-        report.unroutable += 1
-        return None
+                counts.invalid_row(item.line, str(exc))
+                continue
+            if planned is None:
+                counts.unroutable += 1
+                continue
+            message, bucket, kind = planned
+            phones(phone)
+            messages(message)
+            buckets(bucket)
+            kinds(kind)
+            regions(fields.get("region") or "")
+        counts.total += len(items)
+        group.rows += len(items)
+        group.checkpoint = items[-1].checkpoint
 
-    def _message(self, row: Row, phone: str, channel: str, address: str) -> Candidate:
-        rendered = self.templates.render(channel, row.fields)
-        carrier = ""
-        if channel == "sms":
-            assert self.sms_routing is not None
-            carrier = self.sms_routing.table.carrier_of(phone) or "other"
-            route = self.sms_routing.route_for(phone)
-        else:
-            route = self._channel_route(channel) or ""
-        body, extra = _content(rendered)
-        info = analyse(body) if channel == "sms" else None
+    def _reach_static_sms(self, line: int, fields: Mapping[str, str], phone: str) -> Planned:
+        """One SMS channel, the same text for everyone, no send times: the common campaign."""
+        prefix = self._prefix
+        target = self._sms_targets.get(phone[:prefix]) if prefix else None
+        bucket, _, kind = target or self._sms_target(phone)
+        body, parts, _, _ = self._fixed
+        return Message(str(line), phone, body, parts), bucket, kind
+
+    def _reach_sms(self, line: int, fields: Mapping[str, str], phone: str) -> Planned:
+        """One SMS channel whose text has the recipient's fields, no send times."""
+        body = self._sms_body(fields)
+        info = analyse(body)
+        prefix = self._prefix
+        target = self._sms_targets.get(phone[:prefix]) if prefix else None
+        bucket, carrier, _ = target or self._sms_target(phone)
+        kind = (bucket[0], "sms", carrier, info.encoding, info.parts)
+        return Message(str(line), phone, body, info.parts), bucket, kind
+
+    def _sms_target(self, phone: str) -> tuple[Bucket, str, Kind]:
+        """A number's (route, due) bucket, its carrier's name, and the kind its message counts
+        under when the text is the same for everyone (cached by prefix)."""
+        assert self.sms_routing is not None
+        carrier, route = self.sms_routing.lookup(phone)
+        name = carrier or "other"
+        _, parts, _, encoding = self._fixed
+        target = ((route, 0), name, (route, "sms", name, encoding, parts))
+        if self._prefix:
+            self._sms_targets[phone[: self._prefix]] = target
+        return target
+
+    def _reach_any(self, line: int, fields: Mapping[str, str], phone: str) -> Planned | None:
+        """The first channel the recipient has an address for, with the rest to fall back to."""
+        first: tuple[_Channel, str, Content, str, str] | None = None
+        rest: list[list[Any]] = []
+        for channel in self._channels:
+            to = self._address(channel, fields, phone)
+            if not to:
+                continue  # no id for this channel: the next channel in the plan's order
+            content, carrier, route = self._content(channel, fields, phone)
+            if first is None:
+                first = (channel, to, content, carrier, route)
+                if len(self._channels) == 1:
+                    break
+            else:
+                body, parts, extra, _ = content
+                rest.append([channel.name, route, to, body, parts, extra])
+        if first is None:
+            return None
+        channel, to, (body, parts, extra, encoding), carrier, route = first
+        if rest:
+            extra = {**extra, "next": rest} if extra else {"next": rest}
         due_ms = 0
         if self.plan.schedule.send_at is not None:
-            due = self.plan.schedule.send_at.resolve(row.fields, self.tz)
+            due = self.plan.schedule.send_at.resolve(fields, self.tz)
             due_ms = max(0, int(due.timestamp() * 1000))
-        message = Message(f"{row.line}", address, body, info.parts if info else 1, extra)
-        region = (row.fields.get("region") or "").strip().upper() or "?"
-        encoding = str(info.encoding) if info else ""
-        return Candidate(
-            row.line, phone, channel, route, message, due_ms, region, carrier, encoding
+        message = Message(str(line), to, body, parts, extra)
+        return message, (route, due_ms), (route, channel.name, carrier, encoding, parts)
+
+    @staticmethod
+    def _address(channel: _Channel, fields: Mapping[str, str], phone: str) -> str:
+        """Where this channel reaches the recipient ("" when it cannot).
+
+        Zalo ZNS addresses people by phone: its column only says who has a Zalo account.
+        """
+        if channel.name == "sms":
+            return phone
+        if not (fields.get(channel.column) or "").strip():
+            return ""
+        return phone if channel.name == "zalo" else fields[channel.column].strip()
+
+    def _content(
+        self, channel: _Channel, fields: Mapping[str, str], phone: str
+    ) -> tuple[Content, str, str]:
+        """The channel's message for this recipient, its carrier ("" unless SMS) and route."""
+        content = channel.static if channel.static is not None else self._render(channel, fields)
+        if channel.name != "sms":
+            return content, "", channel.route
+        assert self.sms_routing is not None
+        carrier, route = self.sms_routing.lookup(phone)
+        return content, carrier or "other", route
+
+    def _render(self, channel: _Channel, fields: Mapping[str, str]) -> Content:
+        return _rendered(self.templates.render(channel.name, fields))
+
+    def _prepare(self, channel: str) -> _Channel:
+        static = self.templates.static(channel)
+        return _Channel(
+            channel,
+            ADDRESS_COLUMN[channel],
+            "" if channel == "sms" else self._channel_route(channel) or "",
+            _rendered(static) if static is not None else None,
         )
 
     def _channel_route(self, channel: str) -> str | None:
@@ -227,19 +382,21 @@ def _sms_routing(settings: Settings) -> SmsRouting | None:
     return SmsRouting(table, spec.carriers, default=default)
 
 
-def _content(rendered: RenderedMessage) -> tuple[str, dict[str, Any] | None]:
-    """The message body and the channel's other fields."""
+def _rendered(rendered: RenderedMessage) -> Content:
+    """A rendered message as body, parts, the channel's other fields and the SMS encoding."""
     if rendered.channel == "sms":
-        return rendered.body, None
+        info = analyse(rendered.body)
+        return rendered.body, info.parts, None, str(info.encoding)
     if rendered.channel == "email":
-        return rendered.body, {"channel": "email", "subject": rendered.subject}
+        return rendered.body, 1, {"channel": "email", "subject": rendered.subject}, ""
     if rendered.channel == "fcm":
-        return rendered.body, {"channel": "fcm", "title": rendered.title}
-    return "", {"channel": "zalo", "template_id": rendered.template_id, "data": dict(rendered.data)}
+        return rendered.body, 1, {"channel": "fcm", "title": rendered.title}, ""
+    data = {"channel": "zalo", "template_id": rendered.template_id, "data": dict(rendered.data)}
+    return "", 1, data, ""
 
 
 class RedisChecks:
-    """The checks that need Redis, one round trip per group of rows each."""
+    """The checks that need Redis: for a group, one round trip each, sent together."""
 
     def __init__(
         self,
@@ -258,30 +415,48 @@ class RedisChecks:
         self.window = frequency_window  # seconds; None: this campaign has no cap
         self.memory = memory  # seconds every planned recipient is remembered (0: not at all)
         self.write = write  # a dry run reads the frequency cap but remembers nobody
-        source = resources.files("loa.campaigns").joinpath("lua", "seen.lua").read_text()
-        self._seen = redis.register_script(source)
+        self.opt_outs = False  # the opt-out set had members at the last look
+        self._seen = redis.register_script(_script("seen.lua"))
+        self._remember = redis.register_script(_script("remember.lua"))
 
-    async def filter(self, group: list[Candidate], report: Report) -> list[Candidate]:
-        """Drop duplicates, opted-out and frequency-capped recipients; count each."""
-        if not group:
-            return group
-        args: list[str | int] = []
-        for c in group:
-            args += [c.phone, c.line]
-        fresh = await self._seen(keys=[self.seen_key], args=args)
-        kept = [c for c, flag in zip(group, fresh, strict=True) if int(flag)]
-        report.duplicate += len(group) - len(kept)
-        if kept:
-            opted = await self.redis.smismember(
-                suppression_key(self.namespace), [c.message.to for c in kept]
-            )
-            report.suppressed += sum(1 for flag in opted if flag)
-            kept = [c for c, flag in zip(kept, opted, strict=True) if not flag]
-        if kept and self.window:
-            kept = await self._frequency_cap(kept, report)
-        if kept and self.write and self.memory:
-            await self._remember(kept)
-        return kept
+    async def filter(self, group: Group) -> bytearray:
+        """One flag per candidate of `group` (1: plan it); duplicates, opted-out and
+        frequency-capped recipients are counted in the group's counts, in that order."""
+        if not group.phones:
+            return bytearray()
+        seen, opted, blocked = await asyncio.gather(
+            self._fresh(group), self._opted(group), self._blocked(group)
+        )
+        counts = group.counts
+        counts.duplicate += seen.count(0)
+        for flags, counter in ((opted, "suppressed"), (blocked, "capped")):
+            if flags is None:
+                continue
+            dropped = 0
+            for index, flag in enumerate(flags):
+                if flag and seen[index]:
+                    seen[index] = 0
+                    dropped += 1
+            setattr(counts, counter, getattr(counts, counter) + dropped)
+        return seen
+
+    async def _fresh(self, group: Group) -> bytearray:
+        """Deduplication: one script call with the group's recipients and lines joined."""
+        ids = ",".join(message.id for message in group.messages)
+        answer = await self._seen(keys=[self.seen_key], args=[",".join(group.phones), ids])
+        flags = bytearray(answer.translate(_FLAGS))
+        if len(flags) != len(group.phones):
+            raise RuntimeError(f"seen.lua answered {len(flags)} flags for {len(group.phones)}")
+        return flags
+
+    async def _opted(self, group: Group) -> list[int] | None:
+        """Who opted out (None: nobody); the set is only asked about once it has members."""
+        key = suppression_key(self.namespace)
+        if not self.opt_outs:
+            if not await self.redis.exists(key):
+                return None
+            self.opt_outs = True
+        return list(await self.redis.smismember(key, [m.to for m in group.messages]))
 
     def _day_key(self, epoch: float) -> str:
         """Whom planners reached on one UTC day: a hash, recipient -> `campaign@epoch`.
@@ -291,17 +466,17 @@ class RedisChecks:
         """
         return f"{self.namespace}:freq:{time.strftime('%Y%m%d', time.gmtime(epoch))}"
 
-    async def _frequency_cap(self, group: list[Candidate], report: Report) -> list[Candidate]:
-        """Skip whoever another campaign messaged within the window."""
-        assert self.window is not None
+    async def _blocked(self, group: Group) -> list[bool] | None:
+        """Whom another campaign messaged within the window (None: no cap)."""
+        if self.window is None:
+            return None
         now = time.time()
         since = now - self.window
         days = sorted({self._day_key(t) for t in range(int(since), int(now) + 86_400, 86_400)})
         pipe = self.redis.pipeline(transaction=False)
-        phones = [c.phone for c in group]
         for key in days:
-            pipe.hmget(key, phones)
-        blocked = [False] * len(group)
+            pipe.hmget(key, group.phones)
+        blocked = [False] * len(group.phones)
         for answers in await pipe.execute():
             for index, last in enumerate(answers):
                 if last is None:
@@ -309,18 +484,16 @@ class RedisChecks:
                 campaign, _, at = text(last).partition("@")
                 if campaign != self.campaign and float(at or 0) >= since:
                     blocked[index] = True
-        kept = [c for c, no in zip(group, blocked, strict=True) if not no]
-        report.capped += len(group) - len(kept)
-        return kept
+        return blocked
 
-    async def _remember(self, group: list[Candidate]) -> None:
+    async def remember(self, phones: list[str]) -> None:
+        """Record the planned recipients for other campaigns' frequency caps."""
+        if not (phones and self.write and self.memory):
+            return
         now = time.time()
-        key = self._day_key(now)
         value = f"{self.campaign}@{int(now)}"
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hset(key, mapping={c.phone: value for c in group})
-        pipe.expire(key, self.memory + 86_400)  # the day's last entry is kept its full memory
-        await pipe.execute()
+        keep = self.memory + 86_400  # the day's last entry is kept its full memory
+        await self._remember(keys=[self._day_key(now)], args=[value, ",".join(phones), keep])
 
 
 @dataclass
@@ -363,27 +536,38 @@ class Batcher:
         self.planner = planner
         self.queues = queues
         self.sequence = sequence
-        self.pending: dict[tuple[str, int], list[Message]] = {}
+        self.pending: dict[Bucket, list[Message]] = {}
         self.size = planner.settings.queue.batch_size
         self._shards: dict[str, list[ShardKeys]] = {}
+        self._producer = Producer(queues, planner.settings) if queues is not None else None
 
-    async def add(self, candidates: list[Candidate]) -> None:
-        """Take planned messages; full batches go out at once."""
-        for c in candidates:
-            key = (c.route, c.due_ms)
-            bucket = self.pending.setdefault(key, [])
-            bucket.append(c.message)
-            if len(bucket) >= self.size:
-                await self._put([(key, self.pending.pop(key))])
+    def add(
+        self, messages: Iterable[Message], buckets: Iterable[Bucket]
+    ) -> list[tuple[Bucket, list[Message]]]:
+        """Take planned messages; returns the batches they filled, for `put`."""
+        pending, size = self.pending, self.size
+        full: list[tuple[Bucket, list[Message]]] = []
+        for message, bucket in zip(messages, buckets, strict=True):
+            batch = pending.get(bucket)
+            if batch is None:
+                batch = pending[bucket] = []
+            batch.append(message)
+            if len(batch) >= size:
+                full.append((bucket, pending.pop(bucket)))
+        return full
 
     async def flush(self) -> None:
         """Send every partial batch (before a checkpoint, and at the end)."""
         items, self.pending = list(self.pending.items()), {}
-        await self._put(items)
+        await self.put(items)
 
-    async def _put(self, items: list[tuple[tuple[str, int], list[Message]]]) -> None:
+    async def put(self, items: list[tuple[Bucket, list[Message]]]) -> None:
+        """Queue batches: one look for room on their streams, then one put for them all."""
+        if not items:
+            return
         planner = self.planner
         queued: list[tuple[ShardKeys, Batch, int]] = []
+        now_ms = _now_ms()
         for (route, due_ms), messages in items:
             number = self.sequence.get(route, 0)
             self.sequence[route] = number + 1
@@ -397,10 +581,9 @@ class Batcher:
                 expires_ms=planner.expires_ms,
             )
             due = due_ms if due_ms > planner.start_ms else planner.start_ms
-            queued.append((shards[number % len(shards)], batch, due if due > _now_ms() else 0))
-        if self.queues is not None and queued:
-            producer = Producer(self.queues, planner.settings)
-            await producer.wait_for_room([(keys, batch) for keys, batch, _ in queued])
+            queued.append((shards[number % len(shards)], batch, due if due > now_ms else 0))
+        if self.queues is not None and self._producer is not None:
+            await self._producer.wait_for_room([(keys, batch) for keys, batch, _ in queued])
             await self.queues.put_once(queued)
 
     def _route_shards(self, route: str) -> list[ShardKeys]:
@@ -418,16 +601,20 @@ async def plan_audience(
     checkpoint: Checkpoint | None = None,
     save: Any = None,
 ) -> Report:
-    """Stream the audience; count it (dry run) or queue it, checkpointing through `save`."""
+    """Stream the audience; count it (dry run) or queue it, checkpointing through `save`.
+
+    Group k's Redis work runs as a task while group k+1's rows are read and rendered; the
+    counts of a group join the report only once its Redis work is done, so a checkpoint holds
+    exactly the rows before its resume point.
+    """
     namespace = planner.settings.namespace
     state = checkpoint or Checkpoint(None, Report(), {})
     report = state.report
     window = planner.plan.limits.frequency_cap
-    seen_key = f"{namespace}:{{camp:{planner.campaign}}}:seen"
     checks = RedisChecks(
         redis,
         namespace,
-        seen_key,
+        f"{namespace}:{{camp:{planner.campaign}}}:seen",
         planner.campaign,
         int(window.total_seconds()) if window else None,
         int(planner.settings.planning.frequency_memory),
@@ -438,43 +625,73 @@ async def plan_audience(
         for route, limits in planner.settings.routes.items():
             await queues.prepare(shard_keys(namespace, route, limits.shards))
     batcher = Batcher(planner, queues, state.sequence)
-    rows = planner.candidates(report, state.resume)
+    items = planner.items(state.resume)
     since_checkpoint = 0
-    while True:
-        group = list(itertools.islice(rows, GROUP_ROWS))
-        if not group:
-            break
-        found = [c for c, _ in group if c is not None]
-        kept = await checks.filter(found, report)
-        for c in kept:
-            _count(report, c)
-        if queue:
-            await batcher.add(kept)
-        since_checkpoint += len(group)
-        if since_checkpoint >= CHECKPOINT_ROWS and save is not None:
-            await batcher.flush()
-            await save(Checkpoint(group[-1][1], report, batcher.sequence))
-            since_checkpoint = 0
+    settling: tuple[asyncio.Task[None], Group] | None = None
+    try:
+        while True:
+            group = await _next_group(planner, items)
+            if settling is not None:
+                task, done = settling
+                settling = None
+                await task
+                report.add(done.counts)
+                since_checkpoint += done.rows
+                if since_checkpoint >= CHECKPOINT_ROWS and save is not None:
+                    await batcher.flush()
+                    await save(Checkpoint(done.checkpoint, report, batcher.sequence))
+                    since_checkpoint = 0
+            if not group.rows:
+                break
+            settling = asyncio.create_task(_settle(group, checks, batcher, queue)), group
+    finally:
+        if settling is not None:
+            await _abandon(settling[0])
     await batcher.flush()
     if save is not None:
         await save(Checkpoint(None, report, batcher.sequence, finished=True))
     return report
 
 
-def _count(report: Report, c: Candidate) -> None:
-    report.queued += 1
-    report.parts += c.message.parts
-    report.by_route[c.route] += 1
-    report.by_channel[c.channel] += 1
-    report.by_region[c.region] += 1
-    if c.carrier:
-        report.by_carrier[c.carrier] += 1
-    if c.encoding:
-        report.by_encoding[c.encoding] += 1
+async def _next_group(planner: Planner, items: Iterator[Item]) -> Group:
+    """The next GROUP_ROWS rows worked on, a slice at a time, letting replies in between."""
+    group = Group()
+    while group.rows < GROUP_ROWS:
+        rows = list(itertools.islice(items, min(SLICE_ROWS, GROUP_ROWS - group.rows)))
+        if not rows:
+            break
+        planner.take(rows, group)
+        await asyncio.sleep(0)  # the previous group's replies are read, its next request sent
+    return group
+
+
+async def _settle(group: Group, checks: RedisChecks, batcher: Batcher, queue: bool) -> None:
+    """A group's Redis work: the checks, then its messages into batches and the full ones out."""
+    flags = await checks.filter(group)
+    compress = itertools.compress
+    group.counts.count_queued(compress(group.kinds, flags), compress(group.regions, flags))
+    if not queue:
+        return
+    full = batcher.add(compress(group.messages, flags), compress(group.buckets, flags))
+    await asyncio.gather(checks.remember(list(compress(group.phones, flags))), batcher.put(full))
+
+
+async def _abandon(task: asyncio.Task[None]) -> None:
+    """Stop a group's Redis work that planning no longer waits for (it failed elsewhere)."""
+    if not task.done():
+        task.cancel()
+    await asyncio.wait([task])
+    if not task.cancelled():
+        task.exception()  # retrieved: it is the other failure that is raised
+
+
+def _script(name: str) -> str:
+    """A Lua script shipped beside this module."""
+    return resources.files("loa.campaigns").joinpath("lua", name).read_text()
 
 
 def _now_ms() -> int:
     return int(datetime.now(UTC).timestamp() * 1000)
 
 
-__all__ = ["Checkpoint", "PlanError", "Planner", "Report", "plan_audience"]
+__all__ = ["Checkpoint", "Group", "PlanError", "Planner", "Report", "plan_audience"]

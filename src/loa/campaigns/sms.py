@@ -104,6 +104,8 @@ def analyse(text: str) -> SmsInfo:
     if text.isascii():
         rest = text.encode("ascii").translate(None, _ASCII_BASIC)
         if not rest:  # the common case: plain ASCII within the basic alphabet
+            if len(text) < len(_PLAIN):
+                return _PLAIN[len(text)]
             return _gsm7_info(len(text), _even_parts(len(text), GSM7_SINGLE, GSM7_PART))
         if not rest.translate(None, _ASCII_EXTENSION):
             return _gsm7(text, len(rest))
@@ -155,6 +157,14 @@ def _ucs2(text: str) -> SmsInfo:
 def _even_parts(units: int, single: int, part: int) -> int:
     """Parts of a text whose characters all cost one unit: no pair can straddle a boundary."""
     return 1 if units <= single else -(-units // part)
+
+
+# Infos of plain texts (ASCII in the basic alphabet) by length: the planner's commonest case,
+# answered by one index instead of a cached call. Longer texts take the cached call.
+_PLAIN = tuple(
+    SmsInfo(Encoding.GSM7, units, _even_parts(units, GSM7_SINGLE, GSM7_PART))
+    for units in range(GSM7_PART * 16)
+)
 
 
 def _even_split(text: str, part: int) -> list[str]:

@@ -11,17 +11,22 @@ The rules a citizen's message depends on:
   what `fields_used` reports, and a column that is missing can never fall back to a global.
 - Nothing is escaped: SMS, Zalo and push text are plain text, and so are email bodies (loa
   sends plain-text email).
-- With `sms_ascii = true`, the rendered SMS text is folded to ASCII (Vietnamese diacritics
-  stripped, 'đ' to 'd', curly quotes and dashes to plain ones) so it fits 160-character GSM parts.
-  Values are folded too, since they are folded after rendering.
-- Rendered text is stripped of leading and trailing white space; an email subject or push title
-  is one line (line breaks, for instance from a field, become spaces).
+- With `sms_ascii = true`, the SMS text is folded to ASCII (Vietnamese diacritics stripped,
+  'đ' to 'd', curly quotes and dashes to plain ones) so it fits 160-character GSM parts. The
+  template's own text is folded once, when it is compiled, and each recipient's values as they
+  are filled in; folding works a character at a time, so this is the same as folding the
+  rendered text, without paying for the template's text again for every recipient.
+- Rendered text is stripped of leading and trailing white space (after folding); an email
+  subject or push title is one line (line breaks, for instance from a field, become spaces).
+- A channel whose templates read no field renders the same for everyone: `static` gives that
+  message once per campaign, so a planner need not render it for every recipient.
 """
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -40,6 +45,9 @@ if TYPE_CHECKING:
 
     from loa.campaigns.plan import Channel, Plan
 
+# Field values repeat (names, clinics, dates): folding short ones is cached, in bounded memory.
+_fold_short = functools.lru_cache(maxsize=8192)(to_ascii)
+FOLD_CACHE_CHARS = 64
 MAX_REPEAT = 10_000  # the longest text or list a template may build with '*'
 _UNDEFINED = re.compile(r"'([^']+)' is undefined")
 _LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
@@ -133,14 +141,15 @@ class _Part:
     # running the compiled template, with the same result and the same MissingField.
     pieces: tuple[str, ...] | None = None
     slots: tuple[tuple[int, str], ...] = ()
+    fold: bool = False  # to ASCII: `pieces` are folded already, values as they are filled in
 
     @classmethod
-    def compile(cls, key: str, source: str) -> _Part:
+    def compile(cls, key: str, source: str, *, fold: bool = False) -> _Part:
         template = compile_template(source, key)
         fields = tuple(sorted(variables(source)))
         plain = _plain_output(ENVIRONMENT.parse(source))
         if plain is None:
-            return cls(key, template, fields)
+            return cls(key, template, fields, fold=fold)
         pieces: list[str] = []
         slots: list[tuple[int, str]] = []
         for node in plain:
@@ -148,19 +157,22 @@ class _Part:
                 slots.append((len(pieces), node.name))
                 pieces.append("")
             else:
-                pieces.append(node.data)
-        return cls(key, template, fields, tuple(pieces), tuple(slots))
+                pieces.append(to_ascii(node.data) if fold else node.data)
+        return cls(key, template, fields, tuple(pieces), tuple(slots), fold)
 
     def render(self, fields: Mapping[str, str]) -> str:
         if self.pieces is None:
             text = self._run(fields)
+            if self.fold:
+                text = to_ascii(text).strip()
         else:
             pieces = list(self.pieces)
+            fold = self.fold
             for index, name in self.slots:
                 value = fields.get(name)
                 if not value or value.isspace():
                     raise MissingField(self.key, name)
-                pieces[index] = value
+                pieces[index] = _fold(value) if fold else value
             text = "".join(pieces).strip()
         if not text:
             raise TemplateError(f"{self.key}: the text is empty for this recipient")
@@ -189,6 +201,13 @@ class _Part:
             raise TemplateError(f"{self.key}: {type(exc).__name__}: {exc}") from None
 
 
+def _fold(value: str) -> str:
+    """A field value folded to ASCII; short ones from a cache, long ones each time."""
+    if value.isascii():
+        return value
+    return _fold_short(value) if len(value) <= FOLD_CACHE_CHARS else to_ascii(value)
+
+
 def _plain_output(
     tree: jinja2.nodes.Template,
 ) -> list[jinja2.nodes.Name | jinja2.nodes.TemplateData] | None:
@@ -207,13 +226,10 @@ def _plain_output(
 class CompiledTemplates:
     """A campaign's templates, compiled once; `render` is then called for every recipient."""
 
-    __slots__ = ("_parts", "_sms_ascii", "_zalo_id")
+    __slots__ = ("_parts", "_zalo_id")
 
-    def __init__(
-        self, parts: Mapping[str, Mapping[str, _Part]], *, sms_ascii: bool, zalo_id: str = ""
-    ) -> None:
+    def __init__(self, parts: Mapping[str, Mapping[str, _Part]], *, zalo_id: str = "") -> None:
         self._parts = {channel: dict(named) for channel, named in parts.items()}
-        self._sms_ascii = sms_ascii
         self._zalo_id = zalo_id
 
     @classmethod
@@ -224,7 +240,8 @@ class CompiledTemplates:
         zalo_id = ""
         for channel in plan.channels:
             if channel == "sms" and templates.sms is not None:
-                parts["sms"] = {"body": _Part.compile("templates.sms", templates.sms)}
+                body = _Part.compile("templates.sms", templates.sms, fold=plan.sms_ascii)
+                parts["sms"] = {"body": body}
             elif channel == "email" and templates.email is not None:
                 parts["email"] = {
                     "subject": _Part.compile("templates.email.subject", templates.email.subject),
@@ -243,7 +260,7 @@ class CompiledTemplates:
                 }
             else:
                 raise TemplateError(f"templates.{channel}: missing")
-        return cls(parts, sms_ascii=plan.sms_ascii, zalo_id=zalo_id)
+        return cls(parts, zalo_id=zalo_id)
 
     @property
     def channels(self) -> tuple[str, ...]:
@@ -286,8 +303,7 @@ class CompiledTemplates:
         """This recipient's message on `channel`; TemplateError (MissingField) if it cannot be."""
         named = self._channel(channel)
         if channel == "sms":
-            body = named["body"].render(fields)
-            return RenderedMessage("sms", body=to_ascii(body) if self._sms_ascii else body)
+            return RenderedMessage("sms", body=named["body"].render(fields))
         if channel == "email":
             subject = _one_line(named["subject"].render(fields))
             return RenderedMessage("email", subject=subject, body=named["body"].render(fields))
@@ -296,6 +312,26 @@ class CompiledTemplates:
             return RenderedMessage("fcm", title=title, body=named["body"].render(fields))
         data = {name: part.render(fields) for name, part in named.items()}
         return RenderedMessage("zalo", template_id=self._zalo_id, data=data)
+
+    @property
+    def sms_body(self) -> Callable[[Mapping[str, str]], str]:
+        """The SMS text of one recipient (as `render("sms", fields).body`, with one call less:
+        a planner calls it for every recipient)."""
+        return self._channel("sms")["body"].render
+
+    def static(self, channel: Channel | str) -> RenderedMessage | None:
+        """The channel's message when its templates read no field (the same for everyone).
+
+        None when they read fields, or when rendering fails: then every recipient's render
+        raises, and each row is reported with the reason, as for any other template error.
+        """
+        named = self._channel(channel)
+        if any(part.fields for part in named.values()):
+            return None
+        try:
+            return self.render(channel, {})
+        except TemplateError:
+            return None
 
 
 def _one_line(text: str) -> str:

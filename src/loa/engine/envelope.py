@@ -1,4 +1,17 @@
-"""Batches and their versioned msgpack envelope: the one thing a queue entry holds."""
+"""Batches and their versioned msgpack envelope: the one thing a queue entry holds.
+
+Version 2 (written now) stores what every message of a batch shares once: a campaign's batch
+holds the same text for a few hundred people, and storing it once per message made the text
+most of the queues' memory. Version 1 entries (already queued) are still read.
+
+    v1: [1, id, campaign, lane, route, attempt, created_ms, expires_ms, rows]
+        rows: [id, to, body, parts, extra] each
+    v2: [2, id, campaign, lane, route, attempt, created_ms, expires_ms, common, rows]
+        common: [body, parts] shared by every row, which is then [id, to] or [id, to, extra];
+        or nil, and every row is whole as in v1
+
+The rows stay last in both, so a reader that only wants message ids finds them at [-1][i][0].
+"""
 
 from __future__ import annotations
 
@@ -13,8 +26,10 @@ import msgpack
 from loa.errors import EnvelopeError
 from loa.message import Lane, Message
 
-VERSION = 1
-_FIELDS = 9  # version, id, campaign, lane, route, attempt, created_ms, expires_ms, messages
+VERSION = 2
+# fields of each version: version, id, campaign, lane, route, attempt, created_ms, expires_ms,
+# (v2: common,) rows
+_FIELDS = {1: 9, 2: 10}
 
 
 def now_ms() -> int:
@@ -59,8 +74,13 @@ def message_row(message: Message) -> list[Any]:
 
 
 def pack(batch: Batch) -> bytes:
-    """Encode a batch as a versioned msgpack envelope."""
-    rows = [message_row(m) for m in batch.messages]
+    """Encode a batch as a versioned msgpack envelope (the current version)."""
+    messages = batch.messages
+    common = _common(messages)
+    if common is None:
+        rows = [message_row(m) for m in messages]
+    else:
+        rows = [[m.id, m.to] if m.extra is None else [m.id, m.to, m.extra] for m in messages]
     return msgpack.packb(  # type: ignore[no-any-return]
         [
             VERSION,
@@ -71,29 +91,46 @@ def pack(batch: Batch) -> bytes:
             batch.attempt,
             batch.created_ms,
             batch.expires_ms,
+            common,
             rows,
         ],
         use_bin_type=True,
     )
 
 
+def _common(messages: list[Message]) -> list[Any] | None:
+    """[body, parts] when more than one message and all of them share both, else None."""
+    if len(messages) < 2:
+        return None
+    first = messages[0]
+    body, parts = first.body, first.parts
+    for m in messages:
+        # `is` first: a planner's messages share one body object, and comparing is then free
+        if (m.body is not body and m.body != body) or m.parts != parts:
+            return None
+    return [body, parts]
+
+
 def unpack(data: bytes) -> Batch:
-    """Decode an envelope; anything that is not a version-1 envelope raises EnvelopeError."""
+    """Decode an envelope of version 1 or 2; anything else raises EnvelopeError."""
     try:
         fields = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=False)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
         raise EnvelopeError(f"queue entry is not valid msgpack: {exc}") from exc
     if not isinstance(fields, list) or not fields:
         raise EnvelopeError("queue entry is not an envelope (expected a msgpack array)")
-    if fields[0] != VERSION:
+    version = fields[0]
+    expected = _FIELDS.get(version) if type(version) is int else None
+    if expected is None:
+        known = " and ".join(str(v) for v in _FIELDS)
+        raise EnvelopeError(f"unsupported envelope version {version!r} (this loa reads {known})")
+    if len(fields) != expected:
         raise EnvelopeError(
-            f"unsupported envelope version {fields[0]!r} (this loa reads {VERSION})"
+            f"envelope version {version} has {len(fields)} fields, expected {expected}"
         )
-    if len(fields) != _FIELDS:
-        raise EnvelopeError(f"envelope has {len(fields)} fields, expected {_FIELDS}")
-    _, batch_id, campaign, lane, route, attempt, created_ms, expires_ms, rows = fields
+    batch_id, campaign, lane, route, attempt, created_ms, expires_ms = fields[1:8]
     try:
-        messages = list(itertools.starmap(Message, rows))
+        messages = _messages(fields[8] if version == 2 else None, fields[-1])
         return Batch(
             route=route,
             lane=Lane(lane),
@@ -104,5 +141,21 @@ def unpack(data: bytes) -> Batch:
             created_ms=created_ms,
             expires_ms=expires_ms,
         )
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, IndexError) as exc:
         raise EnvelopeError(f"envelope fields are malformed: {exc}") from exc
+
+
+def _messages(common: Any, rows: list[Any]) -> list[Message]:
+    """Whole messages from stored rows: each gets the shared body and parts when there are."""
+    if common is None:
+        return list(itertools.starmap(Message, rows))
+    body, parts = common
+    if not isinstance(body, str) or type(parts) is not int:
+        raise TypeError("the shared body and parts must be text and a whole number")
+    messages = []
+    for row in rows:
+        if not 2 <= len(row) <= 3:
+            raise ValueError(f"a row of {len(row)} fields where 2 or 3 are expected")
+        extra = row[2] if len(row) == 3 else None
+        messages.append(Message(row[0], row[1], body, parts, extra))
+    return messages
