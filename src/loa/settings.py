@@ -24,6 +24,7 @@ from loa.errors import ConfigError
 
 ENV_PREFIX = "LOA_"
 ROUTE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}\Z")
+MIN_SECRET = 12  # characters of a webhook secret
 
 
 def default_data_dir() -> Path:
@@ -153,6 +154,19 @@ class ApiSettings(ConfigModel):
     launch_wait: float = Field(
         default=5.0, ge=0, le=60, description="seconds a launch request waits for planning"
     )
+    webhook_secrets: dict[str, str] = Field(
+        default_factory=dict,
+        description="route -> shared secret that signs its receipt webhooks (Zalo: OA secret key)",
+    )
+
+    @field_validator("webhook_secrets")
+    @classmethod
+    def _long_secrets(cls, secrets: dict[str, str]) -> dict[str, str]:
+        # checked on the whole table, so the error names the route but never echoes the secret
+        for route, secret in secrets.items():
+            if len(secret) < MIN_SECRET:
+                raise ValueError(f"the secret of route {route!r} needs {MIN_SECRET}+ characters")
+        return secrets
 
 
 class Settings(ConfigModel):

@@ -1,7 +1,8 @@
-"""Routes beside campaigns: who am I, inbound replies, the opt-out list, the audit log, tokens."""
+"""Routes beside campaigns: who am I, delivery routes, replies, opt-outs, the audit log, tokens."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -18,6 +19,7 @@ from loa.api.models import (
     CheckResult,
     InboundMessage,
     InboundPage,
+    RouteRow,
     Suppressed,
     TokenCreated,
     TokenInfo,
@@ -26,6 +28,8 @@ from loa.api.models import (
 )
 from loa.api.security import Admin, Operator, Viewer
 from loa.engine.events import read_inbound
+from loa.settings import Settings
+from loa.status import route_status
 
 router = APIRouter(prefix="/api/v1")
 
@@ -45,6 +49,32 @@ Limit = Annotated[int, Query(ge=1, le=1000)]
 async def whoami(who: Viewer) -> Whoami:
     """The name and role of the token this request carries."""
     return Whoami(name=who.name, role=who.role.label)
+
+
+@router.get("/routes", name="route.list", tags=["routes"], summary="Delivery routes and backlog")
+async def routes(who: Viewer, ctx: Ctx) -> list[RouteRow]:
+    """Each configured route: adapter, channels, rate, queue depth and counters (no options)."""
+    rows = []
+    for name, limits in ctx.settings.routes.items():
+        status = await route_status(ctx.services.campaigns.queues, ctx.settings, name)
+        row = {
+            **asdict(status),
+            "adapter": limits.adapter,
+            "channels": channels_of(ctx.settings, name),
+            "rate": limits.rate,
+            "unit": limits.unit,
+        }
+        rows.append(RouteRow.model_validate(row))
+    return rows
+
+
+def channels_of(settings: Settings, route: str) -> list[str]:
+    """The channels whose default or carrier routes name `route`."""
+    return [
+        channel
+        for channel, spec in settings.channels.items()
+        if spec.default == route or route in spec.carriers.values()
+    ]
 
 
 @router.get("/inbound", name="inbound.list", tags=["inbound"], summary="Replies, oldest first")

@@ -15,11 +15,12 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from loa import __version__
-from loa.api import admin, campaigns
+from loa.api import admin, campaigns, dashboard, webhooks
 from loa.api.approval import known_test_numbers
 from loa.api.context import ApiContext, RedisFactory
 from loa.api.models import ErrorBody, Health
 from loa.api.problems import error_response, install
+from loa.api.readiness import RouteChecks
 from loa.api.uploads import uploads_root
 from loa.engine.connection import RedisClient, connect
 from loa.errors import ApiError, ConfigError
@@ -44,17 +45,20 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 def create_app(settings: Settings, redis_client_factory: RedisFactory | None = None) -> FastAPI:
     """The API on `settings`; `redis_client_factory` makes its client (default: redis_url)."""
+    webhooks.check_secrets(settings)
     ctx = ApiContext(
         settings=settings,
         factory=redis_client_factory or _default_factory(settings),
         tests=known_test_numbers(settings.api.test_numbers),
         uploads=uploads_root(settings.data_dir),
     )
+    checks = RouteChecks(settings, ctx.events)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx.open()  # the client belongs to the server's own event loop
         try:
+            await checks.build()
             yield
         finally:
             await ctx.close()
@@ -70,9 +74,11 @@ def create_app(settings: Settings, redis_client_factory: RedisFactory | None = N
     app.state.loa = ctx
     install(app, ctx.uploads)
     app.add_middleware(BodyLimit)
-    _health(app, ctx)
+    _health(app, ctx, checks)
     app.include_router(campaigns.router)
     app.include_router(admin.router)
+    app.include_router(webhooks.router)
+    app.include_router(dashboard.router)
     return app
 
 
@@ -87,7 +93,7 @@ def _default_factory(settings: Settings) -> RedisFactory:
     return lambda: connect(url)
 
 
-def _health(app: FastAPI, ctx: ApiContext) -> None:
+def _health(app: FastAPI, ctx: ApiContext, checks: RouteChecks) -> None:
     @app.get("/healthz", name="health.live", tags=["health"], responses={}, summary="Process up")
     async def healthz() -> Health:
         """The process answers."""
@@ -97,17 +103,25 @@ def _health(app: FastAPI, ctx: ApiContext) -> None:
         "/readyz",
         name="health.ready",
         tags=["health"],
-        responses={503: ERRORS[503]},
-        summary="Redis reachable",
+        responses={503: {"model": ErrorBody, "description": "Redis or a route is down"}},
+        summary="Redis reachable, routes bound",
     )
     async def readyz() -> Health:
-        """Ready when Redis answers PING in time; 503 otherwise."""
+        """Ready when Redis answers PING in time and every route is up; 503 naming what is not.
+
+        A route is up when its adapter could be built at start-up and, for adapters that can
+        ping their provider (SMPP, SMTP), the last ping (at most a few seconds old) answered.
+        """
         try:
             async with asyncio.timeout(READY_TIMEOUT):
                 await ctx.services.redis.ping()
         except (RedisError, OSError, TimeoutError) as exc:
             message = f"Redis is not reachable: {type(exc).__name__}"
             raise ApiError(message, code="redis_unavailable", status=503) from None
+        down = await checks.down()
+        if down:
+            message = "routes down: " + "; ".join(f"{r}: {why}" for r, why in down.items())
+            raise ApiError(message, code="routes_down", status=503)
         return Health(status="ready")
 
 

@@ -7,12 +7,18 @@ ordered (viewer < operator < approver < admin), each one may do all the ones bef
 | what                                               | view | oper | appr | admin |
 |----------------------------------------------------|------|------|------|-------|
 | GET /healthz, /readyz (no token needed)            | yes  | yes  | yes  | yes   |
+| GET /, /dashboard and its files (no token needed;  | yes  | yes  | yes  | yes   |
+|   the page asks for one and calls the API with it) |      |      |      |       |
 | whoami, list campaigns, campaign status, audit log | yes  | yes  | yes  | yes   |
+| routes: adapters, channels, queue depth, counters  | yes  | yes  | yes  | yes   |
 | create, validate, launch, pause, resume, cancel    | no   | yes  | yes  | yes   |
 | failed-recipients report, inbound (phone numbers)  | no   | yes  | yes  | yes   |
 | suppression add / remove / check                   | no   | yes  | yes  | yes   |
 | approve (never one's own campaign)                 | no   | no   | yes  | yes   |
 | tokens: create, list, revoke                       | no   | no   | no   | yes   |
+| POST /api/v1/webhooks/{route}: no token, no role:  | -    | -    | -    | -     |
+|   the provider signs each callback with the        |      |      |      |       |
+|   route's secret (see loa.api.webhooks)            |      |      |      |       |
 
 Viewers are observers (a minister's office, an auditor): they see progress and who did what,
 but never a citizen's number, which only the failed report, replies and suppression checks hold.

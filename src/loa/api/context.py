@@ -19,6 +19,8 @@ from loa.campaigns.planner import Report
 from loa.campaigns.service import Campaigns
 from loa.campaigns.suppression import Suppression
 from loa.engine.connection import RedisClient
+from loa.engine.events import EventWriter
+from loa.engine.metrics import Metrics
 from loa.errors import ApiError, LoaError
 from loa.settings import Settings
 
@@ -47,6 +49,7 @@ class ApiContext:
     tests: frozenset[str]
     uploads: Path
     planning: dict[str, asyncio.Task[Report]] = field(default_factory=dict)
+    metrics: Metrics = field(default_factory=Metrics)  # receipts taken in by webhooks and pings
     _services: Services | None = None
 
     @property
@@ -68,6 +71,11 @@ class ApiContext:
                 Suppression(redis, namespace),
             )
         return self._services
+
+    def events(self) -> EventWriter:
+        """A short-lived writer of receipts and replies: its caller flushes it before answering."""
+        settings = self.settings
+        return EventWriter(self.services.redis, settings.namespace, settings.events, self.metrics)
 
     def open(self) -> Services:
         """Make the client and services now (at start-up, in the server's loop)."""

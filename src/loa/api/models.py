@@ -114,6 +114,29 @@ class CampaignStatus(BaseModel):
     by_route: dict[str, dict[str, int]] = Field(default_factory=dict)
 
 
+class RouteRow(BaseModel):
+    """One route: what carries it and its limit, its backlog (batches), its counters (messages)."""
+
+    route: str
+    adapter: str
+    channels: list[str] = Field(description="the campaign channels this route carries")
+    rate: float = Field(description="per second, in `unit`; 0 means unlimited")
+    unit: str
+    waiting: int = Field(description="batches queued, all lanes (retries included)")
+    in_flight: int = Field(description="batches a worker is sending now")
+    delayed: int = Field(description="batches waiting for a retry")
+    accepted: int
+    failed: int
+    dead: int
+    expired: int
+    cancelled: int
+    suppressed: int
+    fallback: int
+    retried: int
+    throttled: int
+    redelivered: int
+
+
 class StateChange(BaseModel):
     """The state a campaign is in after an action."""
 

@@ -75,6 +75,8 @@ class Worker:
                 if isinstance(adapter, EmitsEvents):
                     adapter.attach(events)
                     correlator = events.correlator
+                elif name in self.settings.api.webhook_secrets:
+                    correlator = events.correlator  # its receipts come by the API's webhook
                 await self.queues.prepare(shard_keys(self.settings.namespace, name, limits.shards))
                 limiter = RateLimiter(self.redis, self.settings.namespace, name, limits)
                 controls = Controls(self.redis, self.settings.namespace)
