@@ -62,3 +62,53 @@ def http(
         typer.echo(f"http simulator on {sim.url} (stats: {sim.url}/_sim/stats)")
 
     run_http_simulator(host, port, options, on_ready=ready)
+
+
+@app.command("smsc")
+def smsc(
+    host: HostOption = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", "-p", help="0 picks a free port.")] = 2775,
+    options_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--options",
+            "-o",
+            help="TOML file of options; a [carriers.NAME] table with a `port` each runs "
+            "one simulated SMSC per carrier.",
+        ),
+    ] = None,
+    seed: SeedOption = 0,
+    latency: LatencyOption = 0.0,
+    error_ratio: ErrorOption = 0.0,
+    tps: TpsOption = 0.0,
+    receipt_delay: Annotated[
+        float, typer.Option("--receipt-delay", min=0, help="Seconds before each receipt.")
+    ] = 0.0,
+    undelivered_ratio: Annotated[
+        float, typer.Option("--undelivered-ratio", min=0, max=1, help="Receipts saying UNDELIV.")
+    ] = 0.0,
+    stats_interval: Annotated[
+        float, typer.Option("--stats-interval", min=0, help="Seconds between stats lines.")
+    ] = 10.0,
+) -> None:
+    """An SMPP 3.4 SMSC: binds, a TPS cap, receipts, replies, faults; JSON stats lines on stdout."""
+    from loa.sim.smsc import run_smsc_simulators
+
+    options = _options(
+        options_file,
+        seed=seed,
+        latency=latency,
+        error_ratio=error_ratio,
+        tps=tps,
+        receipt_delay=receipt_delay,
+        undelivered_ratio=undelivered_ratio,
+    )
+    carriers: dict[str, Any] = options.pop("carriers", {})
+    if not carriers:
+        run_smsc_simulators([("smsc", port, options)], host, stats_interval)
+        return
+    simulators = []
+    for name, table in carriers.items():
+        own = dict(table)
+        simulators.append((name, int(own.pop("port", 0)), {**options, **own}))
+    run_smsc_simulators(simulators, host, stats_interval)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import random
@@ -14,11 +15,11 @@ from pydantic import Field, field_validator, model_validator
 
 from loa.adapters.base import EventSink
 from loa.adapters.registry import parse_options
-from loa.adapters.smpp.coding import choose_coding, decode_text, encode_parts, udh
+from loa.adapters.smpp.coding import SINGLE_LIMIT, decode_text, encode_chosen, split_parts, udh
 from loa.adapters.smpp.pdu import Command, Pdu, Status, SubmitEncoder, Tag, status_name
-from loa.adapters.smpp.receipt import canonical_id, is_receipt, parse_receipt
+from loa.adapters.smpp.receipt import canonical_id, is_intermediate, is_receipt, parse_receipt
 from loa.adapters.smpp.session import BindConfig, Session
-from loa.errors import BindError, PduError, SessionClosed
+from loa.errors import PduError, SessionClosed, SmppError
 from loa.message import (
     Accepted,
     Failed,
@@ -140,8 +141,12 @@ class Bind:
         if loop.time() < self.retry_at:
             return None
         async with self.lock:
-            if self.session is not None and self.session.alive:
-                return self.session
+            if self.session is not None:
+                if self.session.alive:
+                    return self.session
+                # a session that died leaves its keep-alive task asleep: end it before the next
+                dead, self.session = self.session, None
+                await dead.close(dead.close_reason or "connection lost")
             if loop.time() < self.retry_at:
                 return None
             return await self._connect(loop.time())
@@ -150,8 +155,11 @@ class Bind:
         session = Session(self.config, self.adapter.on_request)
         try:
             await session.open()
-        except (OSError, TimeoutError, BindError, SessionClosed) as exc:
-            self.last_error = f"{type(exc).__name__}: {exc}"
+        # SmppError: a refused bind, garbage instead of a bind_resp; EOFError: the SMSC hung up
+        # mid-bind (IncompleteReadError is not an OSError): each is a failed attempt, not a crash
+        except (OSError, TimeoutError, EOFError, SmppError) as exc:
+            detail = str(exc) or f"no bind_resp within {self.config.bind_timeout}s"
+            self.last_error = f"{type(exc).__name__}: {detail}"
             options = self.adapter.options
             self.retry_at = now + self.delay * random.uniform(0.8, 1.2)
             self.delay = min(self.delay * 2, options.reconnect_max)
@@ -232,9 +240,18 @@ class SmppAdapter:
         pending: list[list[asyncio.Future[Pdu]] | SendResult] = []
         for message in messages:
             pending.append(await self._begin(message))
-        return [
-            await self._outcome(entry) if isinstance(entry, list) else entry for entry in pending
-        ]
+        results: list[SendResult] = []
+        for entry in pending:
+            if isinstance(entry, list):
+                for future in entry:
+                    if not future.done():
+                        # the outcome reads the error below; here we only wait for it
+                        with contextlib.suppress(SmppError, TimeoutError):
+                            await future
+                results.append(self._outcome(entry))
+            else:
+                results.append(entry)
+        return results
 
     async def _begin(self, message: Message) -> list[asyncio.Future[Pdu]] | SendResult:
         """Write a message's submit_sm PDUs; or its result, when it cannot be written."""
@@ -249,26 +266,28 @@ class SmppAdapter:
         try:
             for pdu in pdus:  # every part on one bind: SMSCs reassemble per bind
                 futures.append(await session.begin(self._encode, pdu))
-        except SessionClosed as exc:
+        except (SessionClosed, PduError) as exc:
             for future in futures:
                 future.cancel()
+            if isinstance(exc, PduError):  # a field the encoder refused (an address too long)
+                return Failed(f"cannot be written as SMPP: {exc}")
             return RetryLater(str(exc))
         return futures
 
-    async def _outcome(self, futures: list[asyncio.Future[Pdu]]) -> SendResult:
-        """The message's result from its parts' responses: accepted only if every part was."""
+    def _outcome(self, futures: list[asyncio.Future[Pdu]]) -> SendResult:
+        """The result from the parts' settled responses: accepted only if every part was."""
         ids: list[str] = []
         for future in futures:
-            try:
-                answer = await future
-            except SessionClosed as exc:
-                return RetryLater(str(exc))
-            except TimeoutError:
-                return RetryLater(f"no submit_sm_resp within {self.options.response_timeout}s")
-            if answer.command_id == Command.GENERIC_NACK or answer.status != Status.ROK:
+            error = future.exception()
+            if error is not None:
+                if isinstance(error, TimeoutError):
+                    return RetryLater(f"no submit_sm_resp within {self.options.response_timeout}s")
+                return RetryLater(str(error))  # the session closed, or an unreadable response
+            answer = future.result()
+            if answer.status or answer.command_id == Command.GENERIC_NACK:
                 return self._verdict(answer.status)
             ids.append(canonical_id(answer.text("message_id"), self.options.submit_id))
-        return Accepted(",".join(ids))
+        return Accepted(ids[0] if len(ids) == 1 else ",".join(ids))
 
     def _verdict(self, status: int) -> SendResult:
         verdict = self.verdicts.get(status, "retry")
@@ -283,6 +302,9 @@ class SmppAdapter:
         """The next live bind in turn; one that is down is skipped (and reconnected in turn)."""
         binds = self.transmitters
         start = next(self._turn)
+        session = binds[start % len(binds)].session
+        if session is not None and session.alive:  # the common case, without a coroutine
+            return session
         for step in range(len(binds)):
             session = await binds[(start + step) % len(binds)].ready()
             if session is not None:
@@ -309,14 +331,15 @@ class SmppAdapter:
     def _submits(self, message: Message) -> list[Pdu]:
         """The submit_sm PDUs of one message: one, or one per part of a long message."""
         options = self.options
-        coding = choose_coding(message.body, options.data_coding)
-        encoded = encode_parts(message.body, coding)
-        base = {"destination_addr": _destination(message.to), "data_coding": coding}
-        parts = encoded.parts
-        if len(parts) == 1:
-            return [Pdu(Command.SUBMIT_SM, 0, fields={**base, "short_message": parts[0]})]
+        coding, data = encode_chosen(message.body, options.data_coding)
+        destination = _destination(message.to)
+        if len(data) <= SINGLE_LIMIT[coding]:  # the common case: one part
+            fields = {"destination_addr": destination, "data_coding": coding, "short_message": data}
+            return [Pdu(Command.SUBMIT_SM, 0, 0, fields)]
+        base = {"destination_addr": destination, "data_coding": coding}
+        parts = split_parts(data, coding)
         if options.long_messages == "payload":
-            tlvs: dict[int, bytes] = {Tag.MESSAGE_PAYLOAD: encoded.data}
+            tlvs: dict[int, bytes] = {Tag.MESSAGE_PAYLOAD: data}
             return [Pdu(Command.SUBMIT_SM, 0, fields={**base, "short_message": b""}, tlvs=tlvs)]
         reference = next(self._reference) & 0xFF
         total = len(parts)
@@ -356,7 +379,8 @@ class SmppAdapter:
             return int(Status.ROK)
         if is_receipt(pdu):
             parsed = parse_receipt(pdu)
-            if parsed is not None:
+            # an intermediate notification (ENROUTE) is not an outcome: the final receipt follows
+            if parsed is not None and not is_intermediate(pdu, parsed):
                 provider_id = canonical_id(parsed.message_id, self.options.receipt_id)
                 sink.receipt(
                     Receipt(self.route, provider_id, parsed.delivered, parsed.state, parsed.error)

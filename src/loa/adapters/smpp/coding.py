@@ -79,6 +79,17 @@ def decode_gsm7(data: bytes) -> str:
     return "".join(chars)
 
 
+def encode_chosen(text: str, preferred: str) -> tuple[int, bytes]:
+    """`choose_coding` and `encode_text` in one pass: the data_coding and the bytes."""
+    if preferred in ("auto", "gsm7"):
+        try:  # GSM 03.38 when every character is in it: encode_gsm7 checks exactly that
+            return GSM7, encode_gsm7(text)
+        except ValueError:
+            return UCS2, text.encode("utf-16-be")
+    data_coding = choose_coding(text, preferred)
+    return data_coding, encode_text(text, data_coding)
+
+
 def encode_parts(text: str, data_coding: int) -> Encoded:
     """`text` encoded and cut into parts; one part when it fits a single short message.
 
@@ -86,8 +97,13 @@ def encode_parts(text: str, data_coding: int) -> Encoded:
     of a surrogate pair (UCS-2), so a part may be one unit short of the limit.
     """
     data = encode_text(text, data_coding)
+    return Encoded(data_coding, data, split_parts(data, data_coding))
+
+
+def split_parts(data: bytes, data_coding: int) -> list[bytes]:
+    """Encoded text cut into the parts of a long message; itself when it fits one message."""
     if len(data) <= SINGLE_LIMIT[data_coding]:
-        return Encoded(data_coding, data, [data])
+        return [data]
     limit = PART_LIMIT[data_coding]
     parts: list[bytes] = []
     start = 0
@@ -97,7 +113,7 @@ def encode_parts(text: str, data_coding: int) -> Encoded:
             end -= _unsafe_tail(data, start, end, data_coding)
         parts.append(data[start:end])
         start = end
-    return Encoded(data_coding, data, parts)
+    return parts
 
 
 def _unsafe_tail(data: bytes, start: int, end: int, data_coding: int) -> int:

@@ -214,6 +214,11 @@ WITH_TLVS = frozenset(
 )
 
 
+_SUBMIT_SM = int(Command.SUBMIT_SM)
+_MESSAGE_ID_ONLY = frozenset({int(Command.SUBMIT_SM_RESP), int(Command.DELIVER_SM_RESP)})
+_TLV_HEAD = struct.Struct(">HH")
+
+
 @dataclass(slots=True)
 class Pdu:
     """One decoded PDU: header, mandatory fields by name, and TLVs by tag (raw bytes)."""
@@ -258,11 +263,8 @@ def encode(pdu: Pdu) -> bytes:
                 raise PduError(f"short_message is {len(message)} bytes; at most {limit}")
             body.append(len(message))
             body += message
-    for tag, value in pdu.tlvs.items():
-        if len(value) > 0xFFFF:
-            raise PduError(f"TLV 0x{tag:04X} is {len(value)} bytes; at most 65535")
-        body += struct.pack(">HH", tag, len(value))
-        body += value
+    if pdu.tlvs:
+        body += _tlv_bytes(pdu.tlvs)
     return HEADER.pack(HEADER_SIZE + len(body), pdu.command_id, pdu.status, pdu.sequence) + body
 
 
@@ -273,6 +275,11 @@ def decode(frame: bytes) -> Pdu:
     length, command_id, status, sequence = HEADER.unpack_from(frame)
     if length != len(frame):
         raise PduError(f"command_length says {length} bytes but the frame has {len(frame)}")
+    if command_id in _MESSAGE_ID_ONLY and length > HEADER_SIZE:
+        # the hot path: one submit_sm_resp per message sent, a body of one C-Octet String
+        end = frame.find(b"\0", HEADER_SIZE, HEADER_SIZE + 65)
+        if end >= 0:
+            return Pdu(command_id, sequence, status, {"message_id": frame[HEADER_SIZE:end]})
     pdu = Pdu(command_id, sequence, status)
     schema = BODIES.get(command_id, ())
     if status != 0 and command_id & RESPONSE_BIT and len(frame) == HEADER_SIZE:
@@ -296,47 +303,62 @@ def read_length(header: bytes | bytearray) -> int:
 class SubmitEncoder:
     """Encodes submit_sm PDUs fast: the fields a route never changes are encoded once.
 
-    Gives the same bytes as `encode` (tested), at a fraction of the cost per message.
+    Per message only destination_addr, esm_class, data_coding, short_message and the TLVs are
+    read from the Pdu; every other field is the route's (`fixed`). Gives the same bytes as
+    `encode` (tested), at a fraction of the cost per message.
     """
 
     def __init__(self, fixed: dict[str, Any]) -> None:
         probe = Pdu(Command.SUBMIT_SM, 0, fields=dict(fixed))
-        body = encode(probe)[HEADER_SIZE:]
-        # the body up to destination_addr: service_type, source ton/npi/address, dest ton/npi
+        body = encode(probe)[HEADER_SIZE:]  # checks every fixed field once
+        # service_type, source ton/npi/address, dest ton/npi: everything before destination_addr
         self.prefix = body[: _offset_of(body, "destination_addr")]
-        self.protocol_id = _byte("protocol_id", fixed.get("protocol_id", 0))
-        self.priority_flag = _byte("priority_flag", fixed.get("priority_flag", 0))
-        self.schedule = _c_string("schedule_delivery_time", fixed.get("schedule_delivery_time"), 17)
-        self.validity = _c_string("validity_period", fixed.get("validity_period"), 17)
-        self.registered_delivery = _byte("registered_delivery", fixed.get("registered_delivery", 0))
+        # protocol_id up to replace_if_present_flag: everything between esm_class and data_coding
+        self.middle = body[_offset_of(body, "protocol_id") : _offset_of(body, "data_coding")]
+        self.sm_default_msg_id = _byte("sm_default_msg_id", fixed.get("sm_default_msg_id", 0))
+        # header, prefix, the address's NUL, esm_class, middle, data_coding, default id, sm_length
+        self.fixed_size = HEADER_SIZE + len(self.prefix) + 2 + len(self.middle) + 3
 
     def __call__(self, pdu: Pdu) -> bytes:
         """The bytes of `pdu`, a submit_sm whose fixed fields are this encoder's."""
         fields = pdu.fields
-        message = bytes(fields.get("short_message", b""))
-        if len(message) > 254:
-            raise PduError(f"short_message is {len(message)} bytes; at most 254")
-        body = b"".join(
+        destination = fields["destination_addr"]
+        if type(destination) is str and destination.isascii() and len(destination) <= 20:
+            address = destination.encode("ascii")
+            if b"\0" in address:
+                _c_string("destination_addr", address, 21)  # raises, naming the field
+        else:
+            address = _c_string("destination_addr", destination, 21)[:-1]
+        message = fields.get("short_message", b"")
+        size = len(message)
+        if size > 254:
+            raise PduError(f"short_message is {size} bytes; at most 254")
+        esm_class = fields.get("esm_class", 0)
+        data_coding = fields.get("data_coding", 0)
+        if type(esm_class) is not int or type(data_coding) is not int:
+            esm_class = _byte("esm_class", esm_class)  # an IntEnum is fine; a str is not
+            data_coding = _byte("data_coding", data_coding)
+        try:
+            flags = bytes((esm_class,)), bytes((data_coding, self.sm_default_msg_id, size))
+        except ValueError:  # outside 0..255: say which
+            _byte("esm_class", esm_class)
+            _byte("data_coding", data_coding)
+            raise
+        tlvs = _tlv_bytes(pdu.tlvs) if pdu.tlvs else b""
+        length = self.fixed_size + len(address) + size + len(tlvs)
+        return b"".join(
             (
+                HEADER.pack(length, _SUBMIT_SM, 0, pdu.sequence),
                 self.prefix,
-                _c_string("destination_addr", fields["destination_addr"], 21),
-                bytes((fields.get("esm_class", 0), self.protocol_id, self.priority_flag)),
-                self.schedule,
-                self.validity,
-                bytes(
-                    (
-                        self.registered_delivery,
-                        0,  # replace_if_present_flag
-                        fields.get("data_coding", 0),
-                        0,  # sm_default_msg_id
-                        len(message),
-                    )
-                ),
+                address,
+                b"\0",
+                flags[0],
+                self.middle,
+                flags[1],
                 message,
-                *(struct.pack(">HH", tag, len(value)) + value for tag, value in pdu.tlvs.items()),
+                tlvs,
             )
         )
-        return HEADER.pack(HEADER_SIZE + len(body), Command.SUBMIT_SM, 0, pdu.sequence) + body
 
 
 def _offset_of(body: bytes, name: str) -> int:
@@ -369,6 +391,17 @@ def tlv_text(value: bytes) -> str:
     return value.split(b"\0", 1)[0].decode("latin-1")
 
 
+def _tlv_bytes(tlvs: dict[int, bytes]) -> bytes:
+    """The TLVs as they follow the mandatory fields: tag, length, value each."""
+    out = bytearray()
+    for tag, value in tlvs.items():
+        if len(value) > 0xFFFF:
+            raise PduError(f"TLV 0x{tag:04X} is {len(value)} bytes; at most 65535")
+        out += _TLV_HEAD.pack(tag, len(value))
+        out += value
+    return bytes(out)
+
+
 def _byte(name: str, value: Any) -> int:
     if not isinstance(value, int) or not 0 <= value <= 0xFF:
         raise PduError(f"{name} must be an integer 0..255, got {value!r}")
@@ -376,7 +409,10 @@ def _byte(name: str, value: Any) -> int:
 
 
 def _c_string(name: str, value: Any, limit: int) -> bytes:
-    raw = value.encode("latin-1") if isinstance(value, str) else bytes(value or b"")
+    try:
+        raw = value.encode("latin-1") if isinstance(value, str) else bytes(value or b"")
+    except UnicodeEncodeError:
+        raise PduError(f"{name} must be Latin-1 text (SMPP C-Octet String)") from None
     if b"\0" in raw:
         raise PduError(f"{name} must not contain NUL")
     if len(raw) + 1 > limit:
@@ -419,3 +455,89 @@ def _read_tlvs(frame: bytes, offset: int, tlvs: dict[int, bytes]) -> None:
             raise PduError(f"TLV 0x{tag:04X} of {size} bytes runs past the end of the PDU")
         tlvs[tag] = frame[offset + 4 : end]
         offset = end
+
+
+_SM_COMMANDS = frozenset({int(Command.SUBMIT_SM), int(Command.DELIVER_SM)})
+
+
+def decode_sm(frame: bytes) -> Pdu:
+    """`decode` of a submit_sm or deliver_sm in one pass, for an SMSC's hot path; the same Pdu.
+
+    Any other frame, and any field that does not fit, goes to `decode`, which says what is wrong.
+    """
+    if len(frame) < HEADER_SIZE:
+        return decode(frame)
+    length, command_id, status, sequence = HEADER.unpack_from(frame)
+    find = frame.find
+    a = find(b"\0", 16, 22) if length == len(frame) and command_id in _SM_COMMANDS else -1
+    b = find(b"\0", a + 3, a + 24) if a >= 0 else -1  # source_addr after its ton and npi
+    c = find(b"\0", b + 3, b + 24) if b >= 0 else -1  # destination_addr likewise
+    d = find(b"\0", c + 4, c + 21) if c >= 0 else -1  # schedule after esm, protocol, priority
+    e = find(b"\0", d + 1, d + 18) if d >= 0 else -1  # validity_period
+    if e < 0 or e + 6 > length or e + 6 + frame[e + 5] > length:
+        return decode(frame)
+    end = e + 6 + frame[e + 5]
+    fields = {
+        "service_type": frame[16:a],
+        "source_addr_ton": frame[a + 1],
+        "source_addr_npi": frame[a + 2],
+        "source_addr": frame[a + 3 : b],
+        "dest_addr_ton": frame[b + 1],
+        "dest_addr_npi": frame[b + 2],
+        "destination_addr": frame[b + 3 : c],
+        "esm_class": frame[c + 1],
+        "protocol_id": frame[c + 2],
+        "priority_flag": frame[c + 3],
+        "schedule_delivery_time": frame[c + 4 : d],
+        "validity_period": frame[d + 1 : e],
+        "registered_delivery": frame[e + 1],
+        "replace_if_present_flag": frame[e + 2],
+        "data_coding": frame[e + 3],
+        "sm_default_msg_id": frame[e + 4],
+        "sm_length": frame[e + 5],
+        "short_message": frame[e + 6 : end],
+    }
+    pdu = Pdu(command_id, sequence, status, fields)
+    if end < length:
+        _read_tlvs(frame, end, pdu.tlvs)
+    return pdu
+
+
+def encode_deliver_sm(
+    sequence: int,
+    source: bytes,
+    destination: bytes,
+    esm_class: int,
+    data_coding: int,
+    short_message: bytes,
+    tlvs: dict[int, bytes],
+) -> bytes:
+    """`encode` of a deliver_sm with these fields and every other one 0 or empty, in one step.
+
+    For an SMSC's receipts and MOs. Anything that does not fit goes to `encode`, which says why.
+    """
+    if (
+        len(source) > 20
+        or len(destination) > 20
+        or len(short_message) > 254
+        or b"\0" in source + destination
+        or not 0 <= esm_class <= 0xFF
+        or not 0 <= data_coding <= 0xFF
+    ):
+        fields = {
+            "source_addr": source,
+            "destination_addr": destination,
+            "esm_class": esm_class,
+            "data_coding": data_coding,
+            "short_message": short_message,
+        }
+        return encode(Pdu(Command.DELIVER_SM, sequence, 0, fields, tlvs))
+    # service_type, ton, npi | ton, npi | protocol, priority, schedule, validity, delivery, replace
+    body = b"".join(
+        (
+            *(b"\0\0\0", source, b"\0\0\0", destination, b"\0", bytes((esm_class,))),
+            *(b"\0" * 6, bytes((data_coding, 0, len(short_message))), short_message),
+            _tlv_bytes(tlvs) if tlvs else b"",
+        )
+    )
+    return HEADER.pack(HEADER_SIZE + len(body), Command.DELIVER_SM, 0, sequence) + body

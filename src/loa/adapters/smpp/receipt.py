@@ -7,8 +7,11 @@ from dataclasses import dataclass
 
 from loa.adapters.smpp.pdu import MessageState, Pdu, Tag, tlv_int, tlv_text
 
-RECEIPT_BIT = 0x04  # esm_class: this deliver_sm is a delivery receipt (SMSC delivery receipt)
-RECEIPT_TYPE_MASK = 0x3C
+RECEIPT_TYPE_MASK = 0x3C  # esm_class bits 5..2: the message type of a deliver_sm
+SMSC_DELIVERY_RECEIPT = 0x04
+SME_DELIVERY_ACK = 0x08
+INTERMEDIATE_NOTIFICATION = 0x20
+RECEIPT_TYPES = frozenset({SMSC_DELIVERY_RECEIPT, SME_DELIVERY_ACK, INTERMEDIATE_NOTIFICATION})
 
 # id:IIIIIIIIII sub:SSS dlvrd:DDD submit date:YYMMDDhhmm[ss] done date:YYMMDDhhmm[ss]
 # stat:DDDDDDD err:E text:... — carriers vary in case, padding and which fields they send
@@ -45,9 +48,20 @@ class ParsedReceipt:
 
 
 def is_receipt(pdu: Pdu) -> bool:
-    """True for a deliver_sm (or data_sm) that reports on an earlier message."""
+    """True for a deliver_sm (or data_sm) that reports on an earlier message.
+
+    The message type is a 4-bit number, not a set of flags: 0x20 (intermediate notification)
+    and 0x08 (SME acknowledgement) do not have the 0x04 bit, and are reports all the same, not
+    text from a person.
+    """
+    return (int(pdu.fields.get("esm_class", 0)) & RECEIPT_TYPE_MASK) in RECEIPT_TYPES
+
+
+def is_intermediate(pdu: Pdu, parsed: ParsedReceipt) -> bool:
+    """True for a report that a message is still on its way: the final receipt follows."""
     esm_class = int(pdu.fields.get("esm_class", 0))
-    return bool(esm_class & RECEIPT_BIT) and (esm_class & RECEIPT_TYPE_MASK) in (0x04, 0x20, 0x08)
+    intermediate = (esm_class & RECEIPT_TYPE_MASK) == INTERMEDIATE_NOTIFICATION
+    return intermediate or parsed.state == "ENROUTE"
 
 
 def parse_receipt(pdu: Pdu) -> ParsedReceipt | None:

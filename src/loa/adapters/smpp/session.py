@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from loa.adapters.smpp.pdu import (
     HEADER_SIZE,
     MAX_SEQUENCE,
+    RESPONSE_BIT,
     Command,
     Pdu,
     Status,
@@ -37,6 +38,60 @@ WRITE_HIGH_WATER = 256 * 1024  # drain the socket only once this much is buffere
 
 # Answers a request PDU from the SMSC (deliver_sm, data_sm) with a command_status.
 RequestHandler = Callable[[Pdu], int]
+
+
+class Window:
+    """The requests a session may have in flight; waiting senders wake in batches.
+
+    A sender that finds the window full waits until a quarter of it is free again, not until a
+    single slot is (as TCP avoids the silly window syndrome): the PDUs then leave in one write
+    and come back in one read, instead of a write and a read per response at both ends, which
+    at tens of thousands a second costs more than the PDUs themselves.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.used = 0
+        self.batch = max(1, size // 4)
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    @property
+    def free(self) -> int:
+        """Slots free now."""
+        return self.size - self.used
+
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free and nobody waits for it; else False."""
+        if self.used < self.size and not self._waiters:
+            self.used += 1
+            return True
+        return False
+
+    async def acquire(self) -> None:
+        """Take a slot, waiting (first come, first served) while there is none for us."""
+        if self.try_acquire():
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter  # release() took the slot for us before waking us
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # granted, then cancelled: give the slot back
+            elif waiter in self._waiters:  # release() may have passed over it already
+                self._waiters.remove(waiter)
+            raise
+
+    def release(self) -> None:
+        """Give a slot back; wake waiters once a batch of slots is free."""
+        self.used -= 1
+        waiters = self._waiters
+        if waiters and self.size - self.used >= self.batch:
+            while waiters and self.used < self.size:
+                waiter = waiters.popleft()
+                if not waiter.done():
+                    self.used += 1
+                    waiter.set_result(None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +124,7 @@ class Session:
     def __init__(self, config: BindConfig, on_request: RequestHandler | None = None) -> None:
         self.config = config
         self.on_request = on_request
-        self.window = asyncio.Semaphore(config.window)
+        self.window = Window(config.window)
         self.pending: dict[int, asyncio.Future[Pdu]] = {}
         self.closed = asyncio.Event()
         self.peer_system_id = ""
@@ -146,7 +201,8 @@ class Session:
         `response_timeout` or SessionClosed. The slot is freed when it is done, so a caller can
         pipeline many requests and await them afterwards, without a task per request.
         """
-        await self.window.acquire()
+        if not self.window.try_acquire():  # no coroutine while the window has room
+            await self.window.acquire()
         if not self.alive:
             self.window.release()
             raise SessionClosed(f"session closed: {self.close_reason or 'not bound'}")
@@ -162,7 +218,10 @@ class Session:
             self.pending.pop(sequence, None)
             future.cancel()
             raise
-        await self._drain_if_full()
+        try:
+            await self._drain_if_full()
+        except (ConnectionError, OSError) as exc:  # lost while waiting for the socket
+            self._abort(f"connection lost ({exc})")  # fails `future` too, with SessionClosed
         return future
 
     def _free_slot(self, future: asyncio.Future[Pdu]) -> None:
@@ -195,6 +254,9 @@ class Session:
             self.close_reason = reason
             self.closed.set()
         if self._writer is not None:
+            # what is queued leaves first (an unbind_resp, a generic_nack): close() sends the
+            # transport's buffer before it closes, but the outbox is not in it yet
+            self._flush()
             self._writer.close()
         error = SessionClosed(f"session closed: {reason}")
         for future in self.pending.values():
@@ -246,14 +308,24 @@ class Session:
                 return pdu
 
     def _decode(self, frame: bytes) -> Pdu | None:
-        """A PDU from a whole frame; a malformed one is nacked and skipped (None)."""
+        """A PDU from a whole frame; a malformed one is answered and skipped (None).
+
+        The frame is whole, so the stream is still in step: a malformed request is nacked; a
+        malformed response fails the request it answers at once (a generic_nack answers only
+        requests), instead of leaving it to time out.
+        """
         try:
             return decode(frame)
         except PduError as exc:
-            # the frame is whole, so the stream is still in step: nack this PDU, go on
-            sequence = int.from_bytes(frame[12:16], "big") if len(frame) >= HEADER_SIZE else 0
-            self._write(encode(generic_nack(sequence, Status.RINVCMDLEN)))
             log.warning("malformed PDU from the SMSC", extra={"error": str(exc)})
+            command_id = int.from_bytes(frame[4:8], "big")
+            sequence = int.from_bytes(frame[12:16], "big") if len(frame) >= HEADER_SIZE else 0
+            if not command_id & RESPONSE_BIT:
+                self._write(encode(generic_nack(sequence, Status.RINVCMDLEN)))
+                return None
+            future = self.pending.pop(sequence, None)
+            if future is not None and not future.done():
+                future.set_exception(PduError(f"unreadable response from the SMSC: {exc}"))
             return None
 
     def _frames(self, buffer: bytearray) -> list[bytes]:
