@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -68,6 +69,12 @@ class DeadLetter:
     at_ms: int
 
 
+class Held(enum.Enum):
+    """A take that found lower lanes held back while a higher lane is being sent."""
+
+    BACK = "held back"
+
+
 class Queues:
     """All queue operations; one instance per process, shared by its route runners."""
 
@@ -119,8 +126,14 @@ class Queues:
             pipe.xadd(keys.stream(batch.lane), {FIELD: pack(batch)})
         await pipe.execute()
 
-    async def take(self, keys: ShardKeys, consumer: str, lowest: Lane = Lane.BULK) -> Taken | None:
-        """The next batch of this shard, highest lane first down to `lowest`, or None."""
+    async def take(
+        self, keys: ShardKeys, consumer: str, lowest: Lane = Lane.BULK
+    ) -> Taken | Held | None:
+        """The next batch of this shard, highest lane first down to `lowest`, or None.
+
+        Held.BACK when the shard has nothing waiting in the lanes that may go now, but a higher
+        lane's batches are still being sent: lower lanes wait until they are done.
+        """
         args: list[ScriptArg] = [GROUP, consumer, 1, now_ms(), PROMOTE_PER_TAKE, int(lowest) + 1]
         try:
             got = await self._take(keys=[*keys.streams(), *keys.delayed_sets()], args=args)
@@ -133,6 +146,8 @@ class Queues:
             return None
         if not got:
             return None
+        if int(got[0]) < 0:
+            return Held.BACK
         lane = LANES[int(got[0])]
         for entry_id, fields in got[1]:
             return await self._decode(keys, lane, text(entry_id), fields, consumer)

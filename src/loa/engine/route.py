@@ -18,7 +18,7 @@ from loa.engine.events import Correlator
 from loa.engine.keys import shard_keys
 from loa.engine.metrics import Metrics
 from loa.engine.progress import Progress
-from loa.engine.queue import Queues, Taken, dead_letter
+from loa.engine.queue import Held, Queues, Taken, dead_letter
 from loa.engine.ratelimit import RateLimiter
 from loa.message import (
     Accepted,
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 CONSUMER_CLEANUP_PERIOD = 300.0  # seconds between sweeps of consumers that left
 CONSUMER_FORGET_MS = 3_600_000  # a consumer with nothing pending, silent for an hour, has left
+HELD_BACK_PAUSE = 0.02  # seconds a sender waits while a higher lane is being sent
 
 
 class RouteRunner:
@@ -96,15 +97,22 @@ class RouteRunner:
         while not self.stopping.is_set():
             lowest = self.lowest
             taken = None
+            held = False
             for step in range(len(self.shards)):
                 keys = self.shards[(offset + step) % len(self.shards)]
-                taken = await self.queues.take(keys, self.consumer, lowest)
-                if taken is not None:
+                got = await self.queues.take(keys, self.consumer, lowest)
+                if got is Held.BACK:
+                    held = True
+                elif got is not None:
+                    taken = got
                     offset = (offset + step + 1) % len(self.shards)
                     break
             if taken is not None:
                 self.lowest = min(self.lowest, taken.lane)
                 await self.process(self._hold([taken])[0])
+                continue
+            if held:  # urgent batches are still being sent: look again shortly, take no bulk
+                await self._pause(HELD_BACK_PAUSE)
                 continue
             if lowest != Lane.BULK:
                 self.lowest = Lane.BULK  # the urgent work is done everywhere: all lanes again
