@@ -225,9 +225,18 @@ def command_costs(client: redis.Redis, rows: int) -> dict[str, dict[str, float]]
 
 
 def run_child(
-    args: argparse.Namespace, audience: Path, template: str, workdir: Path, profile: Path | None
+    args: argparse.Namespace,
+    audience: Path,
+    template: str,
+    workdir: Path,
+    profile: Path | None,
+    after: Callable[[str, Settings, dict[str, Any]], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """One planning run: a fresh server, a fresh planner process, its RSS sampled throughout."""
+    """One planning run: a fresh server, a fresh planner process, its RSS sampled throughout.
+
+    `after(url, settings, result)`, if given, runs while the server still holds the queued
+    campaign (memory.py drains it through workers); what it returns is kept as result["after"].
+    """
     label = f"{template}-{audience.stem}"
     server_dir = workdir / f"redis-{label}"
     data_dir = workdir / f"data-{label}"
@@ -265,6 +274,8 @@ def run_child(
         result["server_commands"] = command_costs(client, result["report"]["total"])
         result["redis"] = redis_breakdown(client, settings, result["campaign"])
         result["aof_mb"] = round(_tree_bytes(server_dir) / MB, 1)
+        if after is not None:
+            result["after"] = after(url, settings, result)
     finally:
         client.close()
         if supervisor is not None:
