@@ -23,7 +23,6 @@ import asyncio
 import datetime as dt
 import json
 import os
-import signal
 import sys
 import tempfile
 import time
@@ -38,7 +37,18 @@ import redis
 import uvloop
 
 import planner_audience
-from engine import cpu_seconds, cpu_used, delete_namespace, machine, source_version
+from common import (
+    add_output_arguments,
+    cpu_seconds,
+    cpu_used,
+    emit,
+    exit_on_signals,
+    loadavg,
+    machine,
+    source_version,
+    write_results,
+)
+from engine import delete_namespace
 from loa.campaigns.service import Campaigns
 from loa.engine.connection import RedisClient, connect
 from loa.engine.embedded import EmbeddedRedis
@@ -49,8 +59,6 @@ from loa.engine.supervisor import Supervisor
 from loa.message import FINAL, Lane
 from loa.settings import Settings
 
-HERE = Path(__file__).resolve().parent
-RESULTS_DIR = HERE / "results"
 ROUTES = ("sms-a", "sms-b")  # Viettel on one, every other carrier on the other
 TARGET_FIRST_S = 1.0
 TARGET_BULK_BEYOND_HELD = 0
@@ -402,7 +410,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "killed_at_stop": killed,
             "wall_s": round(wall, 1),
         },
-        "machine": {**host, "loadavg_at_end": [round(x, 2) for x in os.getloadavg()]},
+        "machine": {**host, "loadavg_at_end": loadavg()},
         "loa_source": source,
         "utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
@@ -426,8 +434,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--redis-url", default="",
         help="a local Redis (redis://127.0.0.1:...) instead of the embedded server",
     )  # fmt: skip
-    parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
-    parser.add_argument("--json", action="store_true", help="print one JSON object only")
+    add_output_arguments(parser)
     args = parser.parse_args(argv)
     if min(args.alert, args.bulk, args.processes, args.concurrency, args.shards) < 1:
         parser.error("counts must be positive")
@@ -442,22 +449,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark, print the result, and keep it in benchmarks/results/."""
     args = parse_args(argv)
     os.environ.setdefault("LOA_LOG_LEVEL", "warning")
-
-    def on_signal(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)  # unwinds through every finally: workers, server stop
-
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, on_signal)
+    exit_on_signals()
     result = run(args)
-    text_out = json.dumps(result, indent=2, ensure_ascii=False)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    path = args.output_dir / f"emergency-{dt.datetime.now(dt.UTC):%Y-%m-%d}.json"
-    path.write_text(text_out + "\n")
-    if args.json:
-        print(json.dumps(result, ensure_ascii=False))
-    else:
-        print(text_out)
-        print(f"written to {path}", file=sys.stderr)
+    path = write_results("emergency", result, args.output_dir, ensure_ascii=False)
+    emit(result, args.json, path, ensure_ascii=False)
     return 0
 
 

@@ -6,9 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
-import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -24,6 +22,17 @@ import psutil
 import redis
 import uvloop
 
+from common import (
+    HERE,
+    add_output_arguments,
+    cpu_seconds,
+    cpu_used,
+    emit,
+    exit_on_signals,
+    machine,
+    source_version,
+    write_results,
+)
 from loa.engine.connection import connect
 from loa.engine.embedded import EmbeddedRedis
 from loa.engine.keys import ShardKeys, shard_keys
@@ -34,8 +43,6 @@ from loa.message import FINAL, Lane, Message
 from loa.settings import Settings
 from loa.status import route_status
 
-HERE = Path(__file__).resolve().parent
-RESULTS_DIR = HERE / "results"
 CELERY_BROKER = "redis://127.0.0.1:6379/14"
 # a GSM-7 advisory of 60 characters: one SMS part
 BODY = "Bo Y te: tiem vac-xin day du de bao ve ban va gia dinh minh."
@@ -119,23 +126,6 @@ class RssSampler:
             self.peaks[p] for p in (pids if pids is not None else self.peaks) if p in self.peaks
         ]
         return round(max(chosen, default=0) / MB, 1)
-
-
-def cpu_seconds(pids: Sequence[int]) -> dict[int, float]:
-    """User plus system CPU seconds used so far by each of `pids` that is alive."""
-    used = {}
-    for pid in pids:
-        try:
-            times = psutil.Process(pid).cpu_times()
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-        used[pid] = times.user + times.system
-    return used
-
-
-def cpu_used(before: dict[int, float], after: dict[int, float], pids: Sequence[int]) -> float:
-    """CPU seconds the processes `pids` used between two `cpu_seconds` snapshots."""
-    return sum(after.get(p, 0.0) - before.get(p, 0.0) for p in pids)
 
 
 def generation_rate(count: int) -> float:
@@ -635,43 +625,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=480.0, help="seconds per phase at most")
     parser.add_argument("--no-drain", action="store_true", help="skip the drain-only phase")
     parser.add_argument("--skip-celery", action="store_true")
-    parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
-    parser.add_argument("--json", action="store_true", help="print one JSON object only")
+    add_output_arguments(parser)
     args = parser.parse_args(argv)
     if args.messages < 1 or args.queued_messages < 1 or args.celery_messages < 1:
         parser.error("message counts must be positive")
     if not args.celery_broker.startswith(("redis://127.0.0.1", "redis://localhost")):
         parser.error("the Celery broker must be a local Redis (redis://127.0.0.1:...)")
     return args
-
-
-def source_version() -> dict[str, Any]:
-    """The loa commit measured, and whether src/ had uncommitted changes (None outside git)."""
-
-    def git(*command: str) -> str | None:
-        try:
-            done = subprocess.run(
-                ["git", *command], cwd=HERE.parent, capture_output=True, text=True, timeout=10
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    status = git("status", "--porcelain", "--", "src")
-    return {
-        "commit": git("rev-parse", "--short", "HEAD"),
-        "src_dirty": None if status is None else bool(status),
-    }
-
-
-def machine() -> dict[str, Any]:
-    """What ran the benchmark."""
-    return {
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
-    }
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -748,22 +708,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark, print the result, and keep it in benchmarks/results/."""
     args = parse_args(argv)
-
-    def on_signal(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)  # unwinds through every finally: workers, servers stop
-
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, on_signal)
+    exit_on_signals()
     result = run(args)
-    text = json.dumps(result, indent=2)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    path = args.output_dir / f"engine-{dt.datetime.now(dt.UTC):%Y-%m-%d}.json"
-    path.write_text(text + "\n")
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(text)
-        print(f"written to {path}", file=sys.stderr)
+    emit(result, args.json, write_results("engine", result, args.output_dir))
     return 0
 
 

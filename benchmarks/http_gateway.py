@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import datetime as dt
 import itertools
-import json
 import os
 import re
 import subprocess
@@ -32,16 +31,22 @@ import orjson
 import psutil
 import uvloop
 
-from engine import machine, source_version
+from common import (
+    CpuTimes,
+    add_output_arguments,
+    bound_by,
+    emit,
+    machine,
+    process_cpu,
+    source_version,
+    write_results,
+)
 from loa.adapters.http import HttpAdapter
 from loa.message import Accepted, Message
 
-HERE = Path(__file__).resolve().parent
-RESULTS_DIR = HERE / "results"
 ROUTE = "bench-http"
 # a GSM-7 advisory of 60 characters, as in the engine and SMPP benchmarks
 BODY = "Bo Y te: tiem vac-xin day du de bao ve ban va gia dinh minh."
-CPU_BOUND_SHARE = 0.85  # a single-threaded process's CPU over wall time: its core nearly full
 SIM_READY = re.compile(r"http simulator on (http://\S+)")
 
 
@@ -144,8 +149,7 @@ class ServerProcess:
 
     def cpu(self) -> float:
         """CPU seconds the server has used."""
-        times = self.ps.cpu_times()
-        return times.user + times.system
+        return process_cpu(self.ps)
 
     def stop(self) -> None:
         """Close its stdin (the minimal server exits) or SIGTERM it (the simulator); else kill."""
@@ -217,25 +221,17 @@ async def _peer(args: argparse.Namespace, url: str, messages: list[Message]) -> 
     return accepted
 
 
-def busy_cpu() -> float:
-    """CPU seconds the whole machine has spent busy (all processes, all cores)."""
-    times = psutil.cpu_times()
-    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
-
-
 def end_to_end(
     name: str, args: argparse.Namespace, server: ServerProcess, messages: list[Message]
 ) -> dict[str, Any]:
     """One side's run: rate, and how busy the client, the server and the machine were."""
     server.reset()
     side = _loa if name == "loa" else _peer
-    server_cpu, client_cpu, machine_cpu = server.cpu(), time.process_time(), busy_cpu()
+    start = CpuTimes.now(server.cpu)
     started = time.perf_counter()
     accepted = uvloop.run(side(args, server.url, messages))
     elapsed = time.perf_counter() - started
-    server_used, client_used = server.cpu() - server_cpu, time.process_time() - client_cpu
-    machine_used = busy_cpu() - machine_cpu
-    cores = psutil.cpu_count() or 1
+    used = CpuTimes.now(server.cpu) - start
     received = server.received()
     count = len(messages)
     if accepted != count or received != count:
@@ -246,27 +242,13 @@ def end_to_end(
         "msgs_per_s": round(count / elapsed, 1),
         "accepted": accepted,
         "server_received": received,
-        "client_cpu_us_per_message": round(client_used / count * 1e6, 1),
-        "server_cpu_us_per_message": round(server_used / count * 1e6, 1),
-        "client_cpu_share": round(client_used / elapsed, 2),
-        "server_cpu_share": round(server_used / elapsed, 2),
+        "client_cpu_us_per_message": round(used.client / count * 1e6, 1),
+        "server_cpu_us_per_message": round(used.server / count * 1e6, 1),
+        "client_cpu_share": round(used.client / elapsed, 2),
+        "server_cpu_share": round(used.server / elapsed, 2),
         "wall_us_per_message": round(elapsed / count * 1e6, 1),
-        "machine_cpu_busy_share": round(machine_used / (elapsed * cores), 2),
-        "other_processes_cpu_share": round(
-            max(0.0, machine_used - client_used - server_used) / (elapsed * cores), 2
-        ),
+        **used.machine_shares(elapsed),
     }
-
-
-def bound_by(side: dict[str, Any]) -> str:
-    """What limited one side's rate, from the CPU shares of client, server and machine."""
-    if side["server_cpu_share"] >= CPU_BOUND_SHARE:
-        return "server"
-    if side["client_cpu_share"] >= CPU_BOUND_SHARE:
-        return "client"
-    if side["machine_cpu_busy_share"] >= CPU_BOUND_SHARE:
-        return "machine CPU (shared with other processes)"
-    return "round trips"
 
 
 def latency_run(args: argparse.Namespace) -> dict[str, Any]:
@@ -368,8 +350,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--chunks-in-flight", type=int, default=4, help="sends at once (loa)")
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight (loa)")
     parser.add_argument("--connections", type=int, default=100, help="loa's pool size")
-    parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
-    parser.add_argument("--json", action="store_true", help="print one JSON object only")
+    add_output_arguments(parser)
     parser.add_argument(
         "--provider-latency", type=float, default=0.02,
         help="seconds the server waits per request in the second run (0: no second run)",
@@ -396,15 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         uvloop.run(_serve(args.serve_latency))
         return 0
     result = run(args)
-    text = json.dumps(result, indent=2)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    path = args.output_dir / f"http-{dt.datetime.now(dt.UTC):%Y-%m-%d}.json"
-    path.write_text(text + "\n")
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(text)
-        print(f"written to {path}", file=sys.stderr)
+    emit(result, args.json, write_results("http", result, args.output_dir))
     return 0
 
 

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
-import signal
 import sys
 import tempfile
 import time
@@ -27,7 +25,18 @@ import uvloop
 
 import planner
 import planner_audience
-from engine import MB, RssSampler, cpu_seconds, cpu_used, machine, source_version
+from common import (
+    add_output_arguments,
+    cpu_seconds,
+    cpu_used,
+    emit,
+    exit_on_signals,
+    loadavg,
+    machine,
+    source_version,
+    write_results,
+)
+from engine import MB, RssSampler
 from loa.engine.connection import connect
 from loa.engine.keys import shard_keys
 from loa.engine.queue import Queues
@@ -35,8 +44,6 @@ from loa.engine.supervisor import Supervisor
 from loa.message import FINAL
 from loa.settings import Settings
 
-HERE = Path(__file__).resolve().parent
-RESULTS_DIR = HERE / "results"
 TARGET_RSS_RATIO = 1.10
 QUICK_SIZES = (100_000, 1_000_000)
 FULL_SIZES = (1_000_000, 10_000_000)
@@ -206,7 +213,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "shards_per_route": args.shards,
             "quick": args.quick,
         },
-        "machine": {**host, "loadavg_at_end": [round(x, 2) for x in os.getloadavg()]},
+        "machine": {**host, "loadavg_at_end": loadavg()},
         "loa_source": source,
         "utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
@@ -223,8 +230,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--shards", type=int, default=4, help="shards per route")
     parser.add_argument("--peer-sample", type=int, default=50_000, help="phone cells; 0 skips")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per phase at most")
-    parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
-    parser.add_argument("--json", action="store_true", help="print one JSON object only")
+    add_output_arguments(parser)
     args = parser.parse_args(argv)
     small, large = QUICK_SIZES if args.quick else FULL_SIZES
     args.small = args.small or small
@@ -238,22 +244,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark, print the result, and keep it in benchmarks/results/."""
     args = parse_args(argv)
     os.environ.setdefault("LOA_LOG_LEVEL", "warning")
-
-    def on_signal(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)  # unwinds through every finally: workers, servers stop
-
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, on_signal)
+    exit_on_signals()
     result = run(args)
-    text = json.dumps(result, indent=2, ensure_ascii=False)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    path = args.output_dir / f"memory-{dt.datetime.now(dt.UTC):%Y-%m-%d}.json"
-    path.write_text(text + "\n")
-    if args.json:
-        print(json.dumps(result, ensure_ascii=False))
-    else:
-        print(text)
-        print(f"written to {path}", file=sys.stderr)
+    path = write_results("memory", result, args.output_dir, ensure_ascii=False)
+    emit(result, args.json, path, ensure_ascii=False)
     return 0
 
 

@@ -21,7 +21,6 @@ import os
 import pstats
 import resource
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,16 @@ import redis
 import uvloop
 
 import planner_audience
-from engine import RssSampler, cpu_seconds, machine, source_version
+from common import (
+    add_output_arguments,
+    cpu_seconds,
+    emit,
+    exit_on_signals,
+    machine,
+    source_version,
+    write_results,
+)
+from engine import RssSampler
 from loa.campaigns.audience import BadRow, open_audience
 from loa.campaigns.phone import normalize
 from loa.campaigns.plan import load_plan
@@ -50,7 +58,6 @@ from loa.errors import InvalidPhone
 from loa.settings import Settings
 
 HERE = Path(__file__).resolve().parent
-RESULTS_DIR = HERE / "results"
 MB = 1024 * 1024
 NAMESPACE = "bench-plan"
 TARGET_RATE = 300_000.0
@@ -487,8 +494,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument("--peer-sample", type=int, default=200_000, help="phone cells")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per run at most")
-    parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
-    parser.add_argument("--json", action="store_true", help="print one JSON object only")
+    add_output_arguments(parser)
     parser.add_argument(
         "--profile", metavar="PSTATS", default=None,
         help="profile one launch of N rows instead ('-': keep no stats file); top to stderr",
@@ -595,24 +601,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("LOA_LOG_LEVEL", "warning")
     if args.child:
         return child_main(args)
-
-    def on_signal(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)  # unwinds through every finally: servers stop
-
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, on_signal)
+    exit_on_signals()
     if args.profile:
         return profile_main(args)
     result = run(args)
-    text = json.dumps(result, indent=2, ensure_ascii=False)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    path = args.output_dir / f"planner-{dt.datetime.now(dt.UTC):%Y-%m-%d}.json"
-    path.write_text(text + "\n")
-    if args.json:
-        print(json.dumps(result, ensure_ascii=False))
-    else:
-        print(text)
-        print(f"written to {path}", file=sys.stderr)
+    path = write_results("planner", result, args.output_dir, ensure_ascii=False)
+    emit(result, args.json, path, ensure_ascii=False)
     return 0
 
 

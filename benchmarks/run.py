@@ -30,9 +30,8 @@ from typing import Any
 import psutil
 import redis
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-RESULTS_DIR = HERE / "results"
+from common import HERE, ROOT, add_output_arguments, commit, dirty, loadavg
+
 LOCAL_REDIS = "redis://127.0.0.1:6379/0"
 
 
@@ -166,18 +165,7 @@ def embedded_version() -> str | None:
 
 def source_version() -> dict[str, Any]:
     """The loa commit measured, and whether the tree had uncommitted changes."""
-
-    def git(*command: str) -> str | None:
-        try:
-            done = subprocess.run(
-                ["git", *command], cwd=ROOT, capture_output=True, text=True, timeout=10
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    status = git("status", "--porcelain", "--", "src", "benchmarks")
-    return {"commit": git("rev-parse", "--short", "HEAD"), "dirty": bool(status)}
+    return {"commit": commit(), "dirty": bool(dirty("src", "benchmarks"))}
 
 
 def machine() -> dict[str, Any]:
@@ -191,7 +179,7 @@ def machine() -> dict[str, Any]:
         "local_redis": redis_version(LOCAL_REDIS),
         "embedded_server": embedded_version(),
         "node": command_version(["node", "--version"]),
-        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "loadavg_at_start": loadavg(),
     }
 
 
@@ -488,8 +476,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="more arguments for one benchmark, after the mode's: --set engine '--messages 5000'",
     )  # fmt: skip
     parser.add_argument("--timeout", type=float, default=7200.0, help="seconds per benchmark")
-    parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
-    parser.add_argument("--json", action="store_true", help="print the JSON, not the table")
+    add_output_arguments(parser, json_help="print the JSON, not the table")
     args = parser.parse_args(argv)
     for name, _ in args.extra:
         if name not in NAMES:
@@ -511,7 +498,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="loa-bench-run-") as scratch:
         for bench in chosen:
             runs[bench.name] = run_one(bench, args, Path(scratch), extra.get(bench.name, []))
-    host["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    host["loadavg_at_end"] = loadavg()
     date = f"{dt.datetime.now(dt.UTC):%Y-%m-%d}"
     quoted = latest_planner_result(args.output_dir) if args.quick else None
     report: dict[str, Any] = {

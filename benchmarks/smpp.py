@@ -9,8 +9,6 @@ import contextlib
 import datetime as dt
 import json
 import logging
-import os
-import platform
 import queue
 import shutil
 import socket
@@ -41,6 +39,16 @@ from aiosmpplib import (  # type: ignore[import-untyped]
 )
 from aiosmpplib.correlator import SimpleCorrelator  # type: ignore[import-untyped]
 
+import common
+from common import (
+    CpuTimes,
+    add_output_arguments,
+    commit,
+    dirty,
+    emit,
+    process_cpu,
+    write_results,
+)
 from loa.adapters.smpp.adapter import SmppAdapter
 from loa.engine.connection import connect
 from loa.engine.keys import limiter_key
@@ -50,7 +58,6 @@ from loa.settings import RouteSettings
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-RESULTS_DIR = HERE / "results"
 PEERS = ROOT / "tests" / "peers"
 NODE_SERVER = PEERS / "smpp_server.js"
 SMPP34_SERVER = HERE / "peers" / "smpp34_server.py"
@@ -69,18 +76,6 @@ def audience(count: int, prefix: str) -> list[Message]:
         Message(f"{prefix}-{n}", "+849" + str(n * 7_919 % 100_000_000).zfill(8), BODY)
         for n in range(count)
     ]
-
-
-def cpu_of(pid: int) -> float:
-    """User plus system CPU seconds of a process (all its threads) so far."""
-    times = psutil.Process(pid).cpu_times()
-    return times.user + times.system
-
-
-def machine_busy() -> float:
-    """CPU seconds all processes on the machine have used so far (every core, idle excluded)."""
-    times = psutil.cpu_times()
-    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
 
 
 def free_port() -> int:
@@ -135,7 +130,7 @@ class PeerServer:
         return self.next_line(10)
 
     def cpu(self) -> float:
-        return cpu_of(self.pid)
+        return process_cpu(psutil.Process(self.pid))
 
     def close(self) -> None:
         assert self.proc.stdin is not None
@@ -238,15 +233,14 @@ async def bench_loa(
     adapter = loa_adapter(server.port, args)
     try:
         await warm_up(adapter, args.binds)
-        server_cpu, our_cpu, busy = server.cpu(), time.process_time(), machine_busy()
+        start = CpuTimes.now(server.cpu)
         started = time.perf_counter()
         outcomes = await drive(adapter, messages, args.chunk, args.concurrency)
         elapsed = time.perf_counter() - started
-        our_cpu, server_cpu = time.process_time() - our_cpu, server.cpu() - server_cpu
-        busy = machine_busy() - busy
+        used = CpuTimes.now(server.cpu) - start
     finally:
         await adapter.aclose()
-    return measured(count, elapsed, our_cpu, server_cpu, dict(outcomes), busy)
+    return measured(count, elapsed, used, dict(outcomes))
 
 
 def slope(points: Sequence[tuple[float, int]]) -> float:
@@ -266,27 +260,21 @@ def slope(points: Sequence[tuple[float, int]]) -> float:
 
 
 def measured(
-    count: int,
-    elapsed: float,
-    client_cpu: float,
-    server_cpu: float,
-    outcomes: dict[str, int],
-    machine_cpu: float,
+    count: int, elapsed: float, used: CpuTimes, outcomes: dict[str, int]
 ) -> dict[str, Any]:
     """The figures of one timed phase."""
-    others = max(0.0, machine_cpu - client_cpu - server_cpu)
     return {
         "messages": count,
         "seconds": round(elapsed, 3),
         "msgs_per_s": round(count / elapsed),
         "outcomes": outcomes,
-        "client_cpu_us_per_message": round(client_cpu / count * 1e6, 1),
-        "server_cpu_us_per_message": round(server_cpu / count * 1e6, 1),
+        "client_cpu_us_per_message": round(used.client / count * 1e6, 1),
+        "server_cpu_us_per_message": round(used.server / count * 1e6, 1),
         # share of one core each process used while sending (the node server is single-threaded)
-        "client_cores_used": round(client_cpu / elapsed, 2),
-        "server_cores_used": round(server_cpu / elapsed, 2),
+        "client_cores_used": round(used.client / elapsed, 2),
+        "server_cores_used": round(used.server / elapsed, 2),
         # what every other process on the machine used meanwhile (the cores are shared)
-        "other_processes_cores_used": round(others / elapsed, 2),
+        "other_processes_cores_used": round(used.others / elapsed, 2),
     }
 
 
@@ -457,15 +445,14 @@ async def bench_aiosmpplib(
         async with asyncio.timeout(60):
             await hook.done.wait()
         hook.expect(len(messages))
-        server_cpu, our_cpu, busy = server.cpu(), time.process_time(), machine_busy()
+        start = CpuTimes.now(server.cpu)
         started = time.perf_counter()
         for message in messages:
             await broker.enqueue(aio_submit(message))
         async with asyncio.timeout(args.timeout):
             await hook.done.wait()
         elapsed = time.perf_counter() - started
-        our_cpu, server_cpu = time.process_time() - our_cpu, server.cpu() - server_cpu
-        busy = machine_busy() - busy
+        used = CpuTimes.now(server.cpu) - start
     finally:
         for esme in esmes:
             with contextlib.suppress(Exception):
@@ -475,7 +462,7 @@ async def bench_aiosmpplib(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     outcomes = {"accepted": hook.accepted, "refused": hook.refused}
-    return measured(len(messages), elapsed, our_cpu, server_cpu, outcomes, busy)
+    return measured(len(messages), elapsed, used, outcomes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -483,34 +470,14 @@ async def bench_aiosmpplib(
 
 
 def source_version() -> dict[str, Any]:
-    """The loa commit measured, and whether src/ had uncommitted changes (None outside git)."""
-
-    def git(*command: str) -> str | None:
-        try:
-            done = subprocess.run(
-                ["git", *command], cwd=ROOT, capture_output=True, text=True, timeout=10
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    status = git("status", "--porcelain", "--", "src/loa/adapters/smpp")
-    return {
-        "commit": git("rev-parse", "--short", "HEAD"),
-        "smpp_src_dirty": None if status is None else bool(status),
-    }
+    """The loa commit measured, and whether the SMPP adapter had uncommitted changes."""
+    return {"commit": commit(), "smpp_src_dirty": dirty("src/loa/adapters/smpp")}
 
 
 def machine() -> dict[str, Any]:
-    return {
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "node": subprocess.run(
-            ["node", "--version"], capture_output=True, text=True
-        ).stdout.strip(),
-        "platform": platform.platform(),
-        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
-    }
+    """What ran the benchmark, and the node that runs the npm smpp server."""
+    node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+    return {**common.machine(), "node": node}
 
 
 async def run_all(args: argparse.Namespace) -> dict[str, Any]:
@@ -661,11 +628,11 @@ def notes(
     if cap and "with_default_burst" in cap:
         low = cap["with_default_burst"]
         said.append(
-            f"TPS cap: with the route's default burst ({low['burst_s']} s, fewer tokens than "
-            f"one chunk of {cap['chunk']}) the senders gather their tokens in step, then all "
-            "send at once while the limiter "
-            f"idles: {low['achieved_per_s']}/s ({low['deviation_pct']:+}%). A burst of at "
-            f"least chunk/rate ({cap['burst_s']} s here) holds the cap"
+            f"TPS cap with the route's default burst ({low['burst_s']} s of rate, fewer tokens "
+            f"than one chunk of {cap['chunk']}): {low['achieved_per_s']}/s "
+            f"({low['deviation_pct']:+}%). It falls short whenever sending a chunk outlasts the "
+            "burst: the senders gather their tokens in step, then all send at once while the "
+            f"limiter idles. A burst of at least chunk/rate ({cap['burst_s']} s here) holds it"
         )
     if on_smpp34:
         said.append(
@@ -726,8 +693,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-aiosmpplib", action="store_true")
     parser.add_argument("--skip-cap", action="store_true")
     parser.add_argument("--skip-smpp34", action="store_true")
-    parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
-    parser.add_argument("--json", action="store_true", help="print one JSON object only")
+    add_output_arguments(parser)
     args = parser.parse_args(argv)
     if min(args.messages, args.binds, args.window, args.chunk, args.concurrency, args.cap_runs) < 1:
         parser.error("counts must be positive")
@@ -741,15 +707,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     result = uvloop.run(run_all(args))
-    text = json.dumps(result, indent=2)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    path = args.output_dir / f"smpp-{dt.datetime.now(dt.UTC):%Y-%m-%d}.json"
-    path.write_text(text + "\n")
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(text)
-        print(f"written to {path}", file=sys.stderr)
+    emit(result, args.json, write_results("smpp", result, args.output_dir))
     return 0
 
 

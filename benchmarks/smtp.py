@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import datetime as dt
 import email.utils
-import json
 import logging
 import os
 import subprocess
@@ -23,7 +22,6 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from email.message import EmailMessage
-from pathlib import Path
 from typing import Any
 
 import aiosmtplib
@@ -31,12 +29,20 @@ import psutil
 import uvloop
 from aiosmtplib.email import flatten_message
 
-from engine import machine, source_version
+from common import (
+    CPU_BOUND_SHARE,
+    CpuTimes,
+    add_output_arguments,
+    bound_by,
+    emit,
+    machine,
+    process_cpu,
+    source_version,
+    write_results,
+)
 from loa.adapters.smtp import SmtpAdapter
 from loa.message import Accepted, Message
 
-HERE = Path(__file__).resolve().parent
-RESULTS_DIR = HERE / "results"
 SENDER = "Bộ Y tế <thongbao@moh.gov.vn>"
 SENDER_NAME, SENDER_ADDRESS = "Bộ Y tế", "thongbao@moh.gov.vn"
 SUBJECT = "Thông báo lịch tiêm vắc-xin phòng COVID-19"
@@ -46,7 +52,6 @@ BODY = (
     "theo căn cước công dân và sổ tiêm chủng.\nĐường dây nóng: xem trang chính thức của Bộ Y tế."
     "\n\nTrân trọng,\nBộ Y tế\n"
 )
-CPU_BOUND_SHARE = 0.85  # a process's CPU over wall time: its (single-threaded) core nearly full
 
 
 def audience(count: int, personal: bool = False) -> Iterator[Message]:
@@ -130,8 +135,7 @@ class ServerProcess:
 
     def cpu(self) -> float:
         """CPU seconds the server has used."""
-        times = self.ps.cpu_times()
-        return times.user + times.system
+        return process_cpu(self.ps)
 
     def stop(self) -> None:
         """Close its stdin (it exits), or kill it."""
@@ -240,13 +244,11 @@ def end_to_end(
     """One side's run: rate, and how busy the client and the server were."""
     server.ask("reset")
     side = _loa if name == "loa" else _peer
-    server_cpu, client_cpu, machine_cpu = server.cpu(), time.process_time(), busy_cpu()
+    start = CpuTimes.now(server.cpu)
     started = time.perf_counter()
     accepted = uvloop.run(side(args, server.port, messages))
     elapsed = time.perf_counter() - started
-    server_used, client_used = server.cpu() - server_cpu, time.process_time() - client_cpu
-    machine_used = busy_cpu() - machine_cpu
-    cores = psutil.cpu_count() or 1
+    used = CpuTimes.now(server.cpu) - start
     received, size = server.ask("count")
     if accepted != len(messages) or received != len(messages):
         raise RuntimeError(f"{name}: {accepted} accepted, {received} received of {len(messages)}")
@@ -256,35 +258,15 @@ def end_to_end(
         "accepted": accepted,
         "server_received": received,
         "bytes_per_message": round(size / received),
-        "client_cpu_share": round(client_used / elapsed, 2),
-        "server_cpu_share": round(server_used / elapsed, 2),
-        "client_cpu_us_per_message": round(client_used / len(messages) * 1e6, 1),
+        "client_cpu_share": round(used.client / elapsed, 2),
+        "server_cpu_share": round(used.server / elapsed, 2),
+        "client_cpu_us_per_message": round(used.client / len(messages) * 1e6, 1),
         "wall_ms_per_message_and_connection": round(
             elapsed / len(messages) * args.connections * 1e3, 2
         ),
-        "server_cpu_us_per_message": round(server_used / len(messages) * 1e6, 1),
-        "machine_cpu_busy_share": round(machine_used / (elapsed * cores), 2),
-        "other_processes_cpu_share": round(
-            max(0.0, machine_used - client_used - server_used) / (elapsed * cores), 2
-        ),
+        "server_cpu_us_per_message": round(used.server / len(messages) * 1e6, 1),
+        **used.machine_shares(elapsed),
     }
-
-
-def busy_cpu() -> float:
-    """CPU seconds the whole machine has spent busy (all processes, all cores)."""
-    times = psutil.cpu_times()
-    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
-
-
-def bound_by(side: dict[str, Any]) -> str:
-    """What limited one side's end-to-end rate, from the CPU shares of client and server."""
-    if side["server_cpu_share"] >= CPU_BOUND_SHARE:
-        return "server"
-    if side["client_cpu_share"] >= CPU_BOUND_SHARE:
-        return "client"
-    if side["machine_cpu_busy_share"] >= CPU_BOUND_SHARE:
-        return "machine CPU (shared with other processes)"
-    return "round trips"
 
 
 def note(loa: dict[str, Any], peer: dict[str, Any]) -> str:
@@ -364,8 +346,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--chunk", type=int, default=50, help="messages per adapter send")
     parser.add_argument("--concurrency", type=int, default=4, help="sends in flight (loa)")
     parser.add_argument("--render-messages", type=int, default=20_000, help="render-only count")
-    parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
-    parser.add_argument("--json", action="store_true", help="print one JSON object only")
+    add_output_arguments(parser)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.messages < 1 or args.connections < 1 or args.chunk < 1 or args.concurrency < 1:
@@ -380,15 +361,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         uvloop.run(_serve())
         return 0
     result = run(args)
-    text = json.dumps(result, indent=2, ensure_ascii=False)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    path = args.output_dir / f"smtp-{dt.datetime.now(dt.UTC):%Y-%m-%d}.json"
-    path.write_text(text + "\n")
-    if args.json:
-        print(json.dumps(result, ensure_ascii=False))
-    else:
-        print(text)
-        print(f"written to {path}", file=sys.stderr)
+    path = write_results("smtp", result, args.output_dir, ensure_ascii=False)
+    emit(result, args.json, path, ensure_ascii=False)
     return 0
 
 

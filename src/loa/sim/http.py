@@ -24,10 +24,10 @@ from aiohttp import web
 from aiohttp.payload import AsyncIterablePayload
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from pydantic import Field, ValidationError
+from pydantic import Field
 
-from loa.errors import ConfigError
-from loa.settings import ConfigModel, describe_errors
+from loa.settings import ConfigModel
+from loa.sim.options import load_options
 
 log = logging.getLogger(__name__)
 
@@ -529,13 +529,7 @@ async def _padding(size: int) -> AsyncIterator[bytes]:
 
 def _options(options: SimOptions | Mapping[str, Any] | None) -> SimOptions:
     """Validated options; a wrong one is a ConfigError naming the key."""
-    if isinstance(options, SimOptions):
-        return options
-    try:
-        return SimOptions.model_validate(dict(options or {}))
-    except ValidationError as exc:
-        message = describe_errors(exc, model=SimOptions)
-        raise ConfigError(f"http simulator options: {message}") from None
+    return load_options(SimOptions, options, "http")
 
 
 def _public_key(value: str | None) -> Any:

@@ -20,7 +20,7 @@ from typing import Any, Literal, TextIO
 
 import orjson
 import uvloop
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from loa.adapters.smpp.pdu import (
     HEADER,
@@ -48,8 +48,9 @@ from loa.campaigns.sms import (
     encode_ucs2,
     split,
 )
-from loa.errors import ConfigError, LoaError, PduError, SessionClosed
-from loa.settings import ConfigModel, describe_errors
+from loa.errors import LoaError, PduError, SessionClosed
+from loa.settings import ConfigModel
+from loa.sim.options import load_options
 
 log = logging.getLogger(__name__)
 
@@ -330,13 +331,7 @@ class _Connection:
 
 def smsc_options(value: SmscOptions | Mapping[str, Any] | None) -> SmscOptions:
     """Options from a mapping (a TOML table, command-line flags); a wrong one is a ConfigError."""
-    if isinstance(value, SmscOptions):
-        return value
-    try:
-        return SmscOptions.model_validate(dict(value or {}))
-    except ValidationError as exc:
-        message = describe_errors(exc, model=SmscOptions)
-        raise ConfigError(f"smsc simulator options: {message}") from None
+    return load_options(SmscOptions, value, "smsc")
 
 
 class SmscSimulator:
