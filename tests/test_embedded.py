@@ -27,7 +27,7 @@ from loa.engine.embedded import (
 from loa.engine.envelope import unpack
 from loa.engine.keys import LANES, shard_keys
 from loa.engine.producer import Producer
-from loa.engine.queue import FIELD, Queues
+from loa.engine.queue import FIELD, Queues, Taken
 from loa.errors import EmbeddedServerError
 from loa.message import Lane, Message
 from loa.settings import Settings
@@ -121,9 +121,12 @@ async def _take_all(client: RedisClient, settings: Settings) -> list[Entry]:
             taken = await queues.take(keys, "after-restart")
             if taken is None:
                 break
+            assert isinstance(taken, Taken), "nothing is in flight, so no lane is held back"
             lanes.append(taken.lane)
             ids = tuple(m.id for m in taken.batch.messages)
             entries.append((keys.shard, taken.lane.label, taken.entry_id, taken.batch.id, ids))
+            # settled as a worker would: a lane in flight holds the lower lanes back
+            assert await queues.settle(taken, {})
         else:
             raise AssertionError("take() never ran dry")
         assert lanes == sorted(lanes), "higher lanes still come first after the restart"
