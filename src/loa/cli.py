@@ -98,19 +98,39 @@ def worker(
 
 @app.command()
 def demo(
-    messages: Annotated[
-        int, typer.Option("--messages", "-n", min=1, help="Messages to send.")
-    ] = 100_000,
-    processes: Annotated[int | None, typer.Option("--processes", "-p", min=1)] = None,
+    people: Annotated[
+        int, typer.Option("--people", "-n", min=100, help="People in the synthetic audience.")
+    ] = 200_000,
+    duration: Annotated[
+        float | None,
+        typer.Option(
+            "--duration",
+            min=1,
+            help="Seconds the route rates and carrier TPS caps are scaled to send it all in "
+            "(if the machine keeps up). Default: 30 at 200,000 people, in proportion, at least 10.",
+        ),
+    ] = None,
+    processes: Annotated[
+        int | None,
+        typer.Option("--processes", "-p", min=1, help="Worker processes (default: cores)."),
+    ] = None,
     redis: RedisOption = None,
     data_dir: DataDirOption = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed of the audience and the simulators.")
+    ] = 2026,
+    json_output: Annotated[
+        bool,
+        typer.Option("--json", help="Print the summary as JSON (exit 0 only if it reconciles)."),
+    ] = False,
 ) -> None:
-    """Send a synthetic campaign over simulated routes with live progress, then a summary."""
-    from loa.demo import run_demo
+    """A nationwide advisory over simulated carriers, an emergency alert overtaking it, a STOP
+    reply, receipts; a live view, then a summary reconciled with what the simulators received."""
+    from loa.demo import DemoOptions, run_demo
 
     settings = load_settings(None, redis, data_dir)
-    raise typer.Exit(run_demo(settings, messages, processes, json_output))
+    options = DemoOptions(people, duration, processes, json_output, seed)
+    raise typer.Exit(run_demo(settings, options))
 
 
 @app.command()
