@@ -17,7 +17,7 @@ class Grant:
     """One answer of the shared limiter."""
 
     granted: int
-    wait: float  # seconds before asking again, when nothing was granted
+    wait: float  # seconds before asking again for the rest, when not all was granted
     factor: float  # the route's current share of its configured rate (throttling)
 
 
@@ -63,7 +63,7 @@ class RateLimiter:
         while remaining > 0:
             grant = await self._ask(remaining, throttled=False)
             remaining -= grant.granted
-            if remaining > 0 and grant.granted == 0:
+            if remaining > 0 and grant.wait > 0:
                 await asyncio.sleep(grant.wait)
         return time.monotonic() - started
 

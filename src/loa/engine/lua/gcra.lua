@@ -35,10 +35,12 @@ local wait = 0
 if want > 0 then
   local room = math.floor((tolerance - ahead) / interval)
   granted = math.max(0, math.min(want, room))
-  if granted > 0 then
-    ahead = ahead + granted * interval
-  else
-    wait = math.max(1, ahead + interval - tolerance)
+  ahead = ahead + granted * interval
+  if granted < want then
+    -- wait until the rest fits (as much of it as the burst allows), not one token: asking
+    -- again for every token would cost a round trip each and fall far below the rate
+    local need = math.max(1, math.min(want - granted, math.floor(tolerance / interval)))
+    wait = math.max(1, ahead + need * interval - tolerance)
   end
 end
 tat = now + math.ceil(ahead)
