@@ -49,6 +49,7 @@ from common import (
     write_results,
 )
 from engine import delete_namespace
+from loa.access.identity import Role, program
 from loa.campaigns.service import Campaigns
 from loa.engine.connection import RedisClient, connect
 from loa.engine.embedded import EmbeddedRedis
@@ -58,6 +59,9 @@ from loa.engine.queue import GROUP, Queues
 from loa.engine.supervisor import Supervisor
 from loa.message import FINAL, Lane
 from loa.settings import Settings
+
+OPERATOR = program("bench-operator", Role.OPERATOR)
+APPROVER = program("bench-approver", Role.APPROVER)
 
 ROUTES = ("sms-a", "sms-b")  # Viettel on one, every other carrier on the other
 TARGET_FIRST_S = 1.0
@@ -203,8 +207,8 @@ async def _scenario(
         bulk_audience = workdir / "bulk.csv"
         planner_audience.write_audience(bulk_audience, args.bulk)
         bulk_plan = write_plan(workdir / "bulk.plan.toml", "Bulk advisory", "bulk", BULK_SMS)
-        bulk = await campaigns.create(bulk_plan, bulk_audience)
-        await campaigns.act(bulk.id, "approve")
+        bulk = await campaigns.create(bulk_plan, bulk_audience, OPERATOR)
+        await campaigns.approve(bulk.id, APPROVER)
         started = time.perf_counter()
         report = await campaigns.launch(bulk.id)
         bulk_planned_s = time.perf_counter() - started
@@ -214,8 +218,8 @@ async def _scenario(
             workdir / "alert.plan.toml", "Cảnh báo lũ khẩn cấp", "emergency", ALERT_SMS
         )
         alert_audience = write_alert_audience(workdir / "alert.csv", args.alert)
-        alert = await campaigns.create(alert_plan, alert_audience)
-        await campaigns.act(alert.id, "approve")
+        alert = await campaigns.create(alert_plan, alert_audience, OPERATOR)
+        await campaigns.approve(alert.id, APPROVER)
         deadline = time.monotonic() + args.timeout
         while await finished(queues, settings, bulk.id) == 0:  # the workers may still start
             if time.monotonic() > deadline:

@@ -45,6 +45,7 @@ from common import (
     write_results,
 )
 from engine import RssSampler
+from loa.access.identity import Role, program
 from loa.campaigns.audience import BadRow, open_audience
 from loa.campaigns.phone import normalize
 from loa.campaigns.plan import load_plan
@@ -56,6 +57,9 @@ from loa.engine.keys import shard_keys
 from loa.engine.supervisor import Supervisor
 from loa.errors import InvalidPhone
 from loa.settings import Settings
+
+OPERATOR = program("bench-operator", Role.OPERATOR)
+APPROVER = program("bench-approver", Role.APPROVER)
 
 HERE = Path(__file__).resolve().parent
 MB = 1024 * 1024
@@ -140,8 +144,8 @@ async def _plan(args: argparse.Namespace) -> dict[str, Any]:
     try:
         campaigns = Campaigns(settings, client)
         began = time.perf_counter()
-        campaign = await campaigns.create(plan_path, Path(args.child))
-        await campaigns.act(campaign.id, "approve")
+        campaign = await campaigns.create(plan_path, Path(args.child), OPERATOR)
+        await campaigns.approve(campaign.id, APPROVER)
         created = time.perf_counter()
         rss_before = psutil.Process().memory_info().rss
         profiler = cProfile.Profile() if args.profile_out else None

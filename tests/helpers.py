@@ -12,6 +12,9 @@ from typing import Any
 
 import orjson
 
+from loa.access.identity import Role, program
+from loa.campaigns.service import Campaigns
+from loa.campaigns.store import Campaign
 from loa.engine.connection import RedisClient, connect
 from loa.engine.keys import shard_keys
 from loa.engine.producer import Enqueued, Producer
@@ -20,6 +23,16 @@ from loa.engine.worker import Worker
 from loa.message import Lane, Message
 from loa.settings import Settings
 from loa.status import RouteStatus, route_status
+
+OPERATOR = program("test-operator", Role.OPERATOR)
+APPROVER = program("test-approver", Role.APPROVER)
+
+
+async def approved(campaigns: Campaigns, plan: Path, audience: Path) -> Campaign:
+    """A campaign created by one person and approved by another, as operators do."""
+    campaign = await campaigns.create(plan, audience, OPERATOR)
+    await campaigns.approve(campaign.id, APPROVER)
+    return campaign
 
 
 def messages(

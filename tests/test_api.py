@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import itertools
 import os
+import pwd
 import signal
 import subprocess
 import sys
@@ -24,9 +25,10 @@ import pytest
 import redis
 from fastapi import FastAPI
 
+from loa.access.identity import Role, program
+from loa.access.tokens import Tokens
 from loa.api import create_app
 from loa.api.app import openapi_json
-from loa.api.auth import Role, Tokens
 from loa.api.context import ApiContext
 from loa.engine.connection import connect
 from loa.engine.embedded import free_port
@@ -46,6 +48,7 @@ UPLOAD_LIMIT_MB = 0.05  # 52 kB
 IDENTITIES = ("none", "bad", "revoked", "viewer", "operator", "approver", "admin")
 WEBHOOK_SECRET = "push-webhook-secret"
 _names = itertools.count()
+MINTER = program("test-bootstrap", Role.ADMIN)  # who minted the fixture's tokens
 
 
 @pytest.fixture
@@ -87,30 +90,20 @@ class Api:
 
     async def token(self, role: Role = Role.VIEWER) -> tuple[str, str]:
         name = f"person-{next(_names)}"
-        token, _ = await self.ctx.services.tokens.create(name, role, "test")
+        token, _ = await self.ctx.services.tokens.create(name, role, MINTER)
         return name, token
 
-    async def campaign(
-        self, state: str = "draft", creator: str = "someone", required: bool = False
-    ) -> str:
+    async def campaign(self, state: str = "draft") -> str:
         """A campaign made through the service (not the API), moved to `state`."""
         plan, audience = self.tmp / "seed.plan.toml", self.tmp / "seed.csv"
         plan.write_bytes(PLAN)
         audience.write_bytes(people(3))
-        extra = {
-            "creator": creator,
-            "approval": "required" if required else "not_required",
-            "approval_reason": "seeded",
-        }
-        campaign = await self.ctx.services.campaigns.create(plan, audience, extra)
-        steps = {
-            "draft": [],
-            "approved": ["approve"],
-            "running": ["approve", "start"],
-            "paused": ["approve", "start", "pause"],
-        }
-        for action in steps[state]:
-            await self.ctx.services.campaigns.store.apply(campaign.id, action)
+        campaigns = self.ctx.services.campaigns
+        campaign = await campaigns.create(plan, audience, program("someone", Role.OPERATOR))
+        if state != "draft":
+            await campaigns.approve(campaign.id, program("second", Role.APPROVER))
+        for action in {"running": ["start"], "paused": ["start", "pause"]}.get(state, []):
+            await campaigns.store.apply(campaign.id, action)
         return campaign.id
 
     async def audit(self, action: str) -> list[dict[str, Any]]:
@@ -140,8 +133,8 @@ async def api(make_settings, redis_url, tmp_path) -> AsyncIterator[Api]:
         async with httpx.AsyncClient(transport=transport, base_url="http://loa.test") as client:
             tokens = {}
             for role in Role:
-                tokens[role.label], _ = await ctx.services.tokens.create(role.label, role, "test")
-            tokens["revoked"], _ = await ctx.services.tokens.create("gone", Role.ADMIN, "test")
+                tokens[role.label], _ = await ctx.services.tokens.create(role.label, role, MINTER)
+            tokens["revoked"], _ = await ctx.services.tokens.create("gone", Role.ADMIN, MINTER)
             await ctx.services.tokens.revoke("gone")
             yield Api(client, app, ctx, tokens, tmp_path)
 
@@ -335,8 +328,9 @@ async def test_the_creator_cannot_approve_and_a_second_approver_can(api):
     bob, bob_token = await api.token(Role.APPROVER)
     as_alice = {"Authorization": f"Bearer {alice_token}"}
     as_bob = {"Authorization": f"Bearer {bob_token}"}
+    rows = people(THRESHOLD + 3)
     created = await api.client.post(
-        "/api/v1/campaigns", files=upload(audience=people(THRESHOLD + 3)), headers=as_alice
+        "/api/v1/campaigns", files=upload(audience=rows), headers=as_alice
     )
     assert created.status_code == 201, created.text
     body = created.json()
@@ -345,6 +339,8 @@ async def test_the_creator_cannot_approve_and_a_second_approver_can(api):
         "reason": f"more than {THRESHOLD} recipients",
         "creator": alice,
         "approved_by": "",
+        "plan_sha256": hashlib.sha256(PLAN).hexdigest(),
+        "audience_sha256": hashlib.sha256(rows).hexdigest(),
     }
     campaign = body["id"]
     early = await api.client.post(f"/api/v1/campaigns/{campaign}/launch", headers=as_alice)
@@ -548,7 +544,12 @@ async def test_tokens_are_shown_once_and_stored_hashed(api):
     assert "token" not in str(listed)
     mine = {"Authorization": f"Bearer {token}"}
     who = await api.client.get("/api/v1/whoami", headers=mine)
-    assert who.json() == {"name": "lan.nguyen@moh.gov.vn", "role": "approver"}
+    assert who.json() == {
+        "name": "lan.nguyen@moh.gov.vn",
+        "token": "lan.nguyen@moh.gov.vn",
+        "role": "approver",
+        "lineage": ["admin", "test-bootstrap"],
+    }
     taken = await api.client.post(
         "/api/v1/tokens", json={"name": "lan.nguyen@moh.gov.vn", "role": "viewer"}, headers=admin
     )
@@ -778,6 +779,7 @@ def clean_env(namespace: str) -> dict[str, str]:
 
 
 def test_bootstrap_token_and_audit_from_the_command_line(redis_url, namespace):
+    # the OS user comes from the uid: a name in the environment is no identity
     made = loa(
         "api",
         "token",
@@ -789,6 +791,8 @@ def test_bootstrap_token_and_audit_from_the_command_line(redis_url, namespace):
         "--redis",
         redis_url,
         namespace=namespace,
+        LOGNAME="minister",
+        USER="minister",
     )
     assert made.returncode == 0, made.stderr
     token = made.stdout.strip()
@@ -800,7 +804,7 @@ def test_bootstrap_token_and_audit_from_the_command_line(redis_url, namespace):
     log = loa("audit", "--json", "--limit", "5", "--redis", redis_url, namespace=namespace)
     assert log.returncode == 0, log.stderr
     [entry] = orjson.loads(log.stdout)
-    assert entry["who"].startswith("cli:")
+    assert (entry["who"], entry["token"]) == (pwd.getpwuid(os.getuid()).pw_name, "cli")
     assert (entry["action"], entry["detail"], entry["ip"]) == (
         "token.create",
         "root as admin",
@@ -814,7 +818,7 @@ def make_token(url: str, namespace: str) -> str:
     async def make() -> str:
         client = connect(url)
         try:
-            token, _ = await Tokens(client, namespace).create("ops", Role.ADMIN, "test")
+            token, _ = await Tokens(client, namespace).create("ops", Role.ADMIN, MINTER)
             return token
         finally:
             await client.aclose()
@@ -853,7 +857,7 @@ def test_loa_api_serves_until_sigterm(redis_url, namespace):
     try:
         wait_ready(base, process)
         who = httpx.get(f"{base}/api/v1/whoami", headers={"Authorization": f"Bearer {token}"})
-        assert who.json() == {"name": "ops", "role": "admin"}
+        assert (who.json()["name"], who.json()["role"]) == ("ops", "admin")
         big = httpx.post(
             f"{base}/api/v1/campaigns/validate",
             files={"plan": ("p.toml", PLAN), "audience": ("a.csv", b"x" * (2 << 20))},

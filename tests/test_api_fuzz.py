@@ -14,9 +14,10 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.python import asgi
 
+from loa.access.identity import Role, program
+from loa.access.tokens import Tokens
 from loa.api import create_app
 from loa.api.app import openapi_json
-from loa.api.auth import Role, Tokens
 from loa.engine.connection import connect
 
 # the spec needs no Redis: the operations are known when the tests are collected
@@ -52,7 +53,9 @@ def admin_token(redis_url, namespace) -> str:
     async def make() -> str:
         client = connect(redis_url)
         try:
-            token, _ = await Tokens(client, namespace).create("fuzz-admin", Role.ADMIN, "test")
+            token, _ = await Tokens(client, namespace).create(
+                "fuzz-admin", Role.ADMIN, program("test", Role.ADMIN)
+            )
             return token
         finally:
             await client.aclose()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -9,8 +11,16 @@ from pathlib import Path
 
 import orjson
 import pytest
+import redis
 
+from loa.access.identity import Role, local_person, program
+from loa.access.tokens import Tokens
 from loa.campaigns.service import STATUS_KEYS
+from loa.engine.connection import connect
+
+THRESHOLD = 10  # more recipients than this need a second person
+TEST_NUMBERS = ["0912000001", "0912000002"]
+ME = local_person()  # the OS user running the tests, as the CLI knows it (from the uid)
 
 
 @pytest.fixture
@@ -22,10 +32,11 @@ def redis_url(service_url: str) -> str:
 def config(redis_url: str, namespace: str, tmp_path: Path) -> Path:
     path = tmp_path / "loa.toml"
     path.write_text(
-        f'redis_url = "{redis_url}"\nnamespace = "{namespace}"\n'
+        f'redis_url = "{redis_url}"\nnamespace = "{namespace}"\ndata_dir = "{tmp_path}/data"\n'
         "[worker]\nmetrics_port = 0\n"
         f'[routes.sms]\nadapter = "file"\noptions = {{ path = "{tmp_path}/sink.jsonl" }}\n'
-        '[channels.sms]\ndefault = "sms"\n',
+        '[channels.sms]\ndefault = "sms"\n'
+        f"[api]\napproval_threshold = {THRESHOLD}\ntest_numbers = {TEST_NUMBERS!r}\n",
         encoding="utf-8",
     )
     return path
@@ -55,7 +66,7 @@ def audience(path: Path, rows: list[str]) -> Path:
     return path
 
 
-def test_validate_create_approve_launch_status(config, plan, tmp_path):
+def test_validate_create_approve_launch_status(config, plan, redis_url, namespace, tmp_path):
     people = audience(tmp_path / "people.csv",
                       [f"09{n % 10}{n:07d},Người {n},79" for n in range(40)] + ["abc,Bad,79"])
     dry = loa("campaign", "validate", plan, "-a", people, "-c", config, "--json")
@@ -70,8 +81,13 @@ def test_validate_create_approve_launch_status(config, plan, tmp_path):
     campaign = created.stdout.strip()
     refused = loa("campaign", "launch", campaign, "-c", config)
     assert refused.returncode == 2
-    assert "must be approved first" in refused.stderr
-    assert loa("campaign", "approve", campaign, "-c", config).returncode == 0
+    assert "needs approval by a second person" in refused.stderr
+    own = loa("campaign", "approve", campaign, "-c", config)
+    assert own.returncode == 2
+    assert f"{ME} created this campaign" in own.stderr
+    bob = token_for(redis_url, namespace, "bob")
+    approved = loa("campaign", "approve", campaign, "-c", config, "--token", bob)
+    assert approved.returncode == 0, approved.stderr
     assert loa("campaign", "launch", campaign, "-c", config).returncode == 0
     status = loa("campaign", "status", campaign, "-c", config, "--json")
     assert status.returncode == 0, status.stderr
@@ -81,6 +97,148 @@ def test_validate_create_approve_launch_status(config, plan, tmp_path):
         "running", 41, 40, 1)
     listed = orjson.loads(loa("campaign", "list", "-c", config, "--json").stdout)
     assert [row["id"] for row in listed] == [campaign]
+    assert audit_trail(config) == [
+        ("campaign.create", ME, "cli", "ok"),
+        ("campaign.launch", ME, "cli", "approval_required"),
+        ("campaign.approve", ME, "cli", "same_person"),
+        ("campaign.approve", "bob", "bob", "ok"),
+        ("campaign.launch", ME, "cli", "ok"),
+    ]
+
+
+def token_for(url: str, namespace: str, person: str, role: Role = Role.APPROVER) -> str:
+    """A token for `person`, minted by an admin who is neither the tests' OS user nor `person`."""
+
+    async def make() -> str:
+        client = connect(url)
+        try:
+            minter = program("security-office", Role.ADMIN)
+            token, _ = await Tokens(client, namespace).create(person, role, minter)
+            return token
+        finally:
+            await client.aclose()
+
+    return asyncio.run(make())
+
+
+def audit_trail(config: Path) -> list[tuple[str, str, str, str]]:
+    """(action, person, token, outcome) of every audit entry, oldest first."""
+    run = loa("audit", "--json", "--limit", "1000", "-c", config)
+    assert run.returncode == 0, run.stderr
+    entries = orjson.loads(run.stdout)
+    assert {entry["ip"] for entry in entries} <= {"local"}
+    return [(e["action"], e["who"], e["token"], e["outcome"]) for e in reversed(entries)]
+
+
+def test_a_swapped_audience_or_plan_is_never_sent(config, plan, redis_url, namespace, tmp_path):
+    people = audience(tmp_path / "people.csv", [f"091{n:07d},Người {n},79" for n in range(100)])
+    created = loa("campaign", "create", plan, "-a", people, "-c", config)
+    assert created.returncode == 0, created.stderr
+    campaign = created.stdout.strip()
+    # after create, the operator's files are swapped: 2,000 people and another text
+    audience(people, [f"098{n:07d},Khác {n},79" for n in range(2000)])
+    plan.write_text(plan.read_text(encoding="utf-8").replace("tiêm vắc-xin", "chuyển tiền"),
+                    encoding="utf-8")
+    review = orjson.loads(loa("campaign", "review", campaign, "-c", config, "--json").stdout)
+    assert (review["total"], review["queued"]) == (100, 100), "the approver sees what is pinned"
+    bob = token_for(redis_url, namespace, "bob")
+    assert loa("campaign", "approve", campaign, "-c", config, "--token", bob).returncode == 0
+    launched = loa("campaign", "launch", campaign, "-c", config, "--json")
+    assert launched.returncode == 0, launched.stderr
+    assert orjson.loads(launched.stdout)["queued"] == 100
+    with contextlib.closing(redis.Redis.from_url(redis_url)) as client:
+        stored = client.hget(f"{namespace}:{{camp:{campaign}}}", "plan")
+    assert stored is not None and "tiêm vắc-xin".encode() in stored
+
+
+def test_a_pinned_copy_or_plan_changed_after_approval_is_refused_at_launch(
+    config, plan, redis_url, namespace, tmp_path
+):
+    people = audience(tmp_path / "people.csv", [f"091{n:07d},Người {n},79" for n in range(30)])
+    bob = token_for(redis_url, namespace, "bob")
+    ids = []
+    for _ in range(2):
+        created = loa("campaign", "create", plan, "-a", people, "-c", config)
+        ids.append(created.stdout.strip())
+        assert loa("campaign", "approve", ids[-1], "-c", config, "--token", bob).returncode == 0
+    copy = next((tmp_path / "data" / "campaigns" / ids[0]).glob("audience*"))
+    copy.chmod(0o600)
+    with copy.open("a", encoding="utf-8") as handle:  # an insider with the data directory
+        handle.write("0987654321,Extra,79\n")
+    refused = loa("campaign", "launch", ids[0], "-c", config)
+    assert refused.returncode == 2
+    assert "differs from what was approved" in refused.stderr
+    with contextlib.closing(redis.Redis.from_url(redis_url)) as client:
+        key = f"{namespace}:{{camp:{ids[1]}}}"
+        client.hset(key, "plan", client.hget(key, "plan").replace(b"normal", b"emergency"))
+    swapped = loa("campaign", "launch", ids[1], "-c", config)
+    assert swapped.returncode == 2
+    assert "plan differs from the plan that was approved" in swapped.stderr
+    for campaign in ids:
+        status = orjson.loads(loa("campaign", "status", campaign, "-c", config, "--json").stdout)
+        assert (status["state"], status["queued"]) == ("approved", 0)
+    outcomes = [row[3] for row in audit_trail(config) if row[0] == "campaign.launch"]
+    assert outcomes == ["illegal_transition", "illegal_transition"]
+
+
+def test_a_token_the_creator_minted_cannot_approve(config, plan, tmp_path):
+    people = audience(tmp_path / "people.csv", [f"091{n:07d},Người {n},79" for n in range(30)])
+    campaign = loa("campaign", "create", plan, "-a", people, "-c", config).stdout.strip()
+    minted = loa("api", "token", "create", "--name", "alice.2", "--person", "alice",
+                 "--role", "approver", "-c", config)
+    assert minted.returncode == 0, minted.stderr
+    refused = loa("campaign", "approve", campaign, "-c", config, "--token", minted.stdout.strip())
+    assert refused.returncode == 2
+    assert f"minted by {ME}, who created this campaign" in refused.stderr
+    assert audit_trail(config)[-1] == ("campaign.approve", "alice", "alice.2", "same_person")
+
+
+def test_an_emergency_campaign_needs_two_persons_even_for_test_numbers(
+    config, redis_url, namespace, tmp_path
+):
+    alert = tmp_path / "alert.plan.toml"
+    alert.write_text('name = "Lũ"\nlane = "emergency"\nchannels = ["sms"]\n'
+                     '[templates]\nsms = "Cảnh báo lũ"\n', encoding="utf-8")
+    people = audience(tmp_path / "tests.csv", [f"{TEST_NUMBERS[0]},A,79"])
+    campaign = loa("campaign", "create", alert, "-a", people, "-c", config).stdout.strip()
+    early = loa("campaign", "launch", campaign, "-c", config)
+    assert (early.returncode, "emergency lane" in early.stderr) == (2, True)
+    assert loa("campaign", "approve", campaign, "-c", config).returncode == 2
+    viewer = token_for(redis_url, namespace, "observer", Role.VIEWER)
+    weak = loa("campaign", "approve", campaign, "-c", config, "--token", viewer)
+    assert (weak.returncode, "approver role" in weak.stderr) == (2, True)
+    bob = token_for(redis_url, namespace, "bob")
+    assert loa("campaign", "approve", campaign, "-c", config, "--token", bob).returncode == 0
+    assert loa("campaign", "launch", campaign, "-c", config).returncode == 0
+
+
+def test_every_change_from_the_command_line_is_audited(config, plan, tmp_path):
+    people = audience(tmp_path / "people.csv", [f"091{n:07d},Người {n},79" for n in range(5)])
+    campaign = loa("campaign", "create", plan, "-a", people, "-c", config).stdout.strip()
+    steps = [
+        ("campaign", "launch", campaign),  # small: approved by its launch
+        ("campaign", "pause", campaign),
+        ("campaign", "resume", campaign),
+        ("campaign", "cancel", campaign),
+        ("campaign", "report", campaign, "--failed", "-o", str(tmp_path / "failed.csv")),
+        ("suppression", "add", "0912345678"),
+        ("suppression", "remove", "0912345678"),
+        ("inbound", "export", str(tmp_path / "inbound.csv")),
+    ]
+    for step in steps:
+        run = loa(*step, "-c", config)
+        assert run.returncode == 0, (step, run.stderr)
+    trail = audit_trail(config)
+    assert [(action, who, token) for action, who, token, _ in trail] == [
+        (action, ME, "cli")
+        for action in (
+            "campaign.create", "campaign.approve", "campaign.launch", "campaign.pause",
+            "campaign.resume", "campaign.cancel", "campaign.failed_report", "suppression.add",
+            "suppression.remove", "inbound.export",
+        )
+    ]
+    log = loa("audit", "--json", "-c", config).stdout
+    assert "0912345678" not in log and "912345678" not in log, "counted, never named"
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from helpers import read_sink, running, until
+from helpers import approved, read_sink, running, until
 from loa.campaigns import planner as planner_module
 from loa.campaigns.service import Campaigns
 from loa.engine.connection import RedisClient
@@ -81,8 +81,7 @@ def settings(make_settings, tmp_path) -> Settings:
 
 
 async def launched(campaigns: Campaigns, plan: Path, audience: Path) -> str:
-    campaign = await campaigns.create(plan, audience)
-    await campaigns.act(campaign.id, "approve")
+    campaign = await approved(campaigns, plan, audience)
     await campaigns.launch(campaign.id)
     return campaign.id
 
@@ -121,8 +120,7 @@ async def test_planner_killed_mid_file_resumes_without_loss_or_duplicates(
     monkeypatch.setattr(planner_module, "GROUP_ROWS", 100)
     audience = write_audience(tmp_path / "a.csv", 2000)
     campaigns = Campaigns(settings, redis_client)
-    campaign = await campaigns.create(write_plan(tmp_path / "p.toml"), audience)
-    await campaigns.act(campaign.id, "approve")
+    campaign = await approved(campaigns, write_plan(tmp_path / "p.toml"), audience)
 
     real_update = campaigns.store.update
     saves = 0
@@ -296,8 +294,7 @@ async def test_failed_report_lists_who_did_not_get_it(make_settings, redis_clien
 
 
 async def _approved(campaigns: Campaigns, plan: Path, audience: Path) -> str:
-    campaign = await campaigns.create(plan, audience)
-    await campaigns.act(campaign.id, "approve")
+    campaign = await approved(campaigns, plan, audience)
     return campaign.id
 
 

@@ -21,8 +21,9 @@ import httpx
 import pytest
 import uvicorn
 
+from loa.access.identity import Role, program
+from loa.access.tokens import Tokens
 from loa.api import create_app
-from loa.api.auth import Role, Tokens
 from loa.engine.connection import connect
 from loa.engine.embedded import free_port
 from loa.engine.worker import Worker, connections_needed
@@ -170,9 +171,9 @@ def make_tokens(redis_url: str, namespace: str) -> dict[str, str]:
     async def make() -> dict[str, str]:
         client = connect(redis_url)
         try:
-            tokens = Tokens(client, namespace)
+            tokens, minter = Tokens(client, namespace), program("test", Role.ADMIN)
             return {
-                role.label: (await tokens.create(f"{role.label}-person", role, "test"))[0]
+                role.label: (await tokens.create(f"{role.label}-person", role, minter))[0]
                 for role in (Role.VIEWER, Role.OPERATOR)
             }
         finally:

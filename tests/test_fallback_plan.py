@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from helpers import approved
 from loa.campaigns.fallback import next_message
 from loa.campaigns.service import Campaigns
 from loa.engine.envelope import unpack
@@ -65,8 +66,7 @@ async def planned(
     (tmp_path / "p.toml").write_text(plan, encoding="utf-8")
     (tmp_path / "a.csv").write_text(AUDIENCE, encoding="utf-8")
     campaigns = Campaigns(settings, client)
-    campaign = await campaigns.create(tmp_path / "p.toml", tmp_path / "a.csv")
-    await campaigns.act(campaign.id, "approve")
+    campaign = await approved(campaigns, tmp_path / "p.toml", tmp_path / "a.csv")
     report = await campaigns.launch(campaign.id)
     found: dict[str, Message] = {}
     for route, limits in settings.routes.items():

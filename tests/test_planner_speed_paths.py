@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from helpers import approved
 from loa.campaigns import planner as planner_module
 from loa.campaigns.plan import load_plan
 from loa.campaigns.planner import Checkpoint, Planner, Report, plan_audience
@@ -225,8 +226,7 @@ async def test_a_launch_resumes_after_a_failed_round_trip(
     monkeypatch.setattr(planner_module, "CHECKPOINT_ROWS", 12)
     people = audience(tmp_path / "a.csv", repeat=6)
     campaigns = Campaigns(settings, redis_client)
-    campaign = await campaigns.create(plan_file(tmp_path / "p.toml", STATIC), people)
-    await campaigns.act(campaign.id, "approve")
+    campaign = await approved(campaigns, plan_file(tmp_path / "p.toml", STATIC), people)
     real = planner_module.RedisChecks.filter
     calls = 0
 

@@ -17,7 +17,7 @@ import orjson
 import pytest
 from fastapi import FastAPI
 
-from helpers import running, until
+from helpers import approved, running, until
 from loa.api import create_app
 from loa.api.context import ApiContext
 from loa.engine.connection import RedisClient, connect
@@ -148,8 +148,7 @@ async def sent_campaign(hook: Hook, sim: HttpSimulator, people: int) -> tuple[st
     audience.write_text("phone,name,region,zalo_id\n" + rows, encoding="utf-8")
     campaigns = hook.ctx.services.campaigns
     before = set(sim.stats["zalo"].accepted.values())
-    campaign = await campaigns.create(plan, audience, {"approval": "not_required"})
-    await campaigns.act(campaign.id, "approve")
+    campaign = await approved(campaigns, plan, audience)
     await campaigns.launch(campaign.id)
 
     async def done() -> bool:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 
 class LoaError(Exception):
-    """Base of every error loa raises on purpose."""
+    """Base of every error loa raises on purpose; `code` is its stable snake_case name."""
+
+    code = "bad_request"
 
 
 class ConfigError(LoaError, ValueError):
     """A settings file, environment variable or option is wrong; the message names the key."""
+
+    code = "invalid_config"
 
 
 class EnvelopeError(LoaError, ValueError):
@@ -18,6 +22,8 @@ class EnvelopeError(LoaError, ValueError):
 class QueueError(LoaError):
     """A queue operation failed in a way the caller must know about."""
 
+    code = "queue_unavailable"
+
 
 class QueueFull(QueueError):
     """A shard stayed at its maximum depth for longer than the producer was willing to wait."""
@@ -25,6 +31,8 @@ class QueueFull(QueueError):
 
 class EmbeddedServerError(LoaError, RuntimeError):
     """The embedded Redis-protocol server could not be found, started or stopped."""
+
+    code = "redis_unavailable"
 
 
 class AdapterError(LoaError):
@@ -46,6 +54,8 @@ class AdapterTimeout(AdapterError, TimeoutError):
 class PlanError(ConfigError):
     """A campaign plan is wrong; the message names the key and the reason."""
 
+    code = "invalid_plan"
+
 
 class AudienceError(LoaError, ValueError):
     """An audience file cannot be read at all (empty, no phone column, not text, unknown format).
@@ -53,17 +63,31 @@ class AudienceError(LoaError, ValueError):
     A single bad row is not an error: it is reported with its line number and the rest goes on.
     """
 
+    code = "invalid_audience"
+
 
 class InvalidPhone(LoaError, ValueError):
     """A phone number that cannot be normalised to E.164; the message says why."""
+
+    code = "invalid_address"
 
 
 class TemplateError(PlanError):
     """A template does not compile, or names a field the audience does not have."""
 
+    code = "invalid_template"
+
 
 class CampaignError(LoaError):
     """A campaign operation is not allowed (unknown id, or a state that forbids it)."""
+
+    code = "illegal_transition"
+
+
+class ApprovalRequired(CampaignError):
+    """A campaign cannot go on until it is approved (by a second person, when it needs one)."""
+
+    code = "approval_required"
 
 
 class SmppError(AdapterError):

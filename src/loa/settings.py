@@ -106,12 +106,18 @@ class ChannelSettings(ConfigModel):
 
 
 class PlanningSettings(ConfigModel):
-    """How planners remember whom they messaged, for campaigns with a frequency cap."""
+    """How planners remember whom they messaged, and how a campaign's audience is pinned."""
 
     frequency_memory: float = Field(
         default=7 * 86_400,
         ge=0,
         description="seconds each recipient is remembered as messaged; 0 remembers nobody",
+    )
+    pin_copy_limit_mb: float = Field(
+        default=16_384,
+        ge=0,
+        description="audiences up to this size (MiB) are copied into the data directory at "
+        "create; a larger one is pinned by its size, mtime and SHA-256 and read in place",
     )
 
 
@@ -337,19 +343,29 @@ def read_toml(
     path: Path, what: str = "config file", error: type[ConfigError] = ConfigError
 ) -> dict[str, Any]:
     """Read a TOML file, turning a missing file or a syntax error into `error` naming `what`."""
+    return parse_toml(read_bytes(path, what, error), f"{what} {path}", error)
+
+
+def read_bytes(path: Path, what: str, error: type[ConfigError] = ConfigError) -> bytes:
+    """A file's content, or `error` naming `what` when it cannot be read."""
     try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
+        return path.read_bytes()
     except FileNotFoundError:
         raise error(f"{what} {path} does not exist") from None
     except IsADirectoryError:
         raise error(f"{what} {path} is a directory") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise error(f"{what} {path} is not valid TOML: {exc}") from None
-    except UnicodeDecodeError as exc:
-        raise error(f"{what} {path} is not UTF-8 text: {exc.reason}") from None
     except OSError as exc:
         raise error(f"{what} {path} cannot be read: {exc.strerror or exc}") from None
+
+
+def parse_toml(data: bytes, what: str, error: type[ConfigError] = ConfigError) -> dict[str, Any]:
+    """TOML text as a mapping, or `error` saying why `what` (a name for it) is not TOML."""
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise error(f"{what} is not UTF-8 text: {exc.reason}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{what} is not valid TOML: {exc}") from None
 
 
 def _env_values(environ: Mapping[str, str]) -> dict[str, Any]:

@@ -8,8 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
 
-from loa.api.audit import STREAM_ID
-from loa.api.auth import TOKEN_NAME_PATTERN, Role, TokenRecord
+from loa.access.audit import STREAM_ID
+from loa.access.identity import Role
+from loa.access.tokens import TOKEN_NAME_PATTERN, TokenRecord, minting
 from loa.api.context import ApiContext, audited, context
 from loa.api.models import (
     Addresses,
@@ -47,8 +48,8 @@ Limit = Annotated[int, Query(ge=1, le=1000)]
 
 @router.get("/whoami", name="whoami", tags=["tokens"], summary="The caller's token")
 async def whoami(who: Viewer) -> Whoami:
-    """The name and role of the token this request carries."""
-    return Whoami(name=who.name, role=who.role.label)
+    """The person, token name, role and lineage of the token this request carries."""
+    return Whoami(name=who.person, token=who.token, role=who.role.label, lineage=list(who.lineage))
 
 
 @router.get("/routes", name="route.list", tags=["routes"], summary="Delivery routes and backlog")
@@ -151,8 +152,11 @@ def _info(record: TokenRecord) -> TokenInfo:
 async def create_token(request: Request, body: TokenRequest, who: Admin, ctx: Ctx) -> TokenCreated:
     """The token is in this answer only: keep it; only its hash is stored."""
     async with audited(request, who, "token.create") as note:
-        note.detail = f"{body.name} as {body.role}"
-        token, record = await ctx.services.tokens.create(body.name, Role.parse(body.role), who.name)
+        person = body.person or body.name
+        note.detail = minting(body.name, person, body.role)
+        token, record = await ctx.services.tokens.create(
+            body.name, Role.parse(body.role), who, person
+        )
     return TokenCreated(**_info(record).model_dump(), token=token)
 
 

@@ -16,12 +16,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from loa import __version__
 from loa.api import admin, campaigns, dashboard, webhooks
-from loa.api.approval import known_test_numbers
 from loa.api.context import ApiContext, RedisFactory
 from loa.api.models import ErrorBody, Health
 from loa.api.problems import error_response, install
 from loa.api.readiness import RouteChecks
 from loa.api.uploads import uploads_root
+from loa.campaigns.approval import known_test_numbers
 from loa.engine.connection import RedisClient, connect
 from loa.errors import ApiError, ConfigError
 from loa.settings import Settings

@@ -5,19 +5,16 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
-import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import anyio.to_thread
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
+from loa.access.identity import Principal
 from loa.api import uploads
-from loa.api.approval import Need, assess
-from loa.api.auth import Principal
 from loa.api.context import (
     ApiContext,
     audited,
@@ -38,15 +35,14 @@ from loa.api.models import (
     dry_run,
 )
 from loa.api.security import Approver, Operator, Viewer
-from loa.campaigns.plan import load_plan
+from loa.campaigns.service import NOT_REQUIRED
 from loa.campaigns.store import Campaign, State
-from loa.errors import ApiError, AuthError, CampaignError
+from loa.errors import ApiError, CampaignError
 
 router = APIRouter(prefix="/api/v1/campaigns", tags=["campaigns"])
 
 Ctx = Annotated[ApiContext, Depends(context)]
 CampaignId = Annotated[str, PathParam(pattern=CAMPAIGN_ID, description="a campaign id")]
-NOT_REQUIRED = "not_required"
 
 
 async def _campaign(ctx: ApiContext, campaign_id: str) -> Campaign:
@@ -62,17 +58,13 @@ async def _campaign(ctx: ApiContext, campaign_id: str) -> Campaign:
 def approval_of(fields: dict[str, str]) -> Approval:
     """The two-person rule as stored with a campaign (one made outside the API needs approval)."""
     return Approval(
-        required=fields.get("approval") != NOT_REQUIRED,
+        required=fields.get("approval") != NOT_REQUIRED or fields.get("lane") == "emergency",
         reason=fields.get("approval_reason", "created outside the API"),
         creator=fields.get("creator", ""),
         approved_by=fields.get("approved_by", ""),
+        plan_sha256=fields.get("plan_sha256", ""),
+        audience_sha256=fields.get("audience_sha256", ""),
     )
-
-
-async def _need(ctx: ApiContext, upload: uploads.Upload) -> Need:
-    lane = load_plan(upload.plan).lane
-    threshold = ctx.settings.api.approval_threshold
-    return await anyio.to_thread.run_sync(assess, lane, upload.audience, threshold, ctx.tests)
 
 
 @router.post(
@@ -83,23 +75,23 @@ async def _need(ctx: ApiContext, upload: uploads.Upload) -> Need:
     summary="Create a draft campaign from a plan and an audience",
 )
 async def create_campaign(request: Request, who: Operator, ctx: Ctx) -> CampaignCreated:
-    """Upload the plan (TOML) and the audience; both are checked before anything is stored."""
+    """Upload the plan (TOML) and the audience; both are checked, then pinned with the campaign.
+
+    The plan is stored whole and the audience kept in the campaign's own directory: approval
+    covers exactly this content, and launch refuses anything else.
+    """
     async with audited(request, who, "campaign.create") as note:
         upload = await uploads.receive(request, ctx.uploads, ctx.upload_limit)
         try:
-            need = await _need(ctx, upload)
-            extra = {
-                "creator": who.name,
-                "creator_role": who.role.label,
-                "approval": "required" if need.required else NOT_REQUIRED,
-                "approval_reason": need.reason,
-            }
-            campaign = await ctx.services.campaigns.create(upload.plan, upload.audience, extra)
-        except BaseException:
+            campaign = await ctx.services.campaigns.create(
+                upload.plan, upload.audience, who, upload=True
+            )
+        finally:
             upload.remove()
-            raise
+        approval = approval_of(campaign.fields)
         note.campaign = campaign.id
-        note.detail = f"approval {'required' if need.required else 'not required'}: {need.reason}"
+        required = "required" if approval.required else "not required"
+        note.detail = f"approval {required}: {approval.reason}"
     return CampaignCreated(
         id=campaign.id,
         name=campaign.name,
@@ -144,10 +136,10 @@ async def campaign_status(campaign_id: CampaignId, who: Viewer, ctx: Ctx) -> Cam
 
 @router.post("/{campaign_id}/validate", name="campaign.validate", summary="Dry run of a campaign")
 async def validate_campaign(campaign_id: CampaignId, who: Operator, ctx: Ctx) -> DryRun:
-    """The dry run of a stored campaign's plan and audience."""
-    campaign = await _campaign(ctx, campaign_id)
-    plan, audience = Path(campaign.fields["plan_path"]), Path(campaign.fields["audience"])
-    report = await ctx.services.campaigns.validate(plan, audience)
+    """The dry run of a stored campaign: its stored plan on its pinned audience (what approval
+    covers); refused when either differs from what was pinned at create."""
+    await _campaign(ctx, campaign_id)
+    report = await ctx.services.campaigns.review(campaign_id)
     return dry_run(report.to_json())
 
 
@@ -155,23 +147,11 @@ async def validate_campaign(campaign_id: CampaignId, who: Operator, ctx: Ctx) ->
 async def approve_campaign(
     request: Request, campaign_id: CampaignId, who: Approver, ctx: Ctx
 ) -> StateChange:
-    """A second person approves: never the one who created it."""
+    """A second person approves: never the creator, nor anyone in their token's lineage."""
     async with audited(request, who, "campaign.approve", campaign_id):
-        campaign = await _campaign(ctx, campaign_id)
-        if campaign.fields.get("creator") == who.name:
-            raise AuthError(
-                "a campaign must be approved by someone other than its creator",
-                code="same_person",
-                status=403,
-            )
-        state = await ctx.services.campaigns.act(campaign_id, "approve")
-        await _approved_by(ctx, campaign_id, who.name)
+        await _campaign(ctx, campaign_id)
+        state = await ctx.services.campaigns.approve(campaign_id, who)
     return StateChange(id=campaign_id, state=str(state))
-
-
-async def _approved_by(ctx: ApiContext, campaign_id: str, by: str) -> None:
-    fields: dict[str, str | int] = {"approved_by": by, "approved_ms": int(time.time() * 1000)}
-    await ctx.services.campaigns.store.update(campaign_id, fields)
 
 
 @router.post(
@@ -206,18 +186,8 @@ async def _approve_automatically(
     request: Request, who: Principal, ctx: ApiContext, campaign: Campaign
 ) -> None:
     """A draft the two-person rule does not cover is approved by its launch, and audited."""
-    approval = approval_of(campaign.fields)
-    if approval.required:
-        raise ApiError(
-            f"campaign {campaign.id} needs approval by a second person before launch "
-            f"({approval.reason})",
-            code="approval_required",
-            status=409,
-        )
-    await ctx.services.campaigns.act(campaign.id, "approve")
-    await _approved_by(ctx, campaign.id, f"automatic: {approval.reason}")
-    detail = f"automatic: {approval.reason}"
-    await record(request, who, "campaign.approve", campaign.id, detail=detail)
+    reason = await ctx.services.campaigns.approve_automatically(campaign.id)
+    await record(request, who, "campaign.approve", campaign.id, detail=f"automatic: {reason}")
 
 
 async def _act(

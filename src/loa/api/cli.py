@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import getpass
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,14 +62,6 @@ def _with_redis(settings: Settings, work: Callable[[RedisClient], Awaitable[T]])
     return uvloop.run(main())
 
 
-def _local_user() -> str:
-    """Who ran the command, for the audit log: the token's creator is `cli:USER`."""
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):  # no user name in this container
-        return "cli:unknown"
-
-
 @api_app.callback()
 def api(
     ctx: typer.Context,
@@ -99,27 +90,35 @@ def api(
 
 @token_app.command("create")
 def token_create(
-    name: Annotated[str, typer.Option("--name", help="Whose token: a person or a system.")],
+    name: Annotated[str, typer.Option("--name", help="The token's name (unique).")],
     role: Annotated[RoleName, typer.Option("--role")] = RoleName.ADMIN,
+    person: Annotated[
+        str | None, typer.Option("--person", help="Whose token it is (default: the name).")
+    ] = None,
     config: ConfigOption = None,
     redis: RedisOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
-    """Make a token and print it: it is shown this once, only its hash is kept."""
-    from loa.api.audit import AuditEntry, AuditLog
-    from loa.api.auth import Role, Tokens
+    """Make a token and print it: it is shown this once, only its hash is kept.
+
+    The token is minted by the OS user running this command (from the process's uid), who is
+    recorded in its lineage: that user can never approve a campaign created with it.
+    """
+    from loa.access.audit import AuditLog, audited
+    from loa.access.identity import Role, local_principal
+    from loa.access.tokens import Tokens, minting
 
     settings = _settings(config, redis, data_dir)
-    creator = _local_user()
+    minter = local_principal()
+    owner = person or name
 
     async def work(client: RedisClient) -> str:
-        token, record = await Tokens(client, settings.namespace).create(
-            name, Role.parse(role), creator
-        )
-        entry = AuditEntry(
-            creator, "local", "token.create", ip="local", detail=f"{name} as {record.role}"
-        )
-        await AuditLog(client, settings.namespace).append(entry)
+        log = AuditLog(client, settings.namespace)
+        async with audited(log, minter, "token.create") as note:
+            note.detail = minting(name, owner, role.value)
+            token, _ = await Tokens(client, settings.namespace).create(
+                name, Role.parse(role), minter, owner
+            )
         return token
 
     token = _with_redis(settings, work)
@@ -135,16 +134,17 @@ def token_revoke(
     data_dir: DataDirOption = None,
 ) -> None:
     """Revoke a token for good (when an admin token leaked, say)."""
-    from loa.api.audit import AuditEntry, AuditLog
-    from loa.api.auth import Tokens
+    from loa.access.audit import AuditLog, audited
+    from loa.access.identity import local_principal
+    from loa.access.tokens import Tokens
 
     settings = _settings(config, redis, data_dir)
-    creator = _local_user()
 
     async def work(client: RedisClient) -> None:
-        await Tokens(client, settings.namespace).revoke(name)
-        entry = AuditEntry(creator, "local", "token.revoke", ip="local", detail=name)
-        await AuditLog(client, settings.namespace).append(entry)
+        log = AuditLog(client, settings.namespace)
+        async with audited(log, local_principal(), "token.revoke") as note:
+            note.detail = name
+            await Tokens(client, settings.namespace).revoke(name)
 
     _with_redis(settings, work)
     typer.echo(f"token {name!r} revoked")
@@ -180,7 +180,7 @@ def audit(
     """The audit log, newest first: who did what, to which campaign, from where."""
     from dataclasses import asdict
 
-    from loa.api.audit import AuditLog
+    from loa.access.audit import AuditLog
 
     settings = _settings(config, redis, data_dir)
     entries = _with_redis(settings, lambda c: AuditLog(c, settings.namespace).read(limit))
@@ -195,12 +195,15 @@ def _print_audit(entries: list[Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("at (UTC)", "who", "role", "action", "campaign", "from", "outcome", "detail")
+    table = Table(
+        "at (UTC)", "who", "token", "role", "action", "campaign", "from", "outcome", "detail"
+    )
     for entry in entries:
         at = datetime.fromtimestamp(entry.at / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
         table.add_row(
             at,
             entry.who,
+            entry.token,
             entry.role,
             entry.action,
             entry.campaign,

@@ -12,16 +12,17 @@ from typing import Any, cast
 
 from fastapi import Request
 
-from loa.api.audit import AuditEntry, AuditLog
-from loa.api.auth import Principal, Tokens
-from loa.api.problems import problem
+from loa.access import audit
+from loa.access.audit import AuditLog, Note
+from loa.access.identity import Principal
+from loa.access.tokens import Tokens
 from loa.campaigns.planner import Report
 from loa.campaigns.service import Campaigns
 from loa.campaigns.suppression import Suppression
 from loa.engine.connection import RedisClient
 from loa.engine.events import EventWriter
 from loa.engine.metrics import Metrics
-from loa.errors import ApiError, LoaError
+from loa.errors import ApiError
 from loa.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -103,26 +104,14 @@ def client_ip(request: Request) -> str:
     return request.client.host if request.client else ""
 
 
-@dataclass
-class Note:
-    """What an audited action adds to its entry while it runs."""
-
-    campaign: str = ""
-    detail: str = ""
-
-
 @contextlib.asynccontextmanager
 async def audited(
     request: Request, who: Principal, action: str, campaign: str = ""
 ) -> AsyncIterator[Note]:
     """Record `action` in the audit log once it is done: ok, or the code it failed with."""
-    note = Note(campaign=campaign)
-    try:
+    log = context(request).services.audit
+    async with audit.audited(log, who, action, campaign, ip=client_ip(request)) as note:
         yield note
-    except LoaError as exc:
-        await record(request, who, action, note.campaign, problem(exc)[1], note.detail)
-        raise
-    await record(request, who, action, note.campaign, "ok", note.detail)
 
 
 async def record(
@@ -134,16 +123,10 @@ async def record(
     detail: str = "",
 ) -> None:
     """Append one audit entry for this request."""
-    entry = AuditEntry(
-        who=who.name,
-        role=who.role.label,
-        action=action,
-        campaign=campaign,
-        ip=client_ip(request),
-        outcome=outcome,
-        detail=detail,
+    log = context(request).services.audit
+    await log.record(
+        who, action, campaign, ip=client_ip(request), outcome=outcome, detail=detail
     )
-    await context(request).services.audit.append(entry)
 
 
 def forget_when_done(ctx: ApiContext, campaign_id: str, task: asyncio.Task[Any]) -> None:

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from loa.api.auth import TOKEN_NAME_PATTERN
+from loa.access.tokens import TOKEN_NAME_PATTERN
 
 CAMPAIGN_ID = r"^[A-Za-z0-9._-]{1,64}$"
 MAX_ADDRESSES = 10_000
@@ -40,10 +40,12 @@ class Health(BaseModel):
 
 
 class Whoami(BaseModel):
-    """The caller's token name and role."""
+    """The caller: the person, the token's name and role, and who could have kept a copy."""
 
-    name: str
+    name: str = Field(description="the person")
+    token: str
     role: str
+    lineage: list[str] = Field(description="who minted the token, and who minted theirs")
 
 
 class DryRunError(BaseModel):
@@ -79,8 +81,10 @@ class Approval(BaseModel):
 
     required: bool
     reason: str
-    creator: str
-    approved_by: str
+    creator: str = Field(description="the person who created it")
+    approved_by: str = Field(description="the person who approved it, or `automatic: reason`")
+    plan_sha256: str = Field(default="", description="the pinned plan, as stored at create")
+    audience_sha256: str = Field(default="", description="the pinned audience file")
 
 
 class CampaignCreated(BaseModel):
@@ -201,7 +205,8 @@ class CheckResult(BaseModel):
 
 
 class AuditRow(BaseModel):
-    """One audit entry: who (token name) with which role did what, where from, and how it went."""
+    """One audit entry: who (the person, with the token's name and role) did what, where from,
+    and how it went (`ip` is `local` for the command line, `token` is `cli` without a token)."""
 
     id: str
     at: int
@@ -212,6 +217,7 @@ class AuditRow(BaseModel):
     ip: str
     outcome: str
     detail: str
+    token: str
 
 
 class AuditPage(BaseModel):
@@ -224,8 +230,13 @@ class AuditPage(BaseModel):
 class TokenRequest(Strict):
     """A token to make."""
 
-    name: str = Field(pattern=TOKEN_NAME_PATTERN, description="the person or system, unique")
+    name: str = Field(pattern=TOKEN_NAME_PATTERN, description="the token's name, unique")
     role: Literal["viewer", "operator", "approver", "admin"]
+    person: str | None = Field(
+        default=None,
+        pattern=TOKEN_NAME_PATTERN,
+        description="whose token it is (default: the name); a person may hold several",
+    )
 
 
 class TokenInfo(BaseModel):
@@ -233,9 +244,11 @@ class TokenInfo(BaseModel):
 
     name: str
     role: str
-    creator: str
+    creator: str = Field(description="the person who minted it")
     created_ms: int
     revoked_ms: int
+    person: str
+    lineage: list[str]
 
 
 class TokenCreated(TokenInfo):

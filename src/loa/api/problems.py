@@ -30,15 +30,15 @@ from loa.errors import (
 log = logging.getLogger(__name__)
 
 # the first that matches wins: subclasses before their bases
-MAPPING: Sequence[tuple[type[LoaError], int, str]] = (
-    (TemplateError, 422, "invalid_template"),
-    (PlanError, 422, "invalid_plan"),
-    (AudienceError, 422, "invalid_audience"),
-    (InvalidPhone, 422, "invalid_address"),
-    (CampaignError, 409, "illegal_transition"),
-    (QueueError, 503, "queue_unavailable"),
-    (EmbeddedServerError, 503, "redis_unavailable"),
-    (ConfigError, 422, "invalid_config"),
+STATUSES: Sequence[tuple[type[LoaError], int]] = (
+    (TemplateError, 422),
+    (PlanError, 422),
+    (AudienceError, 422),
+    (InvalidPhone, 422),
+    (CampaignError, 409),
+    (QueueError, 503),
+    (EmbeddedServerError, 503),
+    (ConfigError, 422),
 )
 HTTP_CODES = {
     400: "bad_request",
@@ -55,9 +55,9 @@ def problem(exc: LoaError) -> tuple[int, str]:
     """The HTTP status and stable code of a loa error."""
     if isinstance(exc, ApiError):
         return exc.status, exc.code
-    for kind, status, code in MAPPING:
+    for kind, status in STATUSES:
         if isinstance(exc, kind):
-            return status, code
+            return status, exc.code
     return 400, "bad_request"
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from loa.api.auth import Principal, Role
+from loa.access.identity import Principal, Role
 from loa.api.context import context, record
 from loa.errors import AuthError
 

@@ -14,10 +14,15 @@ import uvloop
 from rich.console import Console
 from rich.table import Table
 
+from loa.access.audit import AuditLog, Note, audited
+from loa.access.identity import Principal, Role, local_principal
+from loa.access.tokens import Tokens
 from loa.campaigns.planner import PLANNING_COUNTERS, Report
 from loa.campaigns.service import STATUS_KEYS, Campaigns, safe_cell
+from loa.campaigns.store import State
 from loa.engine.connection import connect
 from loa.engine.embedded import redis_url_for
+from loa.errors import AuthError
 from loa.settings import Settings
 
 T = TypeVar("T")
@@ -30,6 +35,15 @@ AudienceOption = Annotated[
     Path, typer.Option("--audience", "-a", help="CSV, JSON lines or Parquet.")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+TokenOption = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="LOA_TOKEN",
+        help="Act as this API token's person (default: the OS user running the command).",
+    ),
+]
+Work = Callable[[Campaigns, Principal, Note], Awaitable[T]]
 
 
 def _run(config: Path | None, redis: str | None, work: Callable[[Campaigns], Awaitable[T]]) -> T:
@@ -45,6 +59,42 @@ def _run(config: Path | None, redis: str | None, work: Callable[[Campaigns], Awa
                 await client.aclose()
 
     return uvloop.run(main())
+
+
+def _audited(
+    config: Path | None,
+    redis: str | None,
+    token: str | None,
+    action: str,
+    campaign: str,
+    work: Work[T],
+    role: Role = Role.OPERATOR,
+) -> T:
+    """Run a change as the caller (the OS user, or `--token`'s person), recorded in the audit log.
+
+    A refused change is recorded too, with the code it was refused with.
+    """
+
+    async def run(campaigns: Campaigns) -> T:
+        who = await _caller(campaigns, token)
+        log = AuditLog(campaigns.redis, campaigns.settings.namespace)
+        async with audited(log, who, action, campaign) as note:
+            if who.role < role:
+                raise AuthError(
+                    f"this needs the {role.label} role; the token has {who.role.label}",
+                    code="forbidden",
+                    status=403,
+                )
+            return await work(campaigns, who, note)
+
+    return _run(config, redis, run)
+
+
+async def _caller(campaigns: Campaigns, token: str | None) -> Principal:
+    """Who runs this command: the token's person when one is given, else the OS user."""
+    if token is None:
+        return local_principal()
+    return await Tokens(campaigns.redis, campaigns.settings.namespace).principal(token)
 
 
 def _print_json(data: Any) -> None:
@@ -70,23 +120,75 @@ def validate(
 
 @app.command()
 def create(
-    plan: Path, audience: AudienceOption, config: ConfigOption = None, redis: RedisOption = None
+    plan: Path,
+    audience: AudienceOption,
+    config: ConfigOption = None,
+    redis: RedisOption = None,
+    token: TokenOption = None,
 ) -> None:
-    """Store a draft campaign; prints its id."""
-    campaign = _run(config, redis, lambda c: c.create(plan, audience))
-    typer.echo(campaign.id)
+    """Store a draft campaign, its plan and a copy of its audience pinned with it; prints its id."""
+
+    async def work(c: Campaigns, who: Principal, note: Note) -> str:
+        campaign = await c.create(plan, audience, who)
+        note.campaign = campaign.id
+        fields = campaign.fields
+        note.detail = f"approval {fields['approval']}: {fields['approval_reason']}"
+        return campaign.id
+
+    typer.echo(_audited(config, redis, token, "campaign.create", "", work))
+
+
+@app.command()
+def review(
+    campaign_id: str,
+    config: ConfigOption = None,
+    redis: RedisOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """What an approver approves: the dry run of the campaign's pinned plan and audience."""
+    report = _run(config, redis, lambda c: c.review(campaign_id))
+    if json_output:
+        _print_json(report.to_json())
+    else:
+        _print_report(report)
+    raise typer.Exit(1 if report.problems else 0)
+
+
+@app.command()
+def approve(
+    campaign_id: str,
+    config: ConfigOption = None,
+    redis: RedisOption = None,
+    token: TokenOption = None,
+) -> None:
+    """A second person approves a draft (never its creator: another OS user, or `--token`)."""
+
+    async def work(c: Campaigns, who: Principal, note: Note) -> str:
+        return str(await c.approve(campaign_id, who))
+
+    state = _audited(
+        config, redis, token, "campaign.approve", campaign_id, work, role=Role.APPROVER
+    )
+    typer.echo(f"{campaign_id} {state}")
 
 
 def _action(name: str, doc: str) -> None:
-    def command(campaign_id: str, config: ConfigOption = None, redis: RedisOption = None) -> None:
-        state = _run(config, redis, lambda c: c.act(campaign_id, name))
+    def command(
+        campaign_id: str,
+        config: ConfigOption = None,
+        redis: RedisOption = None,
+        token: TokenOption = None,
+    ) -> None:
+        async def work(c: Campaigns, who: Principal, note: Note) -> str:
+            return str(await c.act(campaign_id, name))
+
+        state = _audited(config, redis, token, f"campaign.{name}", campaign_id, work)
         typer.echo(f"{campaign_id} {state}")
 
     command.__doc__ = doc
     app.command(name)(command)
 
 
-_action("approve", "A second operator approves a draft.")
 _action("pause", "Hold every message not yet sent, on every worker, within a second.")
 _action("resume", "Let a paused campaign send again.")
 _action("cancel", "Stop for good: what was not sent is dropped and counted.")
@@ -97,10 +199,24 @@ def launch(
     campaign_id: str,
     config: ConfigOption = None,
     redis: RedisOption = None,
+    token: TokenOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Plan the audience onto the queues; run again after a crash to continue where it was."""
-    report = _run(config, redis, lambda c: c.launch(campaign_id))
+    """Plan the audience onto the queues; run again after a crash to continue where it was.
+
+    Only the approved plan and pinned audience are sent: a changed one is refused.
+    """
+
+    async def work(c: Campaigns, who: Principal, note: Note) -> Report:
+        if (await c.store.get(campaign_id)).state is State.DRAFT:
+            reason = await c.approve_automatically(campaign_id)
+            log = AuditLog(c.redis, c.settings.namespace)
+            await log.record(who, "campaign.approve", campaign_id, detail=f"automatic: {reason}")
+        report = await c.launch(campaign_id)
+        note.detail = f"{report.queued} queued"
+        return report
+
+    report = _audited(config, redis, token, "campaign.launch", campaign_id, work)
     if json_output:
         _print_json(report.to_json())
     else:
@@ -177,11 +293,18 @@ def report(
     output: Annotated[Path, typer.Option("--output", "-o")] = Path("failed.csv"),
     config: ConfigOption = None,
     redis: RedisOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Write the failed-recipients report as CSV (phone numbers only ever go to this file)."""
     if not failed:
         raise typer.BadParameter("only --failed reports exist so far", param_hint="--failed")
-    written = _run(config, redis, lambda c: c.write_failed(campaign_id, output))
+
+    async def work(c: Campaigns, who: Principal, note: Note) -> int:
+        rows = await c.write_failed(campaign_id, output)
+        note.detail = f"{rows} rows"
+        return rows
+
+    written = _audited(config, redis, token, "campaign.failed_report", campaign_id, work)
     typer.echo(f"{written} rows written to {output}")
 
 
@@ -229,13 +352,26 @@ def suppression_add(
     file: Annotated[Path | None, typer.Option("--file", "-f", help="One address a line.")] = None,
     config: ConfigOption = None,
     redis: RedisOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Opt numbers or addresses out."""
+    items = _addresses(addresses or [], file)
+    added = _audited(config, redis, token, "suppression.add", "", _suppress("add", items))
+    typer.echo(f"{added} added")
+
+
+def _suppress(change: str, items: list[str]) -> Work[int]:
+    """Add or remove addresses; the audit log counts them, never names them."""
     from loa.campaigns.suppression import Suppression
 
-    items = _addresses(addresses or [], file)
-    added = _run(config, redis, lambda c: Suppression(c.redis, c.settings.namespace).add(items))
-    typer.echo(f"{added} added")
+    async def work(c: Campaigns, who: Principal, note: Note) -> int:
+        suppression = Suppression(c.redis, c.settings.namespace)
+        changed = await (suppression.add if change == "add" else suppression.remove)(items)
+        done = "new" if change == "add" else "removed"
+        note.detail = f"{len(items)} given, {changed} {done}"
+        return changed
+
+    return work
 
 
 @suppression_app.command("remove")
@@ -243,12 +379,11 @@ def suppression_remove(
     addresses: Annotated[list[str], typer.Argument()],
     config: ConfigOption = None,
     redis: RedisOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Opt numbers or addresses back in."""
-    from loa.campaigns.suppression import Suppression
-
-    gone = _run(
-        config, redis, lambda c: Suppression(c.redis, c.settings.namespace).remove(addresses)
+    gone = _audited(
+        config, redis, token, "suppression.remove", "", _suppress("remove", addresses)
     )
     typer.echo(f"{gone} removed")
 
@@ -325,11 +460,17 @@ def inbound_export(
     after: Annotated[str, typer.Option("--after", help="Only entries after this id.")] = "-",
     config: ConfigOption = None,
     redis: RedisOption = None,
+    token: TokenOption = None,
 ) -> None:
-    """Write every inbound message (or those after --after) to a CSV file."""
+    """Write every inbound message (or those after --after) to a CSV file (audited: numbers)."""
     import csv
 
-    rows = _run(config, redis, lambda c: _inbound(c, after, 10**9))
+    async def work(c: Campaigns, who: Principal, note: Note) -> list[dict[str, str]]:
+        found = await _inbound(c, after, 10**9)
+        note.detail = f"{len(found)} inbound messages exported"
+        return found
+
+    rows = _audited(config, redis, token, "inbound.export", "", work)
     with out.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=INBOUND_COLUMNS, extrasaction="ignore")
         writer.writeheader()

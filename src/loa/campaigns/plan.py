@@ -62,7 +62,7 @@ from loa.campaigns.templates import check_syntax
 from loa.engine.quiet import DEFAULT_TIMEZONE, QuietHours, zone
 from loa.errors import PlanError
 from loa.message import Lane
-from loa.settings import ConfigModel, describe_errors, read_toml
+from loa.settings import ConfigModel, describe_errors, parse_toml, read_bytes, read_toml
 
 Channel = Literal["sms", "zalo", "fcm", "email"]
 CHANNELS: tuple[Channel, ...] = ("sms", "zalo", "fcm", "email")
@@ -401,6 +401,13 @@ def load_plan(path: Path | str) -> Plan:
     path = Path(path)
     data = read_toml(path, what="plan file", error=PlanError)
     return Plan.from_mapping(data, source=str(path))
+
+
+def read_plan(path: Path) -> tuple[Plan, str]:
+    """Read a plan file once: the plan and the exact text it was validated from."""
+    data = read_bytes(path, "plan file", PlanError)
+    mapping = parse_toml(data, f"plan file {path}", PlanError)
+    return Plan.from_mapping(mapping, source=str(path)), data.decode("utf-8")
 
 
 def describe_plan_errors(exc: ValidationError) -> str:

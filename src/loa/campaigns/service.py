@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import secrets
 import tomllib
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import msgpack
+import orjson
 
+from loa.access.identity import Author, Principal, Role, same_person
+from loa.campaigns.approval import Need, assess, known_test_numbers
 from loa.campaigns.audience import open_audience
-from loa.campaigns.plan import Plan, load_plan
+from loa.campaigns.pinning import (
+    PinnedFile,
+    check_audience,
+    check_plan,
+    pin_audience,
+    text_digest,
+)
+from loa.campaigns.plan import Plan, load_plan, read_plan
 from loa.campaigns.planner import (
     PLANNING_COUNTERS,
     Checkpoint,
@@ -21,12 +31,12 @@ from loa.campaigns.planner import (
     Report,
     plan_audience,
 )
-from loa.campaigns.store import ENDED, Campaign, CampaignStore, State
+from loa.campaigns.store import ENDED, Campaign, CampaignStore, State, new_campaign_id
 from loa.engine.connection import RedisClient, text
 from loa.engine.events import receipts_key
 from loa.engine.keys import shard_keys
 from loa.engine.queue import Queues
-from loa.errors import CampaignError, PlanError
+from loa.errors import ApprovalRequired, AuthError, CampaignError, PlanError
 from loa.message import Outcome
 from loa.settings import Settings
 
@@ -46,6 +56,8 @@ STATUS_KEYS = (
     "duplicate",
 )
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+NOT_REQUIRED = "not_required"
+STEERING = frozenset({"pause", "resume", "cancel"})
 
 
 class Campaigns:
@@ -59,7 +71,20 @@ class Campaigns:
 
     async def validate(self, plan_path: Path, audience: Path) -> Report:
         """The dry run: everything planning would do, counted; nothing queued."""
-        plan = load_plan(plan_path)
+        return await self._dry_run(load_plan(plan_path), audience)
+
+    async def review(self, campaign_id: str) -> Report:
+        """The dry run of a stored campaign: its stored plan on its pinned audience, checked."""
+        campaign = await self.store.get(campaign_id)
+        plan_text = campaign.fields["plan"]
+        if campaign.fields.get("plan_sha256"):
+            check_plan(plan_text, campaign.fields["plan_sha256"])
+        pin = PinnedFile.from_fields(campaign.fields)
+        if pin is not None:
+            await asyncio.to_thread(check_audience, pin)
+        return await self._dry_run(_stored_plan(campaign), Path(campaign.fields["audience"]))
+
+    async def _dry_run(self, plan: Plan, audience: Path) -> Report:
         planner = Planner(self.settings, plan, f"dry-{secrets.token_hex(4)}", audience, _now())
         report = Report(problems=planner.check(open_audience(audience).columns))
         if report.problems:
@@ -72,41 +97,119 @@ class Campaigns:
             await self.redis.delete(f"{self.settings.namespace}:{{camp:{planner.campaign}}}:seen")
 
     async def create(
-        self, plan_path: Path, audience: Path, extra: Mapping[str, str] | None = None
+        self, plan_path: Path, audience: Path, by: Principal, *, upload: bool = False
     ) -> Campaign:
-        """A draft campaign from a plan and an audience that pass their checks.
+        """A draft campaign from a plan and an audience that pass their checks, pinned.
 
-        `extra` fields are stored with it in the same write (the API's creator and approval rule).
+        The plan is stored whole and the audience copied into the data directory (an `upload`,
+        already loa's own file, is moved there), so that approval covers exactly this content.
         """
-        plan = load_plan(plan_path)
+        plan, plan_text = read_plan(plan_path)
         audience = audience.resolve()
         planner = Planner(self.settings, plan, "check", audience, _now())
         problems = planner.check(open_audience(audience).columns)
         if problems:
             raise PlanError(f"{plan_path}: " + "; ".join(problems))
+        need = await asyncio.to_thread(
+            assess, plan.lane, audience, self.settings.api.approval_threshold, self.test_numbers
+        )
+        campaign_id = new_campaign_id()
+        limit = int(self.settings.planning.pin_copy_limit_mb * 1024 * 1024)
+        directory = self.settings.data_dir / "campaigns" / campaign_id
+        pin = await asyncio.to_thread(pin_audience, audience, directory, limit, move=upload)
         return await self.store.create(
             {
                 "name": plan.name,
                 "lane": plan.lane.label,
-                "plan": plan_path.read_text(encoding="utf-8"),
+                "plan": plan_text,
+                "plan_sha256": text_digest(plan_text),
                 "plan_path": str(plan_path.resolve()),
-                "audience": str(audience),
+                "audience_source": "upload" if upload else str(audience),
+                **pin.fields(),
                 "timezone": plan.schedule.timezone,
                 "quiet_hours": str(plan.schedule.quiet_hours)
                 if plan.holds_for_quiet_hours and plan.schedule.quiet_hours
                 else "",
                 "rate": f"{plan.limits.rate:g}" if plan.limits.rate else "",
-                **(extra or {}),
-            }
+                **_creator_fields(by, need),
+            },
+            campaign_id,
         )
 
+    @property
+    def test_numbers(self) -> frozenset[str]:
+        """The configured test numbers (a list of only these needs no approval)."""
+        return known_test_numbers(self.settings.api.test_numbers)
+
+    async def approve(self, campaign_id: str, by: Principal) -> State:
+        """Approve a draft: its pinned content, by a second person when the campaign needs one."""
+        campaign = await self.store.get(campaign_id)
+        if by.role < Role.APPROVER:
+            raise AuthError(
+                f"approving needs the approver role; {by.person} has {by.role.label}",
+                code="forbidden",
+                status=403,
+            )
+        if _needs_two(campaign):
+            author = _author(campaign)
+            why = same_person(author, by) if author else None
+            if why:
+                raise AuthError(
+                    f"campaign {campaign_id} needs a second person's approval: {why}",
+                    code="same_person",
+                    status=403,
+                )
+        return await self._approve(campaign, by.person, by.token)
+
+    async def approve_automatically(self, campaign_id: str) -> str:
+        """Approve a draft the two-person rule does not cover (its launch does); the reason."""
+        campaign = await self.store.get(campaign_id)
+        if _needs_two(campaign):
+            reason = campaign.fields.get("approval_reason", "created outside the API")
+            raise ApprovalRequired(
+                f"campaign {campaign_id} needs approval by a second person before launch "
+                f"({reason})"
+            )
+        reason = campaign.fields.get("approval_reason", "")
+        await self._approve(campaign, f"automatic: {reason}", "")
+        return reason
+
+    async def _approve(self, campaign: Campaign, by: str, token: str) -> State:
+        """Approve the content pinned at create, recording its digests, in one step.
+
+        The audience file itself is checked against these digests at launch, where it is read
+        (an approver at another machine or OS account need not be able to read it).
+        """
+        plan_sha = text_digest(campaign.fields["plan"])
+        if campaign.fields.get("plan_sha256"):
+            check_plan(campaign.fields["plan"], campaign.fields["plan_sha256"])
+        pin = PinnedFile.from_fields(campaign.fields)
+        fields: dict[str, str | int] = {
+            "approved_by": by,
+            "approved_token": token,
+            "approved_plan_sha256": plan_sha,
+            "approved_audience_sha256": pin.sha256 if pin else "",
+        }
+        return await self.store.apply(campaign.id, "approve", fields)
+
     async def act(self, campaign_id: str, action: str) -> State:
-        """approve, pause, resume or cancel."""
+        """pause, resume or cancel (approval goes through `approve`)."""
+        if action not in STEERING:
+            raise CampaignError(f"{action!r} is not a steering action (pause, resume, cancel)")
         return await self.store.apply(campaign_id, action)
 
     async def launch(self, campaign_id: str) -> Report:
-        """Start sending: plan the audience onto the queues (again, after a crash: it resumes)."""
+        """Start sending: plan the audience onto the queues (again, after a crash: it resumes).
+
+        Only what was approved is planned: the stored plan and the pinned audience are checked
+        against the digests recorded at approval first, and refused when they differ.
+        """
         campaign = await self.store.get(campaign_id)
+        if campaign.state is State.DRAFT:
+            raise ApprovalRequired(
+                f"cannot launch campaign {campaign_id}: it is draft (it must be approved first)"
+            )
+        await self._check_approved(campaign)
         plan = _stored_plan(campaign)
         if campaign.state is State.APPROVED:
             launched = _now()
@@ -121,10 +224,6 @@ class Campaigns:
                 },
             )
             await self.store.apply(campaign_id, "schedule" if start > launched else "start")
-        elif campaign.state in (State.DRAFT,):
-            raise CampaignError(
-                f"cannot launch campaign {campaign_id}: it is draft (it must be approved first)"
-            )
         elif campaign.fields.get("planned") == "1":
             raise CampaignError(f"campaign {campaign_id} is already launched and planned")
         elif campaign.state in ENDED:
@@ -148,6 +247,20 @@ class Campaigns:
         return await plan_audience(
             planner, self.redis, queue=True, checkpoint=checkpoint, save=save
         )
+
+    async def _check_approved(self, campaign: Campaign) -> None:
+        """Refuse a plan or an audience that is not what was approved."""
+        approved_plan = campaign.fields.get("approved_plan_sha256")
+        if campaign.fields.get("plan_sha256") and not approved_plan:
+            raise CampaignError(f"campaign {campaign.id} has no record of what was approved")
+        if approved_plan:
+            check_plan(campaign.fields["plan"], approved_plan)
+        pin = PinnedFile.from_fields(campaign.fields)
+        if pin is not None:
+            approved = campaign.fields.get("approved_audience_sha256", "")
+            if not approved:
+                raise CampaignError(f"campaign {campaign.id} has no record of what was approved")
+            await asyncio.to_thread(check_audience, pin, approved)
 
     async def status(self, campaign_id: str) -> dict[str, Any]:
         """State and counters; a campaign whose every message has an outcome becomes done."""
@@ -274,6 +387,34 @@ class Campaigns:
                     if len(entries) < 500:
                         break
                     cursor = "(" + text(entries[-1][0])
+
+
+def _creator_fields(by: Principal, need: Need) -> dict[str, str]:
+    """Who created a campaign, and whether it needs a second person's approval."""
+    return {
+        "creator": by.person,
+        "creator_role": by.role.label,
+        "creator_token": by.token,
+        "creator_lineage": orjson.dumps(list(by.lineage)).decode(),
+        "approval": "required" if need.required else NOT_REQUIRED,
+        "approval_reason": need.reason,
+    }
+
+
+def _needs_two(campaign: Campaign) -> bool:
+    """Emergency campaigns always do; others as assessed at create (or when made before)."""
+    return campaign.fields.get("lane") == "emergency" or (
+        campaign.fields.get("approval") != NOT_REQUIRED
+    )
+
+
+def _author(campaign: Campaign) -> Author | None:
+    """Who created the campaign, for the two-person rule (None for one made before persons)."""
+    person = campaign.fields.get("creator", "")
+    if not person:
+        return None
+    lineage = tuple(orjson.loads(campaign.fields.get("creator_lineage") or "[]"))
+    return Author(person, lineage)
 
 
 def _stored_plan(campaign: Campaign) -> Plan:

@@ -98,9 +98,11 @@ class CampaignStore:
         """The campaign's hash (the engine reads its state from the same hash)."""
         return campaign_key(self.namespace, campaign_id)
 
-    async def create(self, fields: Mapping[str, str | int]) -> Campaign:
-        """Store a new draft campaign; returns it with its id."""
-        campaign_id = new_campaign_id()
+    async def create(
+        self, fields: Mapping[str, str | int], campaign_id: str | None = None
+    ) -> Campaign:
+        """Store a new draft campaign (under `campaign_id`, or a new id); returns it."""
+        campaign_id = campaign_id or new_campaign_id()
         now = int(time.time() * 1000)
         values = {
             **{k: str(v) for k, v in fields.items()},
@@ -129,12 +131,16 @@ class CampaignStore:
         values = {k: str(v) for k, v in fields.items()}
         await self.redis.hset(self.key(campaign_id), mapping=values)  # type: ignore[arg-type]
 
-    async def apply(self, campaign_id: str, action: str) -> State:
-        """Carry out a lifecycle action; refused with the reason when the state forbids it."""
+    async def apply(
+        self, campaign_id: str, action: str, fields: Mapping[str, str | int] | None = None
+    ) -> State:
+        """Carry out a lifecycle action, setting `fields` too; refused if the state forbids it."""
         allowed, target = TRANSITIONS[action]
         now = str(int(time.time() * 1000))
+        pairs = [str(item) for pair in (fields or {}).items() for item in pair]
         reply = await self._transition(
-            keys=[self.key(campaign_id)], args=[target, now, *sorted(allowed)]
+            keys=[self.key(campaign_id)],
+            args=[target, now, len(allowed), *sorted(allowed), *pairs],
         )
         if int(reply[0]) == -1:
             raise CampaignError(f"no campaign {campaign_id!r}")

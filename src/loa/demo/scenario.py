@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loa.access.identity import Role, program
 from loa.campaigns.planner import Report
 from loa.campaigns.service import Campaigns
 from loa.campaigns.suppression import Suppression
@@ -23,6 +24,9 @@ from loa.engine.keys import shard_keys
 from loa.engine.queue import GROUP
 from loa.message import Lane
 from loa.settings import Settings
+
+DEMO_OPERATOR = program("demo-operator", Role.OPERATOR)
+DEMO_APPROVER = program("demo-approver", Role.APPROVER)
 
 TICK = 0.1  # seconds between looks at a running emergency alert's counters
 SLOW_EVERY = 3  # ticks between looks at the advisory's counters (status reads cost CPU)
@@ -207,9 +211,9 @@ class Scenario:
         """Create, approve and launch: the operator's three steps (planning runs on, a task)."""
         path = self.work / f"{run.key}.plan.toml"
         path.write_text(plan_text, encoding="utf-8")
-        campaign = await campaigns.create(path, self.state.facts.path)
+        campaign = await campaigns.create(path, self.state.facts.path, DEMO_OPERATOR)
         run.id = campaign.id
-        await campaigns.act(run.id, "approve")
+        await campaigns.approve(run.id, DEMO_APPROVER)
         run.launched = self.state.now()
         self.state.say(f"{run.key} {run.id} ({campaign.name}) created, approved and launched")
 

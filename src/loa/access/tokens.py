@@ -1,7 +1,8 @@
 """API tokens and roles: who may do what through the control API.
 
 A token is shown once, when it is made; Redis keeps only its SHA-256 hash, with the token's
-name (the person or system it belongs to, unique), role, creator and creation time. Roles are
+name (unique), the person it belongs to (a person may hold several tokens), role, the person who
+minted it and that token's lineage (see loa.access.identity), and its creation time. Roles are
 ordered (viewer < operator < approver < admin), each one may do all the ones before it may:
 
 | what                                               | view | oper | appr | admin |
@@ -14,7 +15,7 @@ ordered (viewer < operator < approver < admin), each one may do all the ones bef
 | create, validate, launch, pause, resume, cancel    | no   | yes  | yes  | yes   |
 | failed-recipients report, inbound (phone numbers)  | no   | yes  | yes  | yes   |
 | suppression add / remove / check                   | no   | yes  | yes  | yes   |
-| approve (never one's own campaign)                 | no   | no   | yes  | yes   |
+| approve (never one's own campaign: two persons)    | no   | no   | yes  | yes   |
 | tokens: create, list, revoke                       | no   | no   | no   | yes   |
 | POST /api/v1/webhooks/{route}: no token, no role:  | -    | -    | -    | -     |
 |   the provider signs each callback with the        |      |      |      |       |
@@ -26,7 +27,6 @@ but never a citizen's number, which only the failed report, replies and suppress
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import re
 import secrets
@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass
 
 import orjson
 
+from loa.access.identity import Principal, Role, lineage_of
 from loa.engine.connection import RedisClient, text
 from loa.errors import ApiError, AuthError
 
@@ -43,51 +44,39 @@ TOKEN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}\Z")
 TOKEN_NAME_PATTERN = TOKEN_NAME.pattern.replace(r"\Z", "$")  # the same rule, as JSON Schema says it
 
 
-class Role(enum.IntEnum):
-    """What a token may do; a higher role may do all a lower one may."""
-
-    VIEWER = 1
-    OPERATOR = 2
-    APPROVER = 3
-    ADMIN = 4
-
-    @property
-    def label(self) -> str:
-        """The role's lower-case name, as the API and the audit log spell it."""
-        return self.name.lower()
-
-    @classmethod
-    def parse(cls, value: str) -> Role:
-        """A role from its name."""
-        try:
-            return cls[value.strip().upper()]
-        except KeyError:
-            names = ", ".join(role.label for role in cls)
-            raise ApiError(f"unknown role {value!r}; expected one of {names}") from None
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who is calling: the token's name and role."""
-
-    name: str
-    role: Role
-
-
 @dataclass(frozen=True, slots=True)
 class TokenRecord:
     """A token as stored (without the token itself)."""
 
     name: str
     role: str
-    creator: str
+    creator: str  # the person who minted it
     created_ms: int
     revoked_ms: int = 0
+    person: str = ""  # whose it is; records from before persons existed: the name
+    lineage: tuple[str, ...] = ()  # who could have kept a copy: the minter, the minter's minter
+
+    @classmethod
+    def load(cls, raw: bytes | str) -> TokenRecord:
+        """A record as stored (JSON)."""
+        data = orjson.loads(raw)
+        data["lineage"] = tuple(data.get("lineage") or (data.get("creator", ""),))
+        data["person"] = data.get("person") or data["name"]
+        return cls(**data)
+
+    def principal(self) -> Principal:
+        """Who holds this token."""
+        return Principal(self.person, Role.parse(self.role), self.name, self.lineage)
 
 
 def digest(token: str) -> str:
     """The SHA-256 hex digest that stands for a token in Redis."""
     return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def minting(name: str, person: str, role: str) -> str:
+    """How the audit log describes a token being made."""
+    return f"{name} as {role}" if person == name else f"{name} for {person} as {role}"
 
 
 class Tokens:
@@ -98,17 +87,29 @@ class Tokens:
         self.by_digest = f"{namespace}:api:tokens"  # digest -> JSON record
         self.by_name = f"{namespace}:api:token-names"  # name -> digest: names are unique
 
-    async def create(self, name: str, role: Role, creator: str) -> tuple[str, TokenRecord]:
-        """A new token (to be shown once) and its record; a name is never reused."""
-        if not TOKEN_NAME.fullmatch(name):
+    async def create(
+        self, name: str, role: Role, minter: Principal, person: str | None = None
+    ) -> tuple[str, TokenRecord]:
+        """A new token for `person` (default: the name), minted by `minter`; shown once."""
+        person = name if person is None else person
+        for what, value in (("token name", name), ("person", person)):
+            if not TOKEN_NAME.fullmatch(value):
+                raise ApiError(
+                    f"a {what} is 1-64 letters, digits, '.', '_', '@' or '-'",
+                    code="invalid_name",
+                )
+        if role > minter.role:
             raise ApiError(
-                "a token name is 1-64 letters, digits, '.', '_', '@' or '-'", code="invalid_name"
+                f"a {minter.role.label} cannot mint a token with the {role.label} role",
+                code="forbidden",
+                status=403,
             )
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         key = digest(token)
         if not await self.redis.hsetnx(self.by_name, name, key):
             raise ApiError(f"a token named {name!r} exists already", code="name_taken", status=409)
-        record = TokenRecord(name, role.label, creator, int(time.time() * 1000))
+        now = int(time.time() * 1000)
+        record = TokenRecord(name, role.label, minter.person, now, 0, person, lineage_of(minter))
         await self.redis.hset(self.by_digest, key, orjson.dumps(asdict(record)))
         return token, record
 
@@ -117,15 +118,15 @@ class Tokens:
         raw = await self.redis.hget(self.by_digest, digest(token))
         if raw is None:
             raise AuthError("unknown API token", code="invalid_token")
-        record = TokenRecord(**orjson.loads(raw))
+        record = TokenRecord.load(raw)
         if record.revoked_ms:
             raise AuthError("this API token was revoked", code="revoked_token")
-        return Principal(record.name, Role.parse(record.role))
+        return record.principal()
 
     async def list(self) -> list[TokenRecord]:
         """Every token ever made, revoked ones too, oldest first."""
         raw = await self.redis.hvals(self.by_digest)
-        records = [TokenRecord(**orjson.loads(value)) for value in raw]
+        records = [TokenRecord.load(value) for value in raw]
         return sorted(records, key=lambda r: (r.created_ms, r.name))
 
     async def revoke(self, name: str) -> TokenRecord:
@@ -134,7 +135,7 @@ class Tokens:
         raw = await self.redis.hget(self.by_digest, text(key)) if key else None
         if key is None or raw is None:
             raise ApiError(f"no token named {name!r}", code="token_not_found", status=404)
-        record = TokenRecord(**orjson.loads(raw))
+        record = TokenRecord.load(raw)
         if not record.revoked_ms:
             record = TokenRecord(**{**asdict(record), "revoked_ms": int(time.time() * 1000)})
             await self.redis.hset(self.by_digest, text(key), orjson.dumps(asdict(record)))
