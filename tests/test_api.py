@@ -359,6 +359,82 @@ async def test_the_creator_cannot_approve_and_a_second_approver_can(api):
     assert outcomes == [(bob, "ok"), (alice, "same_person")]
 
 
+async def test_a_token_minted_by_the_creator_counts_as_the_creator(api):
+    # an admin creates a campaign, mints an approver token for herself under another name
+    admin = api.auth("admin")
+    created = await api.client.post(
+        "/api/v1/campaigns", files=upload(audience=people(THRESHOLD + 3)), headers=admin
+    )
+    campaign = created.json()["id"]
+    minted = await api.client.post(
+        "/api/v1/tokens", json={"name": "alice.2", "role": "approver"}, headers=admin
+    )
+    assert minted.json()["lineage"] == ["admin", "test-bootstrap"]
+    second = {"Authorization": f"Bearer {minted.json()['token']}"}
+    refused = await api.client.post(f"/api/v1/campaigns/{campaign}/approve", headers=second)
+    assert (refused.status_code, error_of(refused)) == (403, "same_person")
+    assert "minted by admin" in refused.json()["error"]["message"]
+    # and the other way round: a campaign created with a token she minted, approved by her
+    other = await api.client.post(
+        "/api/v1/tokens",
+        json={"name": "carol-desk", "person": "carol", "role": "operator"},
+        headers=admin,
+    )
+    as_carol = {"Authorization": f"Bearer {other.json()['token']}"}
+    made = await api.client.post(
+        "/api/v1/campaigns", files=upload(audience=people(THRESHOLD + 3)), headers=as_carol
+    )
+    assert made.json()["approval"]["creator"] == "carol"
+    own = await api.client.post(f"/api/v1/campaigns/{made.json()['id']}/approve", headers=admin)
+    assert (own.status_code, error_of(own)) == (403, "same_person")
+    state = await api.client.get(f"/api/v1/campaigns/{campaign}", headers=admin)
+    assert state.json()["state"] == "draft"
+
+
+async def test_two_tokens_of_one_person_are_one_person(api):
+    minter = program("security-office", Role.ADMIN)
+    tokens = api.ctx.services.tokens
+    desk, _ = await tokens.create("dung-desk", Role.OPERATOR, minter, "dung")
+    phone, _ = await tokens.create("dung-phone", Role.APPROVER, minter, "dung")
+    other, _ = await tokens.create("lan", Role.APPROVER, minter)
+    created = await api.client.post(
+        "/api/v1/campaigns",
+        files=upload(audience=people(THRESHOLD + 3)),
+        headers={"Authorization": f"Bearer {desk}"},
+    )
+    campaign = created.json()["id"]
+    url = f"/api/v1/campaigns/{campaign}/approve"
+    same = await api.client.post(url, headers={"Authorization": f"Bearer {phone}"})
+    assert (same.status_code, error_of(same)) == (403, "same_person")
+    ok = await api.client.post(url, headers={"Authorization": f"Bearer {other}"})
+    assert ok.status_code == 200, ok.text
+    [entry] = [e for e in await api.audit("campaign.approve") if e["outcome"] == "ok"]
+    assert (entry["who"], entry["token"]) == ("lan", "lan")
+
+
+async def test_the_approvers_dry_run_is_of_the_pinned_content(api):
+    created = await api.client.post(
+        "/api/v1/campaigns", files=upload(audience=people(4)), headers=api.auth("operator")
+    )
+    campaign = created.json()["id"]
+    fields = (await api.ctx.services.campaigns.store.get(campaign)).fields
+    pinned = Path(fields["audience"])
+    assert pinned.is_relative_to(api.ctx.settings.data_dir / "campaigns" / campaign)
+    assert pinned.stat().st_mode & 0o777 == 0o400
+    assert not any(api.ctx.uploads.iterdir()), "the upload is gone once pinned"
+    dry = await api.client.post(
+        f"/api/v1/campaigns/{campaign}/validate", headers=api.auth("approver")
+    )
+    assert dry.json()["queued"] == 4
+    pinned.chmod(0o600)
+    pinned.write_bytes(people(40))
+    changed = await api.client.post(
+        f"/api/v1/campaigns/{campaign}/validate", headers=api.auth("approver")
+    )
+    assert (changed.status_code, error_of(changed)) == (409, "illegal_transition")
+    assert "has changed since the campaign was created" in changed.json()["error"]["message"]
+
+
 async def test_an_emergency_campaign_always_needs_approval(api):
     # even when it goes only to the test list, and to a single number
     plan = EMERGENCY_PLAN.read_bytes()

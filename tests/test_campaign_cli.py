@@ -167,7 +167,7 @@ def test_a_pinned_copy_or_plan_changed_after_approval_is_refused_at_launch(
         handle.write("0987654321,Extra,79\n")
     refused = loa("campaign", "launch", ids[0], "-c", config)
     assert refused.returncode == 2
-    assert "differs from what was approved" in refused.stderr
+    assert "has changed since the campaign was created" in refused.stderr
     with contextlib.closing(redis.Redis.from_url(redis_url)) as client:
         key = f"{namespace}:{{camp:{ids[1]}}}"
         client.hset(key, "plan", client.hget(key, "plan").replace(b"normal", b"emergency"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -336,3 +337,34 @@ async def test_scheduled_campaign_starts_at_its_time(settings, redis_client, tmp
     assert min(stamps) >= start.timestamp() - 0.05, "nothing before the start"
     by_route = (await campaigns.status(campaign_id))["by_route"]
     assert by_route == {"sms-a": {"accepted": 10}, "sms-b": {"accepted": 20}}
+
+
+async def test_an_audience_too_large_to_copy_is_pinned_in_place_by_its_digest(
+    settings, redis_client, tmp_path
+):
+    in_place = settings.model_copy(
+        update={"planning": settings.planning.model_copy(update={"pin_copy_limit_mb": 0})}
+    )
+    campaigns = Campaigns(in_place, redis_client)
+    plan = write_plan(tmp_path / "p.toml")
+    audience = write_audience(tmp_path / "a.csv", 30)
+    first = await approved(campaigns, plan, audience)
+    assert Path(first.fields["audience"]) == audience.resolve(), "read where it is"
+    assert first.fields["audience_copied"] == "0"
+    stat = audience.stat()
+    # the same size, then the same size and modification time: the digest still tells
+    original = audience.read_bytes()
+    audience.write_bytes(original.replace(b"Nguyen 1,", b"Nguyen X,"))
+    with pytest.raises(CampaignError, match="has changed since the campaign was created"):
+        await campaigns.launch(first.id)
+    os.utime(audience, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with pytest.raises(CampaignError, match="has changed since the campaign was created"):
+        await campaigns.launch(first.id)
+    audience.write_bytes(original)
+    os.utime(audience, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert (await campaigns.launch(first.id)).queued == 30, "the approved content goes"
+    audience.unlink()
+    second = await approved(campaigns, plan, write_audience(tmp_path / "b.csv", 5))
+    (tmp_path / "b.csv").unlink()
+    with pytest.raises(CampaignError, match="is gone"):
+        await campaigns.launch(second.id)

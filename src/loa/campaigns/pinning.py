@@ -116,8 +116,8 @@ def check_audience(pin: PinnedFile, approved_sha256: str | None = None) -> None:
 
 def _changed(where: str, path: Path) -> CampaignError:
     return CampaignError(
-        f"{where} {path} differs from what was approved; nothing was sent. "
-        "Create a new campaign from the new file and have it approved."
+        f"{where} {path} has changed since the campaign was created: it is not what was "
+        "approved, and nothing of it is sent. Create a new campaign from the new file."
     )
 
 
