@@ -10,6 +10,7 @@ import itertools
 import os
 import pwd
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -320,6 +321,62 @@ async def test_a_refused_change_is_audited_but_a_refused_read_is_not(api):
     assert await api.audit("token.list") == []
 
 
+async def test_a_flood_of_refusals_is_folded_in_the_audit_log(api):
+    campaign = await api.campaign()
+    for _ in range(300):
+        refused = await api.client.post(
+            f"/api/v1/campaigns/{campaign}/cancel", headers=api.auth("viewer")
+        )
+        assert refused.status_code == 403
+    entries = await api.audit("campaign.cancel")
+    assert [(e["who"], e["outcome"]) for e in entries] == [("viewer", "forbidden")]
+    # the next window's first entry says how many were folded into the last one
+    redis = api.ctx.services.redis
+    gates = [key async for key in redis.scan_iter(f"{api.ctx.settings.namespace}:audit:repeat:*")]
+    await redis.delete(*gates)
+    await api.client.post(f"/api/v1/campaigns/{campaign}/cancel", headers=api.auth("viewer"))
+    newest = (await api.audit("campaign.cancel"))[0]
+    assert newest["detail"] == "299 more like this before"
+
+
+async def test_bad_tokens_are_audited_and_an_address_that_keeps_trying_gets_429(api):
+    limit = api.ctx.settings.api.auth_failures_per_minute
+    codes = []
+    for n in range(limit + 5):
+        response = await api.client.get(
+            "/api/v1/whoami", headers={"Authorization": f"Bearer loa_guess-{n}"}
+        )
+        codes.append(response.status_code)
+    assert codes == [401] * limit + [429] * 5
+    good = await api.client.get("/api/v1/whoami", headers=api.auth("admin"))
+    assert (good.status_code, error_of(good)) == (429, "too_many_failures"), "even a good one"
+    entries = [e for e in await api.ctx.services.audit.read(1000) if e.action == "whoami"]
+    assert [(e.outcome, e.ip) for e in entries] == [("invalid_token", "10.1.2.3")], "folded"
+
+
+async def test_tokens_expire(api):
+    tokens = Tokens(api.ctx.services.redis, api.ctx.settings.namespace, max_days=30)
+    token, record = await tokens.create("temp", Role.VIEWER, MINTER, days=90)
+    month = record.expires_ms - record.created_ms
+    assert month == 30 * 86_400_000, "never beyond the configured maximum"
+    mine = {"Authorization": f"Bearer {token}"}
+    assert (await api.client.get("/api/v1/whoami", headers=mine)).status_code == 200
+    key = f"{api.ctx.settings.namespace}:api:tokens"
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    stored = orjson.loads(await api.ctx.services.redis.hget(key, digest))
+    stored["expires_ms"] = int(time.time() * 1000) - 1  # a month later
+    await api.ctx.services.redis.hset(key, digest, orjson.dumps(stored))
+    late = await api.client.get("/api/v1/whoami", headers=mine)
+    assert (late.status_code, error_of(late)) == (401, "expired_token")
+    made = await api.client.post(
+        "/api/v1/tokens",
+        json={"name": "short", "role": "viewer", "days": 0.5},
+        headers=api.auth("admin"),
+    )
+    assert made.status_code == 201, made.text
+    assert made.json()["expires_ms"] - made.json()["created_ms"] == 43_200_000
+
+
 # --- the two-person rule --------------------------------------------------------------------
 
 
@@ -535,6 +592,7 @@ async def test_create_validate_approve_launch_pause_resume_cancel(api):
     trail = [(e["action"], e["who"], e["outcome"]) for e in reversed(entries)]
     assert trail == [
         ("campaign.create", "operator", "ok"),
+        ("campaign.validate", "operator", "ok"),
         ("campaign.approve", "approver", "ok"),
         ("campaign.launch", "operator", "ok"),
         ("campaign.launch", "operator", "illegal_transition"),
@@ -924,7 +982,11 @@ def test_loa_api_serves_until_sigterm(redis_url, namespace):
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "loa.cli", "api", "--port", str(port), "--redis", redis_url],
-        env={**clean_env(namespace), "LOA_API__UPLOAD_LIMIT_MB": "1"},
+        env={
+            **clean_env(namespace),
+            "LOA_API__UPLOAD_LIMIT_MB": "1",
+            "LOA_API__HEADER_TIMEOUT": "1",
+        },
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -940,10 +1002,30 @@ def test_loa_api_serves_until_sigterm(redis_url, namespace):
             headers={"Authorization": f"Bearer {token}"},
         )
         assert (big.status_code, error_of(big)) == (413, "too_large")
+        # X-Forwarded-For from an untrusted peer is not believed (no proxy is trusted by default)
+        forged = httpx.post(
+            f"{base}/api/v1/suppression/check",
+            json={"addresses": ["0912345678"]},
+            headers={"Authorization": f"Bearer {token}", "X-Forwarded-For": "10.9.8.7"},
+        )
+        assert forged.status_code == 200
+        assert httpx.get(f"{base}/docs").status_code == 404, "no page that loads a CDN's script"
+        assert half_a_request_is_cut_off(port)
     finally:
         code, errors = stop(process)
     assert code == 0, errors
     assert token not in errors, "tokens never reach the logs"
+    with contextlib.closing(redis.Redis.from_url(redis_url)) as client:
+        entries = client.xrange(f"{namespace}:audit")
+    checks = [f for _, f in entries if f[b"action"] == b"suppression.check"]
+    assert [f[b"ip"] for f in checks] == [b"127.0.0.1"]
+
+
+def half_a_request_is_cut_off(port: int) -> bool:
+    """A client that never finishes its headers is disconnected after api.header_timeout."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: loa\r\n")  # and never the empty line
+        return conn.recv(1024) == b""  # the server closed it (the header timeout is 1 s here)
 
 
 def test_loa_server_runs_api_workers_and_redis_and_stops_them_all(tmp_path):

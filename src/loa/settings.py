@@ -164,6 +164,24 @@ class ApiSettings(ConfigModel):
         default_factory=dict,
         description="route -> shared secret that signs its receipt webhooks (Zalo: OA secret key)",
     )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="addresses of reverse proxies whose X-Forwarded-For is believed; none by "
+        "default, so the audit log records the connecting address",
+    )
+    header_timeout: float = Field(
+        default=10.0, gt=0, le=300, description="seconds a client has to send a request's headers"
+    )
+    auth_failures_per_minute: int = Field(
+        default=30, ge=1, description="bad tokens one address may send a minute before 429"
+    )
+    token_max_days: float = Field(
+        default=0, ge=0, description="tokens expire after this many days; 0: when revoked only"
+    )
+    audit_retention_days: float = Field(
+        default=3650, ge=30, description="audit entries older than this are trimmed"
+    )
 
     @field_validator("webhook_secrets")
     @classmethod

@@ -7,22 +7,28 @@ Both faces write to it the same way: the API with the caller's address, the comm
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from loa.access.identity import Principal
 from loa.engine.connection import RedisClient, text
 from loa.errors import LoaError
+from loa.settings import Settings
 
 # a stream id; the bound on digits keeps Redis from refusing it as out of range
 STREAM_ID = r"^[0-9]{1,19}-[0-9]{1,19}$"
 LOCAL = "local"  # where a command-line action comes from
 
 
+REPEAT_WINDOW = 60  # seconds: one entry per (who, where, what, outcome) refused in a window
+DAY_MS = 86_400_000
+
+
 def audit_key(namespace: str) -> str:
-    """The audit stream (never trimmed: nothing in loa deletes from it)."""
+    """The audit stream: entries older than the retention are trimmed, nothing else deletes."""
     return f"{namespace}:audit"
 
 
@@ -45,17 +51,49 @@ class AuditEntry:
 class AuditLog:
     """Appends to and reads the audit stream."""
 
-    def __init__(self, redis: RedisClient, namespace: str) -> None:
+    @classmethod
+    def of(cls, redis: RedisClient, settings: Settings) -> AuditLog:
+        """The audit log of these settings (namespace and retention)."""
+        return cls(redis, settings.namespace, settings.api.audit_retention_days)
+
+    def __init__(self, redis: RedisClient, namespace: str, retention_days: float = 3650) -> None:
         self.redis = redis
         self.key = audit_key(namespace)
+        self.retention_ms = int(retention_days * DAY_MS)
 
     async def append(self, entry: AuditEntry) -> str:
-        """Write an entry; returns its id."""
+        """Write an entry, trimming what is older than the retention; returns its id."""
         values: dict[Any, Any] = {
             f.name: getattr(entry, f.name) for f in fields(entry) if f.name not in ("id", "at")
         }
-        values["at"] = entry.at or int(time.time() * 1000)
-        return text(await self.redis.xadd(self.key, values))
+        now = int(time.time() * 1000)
+        values["at"] = entry.at or now
+        oldest = max(0, now - self.retention_ms)
+        return text(
+            await self.redis.xadd(self.key, values, minid=f"{oldest}-0", approximate=True)
+        )
+
+    async def refusal(self, entry: AuditEntry) -> str:
+        """Record a refused request, folding repeats so that a flood cannot grow the log.
+
+        The first refusal of a kind (who, where from, what, why) in a minute is written; later
+        ones in that minute are only counted, and the next entry of that kind says how many.
+        """
+        kind = hashlib.sha256(
+            "\x00".join((entry.who, entry.ip, entry.action, entry.outcome)).encode()
+        ).hexdigest()[:32]
+        gate, folded = f"{self.key}:repeat:{kind}", f"{self.key}:folded:{kind}"
+        if not await self.redis.set(gate, 1, nx=True, ex=REPEAT_WINDOW):
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.incr(folded)
+            pipe.expire(folded, 7 * 86_400)
+            await pipe.execute()
+            return ""
+        before = int(await self.redis.getdel(folded) or 0)
+        if before:
+            more = f"{before} more like this before"
+            entry = replace(entry, detail=f"{entry.detail}; {more}" if entry.detail else more)
+        return await self.append(entry)
 
     async def record(
         self,

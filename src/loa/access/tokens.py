@@ -55,6 +55,7 @@ class TokenRecord:
     revoked_ms: int = 0
     person: str = ""  # whose it is; records from before persons existed: the name
     lineage: tuple[str, ...] = ()  # who could have kept a copy: the minter, the minter's minter
+    expires_ms: int = 0  # 0: valid until revoked
 
     @classmethod
     def load(cls, raw: bytes | str) -> TokenRecord:
@@ -82,15 +83,24 @@ def minting(name: str, person: str, role: str) -> str:
 class Tokens:
     """Creates, looks up, lists and revokes API tokens in Redis."""
 
-    def __init__(self, redis: RedisClient, namespace: str) -> None:
+    def __init__(self, redis: RedisClient, namespace: str, max_days: float = 0) -> None:
         self.redis = redis
+        self.max_days = max_days  # every token expires within this many days (0: no limit)
         self.by_digest = f"{namespace}:api:tokens"  # digest -> JSON record
         self.by_name = f"{namespace}:api:token-names"  # name -> digest: names are unique
 
     async def create(
-        self, name: str, role: Role, minter: Principal, person: str | None = None
+        self,
+        name: str,
+        role: Role,
+        minter: Principal,
+        person: str | None = None,
+        days: float | None = None,
     ) -> tuple[str, TokenRecord]:
-        """A new token for `person` (default: the name), minted by `minter`; shown once."""
+        """A new token for `person` (default: the name), minted by `minter`; shown once.
+
+        It expires after `days` (at most the configured maximum; none: that maximum, if any).
+        """
         person = name if person is None else person
         for what, value in (("token name", name), ("person", person)):
             if not TOKEN_NAME.fullmatch(value):
@@ -109,7 +119,10 @@ class Tokens:
         if not await self.redis.hsetnx(self.by_name, name, key):
             raise ApiError(f"a token named {name!r} exists already", code="name_taken", status=409)
         now = int(time.time() * 1000)
-        record = TokenRecord(name, role.label, minter.person, now, 0, person, lineage_of(minter))
+        expires = self._expiry(now, days)
+        record = TokenRecord(
+            name, role.label, minter.person, now, 0, person, lineage_of(minter), expires
+        )
         await self.redis.hset(self.by_digest, key, orjson.dumps(asdict(record)))
         return token, record
 
@@ -121,7 +134,16 @@ class Tokens:
         record = TokenRecord.load(raw)
         if record.revoked_ms:
             raise AuthError("this API token was revoked", code="revoked_token")
+        if record.expires_ms and record.expires_ms <= time.time() * 1000:
+            raise AuthError("this API token expired: ask for another", code="expired_token")
         return record.principal()
+
+    def _expiry(self, now_ms: int, days: float | None) -> int:
+        """When a token made now expires (epoch ms; 0: never)."""
+        if days is not None and not 0 < days <= 36_500:
+            raise ApiError("a token's lifetime is 0-36500 days, more than 0", code="invalid_days")
+        limits = [d for d in (days, self.max_days) if d]
+        return now_ms + int(min(limits) * 86_400_000) if limits else 0
 
     async def list(self) -> list[TokenRecord]:
         """Every token ever made, revoked ones too, oldest first."""

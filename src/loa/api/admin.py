@@ -155,7 +155,7 @@ async def create_token(request: Request, body: TokenRequest, who: Admin, ctx: Ct
         person = body.person or body.name
         note.detail = minting(body.name, person, body.role)
         token, record = await ctx.services.tokens.create(
-            body.name, Role.parse(body.role), who, person
+            body.name, Role.parse(body.role), who, person, body.days
         )
     return TokenCreated(**_info(record).model_dump(), token=token)
 

@@ -69,6 +69,8 @@ def create_app(settings: Settings, redis_client_factory: RedisFactory | None = N
         summary="Create, approve, launch and steer campaigns; tokens, opt-outs and the audit log.",
         lifespan=lifespan,
         responses=ERRORS,
+        docs_url=None,  # Swagger UI and ReDoc load scripts from a CDN: the spec is in docs/
+        redoc_url=None,
         generate_unique_id_function=_operation_id,
     )
     app.state.loa = ctx

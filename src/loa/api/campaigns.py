@@ -109,11 +109,13 @@ async def create_campaign(request: Request, who: Operator, ctx: Ctx) -> Campaign
 )
 async def validate_upload(request: Request, who: Operator, ctx: Ctx) -> DryRun:
     """Everything planning would do, counted; the files are deleted afterwards."""
-    upload = await uploads.receive(request, ctx.uploads, ctx.upload_limit)
-    try:
-        report = await ctx.services.campaigns.validate(upload.plan, upload.audience)
-    finally:
-        upload.remove()
+    async with audited(request, who, "campaign.validate_upload") as note:
+        upload = await uploads.receive(request, ctx.uploads, ctx.upload_limit)
+        try:
+            report = await ctx.services.campaigns.validate(upload.plan, upload.audience)
+        finally:
+            upload.remove()
+        note.detail = f"{report.total} rows, {report.queued} would be queued"
     return dry_run(report.to_json())
 
 
@@ -135,11 +137,14 @@ async def campaign_status(campaign_id: CampaignId, who: Viewer, ctx: Ctx) -> Cam
 
 
 @router.post("/{campaign_id}/validate", name="campaign.validate", summary="Dry run of a campaign")
-async def validate_campaign(campaign_id: CampaignId, who: Operator, ctx: Ctx) -> DryRun:
+async def validate_campaign(
+    request: Request, campaign_id: CampaignId, who: Operator, ctx: Ctx
+) -> DryRun:
     """The dry run of a stored campaign: its stored plan on its pinned audience (what approval
     covers); refused when either differs from what was pinned at create."""
-    await _campaign(ctx, campaign_id)
-    report = await ctx.services.campaigns.review(campaign_id)
+    async with audited(request, who, "campaign.validate", campaign_id):
+        await _campaign(ctx, campaign_id)
+        report = await ctx.services.campaigns.review(campaign_id)
     return dry_run(report.to_json())
 
 

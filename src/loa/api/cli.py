@@ -95,6 +95,9 @@ def token_create(
     person: Annotated[
         str | None, typer.Option("--person", help="Whose token it is (default: the name).")
     ] = None,
+    days: Annotated[
+        float | None, typer.Option("--days", min=0.001, help="It expires after this many days.")
+    ] = None,
     config: ConfigOption = None,
     redis: RedisOption = None,
     data_dir: DataDirOption = None,
@@ -113,12 +116,11 @@ def token_create(
     owner = person or name
 
     async def work(client: RedisClient) -> str:
-        log = AuditLog(client, settings.namespace)
+        log = AuditLog.of(client, settings)
         async with audited(log, minter, "token.create") as note:
             note.detail = minting(name, owner, role.value)
-            token, _ = await Tokens(client, settings.namespace).create(
-                name, Role.parse(role), minter, owner
-            )
+            tokens = Tokens(client, settings.namespace, settings.api.token_max_days)
+            token, _ = await tokens.create(name, Role.parse(role), minter, owner, days)
         return token
 
     token = _with_redis(settings, work)
@@ -141,7 +143,7 @@ def token_revoke(
     settings = _settings(config, redis, data_dir)
 
     async def work(client: RedisClient) -> None:
-        log = AuditLog(client, settings.namespace)
+        log = AuditLog.of(client, settings)
         async with audited(log, local_principal(), "token.revoke") as note:
             note.detail = name
             await Tokens(client, settings.namespace).revoke(name)
@@ -183,7 +185,7 @@ def audit(
     from loa.access.audit import AuditLog
 
     settings = _settings(config, redis, data_dir)
-    entries = _with_redis(settings, lambda c: AuditLog(c, settings.namespace).read(limit))
+    entries = _with_redis(settings, lambda c: AuditLog.of(c, settings).read(limit))
     if json_output:
         rows = [asdict(entry) for entry in entries]
         typer.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())

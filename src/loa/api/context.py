@@ -67,8 +67,8 @@ class ApiContext:
             self._services = Services(
                 redis,
                 Campaigns(self.settings, redis),
-                Tokens(redis, namespace),
-                AuditLog(redis, namespace),
+                Tokens(redis, namespace, self.settings.api.token_max_days),
+                AuditLog.of(redis, self.settings),
                 Suppression(redis, namespace),
             )
         return self._services

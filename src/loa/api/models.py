@@ -237,6 +237,12 @@ class TokenRequest(Strict):
         pattern=TOKEN_NAME_PATTERN,
         description="whose token it is (default: the name); a person may hold several",
     )
+    days: float | None = Field(
+        default=None,
+        gt=0,
+        le=36_500,
+        description="it expires after this many days (at most api.token_max_days, if set)",
+    )
 
 
 class TokenInfo(BaseModel):
@@ -249,6 +255,7 @@ class TokenInfo(BaseModel):
     revoked_ms: int
     person: str
     lineage: list[str]
+    expires_ms: int = Field(description="0: valid until revoked")
 
 
 class TokenCreated(TokenInfo):

@@ -12,6 +12,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from loa.api.app import create_app
+from loa.api.deadline import header_deadline
 from loa.engine.connection import connect
 from loa.engine.embedded import redis_url_for
 from loa.engine.supervisor import Supervisor
@@ -24,7 +25,7 @@ def serve_api(settings: Settings, host: str, port: int) -> None:
     """Serve the API until SIGTERM or SIGINT; the embedded Redis when no URL is configured."""
     _keep_running_after_signals(lambda: None)
     with redis_url_for(settings.redis_url, settings.data_dir) as (url, _):
-        _uvicorn(create_app(settings, lambda: connect(url)), host, port).run()
+        _uvicorn(create_app(settings, lambda: connect(url)), settings, host, port).run()
 
 
 def run_server(
@@ -44,7 +45,7 @@ def run_server(
     watcher: threading.Thread | None = None
     try:
         app = create_app(settings, lambda: connect(supervisor.redis_url))
-        server = _uvicorn(app, host, port)
+        server = _uvicorn(app, settings, host, port)
         watcher = threading.Thread(
             target=_watch, args=(supervisor, server), name="supervisor", daemon=True
         )
@@ -77,14 +78,19 @@ def _keep_running_after_signals(then: Callable[[], None]) -> None:
     signal.signal(signal.SIGINT, on_signal)
 
 
-def _uvicorn(app: FastAPI, host: str, port: int) -> uvicorn.Server:
+def _uvicorn(app: FastAPI, settings: Settings, host: str, port: int) -> uvicorn.Server:
     _share_logging()
+    proxies = settings.api.trusted_proxies
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
+        http=header_deadline(settings.api.header_timeout),
         log_config=None,  # loa's JSON logs, set up by the CLI
-        proxy_headers=True,  # the client's address from a trusted proxy (127.0.0.1 by default)
+        # X-Forwarded-For only from proxies named in the settings: else anyone could write
+        # any address into the audit log
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=",".join(proxies) or "",
         server_header=False,
         lifespan="on",
     )

@@ -77,7 +77,7 @@ def _audited(
 
     async def run(campaigns: Campaigns) -> T:
         who = await _caller(campaigns, token)
-        log = AuditLog(campaigns.redis, campaigns.settings.namespace)
+        log = AuditLog.of(campaigns.redis, campaigns.settings)
         async with audited(log, who, action, campaign) as note:
             if who.role < role:
                 raise AuthError(
@@ -210,7 +210,7 @@ def launch(
     async def work(c: Campaigns, who: Principal, note: Note) -> Report:
         if (await c.store.get(campaign_id)).state is State.DRAFT:
             reason = await c.approve_automatically(campaign_id)
-            log = AuditLog(c.redis, c.settings.namespace)
+            log = AuditLog.of(c.redis, c.settings)
             await log.record(who, "campaign.approve", campaign_id, detail=f"automatic: {reason}")
         report = await c.launch(campaign_id)
         note.detail = f"{report.queued} queued"
