@@ -679,3 +679,25 @@ def test_a_resume_point_must_be_a_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(AudienceError, match="not a row of this file"):
         open_audience(parquet, resume=(1, 7))
     assert read(parquet, resume=(2, 3)) == []
+
+
+def test_a_header_of_thousands_of_columns_is_refused(tmp_path):
+    wide = tmp_path / "wide.csv"
+    wide.write_text("phone," + ",".join(f"c{n}" for n in range(140_000)) + "\n0912345678\n")
+    with pytest.raises(AudienceError, match="140,001 columns; at most 1,024"):
+        open_audience(wide)
+
+
+def test_a_huge_row_is_one_bad_row_however_wide_the_header(tmp_path):
+    columns = ["phone", *(f"c{n}" for n in range(1000))]
+    huge = ",".join(["0912345678", *(["y" * 60_000] * 40)])  # 2.4 MB, every field short enough
+    path = tmp_path / "huge.csv"
+    after = "0987654321" + "," * 1000
+    path.write_text(",".join(columns) + f"\n{huge}\n{after}\n", encoding="utf-8")
+    items = read(path)
+    assert isinstance(items[0], BadRow)
+    assert (items[0].line, items[0].reason.startswith("row longer than 1,048,576 bytes")) == (
+        2,
+        True,
+    )
+    assert [row.fields["phone"] for row in good(items)] == ["0987654321"], "the rest goes on"

@@ -66,7 +66,9 @@ MAX_FIELD = 65536  # characters in one value; longer is a BadRow, so one cell ca
 CHUNK_BYTES = 1 << 18  # text is read this much at a time
 PARQUET_BATCH = 8192  # rows per Parquet batch
 MAX_HEADER_BYTES = 1 << 20  # a first line longer than this is not a header
-MAX_JSON_LINE = 1 << 22  # bytes in one JSONL line
+MAX_COLUMNS = 1024  # a person is a phone and some fields: thousands of columns are an attack
+MAX_ROW_BYTES = 1 << 20  # bytes one CSV row may hold, however wide the header
+MAX_JSON_LINE = MAX_ROW_BYTES  # bytes in one JSONL line
 SCAN_JSON_LINES = 100  # non-blank JSONL lines searched for the first object, which names columns
 
 EXTENSIONS: dict[str, Format] = {
@@ -105,7 +107,7 @@ def _too_long(cap: int) -> str:
     # _CsvParser) it has a field over MAX_FIELD characters, or too many fields, or a quoted
     # field that ran on because its closing quote is missing.
     return (
-        f"row longer than {cap} bytes: a field longer than {MAX_FIELD} characters,"
+        f"row longer than {cap:,} bytes: a field longer than {MAX_FIELD} characters,"
         " too many fields, or a quoted field never closed"
     )
 
@@ -260,6 +262,8 @@ def _check_text(path: Path, head: bytes, what: str) -> str:
 
 def _normalise_columns(path: Path, names: Sequence[str], required: Sequence[str]) -> list[str]:
     """Lower-case and strip column names; refuse blank, duplicate or missing required ones."""
+    if len(names) > MAX_COLUMNS:
+        raise AudienceError(f"{path}: {len(names):,} columns; at most {MAX_COLUMNS:,} are read")
     columns = [name.strip().lower() for name in names]
     for number, column in enumerate(columns, 1):
         if not column:
@@ -475,8 +479,9 @@ class _CsvParser:
         self.width = len(columns)
         self.make = _dict_maker(columns)
         # The longest row whose fields all fit MAX_FIELD: 4 bytes a character, doubled
-        # quotes fit in that, plus the quotes and delimiter around each field and a CRLF.
-        self.cap = self.width * (4 * MAX_FIELD + 3) + 2
+        # quotes fit in that, plus the quotes and delimiter around each field and a CRLF;
+        # and never more than MAX_ROW_BYTES, so a wide header cannot buy a huge row.
+        self.cap = min(self.width * (4 * MAX_FIELD + 3) + 2, MAX_ROW_BYTES)
 
     def process(
         self, buf: bytes, end: int, eof: bool, cursor: _Cursor
