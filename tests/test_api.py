@@ -779,6 +779,63 @@ async def test_bad_uploads_get_clear_4xx(api, files, status, code, says):
     assert [e["outcome"] for e in await api.audit("campaign.create")] == [code]
 
 
+def with_api(api: Api, **values: Any) -> None:
+    """Change the API's settings for this test (uploads' storage is rebuilt from them)."""
+    api.ctx.settings = api.ctx.settings.model_copy(
+        update={"api": api.ctx.settings.api.model_copy(update=values)}
+    )
+    api.ctx._storage = None
+
+
+async def test_uploads_and_pinned_audiences_have_a_total_and_leave_free_disk(api):
+    with_api(api, uploads_total_mb=0.06)  # 62,914 bytes
+    rows = people(400)  # about 14 kB a copy
+    for _ in range(4):
+        made = await api.client.post(
+            "/api/v1/campaigns", files=upload(audience=rows), headers=api.auth("operator")
+        )
+        assert made.status_code == 201, made.text
+    full = await api.client.post(
+        "/api/v1/campaigns", files=upload(audience=rows), headers=api.auth("operator")
+    )
+    assert (full.status_code, error_of(full)) == (507, "insufficient_storage")
+    with_api(api, min_free_disk_mb=1e12)
+    no_disk = await api.client.post(
+        "/api/v1/campaigns/validate", files=upload(), headers=api.auth("operator")
+    )
+    assert (no_disk.status_code, error_of(no_disk)) == (507, "insufficient_storage")
+
+
+async def test_uploads_at_once_are_limited(api):
+    with_api(api, concurrent_uploads=1)
+    opened, release = asyncio.Event(), asyncio.Event()
+    boundary = "loa-test-boundary"
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield f"--{boundary}\r\nContent-Disposition: form-data; name=\"plan\"; ".encode()
+        opened.set()
+        await release.wait()
+        yield b'filename="p.toml"\r\n\r\n' + PLAN + f"\r\n--{boundary}\r\n".encode()
+        yield b'Content-Disposition: form-data; name="audience"; filename="a.csv"\r\n\r\n'
+        yield people(3) + f"\r\n--{boundary}--\r\n".encode()
+
+    headers = {**api.auth("operator"), "Content-Type": f"multipart/form-data; boundary={boundary}"}
+    first = asyncio.create_task(
+        api.client.post("/api/v1/campaigns/validate", content=slow_body(), headers=headers)
+    )
+    await asyncio.wait_for(opened.wait(), 10)
+    busy = await api.client.post(
+        "/api/v1/campaigns/validate", files=upload(), headers=api.auth("operator")
+    )
+    assert (busy.status_code, error_of(busy)) == (429, "too_many_uploads")
+    release.set()
+    assert (await asyncio.wait_for(first, 10)).status_code == 200
+    after = await api.client.post(
+        "/api/v1/campaigns/validate", files=upload(), headers=api.auth("operator")
+    )
+    assert after.status_code == 200
+
+
 async def test_an_upload_without_a_length_is_cut_off_at_the_limit(api):
     body = multipart([("plan", "p.toml", PLAN), ("audience", "a.csv", b"x" * 200_000)])
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -368,3 +369,22 @@ async def test_an_audience_too_large_to_copy_is_pinned_in_place_by_its_digest(
     (tmp_path / "b.csv").unlink()
     with pytest.raises(CampaignError, match="is gone"):
         await campaigns.launch(second.id)
+
+
+async def test_pinned_copies_are_removed_once_their_campaign_ended_long_enough(
+    settings, redis_client, tmp_path
+):
+    campaigns = Campaigns(settings, redis_client)
+    plan = write_plan(tmp_path / "p.toml")
+    ended = await approved(campaigns, plan, write_audience(tmp_path / "a.csv", 5))
+    running = await approved(campaigns, plan, write_audience(tmp_path / "b.csv", 5))
+    await campaigns.act(ended.id, "cancel")
+    copies = settings.data_dir / "campaigns"
+    assert sorted(p.name for p in copies.iterdir()) == sorted([ended.id, running.id])
+    month = int(settings.planning.pinned_retention_days * 86_400_000)
+    now = int(time.time() * 1000)
+    assert await campaigns.remove_ended_audiences(now) == 0, "not before the retention"
+    assert await campaigns.remove_ended_audiences(now + month + 1000) == 1
+    assert [p.name for p in copies.iterdir()] == [running.id]
+    assert (await campaigns.store.get(ended.id)).fields["audience_removed_ms"]
+    assert await campaigns.remove_ended_audiences(now + month + 2000) == 0

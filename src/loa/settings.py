@@ -119,6 +119,11 @@ class PlanningSettings(ConfigModel):
         description="audiences up to this size (MiB) are copied into the data directory at "
         "create; a larger one is pinned by its size, mtime and SHA-256 and read in place",
     )
+    pinned_retention_days: float = Field(
+        default=30,
+        ge=0,
+        description="days a campaign's pinned audience copy is kept after the campaign ended",
+    )
 
 
 class EventSettings(ConfigModel):
@@ -157,6 +162,13 @@ class ApiSettings(ConfigModel):
         description="a campaign sent only to these numbers skips approval (not on emergency)",
     )
     upload_limit_mb: float = Field(default=1024.0, gt=0, description="largest upload, in MiB")
+    uploads_total_mb: float = Field(
+        default=16_384, gt=0, description="uploads and pinned audiences together, in MiB"
+    )
+    concurrent_uploads: int = Field(default=4, ge=1, le=256, description="uploads at once")
+    min_free_disk_mb: float = Field(
+        default=1024, ge=0, description="uploads are refused when the data disk has less free"
+    )
     launch_wait: float = Field(
         default=5.0, ge=0, le=60, description="seconds a launch request waits for planning"
     )

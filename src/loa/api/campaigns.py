@@ -81,7 +81,7 @@ async def create_campaign(request: Request, who: Operator, ctx: Ctx) -> Campaign
     covers exactly this content, and launch refuses anything else.
     """
     async with audited(request, who, "campaign.create") as note:
-        upload = await uploads.receive(request, ctx.uploads, ctx.upload_limit)
+        upload = await uploads.receive(request, ctx.storage)
         try:
             campaign = await ctx.services.campaigns.create(
                 upload.plan, upload.audience, who, upload=True
@@ -110,7 +110,7 @@ async def create_campaign(request: Request, who: Operator, ctx: Ctx) -> Campaign
 async def validate_upload(request: Request, who: Operator, ctx: Ctx) -> DryRun:
     """Everything planning would do, counted; the files are deleted afterwards."""
     async with audited(request, who, "campaign.validate_upload") as note:
-        upload = await uploads.receive(request, ctx.uploads, ctx.upload_limit)
+        upload = await uploads.receive(request, ctx.storage)
         try:
             report = await ctx.services.campaigns.validate(upload.plan, upload.audience)
         finally:

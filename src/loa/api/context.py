@@ -16,6 +16,7 @@ from loa.access import audit
 from loa.access.audit import AuditLog, Note
 from loa.access.identity import Principal
 from loa.access.tokens import Tokens
+from loa.api.uploads import Storage
 from loa.campaigns.planner import Report
 from loa.campaigns.service import Campaigns
 from loa.campaigns.suppression import Suppression
@@ -52,11 +53,22 @@ class ApiContext:
     planning: dict[str, asyncio.Task[Report]] = field(default_factory=dict)
     metrics: Metrics = field(default_factory=Metrics)  # receipts taken in by webhooks and pings
     _services: Services | None = None
+    _storage: Storage | None = None
 
     @property
-    def upload_limit(self) -> int:
-        """The largest upload, in bytes."""
-        return int(self.settings.api.upload_limit_mb * 1024 * 1024)
+    def storage(self) -> Storage:
+        """What uploads may take (made on first use; it counts the uploads in progress)."""
+        if self._storage is None:
+            api, mib = self.settings.api, 1024 * 1024
+            self._storage = Storage(
+                self.uploads,
+                (self.settings.data_dir / "campaigns").resolve(),
+                int(api.upload_limit_mb * mib),
+                int(api.uploads_total_mb * mib),
+                int(api.min_free_disk_mb * mib),
+                api.concurrent_uploads,
+            )
+        return self._storage
 
     @property
     def services(self) -> Services:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import secrets
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
@@ -65,8 +68,66 @@ class Upload:
 
 
 def uploads_root(data_dir: Path) -> Path:
-    """Where uploads live: kept for as long as their campaign may be launched."""
+    """Where uploads live while they are received and checked (a campaign then pins its own)."""
     return (data_dir / "uploads").resolve()
+
+
+@dataclass
+class Storage:
+    """What uploads may take: bytes each, bytes in all (with pinned audiences), uploads at once,
+    and the free disk they must leave."""
+
+    root: Path
+    pinned: Path
+    limit: int
+    total: int
+    free_min: int
+    concurrent: int
+    active: int = 0
+
+    @contextlib.contextmanager
+    def slot(self, request: Request) -> Iterator[int]:
+        """Admit one upload, or refuse it (429 busy, 413 too large, 507 out of room).
+
+        Yields the bytes it may take.
+        """
+        if self.active >= self.concurrent:
+            raise ApiError(
+                f"{self.concurrent} uploads are being received; try again shortly",
+                code="too_many_uploads",
+                status=429,
+            )
+        room = self.room()
+        check_length(request, self.limit)
+        if room <= 0 or int(request.headers.get("content-length") or 0) > room:
+            raise ApiError(
+                "no room for this upload: the uploads' total or the disk's free space "
+                "would go past its limit",
+                code="insufficient_storage",
+                status=507,
+            )
+        self.active += 1
+        try:
+            yield min(self.limit, room)
+        finally:
+            self.active -= 1
+
+    def room(self) -> int:
+        """Bytes an upload may take now, by the total and by the free disk."""
+        used = _size(self.root) + _size(self.pinned)
+        self.root.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(self.root).free - self.free_min
+        return min(self.total - used, free)
+
+
+def _size(directory: Path) -> int:
+    """Bytes of the files under `directory` (0 when there is none)."""
+    total = 0
+    for base, _, names in os.walk(directory):
+        for name in names:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(base, name)).st_size
+    return total
 
 
 def _too_large(what: str, limit: int) -> ApiError:
@@ -84,7 +145,7 @@ def check_length(request: Request, limit: int) -> None:
         raise _too_large("the upload", limit)
 
 
-async def receive(request: Request, root: Path, limit: int) -> Upload:
+async def receive(request: Request, storage: Storage) -> Upload:
     """Stream a multipart upload of `plan` and `audience` to disk; ApiError when it is wrong."""
     kind, options = parse_options_header(request.headers.get("content-type"))
     if kind != b"multipart/form-data" or not options.get(b"boundary"):
@@ -93,13 +154,17 @@ async def receive(request: Request, root: Path, limit: int) -> Upload:
             code="unsupported_media_type",
             status=415,
         )
-    check_length(request, limit)
+    with storage.slot(request) as limit:
+        return await _receive(request, storage.root, limit, options[b"boundary"])
+
+
+async def _receive(request: Request, root: Path, limit: int, boundary: bytes) -> Upload:
     root.mkdir(parents=True, exist_ok=True)
     directory = root / secrets.token_hex(12)
     directory.mkdir(mode=0o700)
     sink = _Sink(directory)
     try:
-        await _stream(request, options[b"boundary"], sink, limit)
+        await _stream(request, boundary, sink, limit)
         return sink.upload()
     except BaseException:
         sink.close()

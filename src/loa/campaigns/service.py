@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import secrets
+import shutil
 import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
@@ -191,6 +192,27 @@ class Campaigns:
             "approved_audience_sha256": pin.sha256 if pin else "",
         }
         return await self.store.apply(campaign.id, "approve", fields)
+
+    async def remove_ended_audiences(self, now_ms: int | None = None) -> int:
+        """Delete the pinned audience copies of campaigns that ended more than the retention ago.
+
+        Personal data is kept no longer than needed; the campaign's record, counters and
+        digests stay. Returns how many copies were removed.
+        """
+        now_ms = _ms(_now()) if now_ms is None else now_ms
+        keep_ms = int(self.settings.planning.pinned_retention_days * 86_400_000)
+        removed = 0
+        for campaign_id in await self.store.ids(limit=0):
+            campaign = await self.store.get(campaign_id)
+            ended = _ended_ms(campaign)
+            if not ended or ended + keep_ms > now_ms or campaign.fields.get("audience_removed_ms"):
+                continue
+            if campaign.fields.get("audience_copied") == "1":
+                directory = self.settings.data_dir / "campaigns" / campaign_id
+                await asyncio.to_thread(shutil.rmtree, directory, True)
+                removed += 1
+            await self.store.update(campaign_id, {"audience_removed_ms": now_ms})
+        return removed
 
     async def act(self, campaign_id: str, action: str) -> State:
         """pause, resume or cancel (approval goes through `approve`)."""
@@ -399,6 +421,13 @@ def _creator_fields(by: Principal, need: Need) -> dict[str, str]:
         "approval": "required" if need.required else NOT_REQUIRED,
         "approval_reason": need.reason,
     }
+
+
+def _ended_ms(campaign: Campaign) -> int:
+    """When the campaign ended (epoch ms), or 0 while it has not."""
+    if campaign.state not in ENDED:
+        return 0
+    return int(campaign.fields.get(f"{campaign.state}_ms", 0) or 0)
 
 
 def _needs_two(campaign: Campaign) -> bool:

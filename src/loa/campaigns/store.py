@@ -122,7 +122,7 @@ class CampaignStore:
         return Campaign(campaign_id, {text(k): text(v) for k, v in raw.items()})
 
     async def ids(self, limit: int = 100) -> list[str]:
-        """The newest campaign ids first."""
+        """The newest campaign ids first (`limit` 0: all of them)."""
         ids: Any = await self.redis.zrevrange(self.index_key, 0, limit - 1)
         return [text(i) for i in ids]
 
