@@ -110,12 +110,7 @@ def validate(
     json_output: JsonOption = False,
 ) -> None:
     """The dry run: who would get what, on which route, in how many parts. Nothing is queued."""
-    report = _run(config, redis, lambda c: c.validate(plan, audience))
-    if json_output:
-        _print_json(report.to_json())
-    else:
-        _print_report(report)
-    raise typer.Exit(1 if report.problems else 0)
+    _show_dry_run(_run(config, redis, lambda c: c.validate(plan, audience)), json_output)
 
 
 @app.command()
@@ -146,7 +141,11 @@ def review(
     json_output: JsonOption = False,
 ) -> None:
     """What an approver approves: the dry run of the campaign's pinned plan and audience."""
-    report = _run(config, redis, lambda c: c.review(campaign_id))
+    _show_dry_run(_run(config, redis, lambda c: c.review(campaign_id)), json_output)
+
+
+def _show_dry_run(report: Report, json_output: bool) -> None:
+    """Print a dry run; exit 1 when it found problems."""
     if json_output:
         _print_json(report.to_json())
     else:
