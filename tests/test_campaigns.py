@@ -13,7 +13,9 @@ import pytest
 
 from helpers import read_sink, running, until
 from loa.campaigns import planner as planner_module
+from loa.campaigns.clock import CampaignClock
 from loa.campaigns.service import Campaigns
+from loa.campaigns.store import State
 from loa.engine.connection import RedisClient
 from loa.engine.control import suppression_key
 from loa.engine.keys import shard_keys
@@ -339,3 +341,31 @@ async def test_scheduled_campaign_starts_at_its_time(settings, redis_client, tmp
     assert min(stamps) >= start.timestamp() - 0.05, "nothing before the start"
     by_route = (await campaigns.status(campaign_id))["by_route"]
     assert by_route == {"sms-a": {"accepted": 10}, "sms-b": {"accepted": 20}}
+
+
+async def test_a_campaign_nobody_reads_reaches_done(settings, redis_client, tmp_path):
+    campaigns = Campaigns(settings, redis_client)
+    audience = write_audience(tmp_path / "a.csv", 200)
+    campaign_id = await launched(campaigns, write_plan(tmp_path / "p.toml"), audience)
+
+    async def stored_done() -> bool:
+        return (await campaigns.store.get(campaign_id)).state is State.DONE
+
+    async with running(settings, redis_client):
+        await until(stored_done, 30, "the campaign to end with nobody reading it")
+    assert [(row["id"], row["state"]) for row in await campaigns.list()] == [(campaign_id, "done")]
+    assert not await redis_client.sismember(campaigns.store.active_key, campaign_id)
+
+
+async def test_reading_a_campaign_changes_nothing(settings, redis_client, tmp_path):
+    plan = write_plan(tmp_path / "p.toml", schedule='[schedule]\nexpires = "1s"')
+    campaigns = Campaigns(settings, redis_client)
+    campaign_id = await launched(campaigns, plan, write_audience(tmp_path / "a.csv", 20))
+    await asyncio.sleep(1.1)
+    key = campaigns.store.key(campaign_id)
+    before = await redis_client.hgetall(key)
+    assert (await campaigns.status(campaign_id))["state"] == "running"
+    assert (await campaigns.list())[0]["state"] == "running"
+    assert await redis_client.hgetall(key) == before, "a read wrote nothing"
+    assert await CampaignClock(settings).tick(redis_client) == {campaign_id: State.EXPIRED}
+    assert (await campaigns.status(campaign_id))["state"] == "expired"

@@ -12,6 +12,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from loa.api.app import create_app
+from loa.campaigns.clock import CampaignClock
 from loa.engine.connection import connect
 from loa.engine.embedded import redis_url_for
 from loa.engine.supervisor import Supervisor
@@ -38,7 +39,7 @@ def run_server(
 
     Returns the exit code: 1 when a worker had to be killed rather than drained.
     """
-    supervisor = Supervisor(settings, processes, routes)
+    supervisor = Supervisor(settings, processes, routes, [CampaignClock(settings).tick])
     _keep_running_after_signals(supervisor.request_stop)
     supervisor.start()
     watcher: threading.Thread | None = None

@@ -21,7 +21,7 @@ from loa.campaigns.planner import (
     Report,
     plan_audience,
 )
-from loa.campaigns.store import ENDED, Campaign, CampaignStore, State
+from loa.campaigns.store import ACTIVE, ENDED, Campaign, CampaignStore, State
 from loa.engine.connection import RedisClient, text
 from loa.engine.events import receipts_key
 from loa.engine.keys import shard_keys
@@ -46,6 +46,14 @@ STATUS_KEYS = (
     "duplicate",
 )
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# a message counted under one of these has its final outcome for this campaign
+FINAL_OUTCOMES = (
+    Outcome.ACCEPTED,
+    Outcome.FAILED,
+    Outcome.DEAD,
+    Outcome.EXPIRED,
+    Outcome.SUPPRESSED,
+)
 
 
 class Campaigns:
@@ -150,7 +158,7 @@ class Campaigns:
         )
 
     async def status(self, campaign_id: str) -> dict[str, Any]:
-        """State and counters; a campaign whose every message has an outcome becomes done."""
+        """State and counters, as they are: a read, which changes nothing (the clock does)."""
         campaign = await self.store.get(campaign_id)
         sending = await self._sending_counts(campaign_id)
         status: dict[str, Any] = {
@@ -174,37 +182,49 @@ class Campaigns:
         status["filtered"] = campaign.counter("filtered")
         status["capped"] = campaign.counter("capped")
         status["retried"] = sending[Outcome.RETRIED]
-        finished = sum(
-            sending[o]
-            for o in (
-                Outcome.ACCEPTED,
-                Outcome.FAILED,
-                Outcome.DEAD,
-                Outcome.EXPIRED,
-                Outcome.SUPPRESSED,
-            )
-        )
-        status["finished"] = finished
+        status["finished"] = sum(sending[o] for o in FINAL_OUTCOMES)
         by_route = await self._route_counts(campaign_id)
         for route, counts in receipts.items():
             by_route.setdefault(route, {}).update(counts)
         status["by_route"] = by_route
-        status["state"] = await self._settle_state(campaign, finished)
         return status
 
-    async def _settle_state(self, campaign: Campaign, finished: int) -> str:
-        """Move the campaign along when time or its counters say so (status reads are cheap)."""
+    async def advance_all(self) -> dict[str, State]:
+        """Move every watched campaign along (the clock's tick); returns the moves made."""
+        moved: dict[str, State] = {}
+        ended: list[str] = []
+        for campaign_id in await self.store.active_ids():
+            try:
+                campaign = await self.store.get(campaign_id)
+            except CampaignError:
+                ended.append(campaign_id)  # deleted under us
+                continue
+            if campaign.state in ENDED:
+                ended.append(campaign_id)
+                continue
+            try:
+                state = await self.advance(campaign)
+            except CampaignError:
+                continue  # an operator acted at the same moment: look again next tick
+            if state is not campaign.state:
+                moved[campaign_id] = state
+        await self.store.forget_active(ended)
+        return moved
+
+    async def advance(self, campaign: Campaign) -> State:
+        """Start, expire or finish the campaign when time or its counters say so."""
         now = _ms(_now())
         state = campaign.state
         if state is State.SCHEDULED and 0 < int(campaign.fields.get("start_ms", 0)) <= now:
             state = await self.store.apply(campaign.id, "start")
         expires = int(campaign.fields.get("expires_ms", 0) or 0)
-        planned = campaign.fields.get("planned") == "1"
-        if state in (State.SCHEDULED, State.RUNNING, State.PAUSED) and 0 < expires <= now:
-            state = await self.store.apply(campaign.id, "expire")
-        elif state is State.RUNNING and planned and finished >= campaign.counter("queued"):
-            state = await self.store.apply(campaign.id, "finish")
-        return str(state)
+        if state in ACTIVE and 0 < expires <= now:
+            return await self.store.apply(campaign.id, "expire")
+        if state is State.RUNNING and campaign.fields.get("planned") == "1":
+            sending = await self._sending_counts(campaign.id)
+            if sum(sending[o] for o in FINAL_OUTCOMES) >= campaign.counter("queued"):
+                return await self.store.apply(campaign.id, "finish")
+        return state
 
     async def _route_counts(self, campaign_id: str) -> dict[str, dict[str, int]]:
         """Sending counters per route, for routes the campaign used."""
