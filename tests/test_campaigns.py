@@ -369,3 +369,58 @@ async def test_reading_a_campaign_changes_nothing(settings, redis_client, tmp_pa
     assert await redis_client.hgetall(key) == before, "a read wrote nothing"
     assert await CampaignClock(settings).tick(redis_client) == {campaign_id: State.EXPIRED}
     assert (await campaigns.status(campaign_id))["state"] == "expired"
+
+
+async def test_cancel_drops_what_the_campaign_still_had_queued(settings, redis_client, tmp_path):
+    campaigns = Campaigns(settings, redis_client)
+    later = (datetime.now(UTC) + timedelta(hours=1)).replace(microsecond=0)
+    scheduled_plan = write_plan(
+        tmp_path / "later.toml", schedule=f'[schedule]\nstart = "{later.isoformat()}"'
+    )
+    scheduled = await launched(campaigns, scheduled_plan, write_audience(tmp_path / "s.csv", 90))
+    now = await launched(
+        campaigns, write_plan(tmp_path / "now.toml"), write_audience(tmp_path / "n.csv", 120)
+    )
+    # a worker has taken one batch of it: that one stays with the worker, which counts it
+    viettel = shard_keys(settings.namespace, "sms-a", 2)[0]
+    taken = await campaigns.queues.take(viettel, "a-worker")
+    assert taken is not None and taken.batch.campaign == now
+    kept = await launched(
+        campaigns, write_plan(tmp_path / "kept.toml"), write_audience(tmp_path / "k.csv", 60)
+    )
+    assert len(await queued_ids(redis_client, settings)) == 90 + 120 + 60
+    for campaign_id in (scheduled, now):
+        assert await campaigns.act(campaign_id, "cancel") is State.CANCELLED
+    assert len(await queued_ids(redis_client, settings)) == 60 + len(taken.batch.messages)
+    assert (await campaigns.status(scheduled))["cancelled"] == 90
+    assert (await campaigns.status(now))["cancelled"] == 120 - len(taken.batch.messages)
+    shards = [
+        keys
+        for route, limits in settings.routes.items()
+        for keys in shard_keys(settings.namespace, route, limits.shards)
+    ]
+    backlog = await campaigns.queues.backlog(shards)
+    assert (backlog["normal"], backlog["delayed"], backlog["pending"]) == (2, 0, 1), "kept only"
+    async with running(settings, redis_client):
+        await until(lambda: _state(campaigns, kept, "done"), 30, "the campaign kept")
+        await until(lambda: _all_settled(campaigns, now), 30, "the taken batch, claimed")
+    assert (await campaigns.status(now))["cancelled"] == 120
+    assert len(read_sink(tmp_path / "sink")) == 60
+
+
+async def test_an_expired_campaign_counts_its_held_messages_at_once(
+    settings, redis_client, tmp_path
+):
+    schedule = f'[schedule]\ntimezone = "UTC"\nquiet_hours = "{_quiet_now()}"\nexpires = "2s"'
+    plan = write_plan(tmp_path / "p.toml", schedule=schedule)
+    campaigns = Campaigns(settings, redis_client)
+    campaign_id = await launched(campaigns, plan, write_audience(tmp_path / "a.csv", 60))
+
+    async def all_expired() -> bool:
+        status = await campaigns.status(campaign_id)
+        return bool(status["state"] == "expired" and status["expired"] == 60)
+
+    async with running(settings, redis_client):
+        await until(all_expired, 15, "every held message counted expired")
+    assert await queued_ids(redis_client, settings) == [], "nothing left to come back"
+    assert read_sink(tmp_path / "sink") == []

@@ -24,7 +24,7 @@ from loa.campaigns.planner import (
 from loa.campaigns.store import ACTIVE, ENDED, Campaign, CampaignStore, State
 from loa.engine.connection import RedisClient, text
 from loa.engine.events import receipts_key
-from loa.engine.keys import shard_keys
+from loa.engine.keys import ShardKeys, shard_keys
 from loa.engine.queue import Queues
 from loa.errors import CampaignError, PlanError
 from loa.message import Outcome
@@ -109,8 +109,18 @@ class Campaigns:
         )
 
     async def act(self, campaign_id: str, action: str) -> State:
-        """approve, pause, resume or cancel."""
-        return await self.store.apply(campaign_id, action)
+        """approve, pause, resume or cancel (which drops what it still had queued)."""
+        state = await self.store.apply(campaign_id, action)
+        if state is State.CANCELLED:
+            await self.drop_queued(campaign_id, Outcome.CANCELLED)
+        return state
+
+    async def drop_queued(self, campaign_id: str, outcome: Outcome) -> int:
+        """Remove the campaign's batches from the queues, counted under `outcome`, at once:
+        its counters are whole and the backlog is free now, not when each batch comes due.
+        Batches a worker holds end there within a second (it reads the state before a chunk).
+        """
+        return await self.queues.drop_campaign(self._all_shards(), campaign_id, outcome)
 
     async def launch(self, campaign_id: str) -> Report:
         """Start sending: plan the audience onto the queues (again, after a crash: it resumes)."""
@@ -219,7 +229,9 @@ class Campaigns:
             state = await self.store.apply(campaign.id, "start")
         expires = int(campaign.fields.get("expires_ms", 0) or 0)
         if state in ACTIVE and 0 < expires <= now:
-            return await self.store.apply(campaign.id, "expire")
+            state = await self.store.apply(campaign.id, "expire")
+            await self.drop_queued(campaign.id, Outcome.EXPIRED)
+            return state
         if state is State.RUNNING and campaign.fields.get("planned") == "1":
             sending = await self._sending_counts(campaign.id)
             if sum(sending[o] for o in FINAL_OUTCOMES) >= campaign.counter("queued"):
@@ -246,12 +258,15 @@ class Campaigns:
         return counts
 
     async def _sending_counts(self, campaign_id: str) -> dict[str, int]:
-        shards = [
+        return await self.queues.campaign_stats(self._all_shards(), campaign_id)
+
+    def _all_shards(self) -> list[ShardKeys]:
+        """Every shard of every route."""
+        return [
             keys
             for route, limits in self.settings.routes.items()
             for keys in shard_keys(self.settings.namespace, route, limits.shards)
         ]
-        return await self.queues.campaign_stats(shards, campaign_id)
 
     async def list(self, limit: int = 50) -> list[dict[str, Any]]:
         """The newest campaigns with their state."""
