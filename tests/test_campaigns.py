@@ -258,11 +258,46 @@ async def test_per_recipient_send_times(settings, redis_client, tmp_path):
 async def test_frequency_cap_skips_recently_messaged(settings, redis_client, tmp_path):
     campaigns = Campaigns(settings, redis_client)
     first = write_audience(tmp_path / "first.csv", 30)
-    await launched(campaigns, write_plan(tmp_path / "p1.toml"), first)
+    first_id = await launched(campaigns, write_plan(tmp_path / "p1.toml"), first)
     second = write_audience(tmp_path / "second.csv", 50)  # the first 30 again, and 20 more
     capped = write_plan(tmp_path / "p2.toml", limits='[limits]\nfrequency_cap = "7d"')
+    before = await campaigns.validate(capped, second)
+    assert (before.queued, before.capped) == (50, 0), "planned is not messaged"
+    async with running(settings, redis_client):
+        await until(lambda: _state(campaigns, first_id, "done"), 30, "the first campaign")
     report = await campaigns.launch(await _approved(campaigns, capped, second))
     assert (report.queued, report.capped) == (20, 30)
+
+
+async def test_cancelled_campaigns_that_never_sent_cap_nobody(settings, redis_client, tmp_path):
+    campaigns = Campaigns(settings, redis_client)
+    later = (datetime.now(UTC) + timedelta(hours=1)).replace(microsecond=0)
+    scheduled = write_plan(
+        tmp_path / "s.toml", schedule=f'[schedule]\nstart = "{later.isoformat()}"'
+    )
+    audience = write_audience(tmp_path / "a.csv", 40)
+    for _ in range(3):
+        campaign_id = await launched(campaigns, scheduled, audience)
+        await campaigns.act(campaign_id, "cancel")
+    capped = write_plan(tmp_path / "capped.toml", limits='[limits]\nfrequency_cap = "7d"')
+    report = await campaigns.validate(capped, audience)
+    assert (report.queued, report.capped) == (40, 0)
+    # and what a campaign did send caps those people, and only them, when it is cancelled
+    slow = settings.model_copy(deep=True)
+    for name in slow.routes:
+        object.__setattr__(slow.routes[name], "rate", 20.0)
+        object.__setattr__(slow.routes[name], "unit", "messages")
+    sending = await launched(
+        Campaigns(slow, redis_client), write_plan(tmp_path / "p.toml"), audience
+    )
+    async with running(slow, redis_client):
+        await until(lambda: _sent_at_least(tmp_path / "sink", 10), 20, "some sent")
+        await campaigns.act(sending, "cancel")
+        await until(lambda: _all_settled(campaigns, sending), 20, "the rest dropped")
+    sent = (await campaigns.status(sending))["sent"]
+    assert 10 <= sent < 40
+    report = await campaigns.validate(capped, audience)
+    assert (report.queued, report.capped) == (40 - sent, sent)
 
 
 async def test_opt_out_after_planning_is_honoured_at_send_time(settings, redis_client, tmp_path):

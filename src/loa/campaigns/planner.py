@@ -43,7 +43,7 @@ from loa.campaigns.schedule import SendAtError
 from loa.campaigns.sms import analyse
 from loa.campaigns.templates import CompiledTemplates, RenderedMessage
 from loa.engine.connection import RedisClient, text
-from loa.engine.control import suppression_key
+from loa.engine.control import PERSON, frequency_key, suppression_key
 from loa.engine.envelope import Batch
 from loa.engine.keys import ShardKeys, shard_keys
 from loa.engine.producer import Producer
@@ -320,10 +320,14 @@ class Planner:
                     break
             else:
                 body, parts, extra, _ = content
+                if to != phone:
+                    extra = {**(extra or {}), PERSON: phone}
                 rest.append([channel.name, route, to, body, parts, extra])
         if first is None:
             return None
         channel, to, (body, parts, extra, encoding), carrier, route = first
+        if to != phone:  # the frequency memory knows people by phone
+            extra = {**(extra or {}), PERSON: phone}
         if rest:
             extra = {**extra, "next": rest} if extra else {"next": rest}
         due_ms = 0
@@ -405,19 +409,14 @@ class RedisChecks:
         seen_key: str,
         campaign: str,
         frequency_window: int | None,
-        memory: int,
-        write: bool,
     ) -> None:
         self.redis = redis
         self.namespace = namespace
         self.seen_key = seen_key
         self.campaign = campaign
         self.window = frequency_window  # seconds; None: this campaign has no cap
-        self.memory = memory  # seconds every planned recipient is remembered (0: not at all)
-        self.write = write  # a dry run reads the frequency cap but remembers nobody
         self.opt_outs = False  # the opt-out set had members at the last look
         self._seen = redis.register_script(_script("seen.lua"))
-        self._remember = redis.register_script(_script("remember.lua"))
 
     async def filter(self, group: Group) -> bytearray:
         """One flag per candidate of `group` (1: plan it); duplicates, opted-out and
@@ -458,21 +457,19 @@ class RedisChecks:
             self.opt_outs = True
         return list(await self.redis.smismember(key, [m.to for m in group.messages]))
 
-    def _day_key(self, epoch: float) -> str:
-        """Whom planners reached on one UTC day: a hash, recipient -> `campaign@epoch`.
-
-        One hash a day, not one key a recipient: a group of rows is one HSET and one HMGET per
-        day of the window, instead of a command per person.
-        """
-        return f"{self.namespace}:freq:{time.strftime('%Y%m%d', time.gmtime(epoch))}"
-
     async def _blocked(self, group: Group) -> list[bool] | None:
-        """Whom another campaign messaged within the window (None: no cap)."""
+        """Whom another campaign reached within the window (None: no cap).
+
+        Workers remember each person a provider accepted a campaign's message for: a campaign
+        planned, cancelled or expired before it sent blocks nobody.
+        """
         if self.window is None:
             return None
         now = time.time()
         since = now - self.window
-        days = sorted({self._day_key(t) for t in range(int(since), int(now) + 86_400, 86_400)})
+        days = sorted(
+            {frequency_key(self.namespace, t) for t in range(int(since), int(now) + 86_400, 86_400)}
+        )
         pipe = self.redis.pipeline(transaction=False)
         for key in days:
             pipe.hmget(key, group.phones)
@@ -485,15 +482,6 @@ class RedisChecks:
                 if campaign != self.campaign and float(at or 0) >= since:
                     blocked[index] = True
         return blocked
-
-    async def remember(self, phones: list[str]) -> None:
-        """Record the planned recipients for other campaigns' frequency caps."""
-        if not (phones and self.write and self.memory):
-            return
-        now = time.time()
-        value = f"{self.campaign}@{int(now)}"
-        keep = self.memory + 86_400  # the day's last entry is kept its full memory
-        await self._remember(keys=[self._day_key(now)], args=[value, ",".join(phones), keep])
 
 
 @dataclass
@@ -617,8 +605,6 @@ async def plan_audience(
         f"{namespace}:{{camp:{planner.campaign}}}:seen",
         planner.campaign,
         int(window.total_seconds()) if window else None,
-        int(planner.settings.planning.frequency_memory),
-        write=queue,
     )
     queues = Queues(redis, namespace) if queue else None
     if queues is not None:
@@ -673,7 +659,7 @@ async def _settle(group: Group, checks: RedisChecks, batcher: Batcher, queue: bo
     if not queue:
         return
     full = batcher.add(compress(group.messages, flags), compress(group.buckets, flags))
-    await asyncio.gather(checks.remember(list(compress(group.phones, flags))), batcher.put(full))
+    await batcher.put(full)
 
 
 async def _abandon(task: asyncio.Task[None]) -> None:

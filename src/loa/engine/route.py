@@ -341,7 +341,9 @@ class RouteRunner:
             await self._correlate(batch, indexes, results)
         if all(type(result) is Accepted for result in results):  # the common case, fast
             counts[Outcome.ACCEPTED] += len(results)
+            await self._reached(batch, indexes)
             return
+        accepted: list[int] = []
         fallbacks: list[tuple[str, Message]] = []
         last_attempt = batch.attempt + 1 >= self.limits.max_attempts
         throttled = False
@@ -349,6 +351,7 @@ class RouteRunner:
             kind = type(result)
             if kind is Accepted:
                 counts[Outcome.ACCEPTED] += 1
+                accepted.append(index)
             elif kind is Throttled:
                 counts[Outcome.THROTTLED] += 1
                 progress.throttled.append(index)
@@ -381,6 +384,12 @@ class RouteRunner:
             await self.limiter.report_throttle()
         if fallbacks:
             await self._hand_over(batch, indexes[0], fallbacks)
+        await self._reached(batch, accepted)
+
+    async def _reached(self, batch: Batch, accepted: Sequence[int]) -> None:
+        """Remember whom the campaign reached, for other campaigns' frequency caps."""
+        if self.controls is not None and batch.campaign and accepted:
+            await self.controls.reached(batch.campaign, [batch.messages[i] for i in accepted])
 
     async def _correlate(
         self, batch: Batch, indexes: Sequence[int], results: Sequence[SendResult]
