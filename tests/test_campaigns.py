@@ -228,9 +228,17 @@ async def test_quiet_hours_hold_all_but_emergencies(settings, redis_client, tmp_
             await until(lambda: _state(campaigns, campaign_id, "done"), 20, "the emergency")
     sent = len(read_sink(tmp_path / "sink"))
     assert sent == (0 if held else 60)
+    status = await campaigns.status(campaign_id)
     if held:
         later = await queued_ids(redis_client, settings)
         assert len(later) == 60, "held, not dropped"
+        end = datetime.fromisoformat(status["held_until"])
+        assert (status["state"], status["hold"]) == ("running", "quiet hours")
+        assert timedelta(minutes=58) < end - datetime.now(UTC) <= timedelta(hours=1)
+        row = (await campaigns.list())[0]
+        assert (row["hold"], row["held_until"]) == ("quiet hours", status["held_until"])
+    else:
+        assert (status["state"], status["hold"], status["held_until"]) == ("done", "", None)
 
 
 async def test_per_recipient_send_times(settings, redis_client, tmp_path):
@@ -459,3 +467,36 @@ async def test_an_expired_campaign_counts_its_held_messages_at_once(
         await until(all_expired, 15, "every held message counted expired")
     assert await queued_ids(redis_client, settings) == [], "nothing left to come back"
     assert read_sink(tmp_path / "sink") == []
+
+
+async def test_status_counts_reminders_scheduled_past_due_and_never_sent(
+    settings, redis_client, tmp_path
+):
+    now = datetime.now(UTC).replace(microsecond=0)
+    dues = {0: now - timedelta(days=2), 1: now + timedelta(seconds=2), 2: now + timedelta(hours=2)}
+
+    def due(n: int) -> dict[str, str]:
+        return {"due": dues[n % 3].isoformat()}
+
+    audience = write_audience(tmp_path / "a.csv", 30, extra=due)
+    schedule = '[schedule]\nsend_at = "due"\nexpires = "1h"'
+    plan = write_plan(tmp_path / "p.toml", schedule=schedule)
+    campaigns = Campaigns(settings, redis_client)
+    dry = await campaigns.validate(plan, audience)
+    assert (dry.scheduled, dry.past_due, dry.after_expiry, dry.queued) == (10, 10, 10, 20)
+    campaign_id = await launched(campaigns, plan, audience)
+    status = await campaigns.status(campaign_id)
+    counts = {k: status[k] for k in ("total", "queued", "scheduled", "past_due", "after_expiry")}
+    assert counts == {
+        "total": 30,
+        "queued": 20,
+        "scheduled": 10,
+        "past_due": 10,
+        "after_expiry": 10,
+    }
+    assert len(await queued_ids(redis_client, settings)) == 20, "what would never go is not queued"
+    async with running(settings, redis_client):
+        await until(lambda: _state(campaigns, campaign_id, "done"), 30, "the 20 it can send")
+    # recipient n is on line n + 2: the past-due and the soon due went, the rest never
+    sent = sorted((int(line["id"]) - 2) % 3 for line in read_sink(tmp_path / "sink"))
+    assert sent == [0] * 10 + [1] * 10

@@ -67,6 +67,9 @@ PLANNING_COUNTERS = (
     "filtered",
     "capped",
     "unroutable",
+    "scheduled",  # queued with a send time of their own, after the campaign's start
+    "past_due",  # queued with a send time at or before the start: they go at once
+    "after_expiry",  # a send time after the campaign expires: never sent, not queued
 )
 BREAKDOWNS = ("by_route", "by_channel", "by_carrier", "by_region", "by_encoding")
 
@@ -97,6 +100,9 @@ class Report:
     filtered: int = 0
     capped: int = 0
     unroutable: int = 0
+    scheduled: int = 0
+    past_due: int = 0
+    after_expiry: int = 0
     parts: int = 0
     errors: list[tuple[int, str]] = field(default_factory=list)
     by_route: Counter[str] = field(default_factory=Counter)
@@ -135,6 +141,14 @@ class Report:
                 self.by_encoding[str(encoding)] += n  # an Encoding: its value
         for raw, n in Counter(regions).items():
             self.by_region[raw.strip().upper() or "?"] += n
+
+    def count_due(self, buckets: Iterable[Bucket], start_ms: int) -> None:
+        """Count queued messages with a send time of their own: later than the start, or not."""
+        for _, due_ms in buckets:
+            if due_ms > start_ms:
+                self.scheduled += 1
+            else:
+                self.past_due += 1
 
     def to_json(self) -> dict[str, Any]:
         """Plain data for --json and for the checkpoint."""
@@ -262,6 +276,9 @@ class Planner:
             except (TemplateError, SendAtError) as exc:
                 counts.invalid_row(item.line, str(exc))
                 continue
+            except AfterExpiry:
+                counts.after_expiry += 1
+                continue
             if planned is None:
                 counts.unroutable += 1
                 continue
@@ -334,6 +351,8 @@ class Planner:
         if self.plan.schedule.send_at is not None:
             due = self.plan.schedule.send_at.resolve(fields, self.tz)
             due_ms = max(0, int(due.timestamp() * 1000))
+            if 0 < self.expires_ms <= due_ms:
+                raise AfterExpiry  # stale on the day it would go: never queued
         message = Message(str(line), to, body, parts, extra)
         return message, (route, due_ms), (route, channel.name, carrier, encoding, parts)
 
@@ -397,6 +416,10 @@ def _rendered(rendered: RenderedMessage) -> Content:
         return rendered.body, 1, {"channel": "fcm", "title": rendered.title}, ""
     data = {"channel": "zalo", "template_id": rendered.template_id, "data": dict(rendered.data)}
     return "", 1, data, ""
+
+
+class AfterExpiry(Exception):
+    """A recipient's send time comes after the campaign expires: they would never get it."""
 
 
 class RedisChecks:
@@ -656,6 +679,9 @@ async def _settle(group: Group, checks: RedisChecks, batcher: Batcher, queue: bo
     flags = await checks.filter(group)
     compress = itertools.compress
     group.counts.count_queued(compress(group.kinds, flags), compress(group.regions, flags))
+    planner = batcher.planner
+    if planner.plan.schedule.send_at is not None:
+        group.counts.count_due(compress(group.buckets, flags), planner.start_ms)
     if not queue:
         return
     full = batcher.add(compress(group.messages, flags), compress(group.buckets, flags))

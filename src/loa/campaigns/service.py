@@ -26,6 +26,7 @@ from loa.engine.connection import RedisClient, text
 from loa.engine.events import receipts_key
 from loa.engine.keys import ShardKeys, shard_keys
 from loa.engine.queue import Queues
+from loa.engine.quiet import QuietHours
 from loa.errors import CampaignError, PlanError
 from loa.message import Outcome
 from loa.settings import Settings
@@ -44,6 +45,11 @@ STATUS_KEYS = (
     "suppressed",
     "invalid",
     "duplicate",
+    "scheduled",
+    "past_due",
+    "after_expiry",
+    "hold",
+    "held_until",
 )
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 # a message counted under one of these has its final outcome for this campaign
@@ -191,6 +197,9 @@ class Campaigns:
         status["duplicate"] = campaign.counter("duplicate")
         status["filtered"] = campaign.counter("filtered")
         status["capped"] = campaign.counter("capped")
+        for name in ("scheduled", "past_due", "after_expiry"):
+            status[name] = campaign.counter(name)
+        status["hold"], status["held_until"] = hold_of(campaign, _now())
         status["retried"] = sending[Outcome.RETRIED]
         status["finished"] = sum(sending[o] for o in FINAL_OUTCOMES)
         by_route = await self._route_counts(campaign_id)
@@ -273,11 +282,14 @@ class Campaigns:
         rows = []
         for campaign_id in await self.store.ids(limit):
             campaign = await self.store.get(campaign_id)
+            hold, held_until = hold_of(campaign, _now())
             rows.append(
                 {
                     "id": campaign_id,
                     "name": campaign.name,
                     "state": str(campaign.state),
+                    "hold": hold,
+                    "held_until": held_until,
                     "queued": campaign.counter("queued"),
                 }
             )
@@ -309,6 +321,30 @@ class Campaigns:
                     if len(entries) < 500:
                         break
                     cursor = "(" + text(entries[-1][0])
+
+
+def hold_of(campaign: Campaign, now: datetime) -> tuple[str, str | None]:
+    """Why the campaign sends nothing now, and until when (ISO 8601, UTC), if it is held.
+
+    "scheduled" until its start, "paused" until someone resumes it, "quiet hours" until they
+    end; ("", None) when it is free to send, or has ended.
+    """
+    state = campaign.state
+    if state is State.SCHEDULED:
+        start_ms = int(campaign.fields.get("start_ms", 0) or 0)
+        return "scheduled", _iso(start_ms) if start_ms else None
+    if state is State.PAUSED:
+        return "paused", None
+    quiet = campaign.fields.get("quiet_hours", "")
+    if state is State.RUNNING and quiet:
+        hours = QuietHours.parse(quiet, campaign.fields.get("timezone") or "UTC")
+        if hours.contains(now):
+            return "quiet hours", hours.next_end(now).astimezone(UTC).isoformat()
+    return "", None
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
 
 
 def _stored_plan(campaign: Campaign) -> Plan:
