@@ -235,8 +235,9 @@ class RouteRunner:
                 results = await self._send(chunk)
                 progress.sending = []
                 await self._record(batch, progress, indexes, results)
-            # counted only with the chunk's results, so a checkpoint never counts them ahead
-            progress.counts[Outcome.SUPPRESSED] += end - progress.done - len(indexes)
+            opted_out = end - progress.done - len(indexes)
+            if opted_out:  # counted with the chunk's results: a checkpoint never runs ahead
+                progress.counts[Outcome.SUPPRESSED] += opted_out
             progress.done = end
             if progress.done < len(messages) and not await self.queues.checkpoint(taken, progress):
                 taken.lost = True
