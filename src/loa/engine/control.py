@@ -141,10 +141,12 @@ class Controls:
         found = await self.redis.smismember(suppression_key(self.namespace), list(addresses))
         return [bool(flag) for flag in found]
 
-    async def reached(self, campaign: str, messages: Sequence[Message]) -> None:
-        """Remember that the provider accepted these messages of `campaign`, for other
-        campaigns' frequency caps: what was sent, not what was planned."""
-        if not (messages and campaign and self.memory):
+    async def reached(
+        self, campaign: str, messages: Sequence[Message], accepted: Sequence[int]
+    ) -> None:
+        """Remember that the provider accepted `messages[i]` for each i in `accepted`, for
+        other campaigns' frequency caps: what `campaign` sent, not what it planned."""
+        if not (accepted and campaign and self.memory):
             return
         if await self._entry(campaign) is None:
             return  # plain engine traffic, not a campaign: no cap ever asks about it
@@ -153,7 +155,7 @@ class Controls:
             keys=[frequency_key(self.namespace, now)],
             args=[
                 f"{campaign}@{int(now)}",
-                ",".join(person_of(message) for message in messages),
+                ",".join(person_of(messages[i]) for i in accepted),
                 int(self.memory) + DAY_SECONDS,  # the day's last entry is kept its full memory
             ],
         )
@@ -161,14 +163,15 @@ class Controls:
     async def _entry(self, campaign: str) -> _Entry | None:
         cached = self._cache.get(campaign)
         if cached is not None and time.monotonic() - cached.read_at < self.ttl:
-            return cached
+            return cached if cached.state else None
         fields = await self.redis.hmget(
             campaign_key(self.namespace, campaign),
             ["state", "start_ms", "quiet_hours", "timezone", "rate"],
         )
         state, start, quiet, zone, rate = (text(value) for value in fields)
         if not state:
-            self._cache.pop(campaign, None)
+            # not a stored campaign (plain engine traffic): remembered as such for `ttl` too
+            self._cache[campaign] = _Entry(time.monotonic(), "", 0, None, None)
             return None
         hours = QuietHours.parse(quiet, zone or "UTC") if quiet else None
         limiter = cached.limiter if cached else None

@@ -209,8 +209,8 @@ class RouteRunner:
             progress.done = len(messages)
         # what a worker that died had handed to its adapter without recording the outcome: those
         # messages may have reached the provider, so sending them again is counted as a resend
-        unsettled = set(progress.sending)
-        progress.sending = []
+        unsettled = range(progress.done, progress.handed)
+        progress.handed = 0
         while progress.done < len(messages):
             if batch.expired(now_ms()):
                 progress.counts[Outcome.EXPIRED] += len(messages) - progress.done
@@ -233,7 +233,7 @@ class RouteRunner:
                     taken.lost = True
                     break  # another worker has it now: sending would duplicate
                 results = await self._send(chunk)
-                progress.sending = []
+                progress.handed = 0
                 await self._record(batch, progress, indexes, results)
             opted_out = end - progress.done - len(indexes)
             if opted_out:  # counted with the chunk's results: a checkpoint never runs ahead
@@ -250,18 +250,18 @@ class RouteRunner:
         await self._settle(taken, progress)
 
     async def _handing_over(
-        self, taken: Taken, progress: Progress, indexes: Sequence[int], unsettled: set[int]
+        self, taken: Taken, progress: Progress, indexes: Sequence[int], unsettled: range
     ) -> bool:
         """Record that these messages go to the adapter now, before they do; False if lost.
 
-        A worker that takes the batch over after a crash resends only what this record names,
-        and counts exactly those as redelivered: a batch that was held, or waited for tokens,
-        when its worker died was never sent and is not counted.
+        A worker that takes the batch over after a crash counts as redelivered exactly the
+        messages this record names that it sends again (those opted out since are not sent):
+        a batch that was held, or waited for tokens, when its worker died is not counted.
         """
-        again = sum(1 for index in indexes if index in unsettled)
-        if again:
+        if unsettled:
+            again = sum(1 for index in indexes if index in unsettled)
             progress.counts[Outcome.REDELIVERED] += again
-        progress.sending = list(indexes)
+        progress.handed = indexes[-1] + 1
         return await self.queues.checkpoint(taken, progress)
 
     async def _wait_for_rate(self, batch: Batch, chunk: Sequence[Message]) -> None:
@@ -390,7 +390,7 @@ class RouteRunner:
     async def _reached(self, batch: Batch, accepted: Sequence[int]) -> None:
         """Remember whom the campaign reached, for other campaigns' frequency caps."""
         if self.controls is not None and batch.campaign and accepted:
-            await self.controls.reached(batch.campaign, [batch.messages[i] for i in accepted])
+            await self.controls.reached(batch.campaign, batch.messages, accepted)
 
     async def _correlate(
         self, batch: Batch, indexes: Sequence[int], results: Sequence[SendResult]
