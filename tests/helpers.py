@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from loa.access.identity import Role, program
+from loa.campaigns.clock import run_clock
 from loa.campaigns.service import Campaigns
 from loa.campaigns.store import Campaign
 from loa.engine.connection import RedisClient, connect
@@ -106,14 +107,19 @@ def id_counts(lines: Iterable[dict[str, Any]]) -> Counter[str]:
 
 @contextlib.asynccontextmanager
 async def running(settings: Settings, client: RedisClient) -> AsyncIterator[Worker]:
-    """A worker in this process serving every route of `settings`, drained when the block ends."""
+    """A worker in this process serving every route of `settings`, with the campaign clock a
+    supervisor runs beside its workers; drained when the block ends."""
     worker = Worker(settings, client)
     task = asyncio.create_task(worker.run())
+    stopping = asyncio.Event()
+    clock = asyncio.create_task(run_clock(settings, client, stopping, period=0.1))
     try:
         yield worker
     finally:
+        stopping.set()
         worker.stop()
         await asyncio.wait_for(task, 30)
+        await asyncio.wait_for(clock, 30)
 
 
 async def until(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:

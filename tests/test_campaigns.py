@@ -15,7 +15,9 @@ import pytest
 
 from helpers import approved, read_sink, running, until
 from loa.campaigns import planner as planner_module
+from loa.campaigns.clock import CampaignClock
 from loa.campaigns.service import Campaigns
+from loa.campaigns.store import State
 from loa.engine.connection import RedisClient
 from loa.engine.control import suppression_key
 from loa.engine.keys import shard_keys
@@ -226,9 +228,17 @@ async def test_quiet_hours_hold_all_but_emergencies(settings, redis_client, tmp_
             await until(lambda: _state(campaigns, campaign_id, "done"), 20, "the emergency")
     sent = len(read_sink(tmp_path / "sink"))
     assert sent == (0 if held else 60)
+    status = await campaigns.status(campaign_id)
     if held:
         later = await queued_ids(redis_client, settings)
         assert len(later) == 60, "held, not dropped"
+        end = datetime.fromisoformat(status["held_until"])
+        assert (status["state"], status["hold"]) == ("running", "quiet hours")
+        assert timedelta(minutes=58) < end - datetime.now(UTC) <= timedelta(hours=1)
+        row = (await campaigns.list())[0]
+        assert (row["hold"], row["held_until"]) == ("quiet hours", status["held_until"])
+    else:
+        assert (status["state"], status["hold"], status["held_until"]) == ("done", "", None)
 
 
 async def test_per_recipient_send_times(settings, redis_client, tmp_path):
@@ -256,11 +266,46 @@ async def test_per_recipient_send_times(settings, redis_client, tmp_path):
 async def test_frequency_cap_skips_recently_messaged(settings, redis_client, tmp_path):
     campaigns = Campaigns(settings, redis_client)
     first = write_audience(tmp_path / "first.csv", 30)
-    await launched(campaigns, write_plan(tmp_path / "p1.toml"), first)
+    first_id = await launched(campaigns, write_plan(tmp_path / "p1.toml"), first)
     second = write_audience(tmp_path / "second.csv", 50)  # the first 30 again, and 20 more
     capped = write_plan(tmp_path / "p2.toml", limits='[limits]\nfrequency_cap = "7d"')
+    before = await campaigns.validate(capped, second)
+    assert (before.queued, before.capped) == (50, 0), "planned is not messaged"
+    async with running(settings, redis_client):
+        await until(lambda: _state(campaigns, first_id, "done"), 30, "the first campaign")
     report = await campaigns.launch(await _approved(campaigns, capped, second))
     assert (report.queued, report.capped) == (20, 30)
+
+
+async def test_cancelled_campaigns_that_never_sent_cap_nobody(settings, redis_client, tmp_path):
+    campaigns = Campaigns(settings, redis_client)
+    later = (datetime.now(UTC) + timedelta(hours=1)).replace(microsecond=0)
+    scheduled = write_plan(
+        tmp_path / "s.toml", schedule=f'[schedule]\nstart = "{later.isoformat()}"'
+    )
+    audience = write_audience(tmp_path / "a.csv", 40)
+    for _ in range(3):
+        campaign_id = await launched(campaigns, scheduled, audience)
+        await campaigns.act(campaign_id, "cancel")
+    capped = write_plan(tmp_path / "capped.toml", limits='[limits]\nfrequency_cap = "7d"')
+    report = await campaigns.validate(capped, audience)
+    assert (report.queued, report.capped) == (40, 0)
+    # and what a campaign did send caps those people, and only them, when it is cancelled
+    slow = settings.model_copy(deep=True)
+    for name in slow.routes:
+        object.__setattr__(slow.routes[name], "rate", 20.0)
+        object.__setattr__(slow.routes[name], "unit", "messages")
+    sending = await launched(
+        Campaigns(slow, redis_client), write_plan(tmp_path / "p.toml"), audience
+    )
+    async with running(slow, redis_client):
+        await until(lambda: _sent_at_least(tmp_path / "sink", 10), 20, "some sent")
+        await campaigns.act(sending, "cancel")
+        await until(lambda: _all_settled(campaigns, sending), 20, "the rest dropped")
+    sent = (await campaigns.status(sending))["sent"]
+    assert 10 <= sent < 40
+    report = await campaigns.validate(capped, audience)
+    assert (report.queued, report.capped) == (40 - sent, sent)
 
 
 async def test_opt_out_after_planning_is_honoured_at_send_time(settings, redis_client, tmp_path):
@@ -388,3 +433,117 @@ async def test_pinned_copies_are_removed_once_their_campaign_ended_long_enough(
     assert [p.name for p in copies.iterdir()] == [running.id]
     assert (await campaigns.store.get(ended.id)).fields["audience_removed_ms"]
     assert await campaigns.remove_ended_audiences(now + month + 2000) == 0
+async def test_a_campaign_nobody_reads_reaches_done(settings, redis_client, tmp_path):
+    campaigns = Campaigns(settings, redis_client)
+    audience = write_audience(tmp_path / "a.csv", 200)
+    campaign_id = await launched(campaigns, write_plan(tmp_path / "p.toml"), audience)
+
+    async def stored_done() -> bool:
+        return (await campaigns.store.get(campaign_id)).state is State.DONE
+
+    async with running(settings, redis_client):
+        await until(stored_done, 30, "the campaign to end with nobody reading it")
+    assert [(row["id"], row["state"]) for row in await campaigns.list()] == [(campaign_id, "done")]
+    assert not await redis_client.sismember(campaigns.store.active_key, campaign_id)
+
+
+async def test_reading_a_campaign_changes_nothing(settings, redis_client, tmp_path):
+    plan = write_plan(tmp_path / "p.toml", schedule='[schedule]\nexpires = "1s"')
+    campaigns = Campaigns(settings, redis_client)
+    campaign_id = await launched(campaigns, plan, write_audience(tmp_path / "a.csv", 20))
+    await asyncio.sleep(1.1)
+    key = campaigns.store.key(campaign_id)
+    before = await redis_client.hgetall(key)
+    assert (await campaigns.status(campaign_id))["state"] == "running"
+    assert (await campaigns.list())[0]["state"] == "running"
+    assert await redis_client.hgetall(key) == before, "a read wrote nothing"
+    assert await CampaignClock(settings).tick(redis_client) == {campaign_id: State.EXPIRED}
+    assert (await campaigns.status(campaign_id))["state"] == "expired"
+
+
+async def test_cancel_drops_what_the_campaign_still_had_queued(settings, redis_client, tmp_path):
+    campaigns = Campaigns(settings, redis_client)
+    later = (datetime.now(UTC) + timedelta(hours=1)).replace(microsecond=0)
+    scheduled_plan = write_plan(
+        tmp_path / "later.toml", schedule=f'[schedule]\nstart = "{later.isoformat()}"'
+    )
+    scheduled = await launched(campaigns, scheduled_plan, write_audience(tmp_path / "s.csv", 90))
+    now = await launched(
+        campaigns, write_plan(tmp_path / "now.toml"), write_audience(tmp_path / "n.csv", 120)
+    )
+    # a worker has taken one batch of it: that one stays with the worker, which counts it
+    viettel = shard_keys(settings.namespace, "sms-a", 2)[0]
+    taken = await campaigns.queues.take(viettel, "a-worker")
+    assert taken is not None and taken.batch.campaign == now
+    kept = await launched(
+        campaigns, write_plan(tmp_path / "kept.toml"), write_audience(tmp_path / "k.csv", 60)
+    )
+    assert len(await queued_ids(redis_client, settings)) == 90 + 120 + 60
+    for campaign_id in (scheduled, now):
+        assert await campaigns.act(campaign_id, "cancel") is State.CANCELLED
+    assert len(await queued_ids(redis_client, settings)) == 60 + len(taken.batch.messages)
+    assert (await campaigns.status(scheduled))["cancelled"] == 90
+    assert (await campaigns.status(now))["cancelled"] == 120 - len(taken.batch.messages)
+    shards = [
+        keys
+        for route, limits in settings.routes.items()
+        for keys in shard_keys(settings.namespace, route, limits.shards)
+    ]
+    backlog = await campaigns.queues.backlog(shards)
+    assert (backlog["normal"], backlog["delayed"], backlog["pending"]) == (2, 0, 1), "kept only"
+    async with running(settings, redis_client):
+        await until(lambda: _state(campaigns, kept, "done"), 30, "the campaign kept")
+        await until(lambda: _all_settled(campaigns, now), 30, "the taken batch, claimed")
+    assert (await campaigns.status(now))["cancelled"] == 120
+    assert len(read_sink(tmp_path / "sink")) == 60
+
+
+async def test_an_expired_campaign_counts_its_held_messages_at_once(
+    settings, redis_client, tmp_path
+):
+    schedule = f'[schedule]\ntimezone = "UTC"\nquiet_hours = "{_quiet_now()}"\nexpires = "2s"'
+    plan = write_plan(tmp_path / "p.toml", schedule=schedule)
+    campaigns = Campaigns(settings, redis_client)
+    campaign_id = await launched(campaigns, plan, write_audience(tmp_path / "a.csv", 60))
+
+    async def all_expired() -> bool:
+        status = await campaigns.status(campaign_id)
+        return bool(status["state"] == "expired" and status["expired"] == 60)
+
+    async with running(settings, redis_client):
+        await until(all_expired, 15, "every held message counted expired")
+    assert await queued_ids(redis_client, settings) == [], "nothing left to come back"
+    assert read_sink(tmp_path / "sink") == []
+
+
+async def test_status_counts_reminders_scheduled_past_due_and_never_sent(
+    settings, redis_client, tmp_path
+):
+    now = datetime.now(UTC).replace(microsecond=0)
+    dues = {0: now - timedelta(days=2), 1: now + timedelta(seconds=2), 2: now + timedelta(hours=2)}
+
+    def due(n: int) -> dict[str, str]:
+        return {"due": dues[n % 3].isoformat()}
+
+    audience = write_audience(tmp_path / "a.csv", 30, extra=due)
+    schedule = '[schedule]\nsend_at = "due"\nexpires = "1h"'
+    plan = write_plan(tmp_path / "p.toml", schedule=schedule)
+    campaigns = Campaigns(settings, redis_client)
+    dry = await campaigns.validate(plan, audience)
+    assert (dry.scheduled, dry.past_due, dry.after_expiry, dry.queued) == (10, 10, 10, 20)
+    campaign_id = await launched(campaigns, plan, audience)
+    status = await campaigns.status(campaign_id)
+    counts = {k: status[k] for k in ("total", "queued", "scheduled", "past_due", "after_expiry")}
+    assert counts == {
+        "total": 30,
+        "queued": 20,
+        "scheduled": 10,
+        "past_due": 10,
+        "after_expiry": 10,
+    }
+    assert len(await queued_ids(redis_client, settings)) == 20, "what would never go is not queued"
+    async with running(settings, redis_client):
+        await until(lambda: _state(campaigns, campaign_id, "done"), 30, "the 20 it can send")
+    # recipient n is on line n + 2: the past-due and the soon due went, the rest never
+    sent = sorted((int(line["id"]) - 2) % 3 for line in read_sink(tmp_path / "sink"))
+    assert sent == [0] * 10 + [1] * 10

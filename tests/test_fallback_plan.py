@@ -87,6 +87,7 @@ def route_of(message: Message) -> str:
 
 
 EMAIL_HOA = {"channel": "email", "subject": "Lịch tiêm"}
+HOA = {"person": "+84961111111"}  # an e-mail names the person's phone for the frequency memory
 
 
 async def test_each_message_carries_its_remaining_channels(settings, redis_client, tmp_path):
@@ -105,7 +106,7 @@ async def test_each_message_carries_its_remaining_channels(settings, redis_clien
         "template_id": "4321",
         "data": {"name": "Hoa"},
         "next": [
-            ["email", "email-r", "hoa@example.org", "Chào Hoa", 1, EMAIL_HOA],
+            ["email", "email-r", "hoa@example.org", "Chào Hoa", 1, {**EMAIL_HOA, **HOA}],
             ["sms", "sms-a", "+84961111111", "Chao Hoa: tiem vac-xin", 1, None],
         ],
     }
@@ -120,7 +121,11 @@ async def test_each_message_carries_its_remaining_channels(settings, redis_clien
     assert (an.to, an.body, an.extra) == (
         "an@example.org",
         "Chào An",
-        {**EMAIL_HOA, "next": [["sms", "sms-b", "+84903333333", "Chao An: tiem vac-xin", 1, None]]},
+        {
+            **EMAIL_HOA,
+            "person": "+84903333333",  # the frequency memory knows people by phone
+            "next": [["sms", "sms-b", "+84903333333", "Chao An: tiem vac-xin", 1, None]],
+        },
     )
     for line, name in (("5", "Binh"), ("7", "Mai")):  # the last channel: nothing further
         message = messages[line]
@@ -143,6 +148,7 @@ async def test_next_message_walks_the_channels_in_plan_order(settings, redis_cli
         1,
         {
             **EMAIL_HOA,
+            **HOA,
             "next": [["sms", "sms-a", "+84961111111", "Chao Hoa: tiem vac-xin", 1, None]],
         },
     )

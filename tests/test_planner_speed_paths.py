@@ -148,9 +148,7 @@ async def test_duplicates_within_one_group_and_across_groups(
 
 
 async def test_seen_script_flags_duplicates_and_replays(redis_client, namespace):
-    checks = planner_module.RedisChecks(
-        redis_client, namespace, f"{namespace}:seen", "c", None, 0, write=True
-    )
+    checks = planner_module.RedisChecks(redis_client, namespace, f"{namespace}:seen", "c", None)
 
     async def flags(phones: str, lines: str) -> bytes:
         return bytes(await checks._seen(keys=[checks.seen_key], args=[phones, lines]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -12,7 +13,11 @@ import msgpack
 import pytest
 import redis
 
-from helpers import enqueue, id_counts, messages, read_sink, status, wait_for
+from helpers import approved, enqueue, id_counts, messages, read_sink, status, wait_for
+from loa.campaigns.clock import CampaignClock
+from loa.campaigns.service import Campaigns
+from loa.campaigns.store import CampaignStore
+from loa.engine.connection import connect
 from loa.engine.keys import shard_keys
 from loa.engine.queue import GROUP
 from loa.engine.supervisor import Supervisor
@@ -148,3 +153,44 @@ def test_workers_restart_after_crash_and_stop_cleanly(make_settings, tmp_path):
     finally:
         killed = supervisor.stop()
     assert killed == 0, "the replacement drained on SIGTERM"
+
+
+def test_the_supervisor_ends_a_campaign_nobody_reads(make_settings, tmp_path):
+    sink = tmp_path / "sink"
+    settings = make_settings(
+        routes={"sms": file_route(sink)}, channels={"sms": {"default": "sms"}}
+    )
+    plan = tmp_path / "p.toml"
+    plan.write_text(
+        'name = "n"\nlane = "normal"\nchannels = ["sms"]\n[templates]\nsms = "tiem vac-xin"\n'
+    )
+    people = tmp_path / "a.csv"
+    people.write_text("phone\n" + "".join(f"091{n:07d}\n" for n in range(300)))
+    campaign_id = asyncio.run(_launch(settings, plan, people))
+    supervisor = Supervisor(settings, processes=1, chores=[CampaignClock(settings).tick])
+    supervisor.start()
+    try:
+        wait_for(lambda: asyncio.run(_stored_state(settings, campaign_id)) == "done", 30,
+                 "the campaign to end", tick=supervisor.watch)
+    finally:
+        supervisor.stop()
+    assert len(read_sink(sink)) == 300
+
+
+async def _launch(settings: Settings, plan: Path, people: Path) -> str:
+    client = connect(settings.redis_url or "")
+    try:
+        campaigns = Campaigns(settings, client)
+        campaign = await approved(campaigns, plan, people)
+        await campaigns.launch(campaign.id)
+        return campaign.id
+    finally:
+        await client.aclose()
+
+
+async def _stored_state(settings: Settings, campaign_id: str) -> str:
+    client = connect(settings.redis_url or "")
+    try:
+        return str((await CampaignStore(client, settings.namespace).get(campaign_id)).state)
+    finally:
+        await client.aclose()

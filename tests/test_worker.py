@@ -3,16 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
-from helpers import enqueue_async, messages, read_sink, running, status_async, until
+from helpers import (
+    enqueue_async,
+    id_counts,
+    messages,
+    read_sink,
+    running,
+    status_async,
+    until,
+)
+from loa.adapters.file import FileAdapter, FileOptions
 from loa.engine.connection import RedisClient, connect
 from loa.engine.envelope import Batch, now_ms
 from loa.engine.keys import shard_keys
-from loa.engine.queue import Queues
+from loa.engine.metrics import Metrics
+from loa.engine.queue import Queues, Taken
+from loa.engine.ratelimit import RateLimiter
+from loa.engine.route import RouteRunner
 from loa.engine.worker import connections_needed
-from loa.message import Lane
+from loa.message import Lane, Message, SendResult
 from loa.settings import Settings
 
 pytestmark = pytest.mark.anyio
@@ -301,3 +315,79 @@ async def test_status_does_not_count_in_flight_batches_as_waiting(make_settings,
     assert await queues.take(keys, "c1") is not None
     current = await status_async(settings, "sms")
     assert (current.waiting, current.in_flight) == (2, 1)
+
+
+async def test_batches_a_dead_worker_held_unsent_are_not_counted_as_redelivered(
+    make_settings, redis_client, tmp_path
+):
+    sink = tmp_path / "sink"
+    file_options = {"path": str(sink / "{pid}-{route}.jsonl")}
+    settings = make_settings(
+        queue={"batch_size": 10}, routes={"sms": route("file", shards=1, options=file_options)}
+    )
+    keys = shard_keys(settings.namespace, "sms", 1)[0]
+    queues = Queues(redis_client, settings.namespace)
+    await queues.prepare([keys])
+    await enqueue_async(settings, "sms", messages(40))
+    # a worker took two batches (waiting for its senders, or for tokens) and was killed
+    held = [await queues.take(keys, "killed-worker") for _ in range(2)]
+    assert all(isinstance(taken, Taken) for taken in held)
+    async with running(settings, redis_client):
+        await until(lambda: _finished(settings, "sms", 40), 30, "all 40 messages")
+    delivered = id_counts(read_sink(sink))
+    assert set(delivered.values()) == {1} and len(delivered) == 40, "each sent exactly once"
+    final = await status_async(settings, "sms")
+    assert (final.accepted, final.redelivered) == (40, 0), "nothing was sent twice"
+
+
+class StallingFileAdapter(FileAdapter):
+    """Writes its first chunk like the file adapter, then never answers: a worker frozen (and
+    then killed) after its provider received the chunk and before the outcome was recorded."""
+
+    async def send(self, messages: Sequence[Message]) -> Sequence[SendResult]:
+        await super().send(messages)
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_a_chunk_handed_to_a_dead_workers_adapter_is_counted_when_sent_again(
+    make_settings, redis_client, tmp_path
+):
+    sink = tmp_path / "sink"
+    file_options = {"path": str(sink / "{route}-{pid}.jsonl")}
+    settings = make_settings(
+        queue={"batch_size": 30},
+        routes={"sms": route("file", shards=1, concurrency=1, options=file_options)},
+    )
+    limits = settings.route("sms")
+    await enqueue_async(settings, "sms", messages(30))
+    queues = Queues(redis_client, settings.namespace)
+    stalled = RouteRunner(
+        "sms",
+        limits,
+        StallingFileAdapter("sms", FileOptions(path=str(sink / "stalled.jsonl"))),
+        queues,
+        RateLimiter(redis_client, settings.namespace, "sms", limits),
+        Metrics(),
+        "killed-worker",
+        settings.worker,
+        asyncio.Event(),
+    )
+    killed = asyncio.create_task(stalled.run())
+    try:
+        await until(lambda: _lines_at_least(sink, 10), 10, "the first chunk at the provider")
+    finally:
+        killed.cancel()  # as kill -9: nothing settles, nothing more is written
+        await asyncio.wait([killed])
+    async with running(settings, redis_client):
+        await until(lambda: _finished(settings, "sms", 30), 30, "all 30 messages")
+    delivered = id_counts(read_sink(sink))
+    assert len(delivered) == 30
+    duplicates = sum(count - 1 for count in delivered.values())
+    assert duplicates == 10, "the chunk the dead worker handed over went out again"
+    final = await status_async(settings, "sms")
+    assert (final.accepted, final.redelivered) == (30, duplicates)
+
+
+async def _lines_at_least(sink: Path, count: int) -> bool:
+    return len(read_sink(sink)) >= count

@@ -87,13 +87,15 @@ def worker(
     ] = None,
 ) -> None:
     """Run worker processes until SIGTERM or SIGINT, then drain and exit."""
+    from loa.campaigns.clock import CampaignClock
     from loa.engine import supervisor
 
     settings = load_settings(config, redis, data_dir)
     names = [r.strip() for r in routes.split(",") if r.strip()] if routes else None
     if not settings.routes:
         raise LoaError("no routes configured: add [routes.NAME] tables to the settings file")
-    raise typer.Exit(supervisor.run(settings, processes, names))
+    clock = CampaignClock(settings)
+    raise typer.Exit(supervisor.run(settings, processes, names, [clock.tick]))
 
 
 @app.command()

@@ -106,12 +106,15 @@ class ChannelSettings(ConfigModel):
 
 
 class PlanningSettings(ConfigModel):
-    """How planners remember whom they messaged, and how a campaign's audience is pinned."""
+    """Whom campaigns reached (for frequency caps), and how a campaign's audience is pinned."""
 
     frequency_memory: float = Field(
         default=7 * 86_400,
         ge=0,
-        description="seconds each recipient is remembered as messaged; 0 remembers nobody",
+        description=(
+            "seconds each person a campaign reached (the provider accepted the message) is "
+            "remembered; 0 remembers nobody"
+        ),
     )
     pin_copy_limit_mb: float = Field(
         default=16_384,

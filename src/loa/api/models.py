@@ -66,6 +66,9 @@ class DryRun(BaseModel):
     filtered: int
     capped: int
     unroutable: int
+    scheduled: int = Field(0, description="queued with a send time after the campaign's start")
+    past_due: int = Field(0, description="queued with a send time at or before the start")
+    after_expiry: int = Field(0, description="send time after expiry: never sent, not queued")
     parts: int
     errors: list[DryRunError]
     by_route: dict[str, int]
@@ -103,6 +106,8 @@ class CampaignRow(BaseModel):
     id: str
     name: str
     state: str
+    hold: str = Field("", description="why it sends nothing now: scheduled, paused, quiet hours")
+    held_until: str | None = Field(None, description="when the hold ends (ISO 8601), if known")
     queued: int
 
 
@@ -114,6 +119,8 @@ class CampaignStatus(BaseModel):
     id: str
     name: str
     state: str
+    hold: str = Field("", description="why it sends nothing now: scheduled, paused, quiet hours")
+    held_until: str | None = Field(None, description="when the hold ends (ISO 8601), if known")
     approval: Approval
     by_route: dict[str, dict[str, int]] = Field(default_factory=dict)
 

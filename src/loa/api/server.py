@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from loa.api.app import create_app
 from loa.api.deadline import header_deadline
+from loa.campaigns.clock import CampaignClock
 from loa.engine.connection import connect
 from loa.engine.embedded import redis_url_for
 from loa.engine.supervisor import Supervisor
@@ -39,7 +40,7 @@ def run_server(
 
     Returns the exit code: 1 when a worker had to be killed rather than drained.
     """
-    supervisor = Supervisor(settings, processes, routes)
+    supervisor = Supervisor(settings, processes, routes, [CampaignClock(settings).tick])
     _keep_running_after_signals(supervisor.request_stop)
     supervisor.start()
     watcher: threading.Thread | None = None

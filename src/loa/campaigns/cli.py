@@ -242,7 +242,7 @@ def status(
     table.add_column("counter")
     table.add_column("value", justify="right")
     for key in (*STATUS_KEYS, "cancelled", "filtered", "capped", "retried"):
-        table.add_row(key, str(current[key]))
+        table.add_row(key, "" if current[key] is None else str(current[key]))
     Console().print(table)
 
 
@@ -278,10 +278,11 @@ def list_campaigns(
         _print_json(rows)
         return
     table = Table(title="campaigns")
-    for column in ("id", "name", "state", "queued"):
+    for column in ("id", "name", "state", "held", "queued"):
         table.add_column(column)
     for row in rows:
-        table.add_row(row["id"], row["name"], row["state"], str(row["queued"]))
+        held = f"{row['hold']} until {row['held_until']}" if row["held_until"] else row["hold"]
+        table.add_row(row["id"], row["name"], row["state"], held, str(row["queued"]))
     Console().print(table)
 
 

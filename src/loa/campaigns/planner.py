@@ -43,7 +43,7 @@ from loa.campaigns.schedule import SendAtError
 from loa.campaigns.sms import analyse
 from loa.campaigns.templates import CompiledTemplates, RenderedMessage
 from loa.engine.connection import RedisClient, text
-from loa.engine.control import suppression_key
+from loa.engine.control import PERSON, frequency_key, suppression_key
 from loa.engine.envelope import Batch
 from loa.engine.keys import ShardKeys, shard_keys
 from loa.engine.producer import Producer
@@ -67,6 +67,9 @@ PLANNING_COUNTERS = (
     "filtered",
     "capped",
     "unroutable",
+    "scheduled",  # queued with a send time of their own, after the campaign's start
+    "past_due",  # queued with a send time at or before the start: they go at once
+    "after_expiry",  # a send time after the campaign expires: never sent, not queued
 )
 BREAKDOWNS = ("by_route", "by_channel", "by_carrier", "by_region", "by_encoding")
 
@@ -97,6 +100,9 @@ class Report:
     filtered: int = 0
     capped: int = 0
     unroutable: int = 0
+    scheduled: int = 0
+    past_due: int = 0
+    after_expiry: int = 0
     parts: int = 0
     errors: list[tuple[int, str]] = field(default_factory=list)
     by_route: Counter[str] = field(default_factory=Counter)
@@ -135,6 +141,14 @@ class Report:
                 self.by_encoding[str(encoding)] += n  # an Encoding: its value
         for raw, n in Counter(regions).items():
             self.by_region[raw.strip().upper() or "?"] += n
+
+    def count_due(self, buckets: Iterable[Bucket], start_ms: int) -> None:
+        """Count queued messages with a send time of their own: later than the start, or not."""
+        for _, due_ms in buckets:
+            if due_ms > start_ms:
+                self.scheduled += 1
+            else:
+                self.past_due += 1
 
     def to_json(self) -> dict[str, Any]:
         """Plain data for --json and for the checkpoint."""
@@ -262,6 +276,9 @@ class Planner:
             except (TemplateError, SendAtError) as exc:
                 counts.invalid_row(item.line, str(exc))
                 continue
+            except AfterExpiry:
+                counts.after_expiry += 1
+                continue
             if planned is None:
                 counts.unroutable += 1
                 continue
@@ -320,16 +337,22 @@ class Planner:
                     break
             else:
                 body, parts, extra, _ = content
+                if to != phone:
+                    extra = {**(extra or {}), PERSON: phone}
                 rest.append([channel.name, route, to, body, parts, extra])
         if first is None:
             return None
         channel, to, (body, parts, extra, encoding), carrier, route = first
+        if to != phone:  # the frequency memory knows people by phone
+            extra = {**(extra or {}), PERSON: phone}
         if rest:
             extra = {**extra, "next": rest} if extra else {"next": rest}
         due_ms = 0
         if self.plan.schedule.send_at is not None:
             due = self.plan.schedule.send_at.resolve(fields, self.tz)
             due_ms = max(0, int(due.timestamp() * 1000))
+            if 0 < self.expires_ms <= due_ms:
+                raise AfterExpiry  # stale on the day it would go: never queued
         message = Message(str(line), to, body, parts, extra)
         return message, (route, due_ms), (route, channel.name, carrier, encoding, parts)
 
@@ -395,6 +418,10 @@ def _rendered(rendered: RenderedMessage) -> Content:
     return "", 1, data, ""
 
 
+class AfterExpiry(Exception):
+    """A recipient's send time comes after the campaign expires: they would never get it."""
+
+
 class RedisChecks:
     """The checks that need Redis: for a group, one round trip each, sent together."""
 
@@ -405,19 +432,14 @@ class RedisChecks:
         seen_key: str,
         campaign: str,
         frequency_window: int | None,
-        memory: int,
-        write: bool,
     ) -> None:
         self.redis = redis
         self.namespace = namespace
         self.seen_key = seen_key
         self.campaign = campaign
         self.window = frequency_window  # seconds; None: this campaign has no cap
-        self.memory = memory  # seconds every planned recipient is remembered (0: not at all)
-        self.write = write  # a dry run reads the frequency cap but remembers nobody
         self.opt_outs = False  # the opt-out set had members at the last look
         self._seen = redis.register_script(_script("seen.lua"))
-        self._remember = redis.register_script(_script("remember.lua"))
 
     async def filter(self, group: Group) -> bytearray:
         """One flag per candidate of `group` (1: plan it); duplicates, opted-out and
@@ -458,21 +480,19 @@ class RedisChecks:
             self.opt_outs = True
         return list(await self.redis.smismember(key, [m.to for m in group.messages]))
 
-    def _day_key(self, epoch: float) -> str:
-        """Whom planners reached on one UTC day: a hash, recipient -> `campaign@epoch`.
-
-        One hash a day, not one key a recipient: a group of rows is one HSET and one HMGET per
-        day of the window, instead of a command per person.
-        """
-        return f"{self.namespace}:freq:{time.strftime('%Y%m%d', time.gmtime(epoch))}"
-
     async def _blocked(self, group: Group) -> list[bool] | None:
-        """Whom another campaign messaged within the window (None: no cap)."""
+        """Whom another campaign reached within the window (None: no cap).
+
+        Workers remember each person a provider accepted a campaign's message for: a campaign
+        planned, cancelled or expired before it sent blocks nobody.
+        """
         if self.window is None:
             return None
         now = time.time()
         since = now - self.window
-        days = sorted({self._day_key(t) for t in range(int(since), int(now) + 86_400, 86_400)})
+        days = sorted(
+            {frequency_key(self.namespace, t) for t in range(int(since), int(now) + 86_400, 86_400)}
+        )
         pipe = self.redis.pipeline(transaction=False)
         for key in days:
             pipe.hmget(key, group.phones)
@@ -485,15 +505,6 @@ class RedisChecks:
                 if campaign != self.campaign and float(at or 0) >= since:
                     blocked[index] = True
         return blocked
-
-    async def remember(self, phones: list[str]) -> None:
-        """Record the planned recipients for other campaigns' frequency caps."""
-        if not (phones and self.write and self.memory):
-            return
-        now = time.time()
-        value = f"{self.campaign}@{int(now)}"
-        keep = self.memory + 86_400  # the day's last entry is kept its full memory
-        await self._remember(keys=[self._day_key(now)], args=[value, ",".join(phones), keep])
 
 
 @dataclass
@@ -617,8 +628,6 @@ async def plan_audience(
         f"{namespace}:{{camp:{planner.campaign}}}:seen",
         planner.campaign,
         int(window.total_seconds()) if window else None,
-        int(planner.settings.planning.frequency_memory),
-        write=queue,
     )
     queues = Queues(redis, namespace) if queue else None
     if queues is not None:
@@ -670,10 +679,13 @@ async def _settle(group: Group, checks: RedisChecks, batcher: Batcher, queue: bo
     flags = await checks.filter(group)
     compress = itertools.compress
     group.counts.count_queued(compress(group.kinds, flags), compress(group.regions, flags))
+    planner = batcher.planner
+    if planner.plan.schedule.send_at is not None:
+        group.counts.count_due(compress(group.buckets, flags), planner.start_ms)
     if not queue:
         return
     full = batcher.add(compress(group.messages, flags), compress(group.buckets, flags))
-    await asyncio.gather(checks.remember(list(compress(group.phones, flags))), batcher.put(full))
+    await batcher.put(full)
 
 
 async def _abandon(task: asyncio.Task[None]) -> None:

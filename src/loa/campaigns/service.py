@@ -32,11 +32,12 @@ from loa.campaigns.planner import (
     Report,
     plan_audience,
 )
-from loa.campaigns.store import ENDED, Campaign, CampaignStore, State, new_campaign_id
+from loa.campaigns.store import ACTIVE, ENDED, Campaign, CampaignStore, State, new_campaign_id
 from loa.engine.connection import RedisClient, text
 from loa.engine.events import receipts_key
-from loa.engine.keys import shard_keys
+from loa.engine.keys import ShardKeys, shard_keys
 from loa.engine.queue import Queues
+from loa.engine.quiet import QuietHours
 from loa.errors import ApprovalRequired, AuthError, CampaignError, PlanError
 from loa.message import Outcome
 from loa.settings import Settings
@@ -55,10 +56,23 @@ STATUS_KEYS = (
     "suppressed",
     "invalid",
     "duplicate",
+    "scheduled",
+    "past_due",
+    "after_expiry",
+    "hold",
+    "held_until",
 )
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 NOT_REQUIRED = "not_required"
 STEERING = frozenset({"pause", "resume", "cancel"})
+# a message counted under one of these has its final outcome for this campaign
+FINAL_OUTCOMES = (
+    Outcome.ACCEPTED,
+    Outcome.FAILED,
+    Outcome.DEAD,
+    Outcome.EXPIRED,
+    Outcome.SUPPRESSED,
+)
 
 
 class Campaigns:
@@ -215,10 +229,21 @@ class Campaigns:
         return removed
 
     async def act(self, campaign_id: str, action: str) -> State:
-        """pause, resume or cancel (approval goes through `approve`)."""
+        """pause, resume or cancel (which drops what it still had queued); approval goes
+        through `approve`."""
         if action not in STEERING:
             raise CampaignError(f"{action!r} is not a steering action (pause, resume, cancel)")
-        return await self.store.apply(campaign_id, action)
+        state = await self.store.apply(campaign_id, action)
+        if state is State.CANCELLED:
+            await self.drop_queued(campaign_id, Outcome.CANCELLED)
+        return state
+
+    async def drop_queued(self, campaign_id: str, outcome: Outcome) -> int:
+        """Remove the campaign's batches from the queues, counted under `outcome`, at once:
+        its counters are whole and the backlog is free now, not when each batch comes due.
+        Batches a worker holds end there within a second (it reads the state before a chunk).
+        """
+        return await self.queues.drop_campaign(self._all_shards(), campaign_id, outcome)
 
     async def launch(self, campaign_id: str) -> Report:
         """Start sending: plan the audience onto the queues (again, after a crash: it resumes).
@@ -285,7 +310,7 @@ class Campaigns:
             await asyncio.to_thread(check_audience, pin, approved)
 
     async def status(self, campaign_id: str) -> dict[str, Any]:
-        """State and counters; a campaign whose every message has an outcome becomes done."""
+        """State and counters, as they are: a read, which changes nothing (the clock does)."""
         campaign = await self.store.get(campaign_id)
         sending = await self._sending_counts(campaign_id)
         status: dict[str, Any] = {
@@ -308,38 +333,55 @@ class Campaigns:
         status["duplicate"] = campaign.counter("duplicate")
         status["filtered"] = campaign.counter("filtered")
         status["capped"] = campaign.counter("capped")
+        for name in ("scheduled", "past_due", "after_expiry"):
+            status[name] = campaign.counter(name)
+        status["hold"], status["held_until"] = hold_of(campaign, _now())
         status["retried"] = sending[Outcome.RETRIED]
-        finished = sum(
-            sending[o]
-            for o in (
-                Outcome.ACCEPTED,
-                Outcome.FAILED,
-                Outcome.DEAD,
-                Outcome.EXPIRED,
-                Outcome.SUPPRESSED,
-            )
-        )
-        status["finished"] = finished
+        status["finished"] = sum(sending[o] for o in FINAL_OUTCOMES)
         by_route = await self._route_counts(campaign_id)
         for route, counts in receipts.items():
             by_route.setdefault(route, {}).update(counts)
         status["by_route"] = by_route
-        status["state"] = await self._settle_state(campaign, finished)
         return status
 
-    async def _settle_state(self, campaign: Campaign, finished: int) -> str:
-        """Move the campaign along when time or its counters say so (status reads are cheap)."""
+    async def advance_all(self) -> dict[str, State]:
+        """Move every watched campaign along (the clock's tick); returns the moves made."""
+        moved: dict[str, State] = {}
+        ended: list[str] = []
+        for campaign_id in await self.store.active_ids():
+            try:
+                campaign = await self.store.get(campaign_id)
+            except CampaignError:
+                ended.append(campaign_id)  # deleted under us
+                continue
+            if campaign.state in ENDED:
+                ended.append(campaign_id)
+                continue
+            try:
+                state = await self.advance(campaign)
+            except CampaignError:
+                continue  # an operator acted at the same moment: look again next tick
+            if state is not campaign.state:
+                moved[campaign_id] = state
+        await self.store.forget_active(ended)
+        return moved
+
+    async def advance(self, campaign: Campaign) -> State:
+        """Start, expire or finish the campaign when time or its counters say so."""
         now = _ms(_now())
         state = campaign.state
         if state is State.SCHEDULED and 0 < int(campaign.fields.get("start_ms", 0)) <= now:
             state = await self.store.apply(campaign.id, "start")
         expires = int(campaign.fields.get("expires_ms", 0) or 0)
-        planned = campaign.fields.get("planned") == "1"
-        if state in (State.SCHEDULED, State.RUNNING, State.PAUSED) and 0 < expires <= now:
+        if state in ACTIVE and 0 < expires <= now:
             state = await self.store.apply(campaign.id, "expire")
-        elif state is State.RUNNING and planned and finished >= campaign.counter("queued"):
-            state = await self.store.apply(campaign.id, "finish")
-        return str(state)
+            await self.drop_queued(campaign.id, Outcome.EXPIRED)
+            return state
+        if state is State.RUNNING and campaign.fields.get("planned") == "1":
+            sending = await self._sending_counts(campaign.id)
+            if sum(sending[o] for o in FINAL_OUTCOMES) >= campaign.counter("queued"):
+                return await self.store.apply(campaign.id, "finish")
+        return state
 
     async def _route_counts(self, campaign_id: str) -> dict[str, dict[str, int]]:
         """Sending counters per route, for routes the campaign used."""
@@ -361,23 +403,29 @@ class Campaigns:
         return counts
 
     async def _sending_counts(self, campaign_id: str) -> dict[str, int]:
-        shards = [
+        return await self.queues.campaign_stats(self._all_shards(), campaign_id)
+
+    def _all_shards(self) -> list[ShardKeys]:
+        """Every shard of every route."""
+        return [
             keys
             for route, limits in self.settings.routes.items()
             for keys in shard_keys(self.settings.namespace, route, limits.shards)
         ]
-        return await self.queues.campaign_stats(shards, campaign_id)
 
     async def list(self, limit: int = 50) -> list[dict[str, Any]]:
         """The newest campaigns with their state."""
         rows = []
         for campaign_id in await self.store.ids(limit):
             campaign = await self.store.get(campaign_id)
+            hold, held_until = hold_of(campaign, _now())
             rows.append(
                 {
                     "id": campaign_id,
                     "name": campaign.name,
                     "state": str(campaign.state),
+                    "hold": hold,
+                    "held_until": held_until,
                     "queued": campaign.counter("queued"),
                 }
             )
@@ -444,6 +492,28 @@ def _author(campaign: Campaign) -> Author | None:
         return None
     lineage = tuple(orjson.loads(campaign.fields.get("creator_lineage") or "[]"))
     return Author(person, lineage)
+def hold_of(campaign: Campaign, now: datetime) -> tuple[str, str | None]:
+    """Why the campaign sends nothing now, and until when (ISO 8601, UTC), if it is held.
+
+    "scheduled" until its start, "paused" until someone resumes it, "quiet hours" until they
+    end; ("", None) when it is free to send, or has ended.
+    """
+    state = campaign.state
+    if state is State.SCHEDULED:
+        start_ms = int(campaign.fields.get("start_ms", 0) or 0)
+        return "scheduled", _iso(start_ms) if start_ms else None
+    if state is State.PAUSED:
+        return "paused", None
+    quiet = campaign.fields.get("quiet_hours", "")
+    if state is State.RUNNING and quiet:
+        hours = QuietHours.parse(quiet, campaign.fields.get("timezone") or "UTC")
+        if hours.contains(now):
+            return "quiet hours", hours.next_end(now).astimezone(UTC).isoformat()
+    return "", None
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
 
 
 def _stored_plan(campaign: Campaign) -> Plan:

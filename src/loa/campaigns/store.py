@@ -31,6 +31,8 @@ class State(enum.StrEnum):
 
 
 ENDED = frozenset({State.DONE, State.CANCELLED, State.EXPIRED})
+# the states the campaign clock watches: time or counters may move them on
+ACTIVE = frozenset({State.SCHEDULED, State.RUNNING, State.PAUSED})
 
 # action -> (states it may start from, state it leads to)
 TRANSITIONS: dict[str, tuple[frozenset[State], State]] = {
@@ -94,6 +96,37 @@ class CampaignStore:
         """A sorted set of campaign ids by creation time."""
         return f"{self.namespace}:campaigns"
 
+    @property
+    def active_key(self) -> str:
+        """A set of the ids of campaigns that may be active (scheduled, running or paused)."""
+        return f"{self.namespace}:campaigns:active"
+
+    async def active_ids(self) -> list[str]:
+        """The campaigns the clock looks at: every one that may be scheduled, running or paused."""
+        return sorted(text(i) for i in await self.redis.smembers(self.active_key))
+
+    async def forget_active(self, campaign_ids: list[str]) -> None:
+        """Stop watching campaigns that have ended (or are gone)."""
+        if campaign_ids:
+            await self.redis.srem(self.active_key, *campaign_ids)
+
+    async def watch_all_active(self) -> int:
+        """Add every stored campaign that is active to the watched set (campaigns stored before
+        the set existed, or a process that died between a transition and its bookkeeping)."""
+        stored: Any = await self.redis.zrange(self.index_key, 0, -1)
+        ids = [text(i) for i in stored]
+        found = []
+        for start in range(0, len(ids), 500):
+            some = ids[start : start + 500]
+            pipe = self.redis.pipeline(transaction=False)
+            for campaign_id in some:
+                pipe.hget(self.key(campaign_id), "state")
+            states = await pipe.execute()
+            found += [i for i, state in zip(some, states, strict=True) if text(state) in ACTIVE]
+        if found:
+            await self.redis.sadd(self.active_key, *found)
+        return len(found)
+
     def key(self, campaign_id: str) -> str:
         """The campaign's hash (the engine reads its state from the same hash)."""
         return campaign_key(self.namespace, campaign_id)
@@ -138,6 +171,10 @@ class CampaignStore:
         allowed, target = TRANSITIONS[action]
         now = str(int(time.time() * 1000))
         pairs = [str(item) for pair in (fields or {}).items() for item in pair]
+        if target in ACTIVE:
+            # watched before it can be active, so the clock never misses one; a refused action
+            # leaves a campaign watched that needs no watching, which costs one read a tick
+            await self.redis.sadd(self.active_key, campaign_id)
         reply = await self._transition(
             keys=[self.key(campaign_id)],
             args=[target, now, len(allowed), *sorted(allowed), *pairs],
@@ -150,4 +187,6 @@ class CampaignStore:
             raise CampaignError(
                 f"cannot {action} campaign {campaign_id}: it is {current} (must be {may})"
             )
+        if target in ENDED:
+            await self.forget_active([campaign_id])
         return target

@@ -13,6 +13,7 @@ import orjson
 import uvloop
 from rich.console import Console
 
+from loa.campaigns.clock import CampaignClock
 from loa.demo.config import (
     default_duration,
     demo_settings,
@@ -113,7 +114,7 @@ class _Demo:
         config = self.work / "loa.toml"
         previous = _previous_namespace(config)
         write_settings(settings, config)
-        supervisor = Supervisor(settings, self.processes)
+        supervisor = Supervisor(settings, self.processes, chores=[CampaignClock(settings).tick])
         supervisor.start()
         try:
             facts = self._audience()

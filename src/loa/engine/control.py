@@ -7,6 +7,9 @@ these fields: `state` (only "running" sends, and "scheduled" once `start_ms` has
 messages per second across every route and worker, empty for none).
 Reads are cached for `ttl` seconds, so a pause reaches every worker within that time.
 Opt-outs live in one set, `{namespace}:suppressed`, checked per chunk.
+Whom a campaign reached (the provider accepted its message) is remembered for `memory` seconds
+in one hash a UTC day, `{namespace}:freq:YYYYMMDD`, person -> `campaign@epoch`, where planners
+look for the people another campaign messaged within a frequency cap.
 """
 
 from __future__ import annotations
@@ -18,12 +21,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from loa.engine.connection import RedisClient, text
+from loa.engine.queue import load_script
 from loa.engine.quiet import QuietHours
 from loa.engine.ratelimit import RateLimiter
-from loa.message import Lane
+from loa.message import Lane, Message
 from loa.settings import RouteSettings
 
 CACHE_SECONDS = 0.5
+PERSON = "person"  # the key of Message.extra naming the person when `to` is not their phone
+DAY_SECONDS = 86_400
 RUNNING = "running"
 SCHEDULED = "scheduled"
 CANCELLED = "cancelled"
@@ -37,6 +43,26 @@ def campaign_key(namespace: str, campaign: str) -> str:
 def suppression_key(namespace: str) -> str:
     """The set of opted-out addresses (E.164 numbers, e-mail addresses, OTT ids)."""
     return f"{namespace}:suppressed"
+
+
+def frequency_key(namespace: str, epoch: float) -> str:
+    """Whom campaigns reached on one UTC day: a hash, person -> `campaign@epoch`.
+
+    One hash a day, not one key a person: a chunk is one HSET, and a planner's look for a
+    group of rows one HMGET per day of the window, instead of a command per person.
+    """
+    return f"{namespace}:freq:{time.strftime('%Y%m%d', time.gmtime(epoch))}"
+
+
+def person_of(message: Message) -> str:
+    """Who a message reaches, as the frequency memory knows them: their phone number.
+
+    SMS and Zalo address people by phone; a message to another address (e-mail, a push token)
+    names the person's phone in `extra["person"]`.
+    """
+    extra = message.extra
+    person = extra.get(PERSON) if extra else None
+    return person if isinstance(person, str) and person else message.to
 
 
 class Decision(enum.Enum):
@@ -71,11 +97,19 @@ class _Entry:
 class Controls:
     """The per-process cache of campaign controls and the suppression check."""
 
-    def __init__(self, redis: RedisClient, namespace: str, ttl: float = CACHE_SECONDS) -> None:
+    def __init__(
+        self,
+        redis: RedisClient,
+        namespace: str,
+        ttl: float = CACHE_SECONDS,
+        memory: float = 0.0,
+    ) -> None:
         self.redis = redis
         self.namespace = namespace
         self.ttl = ttl
+        self.memory = memory  # seconds a person reached is remembered (0: nobody is)
         self._cache: dict[str, _Entry] = {}
+        self._remember = redis.register_script(load_script("remember.lua"))
 
     async def verdict(self, campaign: str, lane: Lane, now_ms: int) -> Verdict:
         """May a chunk of `campaign` leave now?"""
@@ -107,17 +141,37 @@ class Controls:
         found = await self.redis.smismember(suppression_key(self.namespace), list(addresses))
         return [bool(flag) for flag in found]
 
+    async def reached(
+        self, campaign: str, messages: Sequence[Message], accepted: Sequence[int]
+    ) -> None:
+        """Remember that the provider accepted `messages[i]` for each i in `accepted`, for
+        other campaigns' frequency caps: what `campaign` sent, not what it planned."""
+        if not (accepted and campaign and self.memory):
+            return
+        if await self._entry(campaign) is None:
+            return  # plain engine traffic, not a campaign: no cap ever asks about it
+        now = time.time()
+        await self._remember(
+            keys=[frequency_key(self.namespace, now)],
+            args=[
+                f"{campaign}@{int(now)}",
+                ",".join(person_of(messages[i]) for i in accepted),
+                int(self.memory) + DAY_SECONDS,  # the day's last entry is kept its full memory
+            ],
+        )
+
     async def _entry(self, campaign: str) -> _Entry | None:
         cached = self._cache.get(campaign)
         if cached is not None and time.monotonic() - cached.read_at < self.ttl:
-            return cached
+            return cached if cached.state else None
         fields = await self.redis.hmget(
             campaign_key(self.namespace, campaign),
             ["state", "start_ms", "quiet_hours", "timezone", "rate"],
         )
         state, start, quiet, zone, rate = (text(value) for value in fields)
         if not state:
-            self._cache.pop(campaign, None)
+            # not a stored campaign (plain engine traffic): remembered as such for `ttl` too
+            self._cache[campaign] = _Entry(time.monotonic(), "", 0, None, None)
             return None
         hours = QuietHours.parse(quiet, zone or "UTC") if quiet else None
         limiter = cached.limiter if cached else None

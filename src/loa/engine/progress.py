@@ -22,6 +22,9 @@ class Progress:
     requeue: list[int] = field(default_factory=list)  # indexes put back unsent (drain)
     throttle_after: float = 0.0  # the longest retry-after a throttling provider asked for
     hold_until_ms: int = 0  # the requeued rest waits until then (paused, quiet hours)
+    # messages [done, handed) went to the adapter and their outcome is not recorded yet: if the
+    # worker dies now, these (and only these) may have reached the provider (0: none did)
+    handed: int = 0
 
     def pack(self) -> bytes:
         """Encode for the progress hash."""
@@ -35,6 +38,7 @@ class Progress:
                 self.requeue,
                 self.throttle_after,
                 self.hold_until_ms,
+                self.handed,
             ]
         )
 
@@ -42,9 +46,10 @@ class Progress:
     def unpack(cls, data: bytes) -> Progress:
         """Decode a checkpoint written by `pack`."""
         try:
-            done, counts, retry, throttled, dead, requeue, throttle_after, hold = msgpack.unpackb(
-                data
-            )
+            fields = msgpack.unpackb(data)
+            # a checkpoint written before `handed` existed has eight fields
+            done, counts, retry, throttled, dead, requeue, throttle_after, hold = fields[:8]
+            handed = fields[8] if len(fields) > 8 else 0
             return cls(
                 done=int(done),
                 counts=Counter({str(k): int(v) for k, v in counts.items()}),
@@ -54,6 +59,7 @@ class Progress:
                 requeue=[int(i) for i in requeue],
                 throttle_after=float(throttle_after),
                 hold_until_ms=int(hold),
+                handed=int(handed),
             )
         except (ValueError, TypeError, AttributeError, msgpack.ExtraData) as exc:
             raise EnvelopeError(f"progress checkpoint is malformed: {exc}") from exc

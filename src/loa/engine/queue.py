@@ -27,6 +27,8 @@ ScriptArg = str | int | float | bytes
 GROUP = "workers"
 FIELD = b"b"
 PROMOTE_PER_TAKE = 16
+SCAN_PAGE = 200  # queue entries read per round trip when looking for a campaign's batches
+DROP_PER_CALL = 500  # batches dropped per script call
 
 
 def load_script(name: str) -> str:
@@ -86,6 +88,7 @@ class Queues:
         self._settle = redis.register_script(load_script("settle.lua"))
         self._touch = redis.register_script(load_script("touch.lua"))
         self._put_once = redis.register_script(load_script("put_once.lua"))
+        self._drop = redis.register_script(load_script("drop.lua"))
 
     async def prepare(self, shards: Iterable[ShardKeys]) -> None:
         """Create each lane stream and its consumer group if missing."""
@@ -265,6 +268,75 @@ class Queues:
         ]
         return bool(await self._settle(keys=redis_keys, args=args))
 
+    async def drop_campaign(
+        self, shards: Iterable[ShardKeys], campaign: str, outcome: Outcome
+    ) -> int:
+        """Remove a campaign's batches that wait in these shards, due now or later, counting
+        their messages under `outcome`; returns how many. Batches a worker holds stay with it.
+        """
+        dropped = 0
+        for keys in shards:
+            for lane in LANES:
+                waiting = await self._waiting_of(keys.stream(lane), campaign)
+                later = await self._later_of(keys.delayed(lane), campaign)
+                for start in range(0, max(len(waiting), len(later)), DROP_PER_CALL):
+                    some = waiting[start : start + DROP_PER_CALL]
+                    args: list[ScriptArg] = [
+                        GROUP,
+                        f"{lane.label}:{outcome}",
+                        f"{campaign}:{outcome}",
+                        len(some),
+                    ]
+                    for entry_id, count in some:
+                        args += [entry_id, count]
+                    for envelope, count in later[start : start + DROP_PER_CALL]:
+                        args += [envelope, count]
+                    redis_keys = [
+                        keys.stream(lane),
+                        keys.delayed(lane),
+                        keys.stats,
+                        keys.campaign_stats,
+                    ]
+                    dropped += int(await self._drop(keys=redis_keys, args=args))
+        return dropped
+
+    async def _waiting_of(self, stream: str, campaign: str) -> list[tuple[str, int]]:
+        """(entry id, messages) of the campaign's batches no worker has taken from `stream`."""
+        try:
+            groups: Any = await self.redis.xinfo_groups(stream)
+        except ResponseError as exc:
+            if "no such key" in str(exc).lower():
+                return []
+            raise
+        after = next((text(g["last-delivered-id"]) for g in groups if text(g["name"]) == GROUP), "")
+        if not after:
+            return []
+        found: list[tuple[str, int]] = []
+        while True:
+            # entries up to the group's last delivered id were taken: only later ones wait
+            entries: Any = await self.redis.xrange(stream, min=f"({after}", count=SCAN_PAGE)
+            for entry_id, fields in entries:
+                batch = _readable(fields.get(FIELD, b""))
+                if batch is not None and batch.campaign == campaign:
+                    found.append((text(entry_id), len(batch.messages)))
+            if len(entries) < SCAN_PAGE:
+                return found
+            after = text(entries[-1][0])
+
+    async def _later_of(self, delayed: str, campaign: str) -> list[tuple[bytes, int]]:
+        """(envelope, messages) of the campaign's batches waiting in the retry set `delayed`."""
+        found: list[tuple[bytes, int]] = []
+        start = 0
+        while True:
+            envelopes: Any = await self.redis.zrange(delayed, start, start + SCAN_PAGE - 1)
+            for envelope in envelopes:
+                batch = _readable(envelope)
+                if batch is not None and batch.campaign == campaign:
+                    found.append((envelope, len(batch.messages)))
+            if len(envelopes) < SCAN_PAGE:
+                return found
+            start += SCAN_PAGE
+
     async def campaign_stats(self, shards: Iterable[ShardKeys], campaign: str) -> dict[str, int]:
         """One campaign's counters summed over the given shards, keyed by outcome."""
         fields = [f"{campaign}:{outcome}" for outcome in Outcome]
@@ -361,6 +433,14 @@ class Queues:
         empty = Batch(route=keys.route, lane=lane, messages=[])
         taken = Taken(keys, lane, entry_id, empty, consumer)
         await self.settle(taken, {Outcome.UNREADABLE: 1}, dead=[letter])
+
+
+def _readable(envelope: bytes) -> Batch | None:
+    """The batch in an envelope, or None for one nobody can read (a worker quarantines it)."""
+    try:
+        return unpack(envelope)
+    except EnvelopeError:
+        return None
 
 
 def dead_letter(route: str, lane: Lane, batch: Batch | None, message: Any, reason: str) -> bytes:

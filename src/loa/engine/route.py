@@ -207,9 +207,10 @@ class RouteRunner:
             progress.dead.extend((i, reason) for i in range(progress.done, len(messages)))
             progress.counts[Outcome.DEAD] += len(messages) - progress.done
             progress.done = len(messages)
-        if taken.reclaimed and progress.done < len(messages):
-            # the chunk after the last checkpoint may have left before the crash: count it
-            progress.counts[Outcome.REDELIVERED] += min(self.chunk, len(messages) - progress.done)
+        # what a worker that died had handed to its adapter without recording the outcome: those
+        # messages may have reached the provider, so sending them again is counted as a resend
+        unsettled = range(progress.done, progress.handed)
+        progress.handed = 0
         while progress.done < len(messages):
             if batch.expired(now_ms()):
                 progress.counts[Outcome.EXPIRED] += len(messages) - progress.done
@@ -222,14 +223,21 @@ class RouteRunner:
             if taken.lost or not await self._may_leave(batch, progress):
                 break
             end = min(len(messages), progress.done + self.chunk)
-            indexes = await self._unsuppressed(batch, progress, range(progress.done, end))
+            indexes = await self._unsuppressed(batch, range(progress.done, end))
             chunk = [messages[i] for i in indexes]
             if chunk:
                 await self._wait_for_rate(batch, chunk)
                 if not await self._may_leave(batch, progress):
                     break  # paused or cancelled while waiting for tokens: nothing left
+                if not await self._handing_over(taken, progress, indexes, unsettled):
+                    taken.lost = True
+                    break  # another worker has it now: sending would duplicate
                 results = await self._send(chunk)
+                progress.handed = 0
                 await self._record(batch, progress, indexes, results)
+            opted_out = end - progress.done - len(indexes)
+            if opted_out:  # counted with the chunk's results: a checkpoint never runs ahead
+                progress.counts[Outcome.SUPPRESSED] += opted_out
             progress.done = end
             if progress.done < len(messages) and not await self.queues.checkpoint(taken, progress):
                 taken.lost = True
@@ -240,6 +248,21 @@ class RouteRunner:
             )
             return
         await self._settle(taken, progress)
+
+    async def _handing_over(
+        self, taken: Taken, progress: Progress, indexes: Sequence[int], unsettled: range
+    ) -> bool:
+        """Record that these messages go to the adapter now, before they do; False if lost.
+
+        A worker that takes the batch over after a crash counts as redelivered exactly the
+        messages this record names that it sends again (those opted out since are not sent):
+        a batch that was held, or waited for tokens, when its worker died is not counted.
+        """
+        if unsettled:
+            again = sum(1 for index in indexes if index in unsettled)
+            progress.counts[Outcome.REDELIVERED] += again
+        progress.handed = indexes[-1] + 1
+        return await self.queues.checkpoint(taken, progress)
 
     async def _wait_for_rate(self, batch: Batch, chunk: Sequence[Message]) -> None:
         """The route's limit, then the campaign's own cap (in messages) if it has one."""
@@ -297,16 +320,13 @@ class RouteRunner:
         progress.done = len(batch.messages)
         return False
 
-    async def _unsuppressed(
-        self, batch: Batch, progress: Progress, indexes: range
-    ) -> Sequence[int]:
+    async def _unsuppressed(self, batch: Batch, indexes: range) -> Sequence[int]:
         """The messages of the chunk whose recipients have not opted out since planning."""
         if self.controls is None or not batch.campaign:
             return indexes
         flags = await self.controls.suppressed([batch.messages[i].to for i in indexes])
         if not any(flags):
             return indexes
-        progress.counts[Outcome.SUPPRESSED] += sum(flags)
         return [i for i, opted_out in zip(indexes, flags, strict=True) if not opted_out]
 
     async def _record(
@@ -322,7 +342,9 @@ class RouteRunner:
             await self._correlate(batch, indexes, results)
         if all(type(result) is Accepted for result in results):  # the common case, fast
             counts[Outcome.ACCEPTED] += len(results)
+            await self._reached(batch, indexes)
             return
+        accepted: list[int] = []
         fallbacks: list[tuple[str, Message]] = []
         last_attempt = batch.attempt + 1 >= self.limits.max_attempts
         throttled = False
@@ -330,6 +352,7 @@ class RouteRunner:
             kind = type(result)
             if kind is Accepted:
                 counts[Outcome.ACCEPTED] += 1
+                accepted.append(index)
             elif kind is Throttled:
                 counts[Outcome.THROTTLED] += 1
                 progress.throttled.append(index)
@@ -362,6 +385,12 @@ class RouteRunner:
             await self.limiter.report_throttle()
         if fallbacks:
             await self._hand_over(batch, indexes[0], fallbacks)
+        await self._reached(batch, accepted)
+
+    async def _reached(self, batch: Batch, accepted: Sequence[int]) -> None:
+        """Remember whom the campaign reached, for other campaigns' frequency caps."""
+        if self.controls is not None and batch.campaign and accepted:
+            await self.controls.reached(batch.campaign, batch.messages, accepted)
 
     async def _correlate(
         self, batch: Batch, indexes: Sequence[int], results: Sequence[SendResult]

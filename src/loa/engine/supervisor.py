@@ -1,7 +1,9 @@
-"""`loa worker`: N worker processes under one supervisor that restarts them and serves /metrics."""
+"""`loa worker`: N worker processes under one supervisor that restarts them, serves /metrics and
+runs background chores (the campaign clock) in a thread of its own."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import multiprocessing
 import os
@@ -9,7 +11,7 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
 from multiprocessing.context import SpawnProcess
@@ -20,7 +22,7 @@ from prometheus_client import CollectorRegistry, multiprocess
 from prometheus_client.exposition import MetricsHandler
 
 from loa.adapters.registry import check_routes
-from loa.engine.connection import CLUSTER_SCHEME
+from loa.engine.connection import CLUSTER_SCHEME, RedisClient, connect
 from loa.engine.embedded import EmbeddedRedis
 from loa.engine.metrics import QueueCollector
 from loa.engine.worker import process_main
@@ -29,6 +31,10 @@ from loa.settings import Settings
 log = logging.getLogger(__name__)
 
 RESTART_BACKOFF_MAX = 10.0
+CHORE_PERIOD = 1.0  # seconds between two rounds of background chores
+
+# a background chore of the supervisor, given its Redis client each round (the campaign clock)
+Chore = Callable[[RedisClient], Awaitable[object]]
 
 
 @dataclass
@@ -47,15 +53,18 @@ def _sync_client(url: str) -> redis.Redis | redis.RedisCluster:
 
 
 class Supervisor:
-    """Owns the embedded server (if any), the worker processes and the metrics endpoint."""
+    """Owns the embedded server (if any), the worker processes, the metrics endpoint and chores."""
 
     def __init__(
         self,
         settings: Settings,
         processes: int | None = None,
         routes: Sequence[str] | None = None,
+        chores: Sequence[Chore] = (),
     ) -> None:
         self.settings = settings
+        self.chores = list(chores)
+        self._chore_thread: threading.Thread | None = None
         self.count = processes or settings.worker.process_count()
         self.routes = list(routes) if routes else list(settings.routes)
         for name in self.routes:
@@ -86,6 +95,7 @@ class Supervisor:
             self._serve_metrics()
             for index in range(self.count):
                 self.children.append(self._spawn(index))
+            self._start_chores()
         except BaseException:
             self.stop()  # a busy metrics port must not leave a server or children behind
             raise
@@ -100,6 +110,37 @@ class Supervisor:
         )
         process.start()
         return _Child(index, process, failures=failures)
+
+    def _start_chores(self) -> None:
+        if self.chores:
+            self._chore_thread = threading.Thread(
+                target=lambda: asyncio.run(self._run_chores()), name="chores", daemon=True
+            )
+            self._chore_thread.start()
+
+    async def _run_chores(self) -> None:
+        """Run every chore each CHORE_PERIOD until stopped, on the server's current URL."""
+        client: RedisClient | None = None
+        url = ""
+        try:
+            while not self.stopping.is_set():
+                if client is None or url != self.redis_url:  # the embedded server moved
+                    if client is not None:
+                        await client.aclose()
+                    url = self.redis_url
+                    client = connect(url)
+                for chore in self.chores:
+                    try:
+                        await chore(client)
+                    except (redis.RedisError, OSError) as exc:
+                        log.warning(
+                            "a background chore failed; it runs again",
+                            extra={"chore": _name(chore), "error": type(exc).__name__},
+                        )
+                await asyncio.to_thread(self.stopping.wait, CHORE_PERIOD)
+        finally:
+            if client is not None:
+                await client.aclose()
 
     def _serve_metrics(self) -> None:
         port = self.settings.worker.metrics_port
@@ -164,6 +205,9 @@ class Supervisor:
     def stop(self) -> int:
         """Drain the workers and stop the server; returns how many children had to be killed."""
         killed = self.drain()
+        if self._chore_thread is not None:
+            self._chore_thread.join(CHORE_PERIOD * 10)  # a chore ends before the server does
+            self._chore_thread = None
         if self.http is not None:
             self.http.shutdown()
             self.http.server_close()
@@ -198,9 +242,18 @@ class Supervisor:
         return [c.process.pid for c in self.children if c.process.pid and c.process.is_alive()]
 
 
-def run(settings: Settings, processes: int | None, routes: Sequence[str] | None) -> int:
+def _name(chore: Chore) -> str:
+    return getattr(chore, "__qualname__", type(chore).__name__)
+
+
+def run(
+    settings: Settings,
+    processes: int | None,
+    routes: Sequence[str] | None,
+    chores: Sequence[Chore] = (),
+) -> int:
     """Run workers in the foreground until SIGTERM or SIGINT; returns the exit code."""
-    supervisor = Supervisor(settings, processes, routes)
+    supervisor = Supervisor(settings, processes, routes, chores)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         supervisor.request_stop()

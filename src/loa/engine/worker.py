@@ -79,7 +79,11 @@ class Worker:
                     correlator = events.correlator  # its receipts come by the API's webhook
                 await self.queues.prepare(shard_keys(self.settings.namespace, name, limits.shards))
                 limiter = RateLimiter(self.redis, self.settings.namespace, name, limits)
-                controls = Controls(self.redis, self.settings.namespace)
+                controls = Controls(
+                    self.redis,
+                    self.settings.namespace,
+                    memory=self.settings.planning.frequency_memory,
+                )
                 runners.append(
                     RouteRunner(
                         name,

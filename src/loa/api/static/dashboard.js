@@ -173,7 +173,14 @@
     const lines = rows.map((row) => {
       const tr = document.createElement("tr");
       if (row.id === view.campaign) tr.className = "selected";
-      const state = cell(row.state, `state ${stateClass(row.state)}`);
+      const state = document.createElement("td");
+      const badge = document.createElement("span");
+      badge.className = `state ${stateClass(row.state)}`;
+      badge.textContent = row.state;
+      const held = document.createElement("span");
+      held.className = "muted";
+      held.textContent = holdText(row) ? ` ${holdText(row)}` : "";
+      state.append(badge, held);
       const name = document.createElement("td");
       const open = document.createElement("button");
       open.type = "button";
@@ -193,6 +200,14 @@
 
   function stateClass(state) {
     return /^[a-z]+$/.test(state) ? `state-${state}` : "";
+  }
+
+  // why a campaign sends nothing now (quiet hours, paused, scheduled) and until when
+  function holdText(item) {
+    if (!item.hold) return "";
+    const until = item.held_until ? `until ${new Date(item.held_until).toLocaleString()}` : "";
+    if (item.hold === item.state) return until;
+    return until ? `${item.hold} ${until}` : item.hold;
   }
 
   // --- one campaign, live ---------------------------------------------------------------------
@@ -274,6 +289,7 @@
     const state = $("d-state");
     state.textContent = status.state;
     state.className = `state ${stateClass(status.state)}`;
+    setText("d-hold", holdText(status));
     const failed = status.failed;
     const values = {
       "v-total": status.total,

@@ -1,7 +1,7 @@
--- Remember whom a planner reached today, for other campaigns' frequency caps.
--- One call per group of rows with the recipients joined in one argument: a field-value pair
--- per recipient made the client spend more time encoding the command than the server did.
--- KEYS[1]  the day's hash (recipient -> `campaign@epoch`)
+-- Remember whom a campaign reached today (the provider accepted), for other campaigns'
+-- frequency caps. One call per chunk with the recipients joined in one argument: a field-value
+-- pair per recipient made the client spend more time encoding the command than the server did.
+-- KEYS[1]  the day's hash (person -> `campaign@epoch`)
 -- ARGV[1]  the value to store for each recipient
 -- ARGV[2]  the recipients, joined by ','
 -- ARGV[3]  seconds the hash is kept after this call
