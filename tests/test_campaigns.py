@@ -547,3 +547,17 @@ async def test_status_counts_reminders_scheduled_past_due_and_never_sent(
     # recipient n is on line n + 2: the past-due and the soon due went, the rest never
     sent = sorted((int(line["id"]) - 2) % 3 for line in read_sink(tmp_path / "sink"))
     assert sent == [0] * 10 + [1] * 10
+
+
+async def test_the_clock_removes_pinned_copies_past_their_retention(
+    settings, redis_client, tmp_path
+):
+    kept_none = settings.model_copy(
+        update={"planning": settings.planning.model_copy(update={"pinned_retention_days": 0})}
+    )
+    campaigns = Campaigns(kept_none, redis_client)
+    ended = await approved(campaigns, write_plan(tmp_path / "p.toml"), write_audience(
+        tmp_path / "a.csv", 5))
+    await campaigns.act(ended.id, "cancel")
+    await CampaignClock(kept_none).tick(redis_client)
+    assert not (settings.data_dir / "campaigns" / ended.id).exists()
