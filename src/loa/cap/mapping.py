@@ -237,10 +237,7 @@ def _choose(texts: Mapping[str, str], default: str, by_language: bool) -> str:
     """A template giving each recipient the text of their `lang` column, else the default."""
     if not by_language or len(texts) == 1:
         return literal(texts[default])
-    head = (
-        '{% if lang is defined %}{% set l = (lang|lower|replace("_", "-")).split("-")[0] %}'
-        '{% else %}{% set l = "" %}{% endif %}'
-    )
+    head = '{% set l = (lang|default("")|lower|replace("_", "-")).split("-")[0] %}'
     branches = [(lang, text) for lang, text in texts.items() if lang != default]
     body = "".join(
         f'{{% {"if" if n == 0 else "elif"} l == "{lang}" %}}{literal(text)}'
