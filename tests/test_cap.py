@@ -33,7 +33,7 @@ from loa.cap.service import CapIntake, Submitted, check_alert, index_key
 from loa.engine.connection import RedisClient, connect
 from loa.errors import CapError
 from loa.message import Lane
-from loa.settings import Settings
+from loa.settings import CapZaloSettings, Settings
 
 pytestmark = pytest.mark.anyio
 
@@ -404,6 +404,34 @@ def test_each_person_reads_their_language_and_the_rest_the_default():
 def test_the_senders_own_sms_text_is_used():
     mapped = check_alert(fresh("heat-advisory"), Settings())
     assert mapped.texts["vi"].sms.startswith("Bo Y te: nang nong 39-41 do C tai Ha Noi")
+
+
+def test_every_channel_gets_its_own_text_in_each_language():
+    mapped = check_alert(fresh("flood-alert"), Settings())
+    data = {"title": "headline", "todo": "instruction", "hotline": "contact"}
+    zalo = CapZaloSettings(template_id="248700", data=data)
+    channels = ["zalo", "sms", "fcm", "email"]
+    plan = plan_mapping(mapped, channels, by_language=True, sms_ascii=False, zalo=zalo)
+    compiled = CompiledTemplates.compile(Plan.from_mapping(plan))
+    english = compiled.render("zalo", {"lang": "en"})
+    assert (english.template_id, dict(english.data)) == (
+        "248700",
+        {
+            "title": "Flash floods and landslides in Da Nang",
+            "todo": "Move to high ground now and keep away from rivers and streams. "
+            "Emergency: 115.",
+            "hotline": "-",  # the English <info> has no <contact>: never an empty parameter
+        },
+    )
+    assert compiled.render("zalo", {}).data["hotline"] == "Đường dây nóng 1900 6677"
+    push = compiled.render("fcm", {"lang": "vi"})
+    assert push.title == "Lũ quét và sạt lở đất tại Đà Nẵng"
+    assert push.body.startswith("Mưa rất to trên 300 mm") and push.body.endswith("Cấp cứu: 115.")
+    mail = compiled.render("email", {"lang": "en"})
+    assert "Area: Da Nang City (with former Quang Nam province)" in mail.body
+    assert f"Expires: {mapped.expires.isoformat()}" in mail.body
+    assert "Khu vực: TP. Đà Nẵng (gồm tỉnh Quảng Nam cũ)" in compiled.render("email", {}).body
+    assert compiled.render("sms", {}).body.startswith("Trung tâm Dự báo KTTV Quốc gia: Lũ quét")
 
 
 # --- submitting: Alert, Update, Cancel on Redis and a worker ---------------------------------
@@ -800,3 +828,24 @@ async def test_the_api_validates_without_storing(api):
     }
     listed = await api.client.get("/api/v1/campaigns", headers=api.auth("vic"))
     assert listed.json() == []
+
+
+async def test_unset_channels_mean_every_channel_with_a_route(
+    make_settings, redis_client, tmp_path
+):
+    push = {"adapter": "null"}
+    settings = make_settings(
+        routes={"sms": {"adapter": "null"}, "push": push, "mail": push},
+        channels={
+            "sms": {"default": "sms"},
+            "fcm": {"default": "push"},
+            "email": {"default": "mail"},
+        },
+        cap={"audience": str(write_people(tmp_path / "people.csv"))},
+    )
+    intake = CapIntake(settings, redis_client, AuditLog(redis_client, settings.namespace))
+    result = await intake.submit(fresh("flood-alert"), OPERATOR)
+    plan = tomllib.loads(
+        (await Campaigns(settings, redis_client).store.get(result.campaign)).fields["plan"]
+    )
+    assert plan["channels"] == ["sms", "fcm", "email"], "Zalo needs cap.zalo, its template"
