@@ -76,9 +76,12 @@ def e164(phone: str) -> str:
     return "+84" + phone[1:]
 
 
-def fresh(name: str, shift: timedelta | None = None) -> bytes:
+# one shift for the whole run, so an Update's <references> name the alert's <sent> exactly
+SHIFT = timedelta(seconds=int((datetime.now(UTC) - FIRST_SENT).total_seconds()) - 60)
+
+
+def fresh(name: str, shift: timedelta = SHIFT) -> bytes:
     """An example alert with every time moved so the flood alert was sent a minute ago."""
-    shift = shift if shift is not None else datetime.now(UTC) - FIRST_SENT - timedelta(minutes=1)
     text = (EXAMPLES / f"{name}.xml").read_text(encoding="utf-8")
 
     def moved(match: re.Match[str]) -> str:
@@ -465,8 +468,8 @@ class Intake:
     redis: RedisClient
     settings: Settings
 
-    async def submit(self, name: str, by: Any = OPERATOR, shift: Any = None) -> Submitted:
-        return await self.cap.submit(fresh(name, shift), by)
+    async def submit(self, name: str, by: Any = OPERATOR) -> Submitted:
+        return await self.cap.submit(fresh(name), by)
 
     async def launched(self, name: str) -> str:
         """An alert submitted, approved by a second person and launched (no worker yet)."""
@@ -632,7 +635,7 @@ async def test_an_exercise_only_ever_goes_to_the_test_numbers(intake, redis_clie
 
 
 async def test_what_cannot_be_sent_is_refused_with_the_reason(intake, settings, redis_client):
-    expired = fresh("flood-alert", timedelta(days=-2) + (datetime.now(UTC) - FIRST_SENT))
+    expired = fresh("flood-alert", SHIFT - timedelta(days=2))
     with pytest.raises(CapError, match=r"expired at .*: stale advice is never sent"):
         await intake.cap.submit(expired, OPERATOR)
     no_audience = settings.model_copy(
