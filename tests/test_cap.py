@@ -319,6 +319,13 @@ def test_areas_and_their_shapes_are_checked():
     assert problems_of(alert_xml(BASIC + bangkok)) == [
         "alert/info[1]/area[1]: covers no province of Viet Nam"
     ]
+    many = INFO.replace(
+        "<geocode><valueName>VN-PROVINCE</valueName><value>48</value></geocode>",
+        "<circle>16.0,108.0 1</circle>" * 501,
+    )
+    assert problems_of(alert_xml(BASIC + many)) == [
+        "alert: 501 polygons and circles; loa maps at most 500 per alert"
+    ]
     private = BASIC.replace("<scope>Public", "<scope>Private") + "<addresses>x</addresses>"
     assert problems_of(alert_xml(private + INFO)) == [
         "alert/scope: loa sends only Public alerts; this is Private"

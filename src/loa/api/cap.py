@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -116,4 +117,5 @@ async def validate_cap(request: Request, who: Operator, ctx: Ctx) -> CapAlert:
     """How loa reads the alert and would send it: lane, languages, provinces, expiry; 422 with
     every problem (element path and reason) when it is not valid."""
     data = await _alert_body(request)
-    return CapAlert.model_validate(check_alert(data, ctx.settings).summary())
+    mapped = await asyncio.to_thread(check_alert, data, ctx.settings)
+    return CapAlert.model_validate(mapped.summary())

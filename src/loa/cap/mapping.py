@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from loa.cap.model import Alert, Info
-from loa.cap.provinces import BY_CODE, provinces_of
+from loa.cap.provinces import BY_CODE, MAX_SAMPLES, MAX_SHAPES, SAMPLE_BUDGET, provinces_of
 from loa.errors import CapError
 from loa.message import Lane
 from loa.settings import CapSettings, CapZaloSettings
@@ -127,11 +127,17 @@ def map_alert(alert: Alert, settings: CapSettings, now: datetime) -> Mapped:
     if not alert.infos:
         problems.append("alert/info[1]: is missing: an Alert or Update needs one to say anything")
     provinces: set[str] = set()
+    shapes = sum(len(a.polygons) + len(a.circles) for info in alert.infos for a in info.areas)
+    if shapes > MAX_SHAPES:  # bounded work per alert: give provinces as geocodes instead
+        raise CapError(
+            [f"alert: {shapes} polygons and circles; loa maps at most {MAX_SHAPES} per alert"]
+        )
+    samples = min(MAX_SAMPLES, SAMPLE_BUDGET // max(1, shapes))
     for info in alert.infos:
         if not info.areas:
             problems.append(f"{info.path}/area[1]: is missing: loa sends alerts to an area")
         for area in info.areas:
-            coverage = provinces_of(area, settings.geocode_names)
+            coverage = provinces_of(area, settings.geocode_names, samples)
             provinces |= coverage.codes
             problems += coverage.problems
     if problems:

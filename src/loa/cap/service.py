@@ -24,6 +24,7 @@ and refuses an alert submitted twice. The XML as received and the plan made from
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import hashlib
 import os
@@ -115,7 +116,8 @@ class CapIntake:
     async def submit(self, data: bytes, by: Principal, *, ip: str = LOCAL) -> Submitted:
         """Act on one CAP message (see the module); CapError or CampaignError when refused."""
         now = datetime.now(UTC)
-        mapped = check_alert(data, self.settings, now)
+        # up to a second of parsing and geometry for the largest alerts: off the event loop
+        mapped = await asyncio.to_thread(check_alert, data, self.settings, now)
         alert = mapped.alert
         if mapped.expires is not None and mapped.expires <= now:
             raise CapError(
