@@ -208,6 +208,22 @@ async def signed_receipt(api: Api) -> dict[str, Any]:
     }
 
 
+def cap_ack(url: str) -> Prepare:
+    """A CAP Ack of its own identifier (an alert is taken once): recorded, nothing sent."""
+
+    async def prepare(api: Api) -> dict[str, Any]:
+        body = (
+            '<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">'
+            f"<identifier>ack-{next(_names)}</identifier><sender>test@loa</sender>"
+            "<sent>2026-12-04T08:00:00+07:00</sent><status>Actual</status>"
+            "<msgType>Ack</msgType><scope>Public</scope></alert>"
+        )
+        headers = {"Content-Type": "application/cap+xml"}
+        return {"url": url, "content": body.encode(), "headers": headers}
+
+    return prepare
+
+
 NUMBER = {"json": {"addresses": ["0912345678"]}}
 CASES = [
     Case("GET", "/healthz", None, at("/healthz")),
@@ -247,6 +263,8 @@ CASES = [
     ),
     Case("POST", "/api/v1/campaigns/{campaign_id}/cancel", Role.OPERATOR, on_campaign("/cancel")),
     Case("GET", "/api/v1/campaigns/{campaign_id}/failed", Role.OPERATOR, on_campaign("/failed")),
+    Case("POST", "/api/v1/cap", Role.OPERATOR, cap_ack("/api/v1/cap")),
+    Case("POST", "/api/v1/cap/validate", Role.OPERATOR, cap_ack("/api/v1/cap/validate")),
     Case("GET", "/api/v1/whoami", Role.VIEWER, at("/api/v1/whoami")),
     Case("GET", "/api/v1/inbound", Role.OPERATOR, at("/api/v1/inbound")),
     Case("POST", "/api/v1/suppression/add", Role.OPERATOR, at("/api/v1/suppression/add", **NUMBER)),

@@ -176,6 +176,10 @@ def _add_campaign_commands() -> None:
     app.add_typer(suppression_app, name="suppression")
     app.add_typer(inbound_app, name="inbound")
 
+    from loa.cap.cli import app as cap_app
+
+    app.add_typer(cap_app, name="cap")
+
     from loa.sim.cli import app as sim_app
 
     app.add_typer(sim_app, name="sim")

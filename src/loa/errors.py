@@ -90,6 +90,27 @@ class ApprovalRequired(CampaignError):
     code = "approval_required"
 
 
+class CapError(LoaError, ValueError):
+    """A CAP alert refused: `problems` holds one line per problem, each naming its element path.
+
+    `status` is how the API answers it: 422 for an alert that is not valid, 409 for one that
+    conflicts with what loa holds (submitted before, or referencing an alert it never had).
+    """
+
+    code = "invalid_cap"
+    status = 422
+
+    def __init__(
+        self, problems: list[str], *, code: str | None = None, status: int | None = None
+    ) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+
+
 class SmppError(AdapterError):
     """An SMPP session failed: the peer refused the bind, broke the protocol or went away."""
 

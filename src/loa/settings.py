@@ -208,6 +208,49 @@ class ApiSettings(ConfigModel):
         return secrets
 
 
+CapText = Literal[
+    "event", "headline", "description", "instruction", "sender", "area", "expires", "web", "contact"
+]
+
+
+class CapZaloSettings(ConfigModel):
+    """The Zalo ZNS template CAP alerts are sent with: its id, and which CAP text fills each
+    of its parameters (`data = { title = "headline", content = "instruction" }`)."""
+
+    template_id: str = Field(min_length=1)
+    data: dict[str, CapText] = Field(min_length=1)
+
+
+class CapSettings(ConfigModel):
+    """CAP 1.2 alerts taken in (`loa cap submit`, `POST /api/v1/cap`): whom they reach, how."""
+
+    audience: Path | None = Field(
+        default=None,
+        description="the standing audience file CAP alerts are sent to, by its `region` column "
+        "(province code); a `lang` column chooses each person's language",
+    )
+    channels: list[Literal["sms", "zalo", "fcm", "email"]] | None = Field(
+        default=None,
+        description="in fallback order; unset: every channel that has a route (Zalo only with "
+        "cap.zalo), SMS first",
+    )
+    language: str = Field(
+        default="vi",
+        pattern=r"^[A-Za-z]{2,8}$",
+        description="the language of whoever has no `lang`, or one no <info> is written in",
+    )
+    geocode_names: list[str] = Field(
+        default_factory=lambda: ["VN-PROVINCE"],
+        min_length=1,
+        description="<geocode> valueNames whose value is a province code",
+    )
+    sms_ascii: bool = Field(default=True, description="fold SMS text to ASCII: more per part")
+    default_expires: float = Field(
+        default=24 * 3600, gt=0, description="seconds an alert without <expires> stays current"
+    )
+    zalo: CapZaloSettings | None = None
+
+
 class Settings(ConfigModel):
     """Everything a loa process needs to know."""
 
@@ -219,6 +262,7 @@ class Settings(ConfigModel):
     planning: PlanningSettings = Field(default_factory=PlanningSettings)
     events: EventSettings = Field(default_factory=EventSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    cap: CapSettings = Field(default_factory=CapSettings)
     routes: dict[str, RouteSettings] = Field(default_factory=dict)
     channels: dict[Literal["sms", "zalo", "fcm", "email"], ChannelSettings] = Field(
         default_factory=dict

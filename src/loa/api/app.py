@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from loa import __version__
-from loa.api import admin, campaigns, dashboard, webhooks
+from loa.api import admin, campaigns, cap, dashboard, webhooks
 from loa.api.context import ApiContext, RedisFactory
 from loa.api.models import ErrorBody, Health
 from loa.api.problems import error_response, install
@@ -78,6 +78,7 @@ def create_app(settings: Settings, redis_client_factory: RedisFactory | None = N
     app.add_middleware(BodyLimit)
     _health(app, ctx, checks)
     app.include_router(campaigns.router)
+    app.include_router(cap.router)
     app.include_router(admin.router)
     app.include_router(webhooks.router)
     app.include_router(dashboard.router)

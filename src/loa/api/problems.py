@@ -18,6 +18,7 @@ from loa.errors import (
     ApiError,
     AudienceError,
     CampaignError,
+    CapError,
     ConfigError,
     EmbeddedServerError,
     InvalidPhone,
@@ -53,7 +54,7 @@ HTTP_CODES = {
 
 def problem(exc: LoaError) -> tuple[int, str]:
     """The HTTP status and stable code of a loa error."""
-    if isinstance(exc, ApiError):
+    if isinstance(exc, ApiError | CapError):
         return exc.status, exc.code
     for kind, status in STATUSES:
         if isinstance(exc, kind):

@@ -7,6 +7,7 @@ import csv
 import secrets
 import shutil
 import tomllib
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -112,12 +113,21 @@ class Campaigns:
             await self.redis.delete(f"{self.settings.namespace}:{{camp:{planner.campaign}}}:seen")
 
     async def create(
-        self, plan_path: Path, audience: Path, by: Principal, *, upload: bool = False
+        self,
+        plan_path: Path,
+        audience: Path,
+        by: Principal,
+        *,
+        upload: bool = False,
+        approval: str = "",
+        fields: Mapping[str, str] | None = None,
     ) -> Campaign:
         """A draft campaign from a plan and an audience that pass their checks, pinned.
 
         The plan is stored whole and the audience copied into the data directory (an `upload`,
         already loa's own file, is moved there), so that approval covers exactly this content.
+        An `approval` reason makes it need a second person's approval whatever its size (a CAP
+        alert); `fields` are stored with it (where it came from).
         """
         plan, plan_text = read_plan(plan_path)
         audience = audience.resolve()
@@ -128,6 +138,8 @@ class Campaigns:
         need = await asyncio.to_thread(
             assess, plan.lane, audience, self.settings.api.approval_threshold, self.test_numbers
         )
+        if approval and not need.required:
+            need = Need(True, approval)
         campaign_id = new_campaign_id()
         limit = int(self.settings.planning.pin_copy_limit_mb * 1024 * 1024)
         directory = self.settings.data_dir / "campaigns" / campaign_id
@@ -147,6 +159,7 @@ class Campaigns:
                 else "",
                 "rate": f"{plan.limits.rate:g}" if plan.limits.rate else "",
                 **_creator_fields(by, need),
+                **(fields or {}),
             },
             campaign_id,
         )
@@ -271,6 +284,7 @@ class Campaigns:
                 },
             )
             await self.store.apply(campaign_id, "schedule" if start > launched else "start")
+            await self._supersede(campaign)
         elif campaign.fields.get("planned") == "1":
             raise CampaignError(f"campaign {campaign_id} is already launched and planned")
         elif campaign.state in ENDED:
@@ -294,6 +308,23 @@ class Campaigns:
         return await plan_audience(
             planner, self.redis, queue=True, checkpoint=checkpoint, save=save
         )
+
+    async def _supersede(self, campaign: Campaign) -> list[str]:
+        """Cancel the campaigns this one replaces (its `supersedes` field: ids, space-separated).
+
+        A CAP Update supersedes the alert it updates: from the moment the update is launched,
+        what the earlier campaign has not sent yet is dropped, so nobody gets the old text after
+        it. The earlier one keeps sending until then: an update waiting for approval never
+        leaves people unwarned. Returns the ids cancelled (those already ended are left).
+        """
+        cancelled = []
+        for other in campaign.fields.get("supersedes", "").split():
+            try:
+                await self.store.apply(other, "cancel", {"superseded_by": campaign.id})
+            except CampaignError:
+                continue  # ended already, or gone
+            cancelled.append(other)
+        return cancelled
 
     async def _check_approved(self, campaign: Campaign) -> None:
         """Refuse a plan or an audience that is not what was approved."""
