@@ -146,6 +146,7 @@ class Campaigns:
         pin = await asyncio.to_thread(pin_audience, audience, directory, limit, move=upload)
         return await self.store.create(
             {
+                **(fields or {}),  # first: nothing here may override what follows
                 "name": plan.name,
                 "lane": plan.lane.label,
                 "plan": plan_text,
@@ -159,7 +160,6 @@ class Campaigns:
                 else "",
                 "rate": f"{plan.limits.rate:g}" if plan.limits.rate else "",
                 **_creator_fields(by, need),
-                **(fields or {}),
             },
             campaign_id,
         )
