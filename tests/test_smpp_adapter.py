@@ -71,20 +71,31 @@ async def until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> 
 
 
 class Sink:
-    """An EventSink that keeps what it is handed."""
+    """An EventSink that keeps what it is handed, at once (or never: `unwritable`)."""
 
     def __init__(self) -> None:
         self.receipts: list[Receipt] = []
         self.inbounds: list[Inbound] = []
         self.broken = False
+        self.unwritable = False  # as a writer whose Redis is away
 
-    def receipt(self, receipt: Receipt) -> None:
+    def receipt(self, receipt: Receipt) -> asyncio.Future[None]:
         if self.broken:
             raise RuntimeError("a bug in the sink")
         self.receipts.append(receipt)
+        return self._written()
 
-    def inbound(self, message: Inbound) -> None:
+    def inbound(self, message: Inbound) -> asyncio.Future[None]:
         self.inbounds.append(message)
+        return self._written()
+
+    def _written(self) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.unwritable:
+            future.set_exception(ConnectionError("Redis is away"))
+        else:
+            future.set_result(None)
+        return future
 
 
 def make_adapter(port: int, **options: Any) -> SmppAdapter:
@@ -1145,7 +1156,8 @@ async def test_receipt_before_the_submit_resp_and_for_unknown_ids() -> None:
         Receipt(ROUTE, "nobody-knows", False, "UNDELIV", "001"),
     ]
     assert sink.inbounds == []
-    assert [(r.command_id, r.sequence, r.status) for r in resps] == [
+    # each is answered when what it carried is kept: not necessarily in the order they came
+    assert sorted((r.command_id, r.sequence, r.status) for r in resps) == [
         (Command.DELIVER_SM_RESP, n, 0) for n in (7001, 7002, 7003, 7004)
     ]
 

@@ -67,12 +67,12 @@ class Hook:
         )
 
     async def push(
-        self, receipts: list[dict[str, Any]], secret: str = PUSH_SECRET
+        self, receipts: list[dict[str, Any]], secret: str = PUSH_SECRET, stamp: int | None = None
     ) -> httpx.Response:
-        """POST loa's receipt batch to the push route, HMAC-signed."""
+        """POST loa's receipt batch to the push route, HMAC-signed with its timestamp."""
         body = orjson.dumps({"receipts": receipts})
         return await self.client.post(
-            "/api/v1/webhooks/push", content=body, headers={"X-Loa-Signature": sign(body, secret)}
+            "/api/v1/webhooks/push", content=body, headers=signed(body, secret, stamp)
         )
 
     async def delivered(self, campaign: str) -> dict[str, int]:
@@ -85,12 +85,20 @@ def zalo_signature(body: bytes, event: dict[str, Any], secret: str) -> str:
     return hashlib.sha256(signed).hexdigest()
 
 
-def sign(body: bytes, secret: str) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def sign(body: bytes, secret: str, stamp: int) -> str:
+    """loa's form: HMAC-SHA256 of `timestamp.body`, as the module's docstring documents it."""
+    signed_bytes = str(stamp).encode() + b"." + body
+    return "sha256=" + hmac.new(secret.encode(), signed_bytes, hashlib.sha256).hexdigest()
+
+
+def signed(body: bytes, secret: str = PUSH_SECRET, stamp: int | None = None) -> dict[str, str]:
+    """The headers of loa's form, signed now (or at `stamp`)."""
+    at = int(time.time()) if stamp is None else stamp
+    return {"X-Loa-Timestamp": str(at), "X-Loa-Signature": sign(body, secret, at)}
 
 
 def received(msg_id: str, **extra: Any) -> dict[str, Any]:
-    """Zalo's event for a ZNS that reached the phone."""
+    """Zalo's event for a ZNS that reached the phone, stamped now (in milliseconds)."""
     stamp = str(int(time.time() * 1000))
     return {
         "app_id": APP_ID,
@@ -170,7 +178,7 @@ async def test_a_signed_zalo_receipt_counts_delivered_for_its_campaign_once(hook
     for msg_id in sorted(first_ids):
         response = await hook.zalo(received(msg_id))
         assert response.status_code == 200, response.text
-        assert response.json() == {"receipts": 1, "inbound": 0}
+        assert response.json() == {"receipts": 1, "inbound": 0, "duplicates": 0}
     status = await hook.ctx.services.campaigns.status(first)
     assert (status["sent"], status["delivered"]) == (3, 3)
     assert status["by_route"]["zalo-zns"]["delivered"] == 3
@@ -178,7 +186,7 @@ async def test_a_signed_zalo_receipt_counts_delivered_for_its_campaign_once(hook
     # Zalo retries callbacks it thinks were lost: a replay is taken, never counted again
     for msg_id in sorted(first_ids):
         replay = await hook.zalo(received(msg_id))
-        assert replay.status_code == 200
+        assert (replay.status_code, replay.json()["duplicates"]) == (200, 1)
     assert await hook.delivered(first) == {"zalo-zns:delivered": 3}
     assert await hook.delivered(other) == {}
 
@@ -192,9 +200,12 @@ async def test_loa_receipt_batches_count_delivered_and_undelivered_once(hook):
         {"id": "projects/p/messages/1", "delivered": False, "state": "EXPIRED", "error": "ttl"},
     ]
     first = await hook.push(receipts)
-    assert (first.status_code, first.json()) == (200, {"receipts": 2, "inbound": 0})
+    assert (first.status_code, first.json()) == (
+        200,
+        {"receipts": 2, "inbound": 0, "duplicates": 0},
+    )
     again = await hook.push(receipts)
-    assert again.status_code == 200
+    assert (again.status_code, again.json()["duplicates"]) == (200, 2)
     assert await hook.delivered("c-push") == {"push:delivered": 1, "push:undelivered": 1}
 
 
@@ -212,7 +223,10 @@ async def test_a_zalo_reply_goes_to_the_inbound_stream_and_other_events_are_igno
     reply["message"] = {"msg_id": "r-1", "text": "Cảm ơn Bộ Y tế"}
     reply["sender"] = {"id": "8413927584230111"}
     response = await hook.zalo(reply)
-    assert (response.status_code, response.json()) == (200, {"receipts": 0, "inbound": 1})
+    assert (response.status_code, response.json()) == (
+        200,
+        {"receipts": 0, "inbound": 1, "duplicates": 0},
+    )
     [row] = await read_inbound(hook.redis, hook.settings.namespace)
     assert (row["route"], row["channel"], row["sender"], row["text"]) == (
         "zalo-zns",
@@ -224,8 +238,11 @@ async def test_a_zalo_reply_goes_to_the_inbound_stream_and_other_events_are_igno
     seen = received("r-2", event_name="user_seen_message")
     seen["message"] = {"msg_ids": ["r-2"]}
     ignored = await hook.zalo(seen)
-    assert (ignored.status_code, ignored.json()) == (200, {"receipts": 0, "inbound": 0})
-    follow = {"app_id": APP_ID, "event_name": "follow", "timestamp": "1718000000000"}
+    assert (ignored.status_code, ignored.json()) == (
+        200,
+        {"receipts": 0, "inbound": 0, "duplicates": 0},
+    )
+    follow = {"app_id": APP_ID, "event_name": "follow", "timestamp": received("x")["timestamp"]}
     assert (await hook.zalo(follow)).status_code == 200
     assert await hook.redis.xlen(inbound_key(hook.settings.namespace)) == 1
 
@@ -242,18 +259,26 @@ async def test_unsigned_or_badly_signed_callbacks_are_401_and_count_nothing(hook
     good = zalo_signature(body, event, ZALO_SECRET)
     tampered = orjson.dumps({**event, "message": {"msg_id": "zbad-1", "x": 1}})
     batch = orjson.dumps({"receipts": [{"id": "bad-1", "delivered": True}]})
+    now = int(time.time())
+    stamp = {"X-Loa-Timestamp": str(now)}
     attempts = [
         ("zalo-zns", body, {}),
         ("zalo-zns", body, {"X-ZEvent-Signature": ""}),
         ("zalo-zns", body, {"X-ZEvent-Signature": "0" * 64}),
         ("zalo-zns", body, {"X-ZEvent-Signature": zalo_signature(body, event, "another-secret")}),
         ("zalo-zns", tampered, {"X-ZEvent-Signature": good}),
-        ("zalo-zns", body, {"X-Loa-Signature": sign(body, ZALO_SECRET)}),  # the wrong scheme
+        ("zalo-zns", body, signed(body, ZALO_SECRET)),  # the wrong scheme
         ("push", batch, {}),
-        ("push", batch, {"X-Loa-Signature": sign(batch, "another-secret")}),
-        ("push", batch, {"X-Loa-Signature": "sha256=" + "f" * 64}),
-        ("push", batch, {"X-ZEvent-Signature": sign(batch, PUSH_SECRET)}),
-        ("push", batch + b" ", {"X-Loa-Signature": sign(batch, PUSH_SECRET)}),
+        ("push", batch, stamp),
+        ("push", batch, {"X-Loa-Signature": sign(batch, PUSH_SECRET, now)}),  # no time
+        ("push", batch, signed(batch, "another-secret")),
+        ("push", batch, {**stamp, "X-Loa-Signature": "sha256=" + "f" * 64}),
+        ("push", batch, {**stamp, "X-ZEvent-Signature": sign(batch, PUSH_SECRET, now)}),
+        ("push", batch + b" ", signed(batch, PUSH_SECRET, now)),
+        # the signature of one time with another: the time is signed too
+        ("push", batch, {**signed(batch, PUSH_SECRET, now), "X-Loa-Timestamp": str(now + 1)}),
+        ("push", batch, {**stamp, "X-Loa-Signature": "sha256=" + sign(batch, PUSH_SECRET, now)}),
+        ("push", batch, {"X-Loa-Timestamp": "soon", "X-Loa-Signature": sign(batch, "x", now)}),
         ("push", batch, {"Authorization": "Bearer loa_not-for-webhooks"}),
     ]
     for route, content, headers in attempts:
@@ -288,16 +313,16 @@ async def test_unsigned_or_badly_signed_callbacks_are_401_and_count_nothing(hook
     ],
 )
 async def test_malformed_loa_receipts_are_422(hook, body):
-    response = await hook.client.post(
-        "/api/v1/webhooks/push", content=body, headers={"X-Loa-Signature": sign(body, PUSH_SECRET)}
-    )
+    response = await hook.client.post("/api/v1/webhooks/push", content=body, headers=signed(body))
     assert (response.status_code, error_of(response)) == (422, "invalid_request")
 
 
 @pytest.mark.parametrize(
     "event",
     [
-        {"app_id": APP_ID, "event_name": "user_received_message", "timestamp": "1"},
+        {"app_id": APP_ID, "event_name": "user_received_message", "timestamp": received("")[
+            "timestamp"
+        ]},
         {**received("m"), "message": {"delivery_time": "1"}},
         {**received("m"), "message": {"msg_id": ""}},
         {**received("m"), "message": "m"},
@@ -323,7 +348,7 @@ async def test_zalo_bodies_that_cannot_be_verified_are_422(hook, body):
 async def test_a_route_without_a_webhook_is_404(hook, route):
     body = b'{"receipts": [{"id": "x", "delivered": true}]}'
     response = await hook.client.post(
-        f"/api/v1/webhooks/{route}", content=body, headers={"X-Loa-Signature": sign(body, "x")}
+        f"/api/v1/webhooks/{route}", content=body, headers=signed(body, "x")
     )
     assert (response.status_code, error_of(response)) == (404, "route_not_found")
 
@@ -386,7 +411,7 @@ async def test_readyz_is_200_when_every_route_is_up(make_settings, redis_url, tm
         }
     )
     [response] = await ready(settings, redis_url)
-    assert (response.status_code, response.json()) == (200, {"status": "ready"})
+    assert (response.status_code, response.json()) == (200, {"status": "ready", "binds": {}})
 
 
 async def test_readyz_names_a_route_whose_adapter_cannot_be_built(

@@ -128,6 +128,12 @@ class EventSettings(ConfigModel):
         default_factory=lambda: ["STOP", "TU CHOI", "HUY"],
         description="a reply that is one of these (any case, diacritics ignored) opts out",
     )
+    dedupe_ttl: float = Field(
+        default=3600,
+        gt=0,
+        description="seconds a receipt or reply is remembered by its provider id, so that a "
+        "repeat of it is acknowledged and not stored again",
+    )
 
 
 class QueueSettings(ConfigModel):
@@ -157,6 +163,13 @@ class ApiSettings(ConfigModel):
     webhook_secrets: dict[str, str] = Field(
         default_factory=dict,
         description="route -> shared secret that signs its receipt webhooks (Zalo: OA secret key)",
+    )
+    webhook_window: float = Field(
+        default=300,
+        gt=0,
+        le=86_400,
+        description="seconds a signed webhook's timestamp may be from this server's clock, "
+        "either way; an older one is a replay and refused",
     )
 
     @field_validator("webhook_secrets")
@@ -216,6 +229,16 @@ class Settings(ConfigModel):
                     raise ValueError(
                         f"channels.{channel}.{key}: no route named {route!r} (routes: {known})"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _replays_within_the_window_are_known(self) -> Settings:
+        # a webhook replayed inside its window is refused only by its remembered provider id
+        if self.events.dedupe_ttl < self.api.webhook_window:
+            raise ValueError(
+                f"events.dedupe_ttl ({self.events.dedupe_ttl:g}s) must be at least "
+                f"api.webhook_window ({self.api.webhook_window:g}s)"
+            )
         return self
 
     @model_validator(mode="after")

@@ -39,6 +39,20 @@ class Health(BaseModel):
     status: str
 
 
+class RouteBindCount(BaseModel):
+    """A route's receiving binds (SMPP transceivers and receivers) over its live workers."""
+
+    up: int = Field(description="binds up now")
+    down: int = Field(description="binds down, being bound again with back-off")
+    workers: int = Field(description="worker processes that reported them")
+
+
+class Readiness(Health):
+    """Ready, with the receiving binds of each route that holds them."""
+
+    binds: dict[str, RouteBindCount] = Field(default_factory=dict)
+
+
 class Whoami(BaseModel):
     """The caller's token name and role."""
 
@@ -135,6 +149,8 @@ class RouteRow(BaseModel):
     retried: int
     throttled: int
     redelivered: int
+    binds_up: int = Field(default=0, description="receiving binds (SMPP) up over live workers")
+    binds_down: int = Field(default=0, description="receiving binds down, being bound again")
 
 
 class StateChange(BaseModel):

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import itertools
 import logging
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from loa.adapters.smpp.pdu import (
     HEADER_SIZE,
@@ -36,8 +38,10 @@ BIND_COMMANDS = {
 }
 WRITE_HIGH_WATER = 256 * 1024  # drain the socket only once this much is buffered
 
-# Answers a request PDU from the SMSC (deliver_sm, data_sm) with a command_status.
-RequestHandler = Callable[[Pdu], int]
+# Answers a request PDU from the SMSC (deliver_sm, data_sm): a command_status now, or a future
+# whose end decides it (ESME_ROK once it is done, ESME_RX_T_APPN if it failed), so that a
+# deliver_sm is acknowledged only once what it carried is kept.
+RequestHandler = Callable[[Pdu], int | asyncio.Future[Any]]
 
 
 class Window:
@@ -406,16 +410,25 @@ class Session:
             self._write(encode(response(pdu)))
             return False
         elif command in (Command.DELIVER_SM, Command.DATA_SM):
-            status = self._handle(pdu)
-            fields = {"message_id": ""}
-            self._write(encode(response(pdu, status, **fields)))
+            answer = self._handle(pdu)
+            if isinstance(answer, int):
+                self._write(encode(response(pdu, answer, message_id="")))
+            else:  # answered when it is written; the read loop goes on meanwhile
+                answer.add_done_callback(functools.partial(self._answer_when_done, pdu))
         elif command == Command.ALERT_NOTIFICATION:
             pass  # no response is defined for it
         else:
             self._write(encode(generic_nack(pdu.sequence, Status.RINVCMDID)))
         return True
 
-    def _handle(self, pdu: Pdu) -> int:
+    def _answer_when_done(self, pdu: Pdu, done: asyncio.Future[Any]) -> None:
+        """Answer a deliver_sm whose event is written now, or could not be (a temporary error)."""
+        failed = done.cancelled() or done.exception() is not None
+        status = Status.RX_T_APPN if failed else Status.ROK
+        if self.alive:  # a session gone meanwhile: the SMSC sends it again on another bind
+            self._write(encode(response(pdu, status, message_id="")))
+
+    def _handle(self, pdu: Pdu) -> int | asyncio.Future[Any]:
         if self.on_request is None:
             return int(Status.ROK)
         try:
