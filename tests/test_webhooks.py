@@ -247,6 +247,113 @@ async def test_a_zalo_reply_goes_to_the_inbound_stream_and_other_events_are_igno
     assert await hook.redis.xlen(inbound_key(hook.settings.namespace)) == 1
 
 
+# --- replays -----------------------------------------------------------------------------------
+
+
+def zalo_reply(text: str, msg_id: str, sender: str = "8413927584230111", **extra: Any) -> Any:
+    """Zalo's event for a person's text to the official account, stamped now."""
+    event = received(msg_id, event_name="user_send_text", **extra)
+    event["message"] = {"msg_id": msg_id, "text": text}
+    event["sender"] = {"id": sender}
+    return event
+
+
+async def post_raw(hook: Hook, route: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+    return await hook.client.post(f"/api/v1/webhooks/{route}", content=body, headers=headers)
+
+
+async def test_a_replayed_signed_webhook_is_stored_once(hook):
+    event = zalo_reply("Con tôi bị sốt sau khi tiêm", "reply-7")
+    body = orjson.dumps(event)
+    headers = {"X-ZEvent-Signature": zalo_signature(body, event, ZALO_SECRET)}
+    answers = [await post_raw(hook, "zalo-zns", body, headers) for _ in range(3)]
+    replays = [(a.status_code, a.json()["duplicates"]) for a in answers]
+    assert replays == [(200, 0), (200, 1), (200, 1)]
+    # the same message id, even in another (signed) callback, is the same reply
+    again = zalo_reply("Con tôi bị sốt sau khi tiêm", "reply-7")
+    assert (await hook.zalo(again)).json() == {"receipts": 0, "inbound": 1, "duplicates": 1}
+    rows = await read_inbound(hook.redis, hook.settings.namespace)
+    assert [(row["text"], row["provider_id"]) for row in rows] == [
+        ("Con tôi bị sốt sau khi tiêm", "reply-7")
+    ]
+    # and loa's own form: a receipt batch replayed byte for byte counts once
+    correlator = hook.ctx.events().correlator
+    await correlator.sent("push", "c-replay", [(Message("m1", "token-1"), "push-id-1")])
+    batch = orjson.dumps({"receipts": [{"id": "push-id-1", "delivered": True}]})
+    signed_batch = signed(batch)
+    for duplicates in (0, 1, 1):
+        answer = await post_raw(hook, "push", batch, signed_batch)
+        assert (answer.status_code, answer.json()["duplicates"]) == (200, duplicates)
+    assert await hook.delivered("c-replay") == {"push:delivered": 1}
+
+
+async def test_a_replayed_stop_does_not_opt_out_a_person_taken_off_the_list(hook):
+    person = "zalo-user-4711"
+    event = zalo_reply("STOP", "reply-stop-1", sender=person)
+    body = orjson.dumps(event)
+    headers = {"X-ZEvent-Signature": zalo_signature(body, event, ZALO_SECRET)}
+    assert (await post_raw(hook, "zalo-zns", body, headers)).status_code == 200
+    suppression = hook.ctx.services.suppression
+    assert await suppression.check([person]) == [True]
+    assert await suppression.remove([person]) == 1  # an operator puts the person back
+    replay = await post_raw(hook, "zalo-zns", body, headers)
+    assert (replay.status_code, replay.json()["duplicates"]) == (200, 1)
+    assert await suppression.check([person]) == [False]
+    assert len(await read_inbound(hook.redis, hook.settings.namespace)) == 1
+
+
+@pytest.mark.parametrize(
+    "signed_at",
+    [1_000_000_000, int(time.time()) - 3600, int(time.time()) + 3600],
+    ids=["2001", "an-hour-ago", "in-an-hour"],
+)
+async def test_a_timestamp_outside_the_window_is_refused(hook, signed_at):
+    event = zalo_reply("STOP", f"old-{signed_at}")
+    event["timestamp"] = str(signed_at * 1000)  # Zalo's are in milliseconds
+    body = orjson.dumps(event)
+    headers = {"X-ZEvent-Signature": zalo_signature(body, event, ZALO_SECRET)}
+    zalo = await post_raw(hook, "zalo-zns", body, headers)
+    batch = orjson.dumps({"receipts": [{"id": f"old-{signed_at}", "delivered": True}]})
+    own = await post_raw(hook, "push", batch, signed(batch, stamp=signed_at))
+    for response in (zalo, own):
+        assert (response.status_code, error_of(response)) == (401, "stale_timestamp")
+        message = response.json()["error"]["message"]
+        assert time.strftime("%Y-%m-%dT%H", time.gmtime(signed_at)) in message
+        assert "300 s either way" in message
+    if signed_at == 1_000_000_000:
+        assert "2001-09-09T01:46:40Z" in zalo.json()["error"]["message"]
+    assert await read_inbound(hook.redis, hook.settings.namespace) == []
+    # within the window (four minutes off) both are taken
+    event["timestamp"] = str((int(time.time()) - 240) * 1000)
+    body = orjson.dumps(event)
+    headers = {"X-ZEvent-Signature": zalo_signature(body, event, ZALO_SECRET)}
+    assert (await post_raw(hook, "zalo-zns", body, headers)).status_code == 200
+    stamp = int(time.time()) + 240
+    assert (await post_raw(hook, "push", batch, signed(batch, stamp=stamp))).status_code == 200
+
+
+@pytest.mark.parametrize("route", ["zalo-zns", "push"])
+async def test_the_signature_is_checked_before_the_body_is_read(hook, route):
+    """A body that is not even JSON, badly signed, is refused as unsigned (401), not parsed."""
+    stamp = str(int(time.time() * 1000))
+    body = f'{{"app_id": "{APP_ID}", "timestamp": "{stamp}", "event_name": '.encode() + b"\xff["
+    headers = {"X-ZEvent-Signature": "0" * 64} if route == "zalo-zns" else signed(body, "x" * 16)
+    response = await post_raw(hook, route, body, headers)
+    assert (response.status_code, error_of(response)) == (401, "bad_signature")
+
+
+async def test_a_webhook_is_answered_503_when_its_events_cannot_be_written(hook, closed_port):
+    settings = hook.settings
+    app = create_app(settings, lambda: connect(f"redis://127.0.0.1:{closed_port}/0"))
+    transport = httpx.ASGITransport(app=app)
+    event = zalo_reply("STOP", "reply-lost-1")
+    body = orjson.dumps(event)
+    headers = {"X-ZEvent-Signature": zalo_signature(body, event, ZALO_SECRET)}
+    async with httpx.AsyncClient(transport=transport, base_url="http://loa.test") as client:
+        response = await client.post("/api/v1/webhooks/zalo-zns", content=body, headers=headers)
+    assert (response.status_code, error_of(response)) == (503, "redis_unavailable")
+
+
 # --- refusals ---------------------------------------------------------------------------------
 
 
@@ -320,9 +427,7 @@ async def test_malformed_loa_receipts_are_422(hook, body):
 @pytest.mark.parametrize(
     "event",
     [
-        {"app_id": APP_ID, "event_name": "user_received_message", "timestamp": received("")[
-            "timestamp"
-        ]},
+        {k: v for k, v in received("m").items() if k != "message"},
         {**received("m"), "message": {"delivery_time": "1"}},
         {**received("m"), "message": {"msg_id": ""}},
         {**received("m"), "message": "m"},

@@ -33,7 +33,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from redis.exceptions import NoScriptError, RedisError
 
@@ -98,6 +98,33 @@ def is_optout(message: str, keywords: Sequence[str]) -> bool:
     return any(words == _WORD.sub(" ", to_ascii(k).upper()).strip() for k in keywords)
 
 
+class Script:
+    """A Lua script run many times in one pipelined round trip, on a server or a cluster."""
+
+    def __init__(self, redis: RedisClient, name: str) -> None:
+        self.redis = redis
+        self.source = _script(name)
+        self.sha = ""
+
+    async def run_many(
+        self, calls: Sequence[tuple[Sequence[str], Sequence[str | int]]]
+    ) -> list[Any]:
+        """Run it once per (keys, args) call; the replies in order."""
+        if not self.sha:
+            self.sha = text(await self.redis.script_load(self.source))
+        for attempt in (1, 2):
+            pipe = self.redis.pipeline(transaction=False)
+            for keys, args in calls:
+                pipe.evalsha(self.sha, len(keys), *keys, *args)
+            try:
+                return list(await pipe.execute())
+            except NoScriptError:  # the server restarted and forgot its scripts
+                if attempt == 2:
+                    raise
+                self.sha = text(await self.redis.script_load(self.source))
+        raise AssertionError("unreachable")
+
+
 class Correlator:
     """The sender's half: remembers which campaign message each provider id belongs to."""
 
@@ -106,24 +133,13 @@ class Correlator:
         self.namespace = namespace
         self.ttl = int(settings.receipt_ttl)
         self.dedupe_ttl = int(settings.dedupe_ttl)
-        self.source = _script("correlate.lua")
-        self.sha = ""
+        self.script = Script(redis, "correlate.lua")
 
     async def meet(self, calls: Sequence[tuple[str, str, str]]) -> list[bytes | int | None]:
         """Run correlate.lua for (key, half, value) calls in one pipelined round trip."""
-        if not self.sha:
-            self.sha = text(await self.redis.script_load(self.source))
-        for attempt in (1, 2):
-            pipe = self.redis.pipeline(transaction=False)
-            for key, half, value in calls:
-                pipe.evalsha(self.sha, 1, key, half, value, self.ttl, self.dedupe_ttl)
-            try:
-                return list(await pipe.execute())
-            except NoScriptError:  # the server restarted and forgot its scripts
-                if attempt == 2:
-                    raise
-                self.sha = text(await self.redis.script_load(self.source))
-        raise AssertionError("unreachable")
+        return await self.script.run_many(
+            [([key], [half, value, self.ttl, self.dedupe_ttl]) for key, half, value in calls]
+        )
 
     async def sent(
         self, route: str, campaign: str, accepted: Sequence[tuple[Message, str]]
@@ -175,7 +191,7 @@ class EventWriter:
         self.settings = settings
         self.metrics = metrics
         self.correlator = Correlator(redis, namespace, settings)
-        self._inbound = redis.register_script(_script("inbound.lua"))
+        self._inbound = Script(redis, "inbound.lua")
         self._receipts: list[tuple[Receipt, asyncio.Future[None]]] = []
         self._replies: list[tuple[Inbound, asyncio.Future[None]]] = []
         self._writing: asyncio.Task[None] | None = None
@@ -255,26 +271,24 @@ class EventWriter:
         ]
         by_campaign: dict[str, Counter[str]] = {}
         met: list[str] = []
-        fresh = 0
+        seen: Counter[tuple[str, str]] = Counter()  # (route, what it said) for the metric
         replies = await self.correlator.meet(calls)
         for (key, receipt), reply in zip(first.items(), replies, strict=True):
             outcome = "delivered" if receipt.delivered else "undelivered"
-            if reply == 0:
-                self.metrics.receipts.labels(receipt.route, "duplicate").inc()
-                continue
-            fresh += 1
-            if not isinstance(reply, bytes):
-                self.metrics.receipts.labels(receipt.route, "waiting").inc()
+            if reply == 0 or not isinstance(reply, bytes):
+                seen[receipt.route, "duplicate" if reply == 0 else "waiting"] += 1
                 continue
             met.append(key)
+            seen[receipt.route, outcome] += 1
             campaign, _, rest = text(reply).partition("|")
-            self.metrics.receipts.labels(receipt.route, outcome).inc()
             if rest.endswith("|0"):  # the first part speaks for a long message
                 counts = by_campaign.setdefault(campaign, Counter())
                 counts[f"{receipt.route}:{outcome}"] += 1
         if met:
             await self._count(by_campaign, met)
-        return fresh
+        for (route, said), amount in seen.items():  # once written: a re-sent one counts once
+            self.metrics.receipts.labels(route, said).inc(amount)
+        return sum(amount for (_, said), amount in seen.items() if said != "duplicate")
 
     async def _count(self, by_campaign: dict[str, Counter[str]], met: list[str]) -> None:
         """Count met receipts, and mark them counted, in one round trip (in that order)."""
@@ -298,9 +312,9 @@ class EventWriter:
             # before the reply is stored: if we die between, its repeat opts out again
             await self.redis.sadd(suppression_key(self.namespace), *optouts)
             log.info("opt-out replies applied", extra={"count": len(optouts)})
-        pipe = self.redis.pipeline(transaction=False)
         now = int(time.time() * 1000)
         stream = inbound_key(self.namespace)
+        calls: list[tuple[list[str], list[str | int]]] = []
         for reply in fresh:
             optout = is_optout(reply.text, self.settings.optout_keywords)
             keys = [stream]
@@ -318,9 +332,8 @@ class EventWriter:
             }
             args: list[str | int] = [int(self.settings.dedupe_ttl), self.settings.inbound_max]
             args += [item for pair in entry.items() for item in pair]
-            # redis-py queues a registered script on a pipeline (its annotation says otherwise)
-            await self._inbound(keys=keys, args=args, client=pipe)  # type: ignore[arg-type]
-        results = await pipe.execute() if fresh else []
+            calls.append((keys, args))
+        results = await self._inbound.run_many(calls) if calls else []
         stored = 0
         for reply, added in zip(fresh, results, strict=True):
             if added:
