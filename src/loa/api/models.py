@@ -182,6 +182,7 @@ class InboundMessage(BaseModel):
     recipient: str = ""
     text: str = ""
     optout: bool = False
+    provider_id: str = Field(default="", description="the provider's id of it, when it gives one")
 
 
 class InboundPage(BaseModel):
