@@ -36,8 +36,8 @@ class EventSink(Protocol):
     """Where an adapter hands what its provider sends back: receipts and inbound messages.
 
     Both calls return at once, so an adapter may call them from its protocol's read loop, with
-    a future that is done once the event is written to Redis (events that arrive together
-    share one write), or fails when it could not be written. An adapter acknowledges an event
+    a future that is done once the event is written to Redis, or fails when it could not be
+    written (events that arrive together share one write, and the same future). An adapter acknowledges an event
     to its provider only once the future is done, and answers a failure with a temporary
     error, so that the provider sends the event again: nothing is acknowledged and then lost.
     """

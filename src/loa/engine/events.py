@@ -25,15 +25,16 @@ acknowledged to a provider before it is written, and nothing written is dropped.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import re
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, TypeVar
+from typing import Any
 
 from redis.exceptions import NoScriptError, RedisError
 
@@ -52,7 +53,6 @@ MAX_QUEUED = 100_000  # events waiting for a write; beyond it new ones are refus
 MAX_BATCH = 5_000  # events in one write
 WRITE_TIMEOUT = 5.0  # seconds a write may take before its events are refused (and re-sent)
 _WORD = re.compile(r"[^A-Z0-9]+")
-E = TypeVar("E", Receipt, Inbound)
 
 
 class EventsNotWritten(LoaError):
@@ -166,17 +166,30 @@ class Correlator:
         """Add receipt counts to a campaign."""
         if counts:
             pipe = self.redis.pipeline(transaction=False)
-            for field, amount in counts.items():
-                pipe.hincrby(receipts_key(self.namespace, campaign), field, amount)
+            for counter, amount in counts.items():
+                pipe.hincrby(receipts_key(self.namespace, campaign), counter, amount)
             await pipe.execute()
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Events that will be written together, and the one future they all wait on."""
+
+    future: asyncio.Future[None]
+    receipts: list[Receipt] = field(default_factory=list)
+    replies: list[Inbound] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.receipts) + len(self.replies)
 
 
 class EventWriter:
     """The worker's EventSink: writes receipts and replies to Redis, many to a round trip.
 
-    `receipt` and `inbound` return a future that is done once the event is written and fails
-    with EventsNotWritten when it cannot be. A write starts as soon as an event is handed over;
-    what arrives while it runs goes in the next one.
+    `receipt` and `inbound` return the future of the batch the event joins: done once the
+    batch is written, failed with EventsNotWritten when it cannot be. A write starts as soon as
+    an event is handed over; what arrives while it runs joins the next batch. One future per
+    batch, not per event: a receipt costs a list append here and a dict lookup in the session.
     """
 
     def __init__(
@@ -192,34 +205,50 @@ class EventWriter:
         self.metrics = metrics
         self.correlator = Correlator(redis, namespace, settings)
         self._inbound = Script(redis, "inbound.lua")
-        self._receipts: list[tuple[Receipt, asyncio.Future[None]]] = []
-        self._replies: list[tuple[Inbound, asyncio.Future[None]]] = []
+        self._batches: collections.deque[_Batch] = collections.deque()  # waiting, oldest first
+        self._waiting = 0
         self._writing: asyncio.Task[None] | None = None
 
     def receipt(self, receipt: Receipt) -> asyncio.Future[None]:
         """Queue a receipt for the next write (never blocks); the future says when it is in."""
-        return self._queue(self._receipts, receipt)
+        batch = self._open_batch()
+        if batch is None:
+            return self._refused()
+        batch.receipts.append(receipt)
+        self._waiting += 1
+        return batch.future
 
     def inbound(self, message: Inbound) -> asyncio.Future[None]:
         """Queue a reply for the next write (never blocks); the future says when it is in."""
-        return self._queue(self._replies, message)
+        batch = self._open_batch()
+        if batch is None:
+            return self._refused()
+        batch.replies.append(message)
+        self._waiting += 1
+        return batch.future
 
-    def _queue(self, queue: list[tuple[E, asyncio.Future[None]]], event: E) -> asyncio.Future[None]:
+    def _open_batch(self) -> _Batch | None:
+        """The batch a new event joins (None: too many wait already), and a write under way."""
+        if self._waiting >= MAX_QUEUED:
+            return None
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        if len(self._receipts) + len(self._replies) >= MAX_QUEUED:
-            # Redis has been slow for long: refuse (the provider sends it again), never drop
-            _refuse(future, EventsNotWritten(f"{MAX_QUEUED:,} events already wait for Redis"))
-            return future
-        queue.append((event, future))
+        batches = self._batches
+        if not batches or len(batches[-1]) >= MAX_BATCH:
+            batches.append(_Batch(loop.create_future()))
         if self._writing is None or self._writing.done():
             self._writing = loop.create_task(self._write_queued(), name="events-write")
+        return batches[-1]
+
+    def _refused(self) -> asyncio.Future[None]:
+        # Redis has been slow for long: refuse (the provider sends it again), never drop
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        _refuse(future, EventsNotWritten(f"{MAX_QUEUED:,} events already wait for Redis"))
         return future
 
     @property
     def waiting(self) -> int:
         """Events handed over and not yet written or refused."""
-        return len(self._receipts) + len(self._replies)
+        return self._waiting
 
     async def drained(self) -> None:
         """Return once every event handed over so far is written or refused."""
@@ -227,28 +256,26 @@ class EventWriter:
             await asyncio.wait([self._writing])
 
     async def _write_queued(self) -> None:
-        while self._receipts or self._replies:
-            receipts, self._receipts = self._receipts[:MAX_BATCH], self._receipts[MAX_BATCH:]
-            replies, self._replies = self._replies[:MAX_BATCH], self._replies[MAX_BATCH:]
-            futures = [future for _, future in receipts] + [future for _, future in replies]
+        while self._batches:
+            batch = self._batches.popleft()  # events from now on join the next batch
             # whatever else ends the write (a bug, a cancel) refuses them: sent again, never hung
             error: EventsNotWritten | None = EventsNotWritten("the write ended unexpectedly")
             try:
                 async with asyncio.timeout(WRITE_TIMEOUT):
-                    await self.store([r for r, _ in receipts], [m for m, _ in replies])
+                    await self.store(batch.receipts, batch.replies)
                 error = None
             except (RedisError, OSError, TimeoutError) as exc:
                 log.warning(
                     "events not written; their providers are asked to send them again",
-                    extra={"count": len(futures), "error": type(exc).__name__},
+                    extra={"count": len(batch), "error": type(exc).__name__},
                 )
                 error = EventsNotWritten(f"Redis did not take them ({type(exc).__name__})")
             finally:
-                for future in futures:
-                    if error is not None:
-                        _refuse(future, error)
-                    elif not future.done():
-                        future.set_result(None)
+                self._waiting -= len(batch)
+                if error is not None:
+                    _refuse(batch.future, error)
+                elif not batch.future.done():
+                    batch.future.set_result(None)
 
     async def store(self, receipts: Sequence[Receipt], replies: Sequence[Inbound]) -> Written:
         """Write receipts and replies now, each repeat skipped; raises if Redis fails."""
@@ -294,8 +321,8 @@ class EventWriter:
         """Count met receipts, and mark them counted, in one round trip (in that order)."""
         pipe = self.redis.pipeline(transaction=False)
         for campaign, counts in by_campaign.items():
-            for field, amount in counts.items():
-                pipe.hincrby(receipts_key(self.namespace, campaign), field, amount)
+            for counter, amount in counts.items():
+                pipe.hincrby(receipts_key(self.namespace, campaign), counter, amount)
         for key in met:
             pipe.set(key, "d", ex=self.correlator.dedupe_ttl, xx=True)
         await pipe.execute()

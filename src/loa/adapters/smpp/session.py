@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import functools
 import itertools
 import logging
 import ssl
@@ -139,6 +138,8 @@ class Session:
         self._tasks: list[asyncio.Task[None]] = []
         self._last_read = 0.0
         self._outbox = bytearray()
+        # requests from the SMSC waiting for their answer, by the future that decides it
+        self._waiting: dict[asyncio.Future[Any], list[Pdu]] = {}
         self._deadlines: collections.deque[tuple[float, int]] = collections.deque()
 
     @property
@@ -413,20 +414,29 @@ class Session:
             answer = self._handle(pdu)
             if isinstance(answer, int):
                 self._write(encode(response(pdu, answer, message_id="")))
-            else:  # answered when it is written; the read loop goes on meanwhile
-                answer.add_done_callback(functools.partial(self._answer_when_done, pdu))
+                return True
+            # answered when it is written; the read loop goes on meanwhile. Requests that wait
+            # on the same future (one batch of events) are answered together, in one callback
+            waiting = self._waiting.get(answer)
+            if waiting is None:
+                self._waiting[answer] = [pdu]
+                answer.add_done_callback(self._answer_when_done)
+            else:
+                waiting.append(pdu)
         elif command == Command.ALERT_NOTIFICATION:
             pass  # no response is defined for it
         else:
             self._write(encode(generic_nack(pdu.sequence, Status.RINVCMDID)))
         return True
 
-    def _answer_when_done(self, pdu: Pdu, done: asyncio.Future[Any]) -> None:
-        """Answer a deliver_sm whose event is written now, or could not be (a temporary error)."""
+    def _answer_when_done(self, done: asyncio.Future[Any]) -> None:
+        """Answer the deliver_sm whose events are written now, or could not be (temporary error)."""
+        pdus = self._waiting.pop(done, [])
         failed = done.cancelled() or done.exception() is not None
         status = Status.RX_T_APPN if failed else Status.ROK
-        if self.alive:  # a session gone meanwhile: the SMSC sends it again on another bind
-            self._write(encode(response(pdu, status, message_id="")))
+        if self.alive:  # a session gone meanwhile: the SMSC sends them again on another bind
+            for pdu in pdus:
+                self._write(encode(response(pdu, status, message_id="")))
 
     def _handle(self, pdu: Pdu) -> int | asyncio.Future[Any]:
         if self.on_request is None:
