@@ -37,9 +37,10 @@ class EventSink(Protocol):
 
     Both calls return at once, so an adapter may call them from its protocol's read loop, with
     a future that is done once the event is written to Redis, or fails when it could not be
-    written (events that arrive together share one write, and the same future). An adapter acknowledges an event
-    to its provider only once the future is done, and answers a failure with a temporary
-    error, so that the provider sends the event again: nothing is acknowledged and then lost.
+    written (events that arrive together share one write, and the same future). An adapter
+    acknowledges an event to its provider only once the future is done, and answers a failure
+    with a temporary error, so that the provider sends the event again: nothing is
+    acknowledged and then lost.
     """
 
     def receipt(self, receipt: Receipt) -> asyncio.Future[None]: ...
