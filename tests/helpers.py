@@ -135,3 +135,94 @@ async def until(check: Callable[[], Awaitable[bool]], timeout: float, what: str)
 def lane_of(name: str) -> Lane:
     """A lane by name, for parametrized tests."""
     return Lane.parse(name)
+
+
+class TcpProxy:
+    """A loopback TCP forwarder a test can cut (connections refused), hold (bytes kept, not
+    forwarded: a peer that went silent) and restore; for Redis made unreachable on purpose."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = 0
+        self.holding = False
+        self.held = bytearray()  # what clients sent while held, never forwarded
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def url(self) -> str:
+        """A Redis URL through the proxy."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self) -> None:
+        """Listen (on the same port again after a cut)."""
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        """Close every connection and refuse new ones."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        await self._drop_all()  # before waiting: a server may wait for its connections
+        if server is not None:
+            await server.wait_closed()
+
+    def hold(self) -> None:
+        """Keep the connections, but forward nothing more: requests go unanswered."""
+        self.holding = True
+
+    async def restore(self) -> None:
+        """Forward again; connections that were held are closed, unforwarded."""
+        if self.holding:
+            self.holding = False
+            await self._drop_all()
+        if self._server is None:
+            await self.start()
+
+    async def stop(self) -> None:
+        """Stop listening and close everything."""
+        await self.cut()
+
+    async def _drop_all(self) -> None:
+        for writer in list(self._writers):
+            writer.transport.abort()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers.update((writer, up_writer))
+        pumps = [
+            asyncio.create_task(self._pump(reader, up_writer, outbound=True)),
+            asyncio.create_task(self._pump(up_reader, writer, outbound=False)),
+        ]
+        self._tasks.update(pumps)
+        try:
+            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in pumps:
+                task.cancel()
+                self._tasks.discard(task)
+            for end in (writer, up_writer):
+                end.transport.abort()
+                self._writers.discard(end)
+
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, outbound: bool
+    ) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            while data := await reader.read(1 << 16):
+                if self.holding:
+                    if outbound:
+                        self.held += data
+                    continue
+                writer.write(data)
+                await writer.drain()

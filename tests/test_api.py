@@ -200,11 +200,13 @@ def with_files(url: str) -> Prepare:
 async def signed_receipt(api: Api) -> dict[str, Any]:
     """A receipt callback signed with the route's secret: bearer tokens play no part in it."""
     body = orjson.dumps({"receipts": [{"id": f"id-{next(_names)}", "delivered": True}]})
-    signature = hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    stamp = str(int(time.time()))
+    signed = stamp.encode() + b"." + body
+    signature = hmac.new(WEBHOOK_SECRET.encode(), signed, hashlib.sha256).hexdigest()
     return {
         "url": "/api/v1/webhooks/push",
         "content": body,
-        "headers": {"X-Loa-Signature": f"sha256={signature}"},
+        "headers": {"X-Loa-Timestamp": stamp, "X-Loa-Signature": f"sha256={signature}"},
     }
 
 

@@ -25,15 +25,17 @@ from redis.asyncio import RedisCluster
 
 from loa.engine.connection import RedisClient, connect, is_cluster
 from loa.engine.envelope import Batch, now_ms
+from loa.engine.events import EventWriter, read_inbound, receipt_key, receipts_key
 from loa.engine.keys import LANES, ShardKeys, limiter_key, shard_keys
+from loa.engine.metrics import Metrics
 from loa.engine.producer import Producer
 from loa.engine.progress import Progress
 from loa.engine.queue import Queues, Taken
 from loa.engine.ratelimit import RateLimiter
 from loa.engine.worker import Worker
 from loa.errors import EmbeddedServerError
-from loa.message import Lane, Message
-from loa.settings import RouteSettings, Settings
+from loa.message import Inbound, Lane, Message, Receipt
+from loa.settings import EventSettings, RouteSettings, Settings
 
 try:
     from loa.engine.embedded import find_server_binary
@@ -432,6 +434,25 @@ def _delivered(
             assert path.name.startswith(f"{row['route']}-")
             seen[row["id"]] += 1
     return seen
+
+
+async def test_receipts_and_replies_kept_once_on_cluster(
+    client: RedisClient, cluster: Cluster, namespace: str
+) -> None:
+    events = EventWriter(client, namespace, EventSettings(), Metrics())
+    sent = [(Message(f"m{i}", f"+8491000000{i}"), f"id-{i}") for i in range(6)]
+    await events.correlator.sent("sms-a", "c-cluster", sent)
+    receipts = [Receipt("sms-a", f"id-{i}", True, "DELIVRD") for i in range(6)]
+    reply = Inbound("zalo", "zalo-user-1", "STOP", channel="zalo", provider_id="z-1")
+    first = await events.store(receipts, [reply])
+    assert (first.receipts, first.replies, first.duplicates) == (6, 1, 0)
+    again = await events.store(receipts, [reply])  # the provider sends them all again
+    assert (again.receipts, again.replies, again.duplicates) == (0, 0, 7)
+    counted = await client.hgetall(receipts_key(namespace, "c-cluster"))
+    assert counted == {b"sms-a:delivered": b"6"}
+    assert [row["provider_id"] for row in await read_inbound(client, namespace)] == ["z-1"]
+    homes = {_key_port(cluster, receipt_key(namespace, "sms-a", f"id-{i}")) for i in range(6)}
+    assert len(homes) > 1, "the receipts' keys spread over the nodes"
 
 
 async def test_rate_limiter_on_cluster(

@@ -125,9 +125,11 @@ def matched_values(body: str) -> dict[str, set[str]]:
 
 # The values loa gives these labels; a query asking for another finds nothing, silently.
 KNOWN_VALUES = {
-    "outcome": {str(outcome) for outcome in Outcome} | {"delivered", "undelivered", "waiting"},
+    "outcome": {str(outcome) for outcome in Outcome}
+    | {"delivered", "undelivered", "waiting", "duplicate"},
     "lane": {lane.label for lane in Lane},
     "optout": {"true", "false"},
+    "state": {"up", "down"},
 }
 
 
@@ -265,6 +267,7 @@ def test_dashboard_structure():
         "loa_dead_letters_total",
         "loa_receipts_total",
         "loa_inbound_total",
+        "loa_route_binds",
         "up",
     }
     shown = set().union(*(metric_names(expr) for _, expr in dashboard_queries()))
@@ -300,6 +303,7 @@ def test_every_alert_says_how_bad_and_what_to_do():
         "LoaQueueAgeGrowing",
         "LoaDeadLettersRising",
         "LoaReceiptsLagging",
+        "LoaRouteUnbound",
     } <= set(names)
     for rule in rules:
         assert re.fullmatch(r"\d+[smh]", rule["for"]), f"{rule['alert']} needs a for: duration"

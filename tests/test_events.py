@@ -15,9 +15,11 @@ from helpers import enqueue_async, read_sink, running, status_async, until
 from loa.adapters import registry
 from loa.adapters.base import EventSink
 from loa.campaigns.cli import inbound_app
-from loa.engine.connection import RedisClient
+from loa.engine.connection import RedisClient, connect
 from loa.engine.control import campaign_key, suppression_key
+from loa.engine.embedded import free_port
 from loa.engine.events import (
+    EventsNotWritten,
     EventWriter,
     inbound_key,
     is_optout,
@@ -70,7 +72,7 @@ async def test_receipt_after_the_message_counts_once(
     events.receipt(Receipt("sms-a", "abc", True, "DELIVRD"))
     events.receipt(Receipt("sms-a", "abc", True, "DELIVRD"))  # the SMSC sent it twice
     events.receipt(Receipt("sms-a", "nobody-sent-this", False, "UNDELIV"))
-    await events.flush()
+    await events.drained()
     assert counts(await redis_client.hgetall(receipts_key(namespace, "c1"))) == {
         "sms-a:delivered": 1
     }
@@ -84,14 +86,15 @@ async def test_receipt_before_the_submit_response_is_kept_and_met(
 ) -> None:
     events = writer(redis_client, namespace)
     events.receipt(Receipt("sms-a", "9f", False, "UNDELIV", "001"))
-    await events.flush()
+    await events.drained()
     assert await redis_client.hgetall(receipts_key(namespace, "c2")) == {}
     early = await events.correlator.sent("sms-a", "c2", [(Message("1", "+84912345678"), "9f")])
     await events.correlator.count("c2", early)
     assert counts(await redis_client.hgetall(receipts_key(namespace, "c2"))) == {
         "sms-a:undelivered": 1
     }
-    assert not await redis_client.exists(receipt_key(namespace, "sms-a", "9f"))
+    # remembered as counted, so that a repeat of the receipt counts nothing
+    assert await redis_client.get(receipt_key(namespace, "sms-a", "9f")) == b"d"
 
 
 async def test_a_long_message_counts_once_by_its_first_part(
@@ -101,7 +104,7 @@ async def test_a_long_message_counts_once_by_its_first_part(
     await events.correlator.sent("sms-a", "c3", [(Message("1", "+84912345678"), "p1,p2,p3")])
     for part in ("p1", "p2", "p3"):
         events.receipt(Receipt("sms-a", part, True, "DELIVRD"))
-    await events.flush()
+    await events.drained()
     assert counts(await redis_client.hgetall(receipts_key(namespace, "c3"))) == {
         "sms-a:delivered": 1
     }
@@ -113,7 +116,7 @@ async def test_same_id_on_two_routes_does_not_meet(
     events = writer(redis_client, namespace)
     await events.correlator.sent("sms-a", "c4", [(Message("1", "+84912345678"), "1")])
     events.receipt(Receipt("sms-b", "1", True, "DELIVRD"))  # another SMSC's id 1
-    await events.flush()
+    await events.drained()
     assert await redis_client.hgetall(receipts_key(namespace, "c4")) == {}
 
 
@@ -124,7 +127,7 @@ async def test_replies_go_to_the_stream_and_stop_opts_out(
     events.inbound(Inbound("sms-a", "+84912345678", "Tôi khỏe, cảm ơn", recipient="8088"))
     events.inbound(Inbound("sms-a", "+84987654321", "Từ chối", recipient="8088"))
     events.inbound(Inbound("zalo", "zalo-user-1", '=HYPERLINK("x")', channel="zalo"))
-    await events.flush()
+    await events.drained()
     assert await redis_client.smembers(suppression_key(namespace)) == {b"+84987654321"}
     rows = await read_inbound(redis_client, namespace)
     assert [(r["sender"], r["optout"]) for r in rows] == [
@@ -135,6 +138,56 @@ async def test_replies_go_to_the_stream_and_stop_opts_out(
     assert rows[0]["text"] == "Tôi khỏe, cảm ơn"
     later = await read_inbound(redis_client, namespace, after=rows[0]["id"])
     assert [r["sender"] for r in later] == ["+84987654321", "zalo-user-1"]
+
+
+async def test_a_reply_is_stored_once_by_its_provider_id_and_opts_out_once(
+    redis_client: RedisClient, namespace: str
+) -> None:
+    events = writer(redis_client, namespace)
+    stop = Inbound("zalo", "zalo-user-9", "STOP", channel="zalo", provider_id="z-1")
+    other = Inbound("zalo", "zalo-user-9", "STOP", channel="zalo", provider_id="z-2")
+    written = await events.store([], [stop, stop, other])  # a repeat within one write, too
+    assert (written.replies, written.duplicates) == (2, 1)
+    assert await redis_client.smembers(suppression_key(namespace)) == {b"zalo-user-9"}
+    await redis_client.srem(suppression_key(namespace), "zalo-user-9")  # an operator's undo
+    again = await events.store([], [stop])
+    assert (again.replies, again.duplicates) == (0, 1)
+    assert await redis_client.smembers(suppression_key(namespace)) == set()
+    rows = await read_inbound(redis_client, namespace)
+    assert [row["provider_id"] for row in rows] == ["z-1", "z-2"]
+    # a reply without an id (an SMS) is stored each time it comes
+    sms = Inbound("sms-a", "+84912345678", "Cam on")
+    assert (await events.store([], [sms, sms])).replies == 2
+
+
+async def test_a_receipt_repeated_after_it_was_counted_counts_nothing(
+    redis_client: RedisClient, namespace: str
+) -> None:
+    events = writer(redis_client, namespace)
+    await events.correlator.sent("sms-a", "c5", [(Message("1", "+84912345678"), "r-1")])
+    receipt = Receipt("sms-a", "r-1", True, "DELIVRD")
+    assert (await events.store([receipt], [])).duplicates == 0
+    # the SMSC did not hear our answer and sends it again, later
+    assert (await events.store([receipt, receipt], [])).duplicates == 2
+    assert counts(await redis_client.hgetall(receipts_key(namespace, "c5"))) == {
+        "sms-a:delivered": 1
+    }
+
+
+async def test_events_are_refused_not_dropped_while_redis_is_away(namespace: str) -> None:
+    away = connect(f"redis://127.0.0.1:{free_port()}/0")
+    try:
+        events = writer(away, namespace)
+        futures = [
+            events.receipt(Receipt("sms-a", "r-2", True, "DELIVRD")),
+            events.inbound(Inbound("sms-a", "+84912345678", "STOP")),
+        ]
+        for future in futures:
+            with pytest.raises(EventsNotWritten, match="ConnectionError"):
+                await future
+        assert events.waiting == 0, "refused, so the provider sends them again; none held"
+    finally:
+        await away.aclose()
 
 
 def test_inbound_export_writes_csv_without_formulas(

@@ -310,3 +310,10 @@ def test_a_send_timeout_must_end_before_batches_are_claimed() -> None:
     assert str(caught.value) == (
         "loa.toml: routes.sms.timeout (12s) must be shorter than worker.claim_idle (10s)"
     )
+
+
+def test_replays_inside_the_webhook_window_must_be_remembered() -> None:
+    with pytest.raises(ConfigError, match=r"events.dedupe_ttl \(60s\) must be at least"):
+        Settings.from_mapping({"events": {"dedupe_ttl": 60}, "api": {"webhook_window": 300}})
+    wide = Settings.from_mapping({"events": {"dedupe_ttl": 7200}, "api": {"webhook_window": 3600}})
+    assert (wide.events.dedupe_ttl, wide.api.webhook_window) == (7200, 3600)

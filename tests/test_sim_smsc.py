@@ -35,11 +35,12 @@ from loa.adapters.smpp.pdu import (
     encode,
     encode_deliver_sm,
     read_length,
+    response,
     tlv_int,
     tlv_text,
 )
 from loa.campaigns.sms import BASIC_CODES, EXTENSION_CODES, encode_gsm7, encode_ucs2, split
-from loa.errors import ConfigError, PduError, SessionClosed
+from loa.errors import ConfigError, PduError
 from loa.sim.smsc import (
     NoReceiver,
     SmscOptions,
@@ -678,14 +679,67 @@ async def test_mobile_originated_messages_reach_a_receiver() -> None:
         assert sim.stats()["mo_sent"] == sim.stats()["mo_acked"] == 1 + count  # deliver_sm sent
 
 
-async def test_a_mo_to_a_receiver_that_leaves_fails() -> None:
-    async with simulator() as sim, raw(sim) as peer:
+async def test_a_mo_whose_receiver_leaves_unanswered_goes_to_the_next_one() -> None:
+    async with simulator(redeliver_delay=0.05) as sim:
+        async with raw(sim) as peer:
+            assert (await peer.bind()).status == 0
+            sending = asyncio.ensure_future(sim.send_mo(PHONE, "1900", "hi", answer_within=10))
+            assert (await peer.read()).command_id == Command.DELIVER_SM
+            await sim.drop_connections()  # gone before answering
+        async with raw(sim) as again:
+            assert (await again.bind()).status == 0
+            mo = await again.read()
+            assert mo.command_id == Command.DELIVER_SM
+            assert decode_text(mo.fields["short_message"], 0) == "hi"
+            again.send(response(mo))
+            assert await sending == 0
+    stats = sim.stats()
+    assert (stats["mo_sent"], stats["mo_retried"], stats["mo_acked"]) == (2, 1, 1)
+
+
+@pytest.mark.parametrize("status", [Status.RX_T_APPN, Status.RMSGQFUL])
+async def test_a_temporary_error_makes_the_smsc_send_again(status: int) -> None:
+    """As SMSCs do: an MO or a receipt the ESME could not keep now comes again, later."""
+    async with simulator(redeliver_delay=0.05) as sim, raw(sim) as peer:
         assert (await peer.bind()).status == 0
-        sending = asyncio.ensure_future(sim.send_mo(PHONE, "1900", "hi", answer_within=3))
-        assert (await peer.read()).command_id == Command.DELIVER_SM
-        await sim.drop_connections()
-        with pytest.raises(SessionClosed):
-            await sending
+        sending = asyncio.ensure_future(sim.send_mo(PHONE, "1900", "STOP", answer_within=10))
+        first = await peer.read()
+        peer.send(response(first, status))
+        second = await peer.read()
+        assert second.fields["short_message"] == first.fields["short_message"]
+        peer.send(response(second))
+        assert await sending == 0
+        peer.request(Command.SUBMIT_SM, destination_addr=PHONE, registered_delivery=1)
+        answer = await peer.read()
+        receipt = await peer.read()
+        assert receipt.command_id == Command.DELIVER_SM
+        peer.send(response(receipt, status))
+        again = await peer.read()
+        assert tlv_text(again.tlvs[Tag.RECEIPTED_MESSAGE_ID]) == answer.text("message_id")
+        peer.send(response(again))
+        await until(lambda: sim.stats()["receipts_acked"] == 1)
+    stats = sim.stats()
+    assert (stats["mo_sent"], stats["mo_retried"], stats["mo_acked"]) == (2, 1, 1)
+    assert (stats["receipts_sent"], stats["receipts_retried"], stats["receipts_nacked"]) == (
+        2,
+        1,
+        1,
+    )
+
+
+async def test_a_lasting_error_is_not_sent_again() -> None:
+    async with simulator(redeliver_delay=0.05) as sim, raw(sim) as peer:
+        assert (await peer.bind()).status == 0
+        sending = asyncio.ensure_future(sim.send_mo(PHONE, "1900", "hi", answer_within=10))
+        peer.send(response(await peer.read(), Status.RX_P_APPN))
+        assert await sending == Status.RX_P_APPN
+        peer.request(Command.SUBMIT_SM, destination_addr=PHONE, registered_delivery=1)
+        await peer.read()
+        peer.send(response(await peer.read(), Status.RX_P_APPN))
+        await until(lambda: sim.stats()["receipts_nacked"] == 1)
+    # a re-send is decided (and counted) when the answer comes: none was
+    stats = sim.stats()
+    assert (stats["mo_refused"], stats["mo_retried"], stats["receipts_retried"]) == (1, 0, 0)
 
 
 async def test_periodic_mos_for_demos() -> None:

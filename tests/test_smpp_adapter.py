@@ -21,7 +21,7 @@ import pytest
 import smpp34
 
 from loa.adapters import registry
-from loa.adapters.base import Adapter, EmitsEvents, Pingable
+from loa.adapters.base import Adapter, EmitsEvents, EventSink, Pingable
 from loa.adapters.contract import AdapterContract
 from loa.adapters.smpp.adapter import SmppAdapter
 from loa.adapters.smpp.coding import GSM7, LATIN1, UCS2, decode_text
@@ -71,20 +71,31 @@ async def until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> 
 
 
 class Sink:
-    """An EventSink that keeps what it is handed."""
+    """An EventSink that keeps what it is handed, at once (or never: `unwritable`)."""
 
     def __init__(self) -> None:
         self.receipts: list[Receipt] = []
         self.inbounds: list[Inbound] = []
         self.broken = False
+        self.unwritable = False  # as a writer whose Redis is away
 
-    def receipt(self, receipt: Receipt) -> None:
+    def receipt(self, receipt: Receipt) -> asyncio.Future[None]:
         if self.broken:
             raise RuntimeError("a bug in the sink")
         self.receipts.append(receipt)
+        return self._written()
 
-    def inbound(self, message: Inbound) -> None:
+    def inbound(self, message: Inbound) -> asyncio.Future[None]:
         self.inbounds.append(message)
+        return self._written()
+
+    def _written(self) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.unwritable:
+            future.set_exception(ConnectionError("Redis is away"))
+        else:
+            future.set_result(None)
+        return future
 
 
 def make_adapter(port: int, **options: Any) -> SmppAdapter:
@@ -106,7 +117,9 @@ def make_adapter(port: int, **options: Any) -> SmppAdapter:
 
 
 @contextlib.asynccontextmanager
-async def opened(port: int, sink: Sink | None = None, **options: Any) -> AsyncIterator[SmppAdapter]:
+async def opened(
+    port: int, sink: EventSink | None = None, **options: Any
+) -> AsyncIterator[SmppAdapter]:
     adapter = make_adapter(port, **options)
     if sink is not None:
         adapter.attach(sink)
@@ -1145,7 +1158,8 @@ async def test_receipt_before_the_submit_resp_and_for_unknown_ids() -> None:
         Receipt(ROUTE, "nobody-knows", False, "UNDELIV", "001"),
     ]
     assert sink.inbounds == []
-    assert [(r.command_id, r.sequence, r.status) for r in resps] == [
+    # each is answered when what it carried is kept: not necessarily in the order they came
+    assert sorted((r.command_id, r.sequence, r.status) for r in resps) == [
         (Command.DELIVER_SM_RESP, n, 0) for n in (7001, 7002, 7003, 7004)
     ]
 
@@ -1167,6 +1181,88 @@ async def test_a_sink_that_raises_does_not_break_the_session() -> None:
         [result] = await send(adapter, numbered(1))
     assert resps[0].status == Status.RX_T_APPN, "a temporary error: the SMSC will resend it"
     assert isinstance(result, Accepted)
+
+
+class HeldSink:
+    """An EventSink whose writes end when the test says: done, or failed (Redis away)."""
+
+    def __init__(self) -> None:
+        self.pending: list[asyncio.Future[None]] = []
+
+    def receipt(self, receipt: Receipt) -> asyncio.Future[None]:
+        return self._held()
+
+    def inbound(self, message: Inbound) -> asyncio.Future[None]:
+        return self._held()
+
+    def _held(self) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pending.append(future)
+        return future
+
+
+async def test_a_deliver_sm_is_answered_only_once_its_event_is_written() -> None:
+    seen: list[Pdu] = []
+    sink = HeldSink()
+
+    async def script(peer: Peer, connection: int) -> None:
+        await peer.accept_bind()
+        peer.send(deliver(8201, b"id:1 stat:DELIVRD err:000"))
+        peer.send(deliver(8202, b"STOP", esm_class=0))
+        peer.send(deliver(8203, b"HUY", esm_class=0))
+        await until(lambda: len(sink.pending) == 3, "three events handed over")
+        # the session goes on meanwhile; the next answer is to this, not to the deliver_sm
+        peer.send(Pdu(Command.ENQUIRE_LINK, 8204))
+        seen.append(await peer.read())
+        sink.pending[1].set_result(None)  # the reply is written
+        seen.append(await peer.read())
+        sink.pending[0].set_exception(ConnectionError("Redis is away"))  # the receipt is not
+        seen.append(await peer.read())
+        sink.pending[2].cancel()  # the worker stopped before writing it
+        seen.append(await peer.read())
+        await peer.serve()
+
+    async with ScriptedSmsc(script) as smsc, opened(smsc.port, sink) as adapter:
+        adapter.listen()
+        await until(lambda: len(seen) == 4, "four answers")
+    assert [(pdu.command_id, pdu.sequence, pdu.status) for pdu in seen] == [
+        (Command.ENQUIRE_LINK_RESP, 8204, 0),
+        (Command.DELIVER_SM_RESP, 8202, Status.ROK),
+        (Command.DELIVER_SM_RESP, 8201, Status.RX_T_APPN),  # sent again by the SMSC
+        (Command.DELIVER_SM_RESP, 8203, Status.RX_T_APPN),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("options", "kinds"),
+    [
+        ({"binds": 2}, ["transceiver", "transceiver"]),
+        ({"mode": "transmitter", "binds": 2, "receivers": 1}, ["receiver"]),
+    ],
+    ids=["transceivers", "receiver-beside-transmitters"],
+)
+async def test_receiving_binds_are_held_without_sending_and_bound_again(
+    options: dict[str, Any], kinds: list[str]
+) -> None:
+    binds: list[int] = []
+
+    async def script(peer: Peer, connection: int) -> None:
+        bind = await peer.read()
+        binds.append(bind.command_id)
+        peer.send(response(bind, system_id="RAW"))
+        if connection <= len(kinds):  # the first binds drop at once, as an SMSC restarting
+            await peer.writer.drain()
+            return
+        await peer.serve()
+
+    async with ScriptedSmsc(script) as smsc, opened(smsc.port, **options) as adapter:
+        assert [state.up for state in adapter.binds()] == [False] * len(kinds)
+        adapter.listen()  # nothing is ever sent
+        await until(lambda: smsc.connections == 2 * len(kinds), "each bind made twice")
+        await until(lambda: all(state.up for state in adapter.binds()), "every bind up again")
+        assert [state.kind for state in adapter.binds()] == kinds
+    wanted = Command.BIND_TRANSCEIVER if kinds[0] == "transceiver" else Command.BIND_RECEIVER
+    assert binds == [wanted] * 2 * len(kinds), "transmitters wait for something to send"
 
 
 async def test_receipts_without_a_sink_are_acknowledged() -> None:

@@ -67,12 +67,12 @@ class Hook:
         )
 
     async def push(
-        self, receipts: list[dict[str, Any]], secret: str = PUSH_SECRET
+        self, receipts: list[dict[str, Any]], secret: str = PUSH_SECRET, stamp: int | None = None
     ) -> httpx.Response:
-        """POST loa's receipt batch to the push route, HMAC-signed."""
+        """POST loa's receipt batch to the push route, HMAC-signed with its timestamp."""
         body = orjson.dumps({"receipts": receipts})
         return await self.client.post(
-            "/api/v1/webhooks/push", content=body, headers={"X-Loa-Signature": sign(body, secret)}
+            "/api/v1/webhooks/push", content=body, headers=signed(body, secret, stamp)
         )
 
     async def delivered(self, campaign: str) -> dict[str, int]:
@@ -85,12 +85,20 @@ def zalo_signature(body: bytes, event: dict[str, Any], secret: str) -> str:
     return hashlib.sha256(signed).hexdigest()
 
 
-def sign(body: bytes, secret: str) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def sign(body: bytes, secret: str, stamp: int) -> str:
+    """loa's form: HMAC-SHA256 of `timestamp.body`, as the module's docstring documents it."""
+    signed_bytes = str(stamp).encode() + b"." + body
+    return "sha256=" + hmac.new(secret.encode(), signed_bytes, hashlib.sha256).hexdigest()
+
+
+def signed(body: bytes, secret: str = PUSH_SECRET, stamp: int | None = None) -> dict[str, str]:
+    """The headers of loa's form, signed now (or at `stamp`)."""
+    at = int(time.time()) if stamp is None else stamp
+    return {"X-Loa-Timestamp": str(at), "X-Loa-Signature": sign(body, secret, at)}
 
 
 def received(msg_id: str, **extra: Any) -> dict[str, Any]:
-    """Zalo's event for a ZNS that reached the phone."""
+    """Zalo's event for a ZNS that reached the phone, stamped now (in milliseconds)."""
     stamp = str(int(time.time() * 1000))
     return {
         "app_id": APP_ID,
@@ -169,7 +177,7 @@ async def test_a_signed_zalo_receipt_counts_delivered_for_its_campaign_once(hook
     for msg_id in sorted(first_ids):
         response = await hook.zalo(received(msg_id))
         assert response.status_code == 200, response.text
-        assert response.json() == {"receipts": 1, "inbound": 0}
+        assert response.json() == {"receipts": 1, "inbound": 0, "duplicates": 0}
     status = await hook.ctx.services.campaigns.status(first)
     assert (status["sent"], status["delivered"]) == (3, 3)
     assert status["by_route"]["zalo-zns"]["delivered"] == 3
@@ -177,7 +185,7 @@ async def test_a_signed_zalo_receipt_counts_delivered_for_its_campaign_once(hook
     # Zalo retries callbacks it thinks were lost: a replay is taken, never counted again
     for msg_id in sorted(first_ids):
         replay = await hook.zalo(received(msg_id))
-        assert replay.status_code == 200
+        assert (replay.status_code, replay.json()["duplicates"]) == (200, 1)
     assert await hook.delivered(first) == {"zalo-zns:delivered": 3}
     assert await hook.delivered(other) == {}
 
@@ -191,9 +199,12 @@ async def test_loa_receipt_batches_count_delivered_and_undelivered_once(hook):
         {"id": "projects/p/messages/1", "delivered": False, "state": "EXPIRED", "error": "ttl"},
     ]
     first = await hook.push(receipts)
-    assert (first.status_code, first.json()) == (200, {"receipts": 2, "inbound": 0})
+    assert (first.status_code, first.json()) == (
+        200,
+        {"receipts": 2, "inbound": 0, "duplicates": 0},
+    )
     again = await hook.push(receipts)
-    assert again.status_code == 200
+    assert (again.status_code, again.json()["duplicates"]) == (200, 2)
     assert await hook.delivered("c-push") == {"push:delivered": 1, "push:undelivered": 1}
 
 
@@ -211,7 +222,10 @@ async def test_a_zalo_reply_goes_to_the_inbound_stream_and_other_events_are_igno
     reply["message"] = {"msg_id": "r-1", "text": "Cảm ơn Bộ Y tế"}
     reply["sender"] = {"id": "8413927584230111"}
     response = await hook.zalo(reply)
-    assert (response.status_code, response.json()) == (200, {"receipts": 0, "inbound": 1})
+    assert (response.status_code, response.json()) == (
+        200,
+        {"receipts": 0, "inbound": 1, "duplicates": 0},
+    )
     [row] = await read_inbound(hook.redis, hook.settings.namespace)
     assert (row["route"], row["channel"], row["sender"], row["text"]) == (
         "zalo-zns",
@@ -223,10 +237,120 @@ async def test_a_zalo_reply_goes_to_the_inbound_stream_and_other_events_are_igno
     seen = received("r-2", event_name="user_seen_message")
     seen["message"] = {"msg_ids": ["r-2"]}
     ignored = await hook.zalo(seen)
-    assert (ignored.status_code, ignored.json()) == (200, {"receipts": 0, "inbound": 0})
-    follow = {"app_id": APP_ID, "event_name": "follow", "timestamp": "1718000000000"}
+    assert (ignored.status_code, ignored.json()) == (
+        200,
+        {"receipts": 0, "inbound": 0, "duplicates": 0},
+    )
+    follow = {"app_id": APP_ID, "event_name": "follow", "timestamp": received("x")["timestamp"]}
     assert (await hook.zalo(follow)).status_code == 200
     assert await hook.redis.xlen(inbound_key(hook.settings.namespace)) == 1
+
+
+# --- replays -----------------------------------------------------------------------------------
+
+
+def zalo_reply(text: str, msg_id: str, sender: str = "8413927584230111", **extra: Any) -> Any:
+    """Zalo's event for a person's text to the official account, stamped now."""
+    event = received(msg_id, event_name="user_send_text", **extra)
+    event["message"] = {"msg_id": msg_id, "text": text}
+    event["sender"] = {"id": sender}
+    return event
+
+
+async def post_raw(hook: Hook, route: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+    return await hook.client.post(f"/api/v1/webhooks/{route}", content=body, headers=headers)
+
+
+async def test_a_replayed_signed_webhook_is_stored_once(hook):
+    event = zalo_reply("Con tôi bị sốt sau khi tiêm", "reply-7")
+    body = orjson.dumps(event)
+    headers = {"X-ZEvent-Signature": zalo_signature(body, event, ZALO_SECRET)}
+    answers = [await post_raw(hook, "zalo-zns", body, headers) for _ in range(3)]
+    replays = [(a.status_code, a.json()["duplicates"]) for a in answers]
+    assert replays == [(200, 0), (200, 1), (200, 1)]
+    # the same message id, even in another (signed) callback, is the same reply
+    again = zalo_reply("Con tôi bị sốt sau khi tiêm", "reply-7")
+    assert (await hook.zalo(again)).json() == {"receipts": 0, "inbound": 1, "duplicates": 1}
+    rows = await read_inbound(hook.redis, hook.settings.namespace)
+    assert [(row["text"], row["provider_id"]) for row in rows] == [
+        ("Con tôi bị sốt sau khi tiêm", "reply-7")
+    ]
+    # and loa's own form: a receipt batch replayed byte for byte counts once
+    correlator = hook.ctx.events().correlator
+    await correlator.sent("push", "c-replay", [(Message("m1", "token-1"), "push-id-1")])
+    batch = orjson.dumps({"receipts": [{"id": "push-id-1", "delivered": True}]})
+    signed_batch = signed(batch)
+    for duplicates in (0, 1, 1):
+        answer = await post_raw(hook, "push", batch, signed_batch)
+        assert (answer.status_code, answer.json()["duplicates"]) == (200, duplicates)
+    assert await hook.delivered("c-replay") == {"push:delivered": 1}
+
+
+async def test_a_replayed_stop_does_not_opt_out_a_person_taken_off_the_list(hook):
+    person = "zalo-user-4711"
+    event = zalo_reply("STOP", "reply-stop-1", sender=person)
+    body = orjson.dumps(event)
+    headers = {"X-ZEvent-Signature": zalo_signature(body, event, ZALO_SECRET)}
+    assert (await post_raw(hook, "zalo-zns", body, headers)).status_code == 200
+    suppression = hook.ctx.services.suppression
+    assert await suppression.check([person]) == [True]
+    assert await suppression.remove([person]) == 1  # an operator puts the person back
+    replay = await post_raw(hook, "zalo-zns", body, headers)
+    assert (replay.status_code, replay.json()["duplicates"]) == (200, 1)
+    assert await suppression.check([person]) == [False]
+    assert len(await read_inbound(hook.redis, hook.settings.namespace)) == 1
+
+
+@pytest.mark.parametrize(
+    "signed_at",
+    [1_000_000_000, int(time.time()) - 3600, int(time.time()) + 3600],
+    ids=["2001", "an-hour-ago", "in-an-hour"],
+)
+async def test_a_timestamp_outside_the_window_is_refused(hook, signed_at):
+    event = zalo_reply("STOP", f"old-{signed_at}")
+    event["timestamp"] = str(signed_at * 1000)  # Zalo's are in milliseconds
+    body = orjson.dumps(event)
+    headers = {"X-ZEvent-Signature": zalo_signature(body, event, ZALO_SECRET)}
+    zalo = await post_raw(hook, "zalo-zns", body, headers)
+    batch = orjson.dumps({"receipts": [{"id": f"old-{signed_at}", "delivered": True}]})
+    own = await post_raw(hook, "push", batch, signed(batch, stamp=signed_at))
+    for response in (zalo, own):
+        assert (response.status_code, error_of(response)) == (401, "stale_timestamp")
+        message = response.json()["error"]["message"]
+        assert time.strftime("%Y-%m-%dT%H", time.gmtime(signed_at)) in message
+        assert "300 s either way" in message
+    if signed_at == 1_000_000_000:
+        assert "2001-09-09T01:46:40Z" in zalo.json()["error"]["message"]
+    assert await read_inbound(hook.redis, hook.settings.namespace) == []
+    # within the window (four minutes off) both are taken
+    event["timestamp"] = str((int(time.time()) - 240) * 1000)
+    body = orjson.dumps(event)
+    headers = {"X-ZEvent-Signature": zalo_signature(body, event, ZALO_SECRET)}
+    assert (await post_raw(hook, "zalo-zns", body, headers)).status_code == 200
+    stamp = int(time.time()) + 240
+    assert (await post_raw(hook, "push", batch, signed(batch, stamp=stamp))).status_code == 200
+
+
+@pytest.mark.parametrize("route", ["zalo-zns", "push"])
+async def test_the_signature_is_checked_before_the_body_is_read(hook, route):
+    """A body that is not even JSON, badly signed, is refused as unsigned (401), not parsed."""
+    stamp = str(int(time.time() * 1000))
+    body = f'{{"app_id": "{APP_ID}", "timestamp": "{stamp}", "event_name": '.encode() + b"\xff["
+    headers = {"X-ZEvent-Signature": "0" * 64} if route == "zalo-zns" else signed(body, "x" * 16)
+    response = await post_raw(hook, route, body, headers)
+    assert (response.status_code, error_of(response)) == (401, "bad_signature")
+
+
+async def test_a_webhook_is_answered_503_when_its_events_cannot_be_written(hook, closed_port):
+    settings = hook.settings
+    app = create_app(settings, lambda: connect(f"redis://127.0.0.1:{closed_port}/0"))
+    transport = httpx.ASGITransport(app=app)
+    event = zalo_reply("STOP", "reply-lost-1")
+    body = orjson.dumps(event)
+    headers = {"X-ZEvent-Signature": zalo_signature(body, event, ZALO_SECRET)}
+    async with httpx.AsyncClient(transport=transport, base_url="http://loa.test") as client:
+        response = await client.post("/api/v1/webhooks/zalo-zns", content=body, headers=headers)
+    assert (response.status_code, error_of(response)) == (503, "redis_unavailable")
 
 
 # --- refusals ---------------------------------------------------------------------------------
@@ -241,18 +365,26 @@ async def test_unsigned_or_badly_signed_callbacks_are_401_and_count_nothing(hook
     good = zalo_signature(body, event, ZALO_SECRET)
     tampered = orjson.dumps({**event, "message": {"msg_id": "zbad-1", "x": 1}})
     batch = orjson.dumps({"receipts": [{"id": "bad-1", "delivered": True}]})
+    now = int(time.time())
+    stamp = {"X-Loa-Timestamp": str(now)}
     attempts = [
         ("zalo-zns", body, {}),
         ("zalo-zns", body, {"X-ZEvent-Signature": ""}),
         ("zalo-zns", body, {"X-ZEvent-Signature": "0" * 64}),
         ("zalo-zns", body, {"X-ZEvent-Signature": zalo_signature(body, event, "another-secret")}),
         ("zalo-zns", tampered, {"X-ZEvent-Signature": good}),
-        ("zalo-zns", body, {"X-Loa-Signature": sign(body, ZALO_SECRET)}),  # the wrong scheme
+        ("zalo-zns", body, signed(body, ZALO_SECRET)),  # the wrong scheme
         ("push", batch, {}),
-        ("push", batch, {"X-Loa-Signature": sign(batch, "another-secret")}),
-        ("push", batch, {"X-Loa-Signature": "sha256=" + "f" * 64}),
-        ("push", batch, {"X-ZEvent-Signature": sign(batch, PUSH_SECRET)}),
-        ("push", batch + b" ", {"X-Loa-Signature": sign(batch, PUSH_SECRET)}),
+        ("push", batch, stamp),
+        ("push", batch, {"X-Loa-Signature": sign(batch, PUSH_SECRET, now)}),  # no time
+        ("push", batch, signed(batch, "another-secret")),
+        ("push", batch, {**stamp, "X-Loa-Signature": "sha256=" + "f" * 64}),
+        ("push", batch, {**stamp, "X-ZEvent-Signature": sign(batch, PUSH_SECRET, now)}),
+        ("push", batch + b" ", signed(batch, PUSH_SECRET, now)),
+        # the signature of one time with another: the time is signed too
+        ("push", batch, {**signed(batch, PUSH_SECRET, now), "X-Loa-Timestamp": str(now + 1)}),
+        ("push", batch, {**stamp, "X-Loa-Signature": "sha256=" + sign(batch, PUSH_SECRET, now)}),
+        ("push", batch, {"X-Loa-Timestamp": "soon", "X-Loa-Signature": sign(batch, "x", now)}),
         ("push", batch, {"Authorization": "Bearer loa_not-for-webhooks"}),
     ]
     for route, content, headers in attempts:
@@ -287,16 +419,14 @@ async def test_unsigned_or_badly_signed_callbacks_are_401_and_count_nothing(hook
     ],
 )
 async def test_malformed_loa_receipts_are_422(hook, body):
-    response = await hook.client.post(
-        "/api/v1/webhooks/push", content=body, headers={"X-Loa-Signature": sign(body, PUSH_SECRET)}
-    )
+    response = await hook.client.post("/api/v1/webhooks/push", content=body, headers=signed(body))
     assert (response.status_code, error_of(response)) == (422, "invalid_request")
 
 
 @pytest.mark.parametrize(
     "event",
     [
-        {"app_id": APP_ID, "event_name": "user_received_message", "timestamp": "1"},
+        {k: v for k, v in received("m").items() if k != "message"},
         {**received("m"), "message": {"delivery_time": "1"}},
         {**received("m"), "message": {"msg_id": ""}},
         {**received("m"), "message": "m"},
@@ -322,7 +452,7 @@ async def test_zalo_bodies_that_cannot_be_verified_are_422(hook, body):
 async def test_a_route_without_a_webhook_is_404(hook, route):
     body = b'{"receipts": [{"id": "x", "delivered": true}]}'
     response = await hook.client.post(
-        f"/api/v1/webhooks/{route}", content=body, headers={"X-Loa-Signature": sign(body, "x")}
+        f"/api/v1/webhooks/{route}", content=body, headers=signed(body, "x")
     )
     assert (response.status_code, error_of(response)) == (404, "route_not_found")
 
@@ -385,7 +515,7 @@ async def test_readyz_is_200_when_every_route_is_up(make_settings, redis_url, tm
         }
     )
     [response] = await ready(settings, redis_url)
-    assert (response.status_code, response.json()) == (200, {"status": "ready"})
+    assert (response.status_code, response.json()) == (200, {"status": "ready", "binds": {}})
 
 
 async def test_readyz_names_a_route_whose_adapter_cannot_be_built(

@@ -138,3 +138,4 @@ class Inbound:
     text: str
     channel: str = "sms"
     recipient: str = ""  # the short code or official account it was sent to
+    provider_id: str = ""  # the provider's id of the message, when it gives one: kept once

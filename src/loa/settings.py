@@ -142,6 +142,12 @@ class EventSettings(ConfigModel):
         default_factory=lambda: ["STOP", "TU CHOI", "HUY"],
         description="a reply that is one of these (any case, diacritics ignored) opts out",
     )
+    dedupe_ttl: float = Field(
+        default=3600,
+        gt=0,
+        description="seconds a receipt or reply is remembered by its provider id, so that a "
+        "repeat of it is acknowledged and not stored again",
+    )
 
 
 class QueueSettings(ConfigModel):
@@ -196,6 +202,13 @@ class ApiSettings(ConfigModel):
     )
     audit_retention_days: float = Field(
         default=3650, ge=30, description="audit entries older than this are trimmed"
+    )
+    webhook_window: float = Field(
+        default=300,
+        gt=0,
+        le=86_400,
+        description="seconds a signed webhook's timestamp may be from this server's clock, "
+        "either way; an older one is a replay and refused",
     )
 
     @field_validator("webhook_secrets")
@@ -299,6 +312,16 @@ class Settings(ConfigModel):
                     raise ValueError(
                         f"channels.{channel}.{key}: no route named {route!r} (routes: {known})"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _replays_within_the_window_are_known(self) -> Settings:
+        # a webhook replayed inside its window is refused only by its remembered provider id
+        if self.events.dedupe_ttl < self.api.webhook_window:
+            raise ValueError(
+                f"events.dedupe_ttl ({self.events.dedupe_ttl:g}s) must be at least "
+                f"api.webhook_window ({self.api.webhook_window:g}s)"
+            )
         return self
 
     @model_validator(mode="after")

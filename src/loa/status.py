@@ -8,6 +8,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from loa.engine.binds import read_binds
 from loa.engine.connection import connect
 from loa.engine.embedded import redis_url_for
 from loa.engine.keys import shard_keys
@@ -34,6 +35,14 @@ class RouteStatus:
     retried: int = 0
     throttled: int = 0
     redelivered: int = 0
+    binds_up: int = 0  # receiving binds (SMPP) up over its live workers
+    binds_down: int = 0  # and those down, being bound again
+
+    @property
+    def binds(self) -> str:
+        """Receiving binds as "up/held", or "-" for a route that holds none (or no worker runs)."""
+        total = self.binds_up + self.binds_down
+        return f"{self.binds_up}/{total}" if total else "-"
 
     @property
     def finished(self) -> int:
@@ -56,6 +65,9 @@ async def route_status(queues: Queues, settings: Settings, route: str) -> RouteS
         outcome = key.split(":", 1)[1]
         if hasattr(status, outcome):
             setattr(status, outcome, getattr(status, outcome) + value)
+    binds = (await read_binds(queues.redis, settings.namespace, [route])).get(route)
+    if binds is not None:
+        status.binds_up, status.binds_down = binds.up, binds.down
     return status
 
 
@@ -72,24 +84,10 @@ async def print_status(settings: Settings, as_json: bool) -> None:
         print(orjson.dumps([asdict(r) for r in rows], option=orjson.OPT_INDENT_2).decode())
         return
     table = Table(title="loa routes")
-    for column in ("route", "waiting", "in flight", "retrying", *FINAL, "retried", "throttled"):
+    columns = ("route", "binds", "waiting", "in flight", "retrying", *FINAL, "retried", "throttled")
+    for column in columns:
         table.add_column(column, justify="left" if column == "route" else "right")
     for r in rows:
-        table.add_row(
-            r.route,
-            *(
-                str(v)
-                for v in (
-                    r.waiting,
-                    r.in_flight,
-                    r.delayed,
-                    r.accepted,
-                    r.failed,
-                    r.dead,
-                    r.expired,
-                    r.retried,
-                    r.throttled,
-                )
-            ),
-        )
+        counts = (r.waiting, r.in_flight, r.delayed, *(getattr(r, o.value) for o in FINAL))
+        table.add_row(r.route, r.binds, *(str(v) for v in (*counts, r.retried, r.throttled)))
     Console().print(table)

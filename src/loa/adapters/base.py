@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from loa.message import Inbound, Message, Receipt, SendResult
@@ -33,13 +35,17 @@ class Pingable(Protocol):
 class EventSink(Protocol):
     """Where an adapter hands what its provider sends back: receipts and inbound messages.
 
-    Both calls return at once (the worker queues the event and writes it to Redis in batches),
-    so an adapter may call them from its protocol's read loop.
+    Both calls return at once, so an adapter may call them from its protocol's read loop, with
+    a future that is done once the event is written to Redis, or fails when it could not be
+    written (events that arrive together share one write, and the same future). An adapter
+    acknowledges an event to its provider only once the future is done, and answers a failure
+    with a temporary error, so that the provider sends the event again: nothing is
+    acknowledged and then lost.
     """
 
-    def receipt(self, receipt: Receipt) -> None: ...
+    def receipt(self, receipt: Receipt) -> asyncio.Future[None]: ...
 
-    def inbound(self, message: Inbound) -> None: ...
+    def inbound(self, message: Inbound) -> asyncio.Future[None]: ...
 
 
 @runtime_checkable
@@ -47,6 +53,28 @@ class EmitsEvents(Protocol):
     """An adapter whose provider sends receipts or replies; the worker attaches its sink."""
 
     def attach(self, sink: EventSink) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BindState:
+    """One connection a provider sends on: its kind (an SMPP bind mode), up or not, and why not."""
+
+    kind: str
+    up: bool
+    error: str = ""  # the last failed attempt, as "ErrorType: detail"; empty when none
+
+
+@runtime_checkable
+class Listens(Protocol):
+    """An adapter whose provider sends on connections it holds open (SMPP receiving binds).
+
+    `listen` starts keeping them up in the background, whether or not anything is sent, and
+    reconnects each one that drops, with back-off, until `aclose`. `binds` says how they are.
+    """
+
+    def listen(self) -> None: ...
+
+    def binds(self) -> Sequence[BindState]: ...
 
 
 # A factory builds an adapter for one route from that route's `options` table.

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from loa import __version__
 from loa.api import admin, campaigns, cap, dashboard, webhooks
 from loa.api.context import ApiContext, RedisFactory
-from loa.api.models import ErrorBody, Health
+from loa.api.models import ErrorBody, Health, Readiness, RouteBindCount
 from loa.api.problems import error_response, install
 from loa.api.readiness import RouteChecks
 from loa.api.uploads import uploads_root
@@ -52,7 +52,7 @@ def create_app(settings: Settings, redis_client_factory: RedisFactory | None = N
         tests=known_test_numbers(settings.api.test_numbers),
         uploads=uploads_root(settings.data_dir),
     )
-    checks = RouteChecks(settings, ctx.events)
+    checks = RouteChecks(settings, ctx.events, lambda: ctx.services.redis)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -109,23 +109,30 @@ def _health(app: FastAPI, ctx: ApiContext, checks: RouteChecks) -> None:
         responses={503: {"model": ErrorBody, "description": "Redis or a route is down"}},
         summary="Redis reachable, routes bound",
     )
-    async def readyz() -> Health:
+    async def readyz() -> Readiness:
         """Ready when Redis answers PING in time and every route is up; 503 naming what is not.
 
-        A route is up when its adapter could be built at start-up and, for adapters that can
-        ping their provider (SMPP, SMTP), the last ping (at most a few seconds old) answered.
+        A route is up when its adapter could be built at start-up and either its workers
+        report at least one of its receiving binds (SMPP transceivers, receivers) up, or, with
+        no worker reporting, its provider answered the last ping (at most a few seconds old;
+        adapters that can ping: SMPP, SMTP). The answer counts each route's binds.
         """
         try:
             async with asyncio.timeout(READY_TIMEOUT):
                 await ctx.services.redis.ping()
+                binds = await checks.binds()
         except (RedisError, OSError, TimeoutError) as exc:
             message = f"Redis is not reachable: {type(exc).__name__}"
             raise ApiError(message, code="redis_unavailable", status=503) from None
-        down = await checks.down()
+        down = await checks.down(binds)
         if down:
             message = "routes down: " + "; ".join(f"{r}: {why}" for r, why in down.items())
             raise ApiError(message, code="routes_down", status=503)
-        return Health(status="ready")
+        counts = {
+            route: RouteBindCount(up=held.up, down=held.down, workers=held.workers)
+            for route, held in binds.items()
+        }
+        return Readiness(status="ready", binds=counts)
 
 
 class BodyLimit:

@@ -86,7 +86,8 @@ class ApiContext:
         return self._services
 
     def events(self) -> EventWriter:
-        """A short-lived writer of receipts and replies: its caller flushes it before answering."""
+        """A short-lived writer of receipts and replies: a webhook awaits its `store` before
+        answering; a ping waits until it has `drained`."""
         settings = self.settings
         return EventWriter(self.services.redis, settings.namespace, settings.events, self.metrics)
 

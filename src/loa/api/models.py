@@ -39,6 +39,20 @@ class Health(BaseModel):
     status: str
 
 
+class RouteBindCount(BaseModel):
+    """A route's receiving binds (SMPP transceivers and receivers) over its live workers."""
+
+    up: int = Field(description="binds up now")
+    down: int = Field(description="binds down, being bound again with back-off")
+    workers: int = Field(description="worker processes that reported them")
+
+
+class Readiness(Health):
+    """Ready, with the receiving binds of each route that holds them."""
+
+    binds: dict[str, RouteBindCount] = Field(default_factory=dict)
+
+
 class Whoami(BaseModel):
     """The caller: the person, the token's name and role, and who could have kept a copy."""
 
@@ -146,6 +160,8 @@ class RouteRow(BaseModel):
     retried: int
     throttled: int
     redelivered: int
+    binds_up: int = Field(default=0, description="receiving binds (SMPP) up over live workers")
+    binds_down: int = Field(default=0, description="receiving binds down, being bound again")
 
 
 class StateChange(BaseModel):
@@ -177,6 +193,7 @@ class InboundMessage(BaseModel):
     recipient: str = ""
     text: str = ""
     optout: bool = False
+    provider_id: str = Field(default="", description="the provider's id of it, when it gives one")
 
 
 class InboundPage(BaseModel):

@@ -1,4 +1,9 @@
-"""Whether the configured routes are bound: adapters that build, providers that answer a ping."""
+"""Whether the configured routes are bound: the workers' binds, else a ping of each provider.
+
+A route whose workers report their receiving binds (see loa.engine.binds) is down when none
+of those binds is up; a route nobody reports is pinged through a fresh adapter, as before any
+worker runs.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,8 @@ from redis.exceptions import RedisError
 
 from loa.adapters.base import Adapter, EmitsEvents, Pingable
 from loa.adapters.registry import create_adapter
+from loa.engine.binds import RouteBinds, read_binds
+from loa.engine.connection import RedisClient
 from loa.engine.events import EventWriter
 from loa.errors import LoaError
 from loa.settings import Settings
@@ -25,6 +32,7 @@ PING_TIMEOUT = 2.0
 EXPECTED = (LoaError, OSError, TimeoutError, EOFError)
 
 SinkFactory = Callable[[], EventWriter]
+ClientFactory = Callable[[], RedisClient]
 
 
 @dataclass
@@ -37,9 +45,10 @@ class _Ping:
 class RouteChecks:
     """Builds each route's adapter once at start-up; pings the pingable ones, cached."""
 
-    def __init__(self, settings: Settings, sink: SinkFactory) -> None:
+    def __init__(self, settings: Settings, sink: SinkFactory, redis: ClientFactory) -> None:
         self.settings = settings
         self.sink = sink  # where a receipt that arrives during a ping goes, not lost
+        self.redis = redis
         self.broken: dict[str, str] = {}  # route -> why its adapter cannot be built
         self.pings: dict[str, _Ping] = {}
 
@@ -60,11 +69,23 @@ class RouteChecks:
         route = self.settings.route(name)
         return create_adapter(name, route.adapter, route.options)
 
-    async def down(self) -> dict[str, str]:
-        """Each route that is down now, with why; pings older than PING_TTL are made again."""
-        await asyncio.gather(*(self._refresh(name) for name in self.pings))
+    async def binds(self) -> dict[str, RouteBinds]:
+        """The receiving binds the workers report, per route."""
+        return await read_binds(self.redis(), self.settings.namespace, list(self.settings.routes))
+
+    async def down(self, binds: dict[str, RouteBinds]) -> dict[str, str]:
+        """Each route that is down now, with why; pings older than PING_TTL are made again.
+
+        `binds` are the workers' reports: a route they cover is judged by them, not pinged.
+        """
+        pinged = [name for name in self.pings if name not in binds]
+        await asyncio.gather(*(self._refresh(name) for name in pinged))
         down = dict(self.broken)
-        down.update({name: ping.error for name, ping in self.pings.items() if ping.error})
+        down.update({name: self.pings[name].error for name in pinged if self.pings[name].error})
+        for name, held in binds.items():
+            if not held.up:  # kinds of error only: an unauthenticated probe learns no addresses
+                why = ", ".join(held.errors)
+                down[name] = f"no bind up in {held.workers} worker(s) ({why})"
         return dict(sorted(down.items()))
 
     async def _refresh(self, name: str) -> None:
@@ -102,6 +123,6 @@ class RouteChecks:
 
 
 async def _flush(sink: EventWriter) -> None:
-    """Write what arrived during a ping; Redis away is the readiness check's own finding."""
+    """Wait for what arrived during a ping to be written (or refused, and so sent again)."""
     with contextlib.suppress(RedisError, OSError, TimeoutError):
-        await sink.flush()
+        await sink.drained()

@@ -1,26 +1,37 @@
 """Receipt webhooks: providers' delivery callbacks, signed per route, met with their messages.
 
 `POST /api/v1/webhooks/{route}` takes no API token: the provider proves itself with a
-signature made with the route's shared secret (`api.webhook_secrets`). Two shapes:
+signature made with the route's shared secret (`api.webhook_secrets`), and the signature is
+checked on the raw bytes before the body is parsed. Two shapes:
 
 - a route whose adapter is `zalo` takes Zalo's own events. `X-ZEvent-Signature` is the hex
   SHA-256 of app_id + the raw body + timestamp + the OA secret key, where app_id and timestamp
-  are the body's fields (Zalo's OA webhook guide; the secret is the OA's, not the app's).
-  `user_received_message` (a ZNS reached the phone) is a delivered receipt for `message.msg_id`,
-  the id ZNS answered the send with; `user_send_text` is a reply; other events are ignored.
+  are the body's fields (Zalo's OA webhook guide; the secret is the OA's, not the app's); they
+  are read from the raw bytes to check the signature. `user_received_message` (a ZNS reached
+  the phone) is a delivered receipt for `message.msg_id`, the id ZNS answered the send with;
+  `user_send_text` is a reply, kept once per `message.msg_id`; other events are ignored.
 - any other route takes loa's receipt batch, `{"receipts": [{"id", "delivered", "state"}]}`,
-  signed as `X-Loa-Signature: sha256=<hex HMAC-SHA256 of the raw body with the secret>`.
+  with `X-Loa-Timestamp: <Unix time in whole seconds>` and
+  `X-Loa-Signature: sha256=<hex HMAC-SHA256 with the secret of: timestamp "." raw body>`.
 
-A receipt counts once: correlate.lua meets it with its message and keeps the first of
-repeats, so a provider retrying a callback (Zalo does, for hours) counts nothing twice. The
-answer is 200 only once the receipts are written; a 401 or 5xx makes the provider try again.
+Replays are refused: the signed timestamp (Zalo's is in milliseconds) must be within
+`api.webhook_window` seconds (default 300) of this server's clock, either way (401
+`stale_timestamp` otherwise), and within the window every receipt and reply is kept once by its
+provider id (for `events.dedupe_ttl`), so a provider retrying a callback (Zalo does, for hours)
+stores and counts nothing twice and a replayed STOP opts nobody out again. The answer is 200
+only once the events are written (a repeat is taken and reported as a duplicate); a 401, 503
+or other 5xx makes the provider try again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import itertools
 import logging
+import re
+import time
 from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar
 
@@ -29,9 +40,11 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from redis.exceptions import RedisError
 
 from loa.api.context import ApiContext, context
 from loa.api.models import ErrorBody, Strict
+from loa.engine.events import WRITE_TIMEOUT
 from loa.errors import ApiError, AuthError, ConfigError
 from loa.message import Inbound, Receipt
 from loa.settings import ROUTE_NAME, Settings
@@ -45,6 +58,11 @@ ZALO_TEXT = "user_send_text"
 ZALO_HANDLED = frozenset({ZALO_RECEIVED, ZALO_TEXT})
 ROUTE_PATTERN = ROUTE_NAME.pattern.replace(r"\Z", "$")
 M = TypeVar("M", bound=BaseModel)
+# Zalo's signed fields, read from the raw body: a string without escapes, or a number
+_APP_ID = re.compile(rb'"app_id"\s*:\s*(?:"([^"\\]{1,64})"|(\d{1,20}))')
+_ZALO_STAMP = re.compile(rb'"timestamp"\s*:\s*(?:"(\d{1,20})"|(\d{1,20}))')
+_CANDIDATES = 3  # of each field tried: a nested "timestamp" may come before Zalo's own
+_SECONDS = re.compile(r"\d{1,12}")
 
 Ctx = Annotated[ApiContext, Depends(context)]
 RouteName = Annotated[str, PathParam(pattern=ROUTE_PATTERN, description="the route's name")]
@@ -54,7 +72,17 @@ ZaloSignature = Annotated[
 ]
 LoaSignature = Annotated[
     str | None,
-    Header(alias="X-Loa-Signature", description="other routes: sha256=HMAC-SHA256(secret, body)"),
+    Header(
+        alias="X-Loa-Signature",
+        description="other routes: sha256=HMAC-SHA256(secret, timestamp + '.' + body), in hex",
+    ),
+]
+LoaTimestamp = Annotated[
+    str | None,
+    Header(
+        alias="X-Loa-Timestamp",
+        description="other routes: when it was signed, Unix time in whole seconds",
+    ),
 ]
 
 
@@ -110,6 +138,7 @@ class WebhookResult(BaseModel):
 
     receipts: int
     inbound: int
+    duplicates: int = Field(default=0, description="of those, repeats of events kept before")
 
 
 def inlined(model: type[BaseModel]) -> dict[str, Any]:
@@ -154,8 +183,9 @@ class Events:
     name="webhook.receipt",
     summary="A provider's delivery receipts (signed with the route's secret, no token)",
     responses={
-        401: {"model": ErrorBody, "description": "no signature, or a wrong one"},
+        401: {"model": ErrorBody, "description": "no signature, a wrong one, or a stale one"},
         404: {"model": ErrorBody, "description": "no webhook for this route"},
+        503: {"model": ErrorBody, "description": "not written: send it again"},
     },
     openapi_extra=BODY,
 )
@@ -165,21 +195,56 @@ async def receive(
     ctx: Ctx,
     zalo_signature: ZaloSignature = None,
     loa_signature: LoaSignature = None,
+    loa_timestamp: LoaTimestamp = None,
 ) -> WebhookResult:
-    """Verify the signature, then count each receipt once for the campaign it reports on."""
+    """Verify the signature and its time, then keep each receipt and reply once."""
     secret = _secret(ctx.settings, route)
     body = await request.body()
+    window = Window(time.time(), ctx.settings.api.webhook_window)
     if ctx.settings.route(route).adapter == "zalo":
-        events = zalo_events(route, body, secret, zalo_signature)
+        events = zalo_events(route, body, secret, zalo_signature, window)
     else:
-        events = loa_events(route, body, secret, loa_signature)
-    writer = ctx.events()
-    for receipt in events.receipts:
-        writer.receipt(receipt)
-    for reply in events.replies:
-        writer.inbound(reply)
-    await writer.flush()
-    return WebhookResult(receipts=len(events.receipts), inbound=len(events.replies))
+        events = loa_events(route, body, secret, loa_signature, loa_timestamp, window)
+    try:
+        async with asyncio.timeout(WRITE_TIMEOUT):
+            written = await ctx.events().store(events.receipts, events.replies)
+    except (RedisError, OSError, TimeoutError) as exc:
+        error = type(exc).__name__
+        log.warning("webhook events not written", extra={"route": route, "error": error})
+        raise ApiError(
+            "the events were not written; send them again", code="redis_unavailable", status=503
+        ) from None
+    return WebhookResult(
+        receipts=len(events.receipts), inbound=len(events.replies), duplicates=written.duplicates
+    )
+
+
+@dataclass(frozen=True)
+class Window:
+    """Now, and how far from it a signed timestamp may be (seconds)."""
+
+    now: float
+    seconds: float
+
+    def check(self, route: str, signed_at: float) -> None:
+        """Refuse a timestamp outside the window: a replay, or a clock far off."""
+        if abs(signed_at - self.now) <= self.seconds:
+            return
+        when = _utc(signed_at)
+        log.warning("webhook timestamp refused", extra={"route": route, "signed_at": when})
+        raise AuthError(
+            f"the webhook was signed at {when}, {abs(signed_at - self.now):,.0f} s from this "
+            f"server's clock; only {self.seconds:g} s either way are taken (a replay?)",
+            code="stale_timestamp",
+        )
+
+
+def _utc(moment: float) -> str:
+    """A Unix time as ISO 8601 UTC, or as the number when no calendar holds it."""
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
+    except (OverflowError, OSError, ValueError):
+        return f"{moment:.0f} (Unix time)"
 
 
 def _secret(settings: Settings, route: str) -> str:
@@ -210,21 +275,38 @@ def _same(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.strip().lower().encode(), expected.encode())
 
 
-def zalo_events(route: str, body: bytes, secret: str, signature: str | None) -> Events:
-    """Zalo's event, verified: sha256(app_id + body + timestamp + OA secret key), in hex."""
+def zalo_events(
+    route: str, body: bytes, secret: str, signature: str | None, window: Window
+) -> Events:
+    """Zalo's event, verified on its raw bytes, fresh, then parsed."""
     if not signature:
         raise _refuse(route, "missing (X-ZEvent-Signature)")
-    doc = _object(body)
-    app_id, stamp = doc.get("app_id"), doc.get("timestamp")
-    if not (_scalar(app_id) and _scalar(stamp)):
-        raise ApiError("a Zalo event has app_id and timestamp", code="invalid_request", status=422)
-    signed = f"{app_id}".encode() + body + f"{stamp}{secret}".encode()
     given = signature.strip().removeprefix("mac=").removeprefix("MAC=")
-    if not _same(given, hashlib.sha256(signed).hexdigest()):
-        raise _refuse(route, "wrong")
+    stamp = _zalo_signed_stamp(route, body, secret, given)
+    window.check(route, stamp / 1000)  # Zalo's timestamps are in milliseconds
+    doc = _object(body)
     if doc.get("event_name") not in ZALO_HANDLED:
         return Events()  # follow, seen, ...: Zalo wants a 200, or it retries and disables us
     return _zalo(route, _valid(ZaloEvent, doc))
+
+
+def _zalo_signed_stamp(route: str, body: bytes, secret: str, given: str) -> int:
+    """The timestamp Zalo signed the body with: sha256(app_id + body + timestamp + secret).
+
+    app_id and timestamp are fields of the body; they are found in its raw bytes, and the
+    first few of each are tried, so nothing of the body is parsed before it is verified.
+    """
+    app_ids, stamps = _first_values(_APP_ID, body), _first_values(_ZALO_STAMP, body)
+    if not (app_ids and stamps):
+        raise ApiError("a Zalo event has app_id and timestamp", code="invalid_request", status=422)
+    for app_id in app_ids:
+        prefix = hashlib.sha256(app_id + body)
+        for stamp in stamps:
+            digest = prefix.copy()
+            digest.update(stamp + secret.encode())
+            if _same(given, digest.hexdigest()):
+                return int(stamp)
+    raise _refuse(route, "wrong")
 
 
 def _zalo(route: str, event: ZaloEvent) -> Events:
@@ -234,20 +316,35 @@ def _zalo(route: str, event: ZaloEvent) -> Events:
             raise _invalid("message", "a user_received_message event names its message.msg_id")
         receipt = Receipt(route, event.message.msg_id, delivered=True, state="RECEIVED")
         return Events(receipts=[receipt])
-    if event.message is None or event.message.text is None or event.sender is None:
+    message = event.message
+    if message is None or message.text is None or event.sender is None:
         raise _invalid("message", "a user_send_text event has sender.id and message.text")
     recipient = event.recipient.id if event.recipient else ""
-    reply = Inbound(route, event.sender.id, event.message.text, "zalo", recipient)
+    reply = Inbound(route, event.sender.id, message.text, "zalo", recipient, message.msg_id)
     return Events(replies=[reply])
 
 
-def loa_events(route: str, body: bytes, secret: str, signature: str | None) -> Events:
-    """loa's receipt batch, verified: HMAC-SHA256 of the raw body with the route's secret."""
+def loa_events(
+    route: str,
+    body: bytes,
+    secret: str,
+    signature: str | None,
+    timestamp: str | None,
+    window: Window,
+) -> Events:
+    """loa's receipt batch: HMAC-SHA256 of `timestamp.body` with the route's secret, fresh."""
     if not signature:
         raise _refuse(route, "missing (X-Loa-Signature)")
-    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    if not timestamp:
+        raise _refuse(route, "missing its time (X-Loa-Timestamp)")
+    stamp = timestamp.strip()
+    if not _SECONDS.fullmatch(stamp):
+        raise _refuse(route, "dated wrong (X-Loa-Timestamp is Unix time in whole seconds)")
+    signed = stamp.encode() + b"." + body
+    expected = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
     if not _same(signature.strip().removeprefix("sha256="), expected):
         raise _refuse(route, "wrong")
+    window.check(route, int(stamp))
     batch = _valid(LoaReceipts, _object(body))
     receipts = [Receipt(route, r.id, r.delivered, r.state, r.error) for r in batch.receipts]
     return Events(receipts=receipts)
@@ -264,8 +361,10 @@ def _object(body: bytes) -> dict[str, Any]:
     return doc
 
 
-def _scalar(value: Any) -> bool:
-    return isinstance(value, str | int) and not isinstance(value, bool)
+def _first_values(field: re.Pattern[bytes], body: bytes) -> list[bytes]:
+    """The values of the first few matches of a field in the raw body."""
+    found = itertools.islice(field.finditer(body), _CANDIDATES)
+    return [match.group(1) or match.group(2) for match in found]
 
 
 def _valid(model: type[M], doc: dict[str, Any]) -> M:

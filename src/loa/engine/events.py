@@ -1,45 +1,66 @@
 """What providers send back: receipts met with their messages, and replies with their opt-outs.
 
 Adapters hand receipts and inbound messages to an `EventWriter` (the `EventSink` of
-loa.adapters.base) from their read loops; it queues them and writes them to Redis in batches.
+loa.adapters.base) from their read loops. Each call returns a future that is done once the
+event is in Redis; events that arrive while a write is under way go together in the next one,
+so a burst of receipts costs a few round trips, not one each. An event that cannot be written
+(Redis away, or slower than WRITE_TIMEOUT) fails its future and is not kept: the adapter
+answers its provider with a temporary error, and the provider sends it again. Nothing is
+acknowledged to a provider before it is written, and nothing written is dropped.
 
 - A receipt is met with the message it reports on through one key per provider id,
   `{ns}:{rcpt:ROUTE:ID}`, written by whichever half arrives first (`correlate.lua`): the sender
   when the provider accepts a message, or the receipt when it beats the submit response. When
   both are in, the campaign's counters `{ns}:{camp:ID}:receipts` (fields `ROUTE:delivered`,
-  `ROUTE:undelivered`) count it. A receipt for an id nobody sent waits out the TTL, counted.
-- A reply goes into the stream `{ns}:inbound`; one that is an opt-out keyword ("STOP",
-  "TU CHOI", "HUY", in any case, with or without diacritics) puts its sender on the
-  suppression list at once.
+  `ROUTE:undelivered`) count it, and the key remembers it for `events.dedupe_ttl`, so that a
+  repeat is acknowledged and counted nowhere. A receipt for an id nobody sent waits out the
+  TTL, counted.
+- A reply goes into the stream `{ns}:inbound`, once per provider message id when the provider
+  gives one (`inbound.lua`); one that is an opt-out keyword ("STOP", "TU CHOI", "HUY", in any
+  case, with or without diacritics) puts its sender on the suppression list at once. A repeat
+  of a reply already stored opts nobody out again: a person an operator took off the list
+  stays off.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import re
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from importlib import resources
+from typing import Any
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisError
 
 from loa.campaigns.sms import to_ascii
 from loa.campaigns.suppression import canonical
 from loa.engine.connection import RedisClient, text
 from loa.engine.control import campaign_key, suppression_key
 from loa.engine.metrics import Metrics
-from loa.errors import InvalidPhone
+from loa.errors import InvalidPhone, LoaError
 from loa.message import Inbound, Message, Receipt
 from loa.settings import EventSettings
 
 log = logging.getLogger(__name__)
 
-FLUSH_PERIOD = 0.2  # seconds between writes of queued events
-MAX_QUEUED = 100_000  # events held in memory while Redis is away; beyond it the oldest go
+MAX_QUEUED = 100_000  # events waiting for a write; beyond it new ones are refused, not queued
+MAX_BATCH = 5_000  # events in one write
+WRITE_TIMEOUT = 5.0  # seconds a write may take before its events are refused (and re-sent)
 _WORD = re.compile(r"[^A-Z0-9]+")
+
+
+class EventsNotWritten(LoaError):
+    """Receipts or replies that Redis did not take: their provider must send them again."""
+
+
+def _script(name: str) -> str:
+    return resources.files("loa.engine").joinpath("lua", name).read_text()
 
 
 def receipt_key(namespace: str, route: str, provider_id: str) -> str:
@@ -57,10 +78,51 @@ def inbound_key(namespace: str) -> str:
     return f"{namespace}:inbound"
 
 
+def seen_key(namespace: str, route: str, provider_id: str) -> str:
+    """Marks a reply as stored, by its provider id; in the inbound stream's hash slot."""
+    return f"{{{inbound_key(namespace)}}}:seen:{route}:{provider_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What one write kept, and the repeats of events it had kept before."""
+
+    receipts: int = 0
+    replies: int = 0
+    duplicates: int = 0
+
+
 def is_optout(message: str, keywords: Sequence[str]) -> bool:
     """True when a reply is one of the opt-out keywords, whatever its case and diacritics."""
     words = _WORD.sub(" ", to_ascii(message).upper()).strip()
     return any(words == _WORD.sub(" ", to_ascii(k).upper()).strip() for k in keywords)
+
+
+class Script:
+    """A Lua script run many times in one pipelined round trip, on a server or a cluster."""
+
+    def __init__(self, redis: RedisClient, name: str) -> None:
+        self.redis = redis
+        self.source = _script(name)
+        self.sha = ""
+
+    async def run_many(
+        self, calls: Sequence[tuple[Sequence[str], Sequence[str | int]]]
+    ) -> list[Any]:
+        """Run it once per (keys, args) call; the replies in order."""
+        if not self.sha:
+            self.sha = text(await self.redis.script_load(self.source))
+        for attempt in (1, 2):
+            pipe = self.redis.pipeline(transaction=False)
+            for keys, args in calls:
+                pipe.evalsha(self.sha, len(keys), *keys, *args)
+            try:
+                return list(await pipe.execute())
+            except NoScriptError:  # the server restarted and forgot its scripts
+                if attempt == 2:
+                    raise
+                self.sha = text(await self.redis.script_load(self.source))
+        raise AssertionError("unreachable")
 
 
 class Correlator:
@@ -70,24 +132,14 @@ class Correlator:
         self.redis = redis
         self.namespace = namespace
         self.ttl = int(settings.receipt_ttl)
-        self.source = resources.files("loa.engine").joinpath("lua", "correlate.lua").read_text()
-        self.sha = ""
+        self.dedupe_ttl = int(settings.dedupe_ttl)
+        self.script = Script(redis, "correlate.lua")
 
-    async def meet(self, calls: Sequence[tuple[str, str, str]]) -> list[bytes | None]:
+    async def meet(self, calls: Sequence[tuple[str, str, str]]) -> list[bytes | int | None]:
         """Run correlate.lua for (key, half, value) calls in one pipelined round trip."""
-        if not self.sha:
-            self.sha = text(await self.redis.script_load(self.source))
-        for attempt in (1, 2):
-            pipe = self.redis.pipeline(transaction=False)
-            for key, half, value in calls:
-                pipe.evalsha(self.sha, 1, key, half, value, self.ttl)
-            try:
-                return list(await pipe.execute())
-            except NoScriptError:  # the server restarted and forgot its scripts
-                if attempt == 2:
-                    raise
-                self.sha = text(await self.redis.script_load(self.source))
-        raise AssertionError("unreachable")
+        return await self.script.run_many(
+            [([key], [half, value, self.ttl, self.dedupe_ttl]) for key, half, value in calls]
+        )
 
     async def sent(
         self, route: str, campaign: str, accepted: Sequence[tuple[Message, str]]
@@ -105,7 +157,7 @@ class Correlator:
         if not calls:
             return early
         for part, reply in zip(parts, await self.meet(calls), strict=True):
-            if reply and part == 0:
+            if isinstance(reply, bytes) and part == 0:
                 delivered, _, _state = text(reply).partition("|")
                 early[f"{route}:{'delivered' if delivered == '1' else 'undelivered'}"] += 1
         return early
@@ -114,13 +166,31 @@ class Correlator:
         """Add receipt counts to a campaign."""
         if counts:
             pipe = self.redis.pipeline(transaction=False)
-            for field, amount in counts.items():
-                pipe.hincrby(receipts_key(self.namespace, campaign), field, amount)
+            for counter, amount in counts.items():
+                pipe.hincrby(receipts_key(self.namespace, campaign), counter, amount)
             await pipe.execute()
 
 
+@dataclass(slots=True)
+class _Batch:
+    """Events that will be written together, and the one future they all wait on."""
+
+    future: asyncio.Future[None]
+    receipts: list[Receipt] = field(default_factory=list)
+    replies: list[Inbound] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.receipts) + len(self.replies)
+
+
 class EventWriter:
-    """The worker's EventSink: queues receipts and replies, writes them to Redis in batches."""
+    """The worker's EventSink: writes receipts and replies to Redis, many to a round trip.
+
+    `receipt` and `inbound` return the future of the batch the event joins: done once the
+    batch is written, failed with EventsNotWritten when it cannot be. A write starts as soon as
+    an event is handed over; what arrives while it runs joins the next batch. One future per
+    batch, not per event: a receipt costs a list append here and a dict lookup in the session.
+    """
 
     def __init__(
         self,
@@ -134,108 +204,198 @@ class EventWriter:
         self.settings = settings
         self.metrics = metrics
         self.correlator = Correlator(redis, namespace, settings)
-        self.receipts: list[Receipt] = []
-        self.replies: list[Inbound] = []
-        self.wake = asyncio.Event()
+        self._inbound = Script(redis, "inbound.lua")
+        self._batches: collections.deque[_Batch] = collections.deque()  # waiting, oldest first
+        self._waiting = 0
+        self._writing: asyncio.Task[None] | None = None
 
-    def receipt(self, receipt: Receipt) -> None:
-        """Queue a receipt (called from an adapter's read loop: never blocks)."""
-        self.receipts.append(receipt)
-        self._trim(self.receipts)
-        self.wake.set()
+    def receipt(self, receipt: Receipt) -> asyncio.Future[None]:
+        """Queue a receipt for the next write (never blocks); the future says when it is in."""
+        batch = self._open_batch()
+        if batch is None:
+            return self._refused()
+        batch.receipts.append(receipt)
+        self._waiting += 1
+        return batch.future
 
-    def inbound(self, message: Inbound) -> None:
-        """Queue a reply (never blocks)."""
-        self.replies.append(message)
-        self._trim(self.replies)
-        self.wake.set()
+    def inbound(self, message: Inbound) -> asyncio.Future[None]:
+        """Queue a reply for the next write (never blocks); the future says when it is in."""
+        batch = self._open_batch()
+        if batch is None:
+            return self._refused()
+        batch.replies.append(message)
+        self._waiting += 1
+        return batch.future
 
-    @staticmethod
-    def _trim(queue: list[Receipt] | list[Inbound]) -> None:
-        if len(queue) > MAX_QUEUED:  # Redis has been away for long: keep memory bounded
-            del queue[: len(queue) - MAX_QUEUED]
-            log.error("event queue full; the oldest events were dropped")
+    def _open_batch(self) -> _Batch | None:
+        """The batch a new event joins (None: too many wait already), and a write under way."""
+        if self._waiting >= MAX_QUEUED:
+            return None
+        loop = asyncio.get_running_loop()
+        batches = self._batches
+        if not batches or len(batches[-1]) >= MAX_BATCH:
+            batches.append(_Batch(loop.create_future()))
+        if self._writing is None or self._writing.done():
+            self._writing = loop.create_task(self._write_queued(), name="events-write")
+        return batches[-1]
 
-    async def run(self, stopping: asyncio.Event) -> None:
-        """Write queued events until `stopping`, then once more."""
-        while not stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), FLUSH_PERIOD)
-            self.wake.clear()
-            await self._flush_safely()
-        await self._flush_safely()
+    def _refused(self) -> asyncio.Future[None]:
+        # Redis has been slow for long: refuse (the provider sends it again), never drop
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        _refuse(future, EventsNotWritten(f"{MAX_QUEUED:,} events already wait for Redis"))
+        return future
 
-    async def _flush_safely(self) -> None:
-        try:
-            await self.flush()
-        except (ConnectionError, OSError, TimeoutError) as exc:  # Redis away: keep, try again
-            log.warning("could not write events yet", extra={"error": type(exc).__name__})
-            await asyncio.sleep(FLUSH_PERIOD)
+    @property
+    def waiting(self) -> int:
+        """Events handed over and not yet written or refused."""
+        return self._waiting
 
-    async def flush(self) -> None:
-        """Write what is queued; on failure it stays queued for the next round."""
-        if self.receipts:
-            batch = self.receipts[:]
-            await self._write_receipts(batch)
-            del self.receipts[: len(batch)]
-        if self.replies:
-            batch_in = self.replies[:]
-            await self._write_replies(batch_in)
-            del self.replies[: len(batch_in)]
+    async def drained(self) -> None:
+        """Return once every event handed over so far is written or refused."""
+        while self._writing is not None and not self._writing.done():
+            await asyncio.wait([self._writing])
 
-    async def _write_receipts(self, receipts: list[Receipt]) -> None:
+    async def _write_queued(self) -> None:
+        while self._batches:
+            batch = self._batches.popleft()  # events from now on join the next batch
+            # whatever else ends the write (a bug, a cancel) refuses them: sent again, never hung
+            error: EventsNotWritten | None = EventsNotWritten("the write ended unexpectedly")
+            try:
+                async with asyncio.timeout(WRITE_TIMEOUT):
+                    await self.store(batch.receipts, batch.replies)
+                error = None
+            except (RedisError, OSError, TimeoutError) as exc:
+                log.warning(
+                    "events not written; their providers are asked to send them again",
+                    extra={"count": len(batch), "error": type(exc).__name__},
+                )
+                error = EventsNotWritten(f"Redis did not take them ({type(exc).__name__})")
+            finally:
+                self._waiting -= len(batch)
+                if error is not None:
+                    _refuse(batch.future, error)
+                elif not batch.future.done():
+                    batch.future.set_result(None)
+
+    async def store(self, receipts: Sequence[Receipt], replies: Sequence[Inbound]) -> Written:
+        """Write receipts and replies now, each repeat skipped; raises if Redis fails."""
+        counted = await self._write_receipts(receipts) if receipts else 0
+        stored, repeats = await self._write_replies(replies) if replies else (0, 0)
+        return Written(counted, stored, len(receipts) - counted + repeats)
+
+    async def _write_receipts(self, receipts: Sequence[Receipt]) -> int:
+        """Meet receipts with their messages and count them; how many were not repeats."""
+        first: dict[str, Receipt] = {}  # a repeat within the batch is met once
+        for receipt in receipts:
+            key = receipt_key(self.namespace, receipt.route, receipt.provider_id)
+            if key in first:
+                self.metrics.receipts.labels(receipt.route, "duplicate").inc()
+            else:
+                first[key] = receipt
         calls = [
-            (
-                receipt_key(self.namespace, receipt.route, receipt.provider_id),
-                "receipt",
-                f"{1 if receipt.delivered else 0}|{receipt.state}",
-            )
-            for receipt in receipts
+            (key, "receipt", f"{1 if receipt.delivered else 0}|{receipt.state}")
+            for key, receipt in first.items()
         ]
         by_campaign: dict[str, Counter[str]] = {}
-        for receipt, reply in zip(receipts, await self.correlator.meet(calls), strict=True):
+        met: list[str] = []
+        seen: Counter[tuple[str, str]] = Counter()  # (route, what it said) for the metric
+        replies = await self.correlator.meet(calls)
+        for (key, receipt), reply in zip(first.items(), replies, strict=True):
             outcome = "delivered" if receipt.delivered else "undelivered"
-            if not reply:
-                self.metrics.receipts.labels(receipt.route, "waiting").inc()
+            if reply == 0 or not isinstance(reply, bytes):
+                seen[receipt.route, "duplicate" if reply == 0 else "waiting"] += 1
                 continue
+            met.append(key)
+            seen[receipt.route, outcome] += 1
             campaign, _, rest = text(reply).partition("|")
-            self.metrics.receipts.labels(receipt.route, outcome).inc()
             if rest.endswith("|0"):  # the first part speaks for a long message
                 counts = by_campaign.setdefault(campaign, Counter())
                 counts[f"{receipt.route}:{outcome}"] += 1
-        for campaign, counts in by_campaign.items():
-            await self.correlator.count(campaign, counts)
+        if met:
+            await self._count(by_campaign, met)
+        for (route, said), amount in seen.items():  # once written: a re-sent one counts once
+            self.metrics.receipts.labels(route, said).inc(amount)
+        return sum(amount for (_, said), amount in seen.items() if said != "duplicate")
 
-    async def _write_replies(self, replies: list[Inbound]) -> None:
+    async def _count(self, by_campaign: dict[str, Counter[str]], met: list[str]) -> None:
+        """Count met receipts, and mark them counted, in one round trip (in that order)."""
         pipe = self.redis.pipeline(transaction=False)
+        for campaign, counts in by_campaign.items():
+            for counter, amount in counts.items():
+                pipe.hincrby(receipts_key(self.namespace, campaign), counter, amount)
+        for key in met:
+            pipe.set(key, "d", ex=self.correlator.dedupe_ttl, xx=True)
+        await pipe.execute()
+
+    async def _write_replies(self, replies: Sequence[Inbound]) -> tuple[int, int]:
+        """Store replies once each, opt-outs first; (stored, repeats)."""
+        fresh = await self._unseen(replies)
         optouts: list[str] = []
-        now = int(time.time() * 1000)
-        for reply in replies:
-            optout = is_optout(reply.text, self.settings.optout_keywords)
-            if optout:
+        for reply in fresh:
+            if is_optout(reply.text, self.settings.optout_keywords):
                 with contextlib.suppress(InvalidPhone):  # a sender id that is no number
                     optouts.append(canonical(reply.sender))
-            pipe.xadd(
-                inbound_key(self.namespace),
-                {
-                    "at": now,
-                    "route": reply.route,
-                    "channel": reply.channel,
-                    "sender": reply.sender,
-                    "recipient": reply.recipient,
-                    "text": reply.text,
-                    "optout": int(optout),
-                },
-                maxlen=self.settings.inbound_max,
-                approximate=True,
-            )
-        await pipe.execute()
-        for reply in replies:
-            optout = is_optout(reply.text, self.settings.optout_keywords)
-            self.metrics.inbound.labels(reply.route, reply.channel, str(optout).lower()).inc()
         if optouts:
+            # before the reply is stored: if we die between, its repeat opts out again
             await self.redis.sadd(suppression_key(self.namespace), *optouts)
             log.info("opt-out replies applied", extra={"count": len(optouts)})
+        now = int(time.time() * 1000)
+        stream = inbound_key(self.namespace)
+        calls: list[tuple[list[str], list[str | int]]] = []
+        for reply in fresh:
+            optout = is_optout(reply.text, self.settings.optout_keywords)
+            keys = [stream]
+            if reply.provider_id:
+                keys.append(seen_key(self.namespace, reply.route, reply.provider_id))
+            entry: dict[str, str | int] = {
+                "at": now,
+                "route": reply.route,
+                "channel": reply.channel,
+                "sender": reply.sender,
+                "recipient": reply.recipient,
+                "text": reply.text,
+                "optout": int(optout),
+                "provider_id": reply.provider_id,
+            }
+            args: list[str | int] = [int(self.settings.dedupe_ttl), self.settings.inbound_max]
+            args += [item for pair in entry.items() for item in pair]
+            calls.append((keys, args))
+        results = await self._inbound.run_many(calls) if calls else []
+        stored = 0
+        for reply, added in zip(fresh, results, strict=True):
+            if added:
+                stored += 1
+                optout = is_optout(reply.text, self.settings.optout_keywords)
+                self.metrics.inbound.labels(reply.route, reply.channel, str(optout).lower()).inc()
+        return stored, len(replies) - stored
+
+    async def _unseen(self, replies: Sequence[Inbound]) -> list[Inbound]:
+        """The replies whose provider id was not stored before (nor earlier in this batch)."""
+        with_ids = [reply for reply in replies if reply.provider_id]
+        seen: set[tuple[str, str]] = set()
+        if with_ids:
+            pipe = self.redis.pipeline(transaction=False)
+            for reply in with_ids:
+                pipe.exists(seen_key(self.namespace, reply.route, reply.provider_id))
+            for reply, exists in zip(with_ids, await pipe.execute(), strict=True):
+                if exists:
+                    seen.add((reply.route, reply.provider_id))
+        fresh = []
+        for reply in replies:
+            if reply.provider_id:
+                key = (reply.route, reply.provider_id)
+                if key in seen:
+                    continue
+                seen.add(key)
+            fresh.append(reply)
+        return fresh
+
+
+def _refuse(future: asyncio.Future[None], error: Exception) -> None:
+    """Fail a future and mark its error as seen: an adapter may not wait for every event."""
+    if not future.done():
+        future.set_exception(error)
+        future.exception()
 
 
 async def read_inbound(

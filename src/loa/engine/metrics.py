@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import redis
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -56,7 +56,8 @@ class Metrics:
         self.receipts = Counter(
             "loa_receipts",
             "Delivery receipts by route and what they said (delivered, undelivered), or "
-            "waiting: no sent message known for the id yet.",
+            "waiting: no sent message known for the id yet, or duplicate: a repeat of one "
+            "already counted.",
             ["route", "outcome"],
             registry=reg,
         )
@@ -64,6 +65,14 @@ class Metrics:
             "loa_inbound",
             "Inbound messages (replies) by route and channel, and whether they opted out.",
             ["route", "channel", "optout"],
+            registry=reg,
+        )
+        self.route_binds = Gauge(
+            "loa_route_binds",
+            "Connections a route's provider delivers on (SMPP transceiver and receiver binds), "
+            "by state: up, or down (being bound again with back-off). Summed over live workers.",
+            ["route", "state"],
+            multiprocess_mode="livesum",
             registry=reg,
         )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -12,8 +13,9 @@ from collections.abc import Sequence
 
 import uvloop
 
-from loa.adapters.base import Adapter, EmitsEvents
+from loa.adapters.base import Adapter, EmitsEvents, Listens
 from loa.adapters.registry import create_adapter
+from loa.engine.binds import BindReporter
 from loa.engine.connection import RedisClient, connect
 from loa.engine.control import Controls
 from loa.engine.events import EventWriter
@@ -26,6 +28,8 @@ from loa.log import setup_logging
 from loa.settings import Settings
 
 log = logging.getLogger(__name__)
+
+DRAIN_EVENTS = 5.0  # seconds a stopping worker waits for receipts in flight to be written
 
 
 def consumer_name() -> str:
@@ -63,9 +67,9 @@ class Worker:
         events = EventWriter(
             self.redis, self.settings.namespace, self.settings.events, self.metrics
         )
-        events_done = asyncio.Event()
         route_shards = {name: limits.shards for name, limits in self.settings.routes.items()}
         runners = []
+        listening: dict[str, Listens] = {}
         try:
             for name in self.route_names:
                 limits = self.settings.route(name)
@@ -77,6 +81,9 @@ class Worker:
                     correlator = events.correlator
                 elif name in self.settings.api.webhook_secrets:
                     correlator = events.correlator  # its receipts come by the API's webhook
+                if isinstance(adapter, Listens):
+                    adapter.listen()  # replies arrive whether or not this route ever sends
+                    listening[name] = adapter
                 await self.queues.prepare(shard_keys(self.settings.namespace, name, limits.shards))
                 limiter = RateLimiter(self.redis, self.settings.namespace, name, limits)
                 controls = Controls(
@@ -103,17 +110,22 @@ class Worker:
             log.info(
                 "worker started", extra={"routes": self.route_names, "consumer": self.consumer}
             )
+            binds = BindReporter(
+                self.redis, self.settings.namespace, self.consumer, listening, self.metrics
+            )
             async with asyncio.TaskGroup() as group:
-                group.create_task(events.run(events_done), name="events")
+                group.create_task(binds.run(self.stopping), name="binds")
                 async with asyncio.TaskGroup() as routes:
                     for runner in runners:
                         routes.create_task(runner.run(), name=f"route-{runner.name}")
-                # receipts keep coming while the adapters are open; write them until closing
-                await self._close_adapters()
-                events_done.set()
+            # receipts written now are acknowledged before the binds close; later ones are not,
+            # and their SMSC sends them again to another worker
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(DRAIN_EVENTS):
+                    await events.drained()
         finally:
-            events_done.set()
             await self._close_adapters()
+            await events.drained()
             log.info("worker stopped", extra={"consumer": self.consumer})
 
     async def _close_adapters(self) -> None:

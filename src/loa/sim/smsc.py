@@ -69,6 +69,9 @@ _STATES = {  # receipt stat -> (message_state TLV, err, dlvrd)
     "UNDELIV": (MessageState.UNDELIVERABLE, "001", "000"),
     "EXPIRED": (MessageState.EXPIRED, "000", "000"),
 }
+# deliver_sm_resp statuses after which the deliver_sm is sent again later, as SMSCs do; any
+# other error (ESME_RX_P_APPN, ESME_RX_R_APPN, ...) refuses it for good
+TEMPORARY = frozenset({Status.RX_T_APPN, Status.RMSGQFUL, Status.RTHROTTLED, Status.RSYSERR})
 _STAT_COUNTERS = {  # receipt stat -> the counter of receipts made with it
     "DELIVRD": "receipts_delivered",
     "UNDELIV": "receipts_undelivered",
@@ -96,6 +99,7 @@ _COUNTERS = (
     "receipts_sent",
     "receipts_acked",
     "receipts_nacked",
+    "receipts_retried",
     "receipts_queued",
     "receipts_dropped",
     "receipts_requeued",
@@ -105,6 +109,8 @@ _COUNTERS = (
     "receipts_expired",
     "mo_sent",
     "mo_acked",
+    "mo_retried",
+    "mo_refused",
     "enquire_links",
     "malformed",
     "generic_nacks",
@@ -143,6 +149,13 @@ class SmscOptions(ConfigModel):
     unknown_receipt_ratio: float = Field(default=0.0, ge=0, le=1)
     receipt_queue: int = Field(default=100_000, ge=0, description="receipts kept per system_id")
     drop_after: int = Field(default=0, ge=0, description="drop a connection every N submits")
+    redeliver_delay: float = Field(
+        default=1.0,
+        gt=0,
+        le=3600,
+        description="seconds before a deliver_sm answered with a temporary error, or left "
+        "unanswered by a bind that went away (an MO), is sent again",
+    )
     mo_interval: float = Field(default=0.0, ge=0, description="seconds between demo MOs; 0 = off")
     mo_source: str = Field(default="+84900000001", min_length=1, max_length=20)
     mo_dest: str = Field(default="1900", min_length=1, max_length=20)
@@ -363,6 +376,7 @@ class SmscSimulator:
         self._seen: OrderedDict[int, None] = OrderedDict()
         self._queued: dict[str, deque[_Receipt]] = {}
         self._receivers: dict[str, list[_Connection]] = {}
+        self._receiver_bound = asyncio.Event()  # set whenever a receiving bind comes up
         self._round = itertools.count()
         self._mo_ref = itertools.count(self._rng.randrange(256))
         self._connections: set[_Connection] = set()
@@ -525,6 +539,7 @@ class SmscSimulator:
         conn.write(encode(Pdu(pdu.command_id | RESPONSE_BIT, pdu.sequence, 0, fields, version)))
         if conn.can_receive:
             self._receivers.setdefault(system_id, []).append(conn)
+            self._receiver_bound.set()
             self._flush_receipts(conn)
 
     def _bind_status(self, system_id: str, password: str) -> int:
@@ -772,6 +787,13 @@ class SmscSimulator:
             return None
         return candidates[next(self._round) % len(candidates)]
 
+    def _redeliver_receipt(self, receipt: _Receipt) -> None:
+        conn = self._receiver(receipt[0])
+        if conn is None:
+            self._queue_receipt(receipt)
+        else:
+            self._send_receipt(conn, receipt)
+
     def _queue_receipt(self, receipt: _Receipt) -> None:
         if self._server is None:
             return  # stopped: nobody will bind again
@@ -817,6 +839,11 @@ class SmscSimulator:
         job = conn.outstanding.pop(pdu.sequence, None)
         if isinstance(job, tuple):
             self._count["receipts_acked" if pdu.status == 0 else "receipts_nacked"] += 1
+            if pdu.status in TEMPORARY:  # the ESME could not keep it now: again, later
+                self._count["receipts_retried"] += 1
+                asyncio.get_running_loop().call_later(
+                    self.options.redeliver_delay, self._redeliver_receipt, job
+                )
         elif isinstance(job, _Mo):
             if pdu.status == 0:
                 self._count["mo_acked"] += 1
@@ -836,29 +863,57 @@ class SmscSimulator:
     ) -> int:
         """Deliver a message from a handset to a receiving bind; the worst deliver_sm_resp status.
 
-        A text longer than one SMS goes out in parts with a UDH, as a handset sends it.
-        Raises NoReceiver if no receiver or transceiver of `system_id` (any, if None) is bound.
+        A text longer than one SMS goes out in parts with a UDH, as a handset sends it. A part
+        answered with a temporary error (TEMPORARY: ESME_RX_T_APPN, ...), or left unanswered
+        by a bind that went away, is sent again after `redeliver_delay` to a receiving bind of
+        the same system_id, as an SMSC stores and forwards it, until it is answered otherwise;
+        TimeoutError after `answer_within` seconds. Raises NoReceiver if no receiver or
+        transceiver of `system_id` (any, if None) is bound when it is called.
         """
         conn = self._receiver(system_id)
         if conn is None:
             raise NoReceiver(f"no receiving bind for {system_id or 'any system_id'}")
-        loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[int]] = []
         handset, short_code = source.encode("latin-1"), destination.encode("latin-1")
-        for esm_class, coding, data in _mo_parts(text, next(self._mo_ref) & 0xFF):
+        parts = [
+            encode_deliver_sm(0, handset, short_code, esm_class, coding, data, {})
+            for esm_class, coding, data in _mo_parts(text, next(self._mo_ref) & 0xFF)
+        ]
+        async with asyncio.timeout(answer_within):
+            statuses = await asyncio.gather(*(self._deliver_mo(conn, part) for part in parts))
+        return max(statuses)
+
+    async def _deliver_mo(self, first: _Connection, pdu: bytes) -> int:
+        """Send one part until it is answered with success or a lasting error; that status."""
+        loop = asyncio.get_running_loop()
+        conn: _Connection | None = first
+        while True:
+            if conn is None or conn.closed:
+                conn = await self._next_receiver(first.system_id)
             sequence = conn.next_sequence()
-            pdu = encode_deliver_sm(sequence, handset, short_code, esm_class, coding, data, {})
             future: asyncio.Future[int] = loop.create_future()
             conn.outstanding[sequence] = _Mo(future)
-            futures.append(future)
             self._count["mo_sent"] += 1
-            self._write_checked(conn, pdu)
-        async with asyncio.timeout(answer_within):
-            results = await asyncio.gather(*futures, return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-        return max(result for result in results if isinstance(result, int))
+            self._write_checked(conn, pdu[:12] + sequence.to_bytes(4, "big") + pdu[16:])
+            try:
+                status: int | None = await future
+            except SessionClosed:
+                status = None  # the bind went away before answering
+            if status is not None and status not in TEMPORARY:
+                if status:
+                    self._count["mo_refused"] += 1
+                return status
+            self._count["mo_retried"] += 1
+            await asyncio.sleep(self.options.redeliver_delay)
+            conn = None
+
+    async def _next_receiver(self, system_id: str) -> _Connection:
+        """A receiving bind of `system_id`, waiting until one binds."""
+        while True:
+            self._receiver_bound.clear()  # then look: a bind from now on wakes us
+            conn = self._receiver(system_id)
+            if conn is not None:
+                return conn
+            await self._receiver_bound.wait()
 
     async def _periodic_mo(self) -> None:
         options = self.options

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from loa.adapters.base import EventSink
+from loa.adapters.base import BindState, EventSink
 from loa.adapters.registry import parse_options
 from loa.adapters.smpp.coding import SINGLE_LIMIT, decode_text, encode_chosen, split_parts, udh
 from loa.adapters.smpp.pdu import Command, Pdu, Status, SubmitEncoder, Tag, status_name
@@ -132,6 +132,16 @@ class Bind:
         self.delay = adapter.options.reconnect_min
         self.last_error = ""
 
+    @property
+    def up(self) -> bool:
+        """Bound now."""
+        return self.session is not None and self.session.alive
+
+    def state(self) -> BindState:
+        """Up or not, and why not."""
+        up = self.up
+        return BindState(self.config.mode, up, "" if up else self.last_error)
+
     async def ready(self) -> Session | None:
         """The live session, (re)connecting if its back-off allows; None while it is down."""
         session = self.session
@@ -146,7 +156,13 @@ class Bind:
                     return self.session
                 # a session that died leaves its keep-alive task asleep: end it before the next
                 dead, self.session = self.session, None
-                await dead.close(dead.close_reason or "connection lost")
+                reason = dead.close_reason or "connection lost"
+                self.last_error = f"SessionClosed: {reason}"
+                log.warning(
+                    "SMPP bind lost",
+                    extra={"route": self.adapter.route, "mode": self.config.mode, "error": reason},
+                )
+                await dead.close(reason)
             if loop.time() < self.retry_at:
                 return None
             return await self._connect(loop.time())
@@ -168,6 +184,10 @@ class Bind:
                 extra={"route": self.adapter.route, "error": self.last_error},
             )
             return None
+        if self.last_error:  # it was down: say that it is back
+            extra = {"route": self.adapter.route, "mode": self.config.mode}
+            log.info("SMPP bound again", extra=extra)
+            self.last_error = ""
         self.session, self.delay = session, self.adapter.options.reconnect_min
         return session
 
@@ -193,7 +213,9 @@ class SmppAdapter:
         self.receivers = [Bind(self._config("receiver"), self) for _ in range(receivers)]
         self._turn = itertools.count()
         self._reference = itertools.count(random.randrange(256))
-        self._receiver_task: asyncio.Task[None] | None = None
+        # the binds the SMSC delivers on: transceivers, or the receivers beside transmitters
+        self.receiving = self.transmitters if options.mode == "transceiver" else self.receivers
+        self._keeper: asyncio.Task[None] | None = None
         self._closed = False
         self._encode = SubmitEncoder(self._fixed_fields())
 
@@ -236,7 +258,7 @@ class SmppAdapter:
         """
         if not messages:
             return []
-        self._start_receivers()
+        self.listen()
         pending: list[list[asyncio.Future[Pdu]] | SendResult] = []
         for message in messages:
             pending.append(await self._begin(message))
@@ -372,21 +394,25 @@ class SmppAdapter:
             for number, part in enumerate(parts, 1)
         ]
 
-    def on_request(self, pdu: Pdu) -> int:
-        """A deliver_sm from the SMSC: a receipt or a person's reply, handed to the sink."""
+    def on_request(self, pdu: Pdu) -> int | asyncio.Future[None]:
+        """A deliver_sm from the SMSC: a receipt or a person's reply, handed to the sink.
+
+        The answer is the sink's future: the session acknowledges the deliver_sm once the
+        event is written, or answers a temporary error so that the SMSC sends it again.
+        """
         sink = self.sink
         if sink is None:
             return int(Status.ROK)
         if is_receipt(pdu):
             parsed = parse_receipt(pdu)
             # an intermediate notification (ENROUTE) is not an outcome: the final receipt follows
-            if parsed is not None and not is_intermediate(pdu, parsed):
-                provider_id = canonical_id(parsed.message_id, self.options.receipt_id)
-                sink.receipt(
-                    Receipt(self.route, provider_id, parsed.delivered, parsed.state, parsed.error)
-                )
-            return int(Status.ROK)
-        sink.inbound(
+            if parsed is None or is_intermediate(pdu, parsed):
+                return int(Status.ROK)
+            provider_id = canonical_id(parsed.message_id, self.options.receipt_id)
+            return sink.receipt(
+                Receipt(self.route, provider_id, parsed.delivered, parsed.state, parsed.error)
+            )
+        return sink.inbound(
             Inbound(
                 route=self.route,
                 sender=_sender(pdu),
@@ -394,18 +420,26 @@ class SmppAdapter:
                 recipient=pdu.text("destination_addr"),
             )
         )
-        return int(Status.ROK)
 
-    def _start_receivers(self) -> None:
-        """Receiver binds (transmitter mode) are kept up in the background once sending starts."""
-        if self.receivers and self._receiver_task is None and not self._closed:
-            self._receiver_task = asyncio.create_task(self._keep_receivers(), name="smpp-rx")
+    def listen(self) -> None:
+        """Keep every bind the SMSC delivers on up from now on, sending or not, until aclose.
 
-    async def _keep_receivers(self) -> None:
+        A bind that drops is bound again at once, then with the route's back-off
+        (`reconnect_min` doubling up to `reconnect_max`) while the SMSC refuses.
+        """
+        if self.receiving and self._keeper is None and not self._closed:
+            self._keeper = asyncio.create_task(self._keep_bound(), name=f"smpp-keep-{self.route}")
+
+    def binds(self) -> list[BindState]:
+        """The state of each bind the SMSC delivers on."""
+        return [bind.state() for bind in self.receiving]
+
+    async def _keep_bound(self) -> None:
+        # a bind that is up costs one attribute check per round; binds connect side by side
+        pause = min(self.options.reconnect_min, 1.0)
         while not self._closed:
-            for bind in self.receivers:
-                await bind.ready()
-            await asyncio.sleep(self.options.reconnect_min)
+            await asyncio.gather(*(bind.ready() for bind in self.receiving if not bind.up))
+            await asyncio.sleep(pause)
 
     async def ping(self) -> None:
         """Bind if needed and exchange an enquire_link; raises when the SMSC cannot be reached."""
@@ -417,10 +451,10 @@ class SmppAdapter:
     async def aclose(self) -> None:
         """Unbind every session; safe to call twice."""
         self._closed = True
-        if self._receiver_task is not None:
-            self._receiver_task.cancel()
-            await asyncio.gather(self._receiver_task, return_exceptions=True)
-            self._receiver_task = None
+        if self._keeper is not None:
+            self._keeper.cancel()
+            await asyncio.gather(self._keeper, return_exceptions=True)
+            self._keeper = None
         await asyncio.gather(*(bind.close() for bind in [*self.transmitters, *self.receivers]))
 
 

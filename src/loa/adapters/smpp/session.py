@@ -10,6 +10,7 @@ import logging
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from loa.adapters.smpp.pdu import (
     HEADER_SIZE,
@@ -36,8 +37,10 @@ BIND_COMMANDS = {
 }
 WRITE_HIGH_WATER = 256 * 1024  # drain the socket only once this much is buffered
 
-# Answers a request PDU from the SMSC (deliver_sm, data_sm) with a command_status.
-RequestHandler = Callable[[Pdu], int]
+# Answers a request PDU from the SMSC (deliver_sm, data_sm): a command_status now, or a future
+# whose end decides it (ESME_ROK once it is done, ESME_RX_T_APPN if it failed), so that a
+# deliver_sm is acknowledged only once what it carried is kept.
+RequestHandler = Callable[[Pdu], int | asyncio.Future[Any]]
 
 
 class Window:
@@ -135,6 +138,8 @@ class Session:
         self._tasks: list[asyncio.Task[None]] = []
         self._last_read = 0.0
         self._outbox = bytearray()
+        # requests from the SMSC waiting for their answer, by the future that decides it
+        self._waiting: dict[asyncio.Future[Any], list[Pdu]] = {}
         self._deadlines: collections.deque[tuple[float, int]] = collections.deque()
 
     @property
@@ -406,16 +411,34 @@ class Session:
             self._write(encode(response(pdu)))
             return False
         elif command in (Command.DELIVER_SM, Command.DATA_SM):
-            status = self._handle(pdu)
-            fields = {"message_id": ""}
-            self._write(encode(response(pdu, status, **fields)))
+            answer = self._handle(pdu)
+            if isinstance(answer, int):
+                self._write(encode(response(pdu, answer, message_id="")))
+                return True
+            # answered when it is written; the read loop goes on meanwhile. Requests that wait
+            # on the same future (one batch of events) are answered together, in one callback
+            waiting = self._waiting.get(answer)
+            if waiting is None:
+                self._waiting[answer] = [pdu]
+                answer.add_done_callback(self._answer_when_done)
+            else:
+                waiting.append(pdu)
         elif command == Command.ALERT_NOTIFICATION:
             pass  # no response is defined for it
         else:
             self._write(encode(generic_nack(pdu.sequence, Status.RINVCMDID)))
         return True
 
-    def _handle(self, pdu: Pdu) -> int:
+    def _answer_when_done(self, done: asyncio.Future[Any]) -> None:
+        """Answer the deliver_sm whose events are written now, or could not be (temporary error)."""
+        pdus = self._waiting.pop(done, [])
+        failed = done.cancelled() or done.exception() is not None
+        status = Status.RX_T_APPN if failed else Status.ROK
+        if self.alive:  # a session gone meanwhile: the SMSC sends them again on another bind
+            for pdu in pdus:
+                self._write(encode(response(pdu, status, message_id="")))
+
+    def _handle(self, pdu: Pdu) -> int | asyncio.Future[Any]:
         if self.on_request is None:
             return int(Status.ROK)
         try:
