@@ -127,17 +127,24 @@ async def test_replies_go_to_the_stream_and_stop_opts_out(
     events.inbound(Inbound("sms-a", "+84912345678", "Tôi khỏe, cảm ơn", recipient="8088"))
     events.inbound(Inbound("sms-a", "+84987654321", "Từ chối", recipient="8088"))
     events.inbound(Inbound("zalo", "zalo-user-1", '=HYPERLINK("x")', channel="zalo"))
+    events.inbound(Inbound("zalo", "4368012345678901", "stop", channel="zalo"))  # digits only
+    events.inbound(Inbound("sms-a", "0000", "STOP"))  # digits, yet no number
     await events.drained()
-    assert await redis_client.smembers(suppression_key(namespace)) == {b"+84987654321"}
+    assert await redis_client.smembers(suppression_key(namespace)) == {
+        b"+84987654321",
+        b"4368012345678901",
+    }
     rows = await read_inbound(redis_client, namespace)
     assert [(r["sender"], r["optout"]) for r in rows] == [
         ("+84912345678", "0"),
         ("+84987654321", "1"),
         ("zalo-user-1", "0"),
+        ("4368012345678901", "1"),
+        ("0000", "1"),
     ]
     assert rows[0]["text"] == "Tôi khỏe, cảm ơn"
     later = await read_inbound(redis_client, namespace, after=rows[0]["id"])
-    assert [r["sender"] for r in later] == ["+84987654321", "zalo-user-1"]
+    assert [r["sender"] for r in later][:2] == ["+84987654321", "zalo-user-1"]
 
 
 async def test_a_reply_is_stored_once_by_its_provider_id_and_opts_out_once(

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import re
 import time
@@ -123,6 +122,20 @@ class Script:
                     raise
                 self.sha = text(await self.redis.script_load(self.source))
         raise AssertionError("unreachable")
+
+
+def optout_address(reply: Inbound) -> str | None:
+    """Whom a STOP opts out: an SMS sender's number in E.164, an OTT sender's id as it is.
+
+    An OTT id is never read as a phone number: a Zalo id of digits alone is an id, not a
+    malformed number to be dropped. None when an SMS sender is no number at all.
+    """
+    if reply.channel != "sms":
+        return reply.sender.strip() or None
+    try:
+        return canonical(reply.sender)
+    except InvalidPhone:
+        return None
 
 
 class Correlator:
@@ -333,8 +346,9 @@ class EventWriter:
         optouts: list[str] = []
         for reply in fresh:
             if is_optout(reply.text, self.settings.optout_keywords):
-                with contextlib.suppress(InvalidPhone):  # a sender id that is no number
-                    optouts.append(canonical(reply.sender))
+                address = optout_address(reply)
+                if address:
+                    optouts.append(address)
         if optouts:
             # before the reply is stored: if we die between, its repeat opts out again
             await self.redis.sadd(suppression_key(self.namespace), *optouts)
