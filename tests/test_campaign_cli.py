@@ -7,6 +7,7 @@ import contextlib
 import os
 import subprocess
 import sys
+from datetime import date, timedelta
 from pathlib import Path
 
 import orjson
@@ -53,11 +54,11 @@ def plan(tmp_path: Path) -> Path:
     return path
 
 
-def loa(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOA_")}
+def loa(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("LOA_")}
     return subprocess.run(
         [sys.executable, "-m", "loa.cli", *map(str, args)],
-        env=env, capture_output=True, text=True, timeout=120, check=False,
+        env={**clean, **(env or {})}, capture_output=True, text=True, timeout=120, check=False,
     )
 
 
@@ -312,3 +313,121 @@ def test_opt_outs_from_the_command_line_are_applied_at_planning(config, plan, tm
     junk = loa("suppression", "add", "0000", "-c", config)
     assert junk.returncode == 2
     assert "address 1: not a phone number" in junk.stderr
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def test_every_example_plan_validates_against_the_example_settings(redis_url, namespace, tmp_path):
+    people = tmp_path / "people.csv"
+    people.write_text(
+        "phone,name,region,district,zalo_id,fcm_token,due_date,child_name,vaccine,clinic\n"
+        + "".join(
+            f"09{n % 10}{n:07d},Người {n},{('79', '48', '01')[n % 3]},Quận {n},z{n},t{n},"
+            f"{date.today() + timedelta(days=10 + n)},Bé {n},MMR,Trạm y tế\n"
+            for n in range(30)
+        ),
+        encoding="utf-8",
+    )
+    plans = sorted(EXAMPLES.glob("*.plan.toml"))
+    assert len(plans) >= 4
+    env = {"LOA_REDIS_URL": redis_url, "LOA_NAMESPACE": namespace,
+           "LOA_DATA_DIR": str(tmp_path / "data")}
+    for plan in plans:
+        run = loa("campaign", "validate", plan, "-a", people, "-c", EXAMPLES / "loa.toml",
+                  "--json", env=env)
+        assert run.returncode == 0, (plan.name, run.stdout, run.stderr)
+        report = orjson.loads(run.stdout)
+        assert report["queued"] > 0, plan.name
+        assert report["warnings"] == [], (plan.name, report["warnings"])
+        assert run.stderr == "", "nothing on stderr but what went wrong"
+
+
+def test_a_plan_whose_time_is_over_is_refused_before_anything_is_queued(config, tmp_path):
+    stale = tmp_path / "stale.plan.toml"
+    stale.write_text('name = "x"\nlane = "normal"\nchannels = ["sms"]\n[templates]\nsms = "hi"\n'
+                     "[schedule]\nexpires = 2026-07-18T21:00:00+07:00\n", encoding="utf-8")
+    people = audience(tmp_path / "p.csv", ["0912345678,A,79"])
+    dry = loa("campaign", "validate", stale, "-a", people, "-c", config)
+    assert dry.returncode == 1
+    assert "expires at 2026-07-18T21:00:00+07:00, which is past" in dry.stdout
+    campaign = loa("campaign", "create", stale, "-a", people, "-c", config).stdout.strip()
+    launched = loa("campaign", "launch", campaign, "-c", config)
+    assert (launched.returncode, "which is past" in launched.stderr) == (2, True)
+    status = orjson.loads(loa("campaign", "status", campaign, "-c", config, "--json").stdout)
+    assert (status["state"], status["queued"]) == ("approved", 0)
+
+
+def test_reminders_all_past_due_are_a_warning(config, tmp_path):
+    plan = tmp_path / "remind.plan.toml"
+    plan.write_text('name = "x"\nlane = "bulk"\nchannels = ["sms"]\n[templates]\nsms = "hi"\n'
+                    '[schedule]\nsend_at = "due - 1d at 08:00"\n', encoding="utf-8")
+    people = tmp_path / "p.csv"
+    people.write_text("phone,due\n0912345678,2020-01-02\n0912345679,2020-01-03\n")
+    dry = loa("campaign", "validate", plan, "-a", people, "-c", config)
+    assert dry.returncode == 0, dry.stderr
+    assert "warning: every send time is already past: all 2 go out at launch" in dry.stdout
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_tables_never_cut_an_id_a_header_or_a_number(config, plan, redis_url, namespace,
+                                                      tmp_path, columns):
+    people = audience(tmp_path / "p.csv", [f"091{n:07d},Người {n},79" for n in range(5)])
+    ids = [loa("campaign", "create", plan, "-a", people, "-c", config).stdout.strip()
+           for _ in range(3)]
+    asyncio.run(_replies(redis_url, namespace))
+    wide = {"COLUMNS": str(columns)}
+    listed = loa("campaign", "list", "-c", config, env=wide).stdout
+    audit = loa("audit", "-c", config, env=wide).stdout
+    audit_wide = loa("audit", "--wide", "-c", config, env=wide).stdout
+    inbound_run = loa("inbound", "list", "-c", config, env=wide)
+    status = loa("status", "-c", config, "--wide", env=wide).stdout
+    stream_ids = [row["id"] for row in orjson.loads(
+        loa("inbound", "list", "-c", config, "--json").stdout)]
+    for text in (listed, audit, audit_wide, inbound_run.stdout, status):
+        assert "…" not in text
+        assert all(len(line) <= columns for line in text.splitlines()), text
+    for campaign in ids:
+        assert campaign in listed and campaign in audit and campaign in audit_wide
+    assert len(stream_ids) == 2 and all(i in inbound_run.stdout for i in stream_ids)
+    for header in ("at (UTC)", "action", "campaign", "outcome"):
+        assert header in audit
+    for header in ("route", "waiting", "in flight", "retrying", "redelivered", "throttled"):
+        assert header in status
+
+
+async def _replies(url: str, namespace: str) -> None:
+    from loa.engine.events import EventWriter
+    from loa.engine.metrics import Metrics
+    from loa.message import Inbound
+    from loa.settings import EventSettings
+
+    client = connect(url)
+    try:
+        writer = EventWriter(client, namespace, EventSettings(), Metrics())
+        await writer.store([], [
+            Inbound("sms", "+84912345678", "Tôi bị sốt nhẹ sau tiêm, có sao không ạ?"),
+            Inbound("sms", "+84987654321", "Cảm ơn Bộ Y tế " * 12),
+        ])
+    finally:
+        await client.aclose()
+
+
+def test_the_failed_report_for_spreadsheets_or_for_programs(config, plan, tmp_path):
+    people = audience(tmp_path / "p.csv", ["0912345678,A,79"])
+    campaign = loa("campaign", "create", plan, "-a", people, "-c", config).stdout.strip()
+    excel, plain = tmp_path / "excel.csv", tmp_path / "plain.csv"
+    assert loa("campaign", "report", campaign, "-o", excel, "-c", config).returncode == 0
+    run = loa("campaign", "report", campaign, "-o", plain, "--format", "csv", "-c", config)
+    assert run.returncode == 0, run.stderr
+    assert excel.read_text().splitlines() == ["recipient,route,line,reason"]
+    assert plain.read_text().splitlines() == ["recipient,route,line,reason"]
+
+
+def test_watch_prints_lines_when_piped(config, plan, tmp_path):
+    people = audience(tmp_path / "p.csv", ["0912345678,A,79"])
+    campaign = loa("campaign", "create", plan, "-a", people, "-c", config).stdout.strip()
+    assert loa("campaign", "cancel", campaign, "-c", config).returncode == 0
+    watched = loa("campaign", "status", campaign, "--watch", "-c", config)
+    assert watched.returncode == 0, watched.stderr
+    assert watched.stdout.splitlines() == [f"{campaign} cancelled 0/0"]

@@ -141,12 +141,13 @@ def status(
     redis: RedisOption = None,
     data_dir: DataDirOption = None,
     json_output: Annotated[bool, typer.Option("--json")] = False,
+    wide: Annotated[bool, typer.Option("--wide", help="Every counter, not the main ones.")] = False,
 ) -> None:
     """Show each route's backlog and counters."""
     from loa.status import print_status
 
     settings = load_settings(config, redis, data_dir)
-    uvloop.run(print_status(settings, json_output))
+    uvloop.run(print_status(settings, json_output, wide))
 
 
 @app.command("redis")

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import orjson
-from rich.console import Console
-from rich.table import Table
 
 from loa.engine.binds import read_binds
 from loa.engine.connection import connect
@@ -15,7 +13,23 @@ from loa.engine.keys import shard_keys
 from loa.engine.queue import Queues
 from loa.message import FINAL
 from loa.settings import Settings
+from loa.tables import show
 
+# (header, RouteStatus field): the default columns fit 80 columns; --wide shows every counter
+COUNTERS = (
+    ("waiting", "waiting"),
+    ("in flight", "in_flight"),
+    ("retrying", "delayed"),
+    ("accepted", "accepted"),
+    ("failed", "failed"),
+)
+WIDE_COUNTERS = (
+    *COUNTERS[:3],
+    *((outcome.value, outcome.value) for outcome in FINAL),
+    ("retried", "retried"),
+    ("throttled", "throttled"),
+    ("redelivered", "redelivered"),
+)
 
 @dataclass(slots=True)
 class RouteStatus:
@@ -71,8 +85,8 @@ async def route_status(queues: Queues, settings: Settings, route: str) -> RouteS
     return status
 
 
-async def print_status(settings: Settings, as_json: bool) -> None:
-    """Print every route's status as a table or JSON."""
+async def print_status(settings: Settings, as_json: bool, wide: bool = False) -> None:
+    """Print every route's status as a table (every counter with `wide`) or JSON."""
     with redis_url_for(settings.redis_url, settings.data_dir) as (url, _):
         redis = connect(url)
         try:
@@ -83,11 +97,9 @@ async def print_status(settings: Settings, as_json: bool) -> None:
     if as_json:
         print(orjson.dumps([asdict(r) for r in rows], option=orjson.OPT_INDENT_2).decode())
         return
-    table = Table(title="loa routes")
-    columns = ("route", "binds", "waiting", "in flight", "retrying", *FINAL, "retried", "throttled")
-    for column in columns:
-        table.add_column(column, justify="left" if column == "route" else "right")
-    for r in rows:
-        counts = (r.waiting, r.in_flight, r.delayed, *(getattr(r, o.value) for o in FINAL))
-        table.add_row(r.route, r.binds, *(str(v) for v in (*counts, r.retried, r.throttled)))
-    Console().print(table)
+    counters = WIDE_COUNTERS if wide else COUNTERS
+    headers = ["route", "binds", *(header for header, _ in counters)]
+    table = [
+        [r.route, r.binds, *(f"{getattr(r, field):,}" for _, field in counters)] for r in rows
+    ]
+    show("loa routes", headers, table)

@@ -175,6 +175,9 @@ def server(
 def audit(
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=100_000)] = 50,
     json_output: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    wide: Annotated[
+        bool, typer.Option("--wide", help="Also the token, role, address and detail.")
+    ] = False,
     config: ConfigOption = None,
     redis: RedisOption = None,
     data_dir: DataDirOption = None,
@@ -190,30 +193,33 @@ def audit(
         rows = [asdict(entry) for entry in entries]
         typer.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
         return
-    _print_audit(entries)
+    _print_audit(entries, wide)
 
 
-def _print_audit(entries: list[Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+AUDIT_COLUMNS = ("at (UTC)", "who", "action", "campaign", "outcome")
+AUDIT_WIDE = ("at (UTC)", "who", "token", "role", "action", "campaign", "from", "outcome", "detail")
 
-    table = Table(
-        "at (UTC)", "who", "token", "role", "action", "campaign", "from", "outcome", "detail"
-    )
+
+def _print_audit(entries: list[Any], wide: bool) -> None:
+    from loa.tables import show
+
+    headers = AUDIT_WIDE if wide else AUDIT_COLUMNS
+    rows = []
     for entry in entries:
         at = datetime.fromtimestamp(entry.at / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
-        table.add_row(
-            at,
-            entry.who,
-            entry.token,
-            entry.role,
-            entry.action,
-            entry.campaign,
-            entry.ip,
-            entry.outcome,
-            entry.detail,
-        )
-    Console().print(table)
+        cells = {
+            "at (UTC)": at,
+            "who": entry.who,
+            "token": entry.token,
+            "role": entry.role,
+            "action": entry.action,
+            "campaign": entry.campaign,
+            "from": entry.ip,
+            "outcome": entry.outcome,
+            "detail": entry.detail,
+        }
+        rows.append([cells[header] for header in headers])
+    show("audit log, newest first", headers, rows, text={"detail"})
 
 
 def register(app: typer.Typer) -> None:

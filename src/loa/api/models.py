@@ -91,6 +91,9 @@ class DryRun(BaseModel):
     by_region: dict[str, int]
     by_encoding: dict[str, int]
     problems: list[str]
+    warnings: list[str] = Field(
+        default_factory=list, description="it would go, but not as one may expect"
+    )
 
 
 class Approval(BaseModel):

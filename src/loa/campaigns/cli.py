@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import enum
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,7 +14,6 @@ import orjson
 import typer
 import uvloop
 from rich.console import Console
-from rich.table import Table
 
 from loa.access.audit import AuditLog, Note, audited
 from loa.access.identity import Principal, Role, local_principal
@@ -24,8 +25,16 @@ from loa.engine.connection import connect
 from loa.engine.embedded import redis_url_for
 from loa.errors import AuthError
 from loa.settings import Settings
+from loa.tables import show
 
 T = TypeVar("T")
+
+
+class CsvForm(enum.StrEnum):
+    """How a CSV export is written: for spreadsheets, or for programs."""
+
+    EXCEL = "csv-excel"
+    PLAIN = "csv"
 
 app = typer.Typer(help="Validate, create, launch and steer campaigns.", no_args_is_help=True)
 
@@ -219,7 +228,7 @@ def launch(
     if json_output:
         _print_json(report.to_json())
     else:
-        _print_report(report)
+        _print_report(report, "planned: now on the queues")
 
 
 @app.command()
@@ -238,15 +247,25 @@ def status(
     if json_output:
         _print_json(current)
         return
-    table = Table(title=f"campaign {campaign_id}: {current['name']}")
-    table.add_column("counter")
-    table.add_column("value", justify="right")
-    for key in (*STATUS_KEYS, "cancelled", "filtered", "capped", "retried"):
-        table.add_row(key, "" if current[key] is None else str(current[key]))
-    Console().print(table)
+    rows = [
+        [key, _cell(current[key])]
+        for key in (*STATUS_KEYS, "cancelled", "filtered", "capped", "retried")
+    ]
+    show(f"campaign {campaign_id}: {current['name']}", ["counter", "value"], rows)
+
+
+def _cell(value: object) -> str:
+    """A counter as people read it (thousands separated), anything else as text."""
+    if value is None:
+        return ""
+    return f"{value:,}" if isinstance(value, int) else str(value)
 
 
 async def _watch(campaigns: Campaigns, campaign_id: str) -> None:
+    """A live bar on a terminal; piped, a line each time the counts change."""
+    if not sys.stdout.isatty():
+        await _watch_lines(campaigns, campaign_id)
+        return
     from rich.progress import BarColumn, Progress, TextColumn
 
     with Progress(
@@ -268,6 +287,19 @@ async def _watch(campaigns: Campaigns, campaign_id: str) -> None:
             await asyncio.sleep(0.5)
 
 
+async def _watch_lines(campaigns: Campaigns, campaign_id: str) -> None:
+    last = ""
+    while True:
+        current = await campaigns.status(campaign_id)
+        line = f"{campaign_id} {current['state']} {current['finished']}/{current['queued']}"
+        if line != last:
+            typer.echo(line)
+            last = line
+        if current["state"] in ("done", "cancelled", "expired"):
+            return
+        await asyncio.sleep(0.5)
+
+
 @app.command("list")
 def list_campaigns(
     config: ConfigOption = None, redis: RedisOption = None, json_output: JsonOption = False
@@ -277,30 +309,37 @@ def list_campaigns(
     if json_output:
         _print_json(rows)
         return
-    table = Table(title="campaigns")
-    for column in ("id", "name", "state", "held", "queued"):
-        table.add_column(column)
+    cells = []
     for row in rows:
         held = f"{row['hold']} until {row['held_until']}" if row["held_until"] else row["hold"]
-        table.add_row(row["id"], row["name"], row["state"], held, str(row["queued"]))
-    Console().print(table)
+        cells.append([row["id"], row["name"], row["state"], held, f"{row['queued']:,}"])
+    headers = ["id", "name", "state", "held", "queued"]
+    show("campaigns", headers, cells, text={"name", "held"})
 
 
 @app.command()
 def report(
     campaign_id: str,
-    failed: Annotated[bool, typer.Option("--failed", help="Who did not get it, and why.")],
+    failed: Annotated[
+        bool, typer.Option("--failed", help="Who did not get it, and why (the only report).")
+    ] = True,
     output: Annotated[Path, typer.Option("--output", "-o")] = Path("failed.csv"),
+    form: Annotated[
+        CsvForm,
+        typer.Option(
+            "--format",
+            help="csv-excel: cells a spreadsheet shows as text, never runs as formulas "
+            "(a leading ' where needed); csv: the values exactly, for programs.",
+        ),
+    ] = CsvForm.EXCEL,
     config: ConfigOption = None,
     redis: RedisOption = None,
     token: TokenOption = None,
 ) -> None:
     """Write the failed-recipients report as CSV (phone numbers only ever go to this file)."""
-    if not failed:
-        raise typer.BadParameter("only --failed reports exist so far", param_hint="--failed")
 
     async def work(c: Campaigns, who: Principal, note: Note) -> int:
-        rows = await c.write_failed(campaign_id, output)
+        rows = await c.write_failed(campaign_id, output, excel=form is CsvForm.EXCEL)
         note.detail = f"{rows} rows"
         return rows
 
@@ -308,18 +347,16 @@ def report(
     typer.echo(f"{written} rows written to {output}")
 
 
-def _print_report(report: Report) -> None:
+def _print_report(report: Report, title: str = "dry run: nothing queued") -> None:
     console = Console()
     if report.problems:
         for problem in report.problems:
-            console.print(f"[red]problem:[/red] {problem}")
+            console.print(f"problem: {problem}", markup=False, highlight=False)
         return
-    table = Table(title="dry run")
-    table.add_column("counter")
-    table.add_column("value", justify="right")
-    for name in (*PLANNING_COUNTERS, "parts"):
-        table.add_row(name, f"{getattr(report, name):,}")
-    console.print(table)
+    rows = [[name, f"{getattr(report, name):,}"] for name in (*PLANNING_COUNTERS, "parts")]
+    show(title, ["counter", "value"], rows, console=console)
+    for warning in report.warnings:
+        console.print(f"warning: {warning}", markup=False, highlight=False)
     for title, counts in (
         ("route", report.by_route),
         ("channel", report.by_channel),
@@ -440,18 +477,13 @@ def inbound_list(
     if json_output:
         _print_json(rows)
         return
-    table = Table("id", "at (UTC)", "route", "from", "text", "opt-out")
+    cells = []
     for row in rows:
         at = datetime.fromtimestamp(int(row.get("at", 0)) / 1000, UTC).strftime("%Y-%m-%d %H:%M")
-        table.add_row(
-            row["id"],
-            at,
-            row.get("route", ""),
-            row.get("sender", ""),
-            row.get("text", ""),
-            "yes" if row.get("optout") == "1" else "",
-        )
-    Console().print(table)
+        optout = "yes" if row.get("optout") == "1" else ""
+        cells.append([row["id"], at, row.get("sender", ""), row.get("text", ""), optout])
+    headers = ["id", "at (UTC)", "from", "text", "opt-out"]
+    show("inbound, oldest first", headers, cells, text={"text"})
 
 
 @inbound_app.command("export")

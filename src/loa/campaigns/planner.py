@@ -111,6 +111,7 @@ class Report:
     by_region: Counter[str] = field(default_factory=Counter)
     by_encoding: Counter[str] = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)  # plan-level: missing columns, routes
+    warnings: list[str] = field(default_factory=list)  # it would go, but not as one may think
 
     def invalid_row(self, line: int, reason: str) -> None:
         """Count a bad row and keep the first ones with their line."""
@@ -157,6 +158,7 @@ class Report:
         for name in BREAKDOWNS:
             data[name] = dict(getattr(self, name))
         data["problems"] = list(self.problems)
+        data["warnings"] = list(self.warnings)
         return data
 
     @classmethod
@@ -170,6 +172,7 @@ class Report:
         for name in BREAKDOWNS:
             setattr(report, name, Counter(data.get(name, {})))
         report.problems = list(data.get("problems", []))
+        report.warnings = list(data.get("warnings", []))
         return report
 
 

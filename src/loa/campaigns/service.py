@@ -101,16 +101,20 @@ class Campaigns:
         return await self._dry_run(_stored_plan(campaign), Path(campaign.fields["audience"]))
 
     async def _dry_run(self, plan: Plan, audience: Path) -> Report:
-        planner = Planner(self.settings, plan, f"dry-{secrets.token_hex(4)}", audience, _now())
-        report = Report(problems=planner.check(open_audience(audience).columns))
+        now = _now()
+        planner = Planner(self.settings, plan, f"dry-{secrets.token_hex(4)}", audience, now)
+        problems = planner.check(open_audience(audience).columns)
+        report = Report(problems=[*problems, *_schedule_problems(plan, now)])
         if report.problems:
             return report
         try:
-            return await plan_audience(
+            report = await plan_audience(
                 planner, self.redis, queue=False, checkpoint=Checkpoint(None, report, {})
             )
         finally:
             await self.redis.delete(f"{self.settings.namespace}:{{camp:{planner.campaign}}}:seen")
+        report.warnings = _timing_warnings(report)
+        return report
 
     async def create(
         self,
@@ -273,6 +277,9 @@ class Campaigns:
         plan = _stored_plan(campaign)
         if campaign.state is State.APPROVED:
             launched = _now()
+            stale = _schedule_problems(plan, launched)
+            if stale:
+                raise CampaignError(f"cannot launch campaign {campaign_id}: {stale[0]}")
             start = plan.schedule.starts_at(launched)
             expires = plan.schedule.expires_at(launched)
             await self.store.update(
@@ -462,16 +469,21 @@ class Campaigns:
             )
         return rows
 
-    async def write_failed(self, campaign_id: str, out: Path) -> int:
-        """A CSV of who did not get the campaign and why; returns the number of rows."""
+    async def write_failed(self, campaign_id: str, out: Path, *, excel: bool = True) -> int:
+        """A CSV of who did not get the campaign and why; returns the number of rows.
+
+        `excel` writes cells a spreadsheet shows as text (never runs as a formula); without
+        it, the values exactly as they are, for programs.
+        """
         await self.store.get(campaign_id)
+        cell = safe_cell if excel else str
         written = 0
         with out.open("w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(["recipient", "route", "line", "reason"])
             async for route, letter in self._dead_letters(campaign_id):
                 line, to = str(letter["message"][0]), str(letter["message"][1])
-                writer.writerow([safe_cell(to), route, line, safe_cell(str(letter["reason"]))])
+                writer.writerow([cell(to), route, line, cell(str(letter["reason"]))])
                 written += 1
         return written
 
@@ -488,6 +500,31 @@ class Campaigns:
                     if len(entries) < 500:
                         break
                     cursor = "(" + text(entries[-1][0])
+
+
+def _schedule_problems(plan: Plan, now: datetime) -> list[str]:
+    """A plan that would send nothing because its time is over: said before anything is queued."""
+    expires = plan.schedule.expires_at(now)
+    if expires is not None and expires <= now:
+        return [
+            f"the plan expires at {expires.isoformat()}, which is past: nothing would be sent "
+            "(give schedule.expires as a duration, or a later time)"
+        ]
+    return []
+
+
+def _timing_warnings(report: Report) -> list[str]:
+    """What the dry run found about send times that an operator would not expect."""
+    warnings = []
+    if report.past_due and not report.scheduled:
+        warnings.append(
+            f"every send time is already past: all {report.past_due:,} go out at launch"
+        )
+    if report.after_expiry:
+        warnings.append(
+            f"{report.after_expiry:,} are due after the campaign expires and will never be sent"
+        )
+    return warnings
 
 
 def _creator_fields(by: Principal, need: Need) -> dict[str, str]:

@@ -75,7 +75,7 @@ class EmbeddedRedis:
             existing = self._existing_url()
             if existing:
                 self.url = existing
-                log.info("joined the embedded server", extra={"url": existing})
+                log.debug("joined the embedded server", extra={"url": existing})
                 return existing
             self._launch(timeout)
         return self.url
@@ -128,7 +128,7 @@ class EmbeddedRedis:
         self.url = url
         self._wait_ready(timeout)
         (self.data_dir / "url").write_text(url)
-        log.info("started the embedded server", extra={"url": url, "pid": self.process.pid})
+        log.debug("started the embedded server", extra={"url": url, "pid": self.process.pid})
 
     def _wait_ready(self, timeout: float) -> None:
         assert self.process is not None
