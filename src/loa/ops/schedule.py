@@ -21,10 +21,10 @@ STOP_WAIT = 30.0  # seconds a stopping server waits for a backup under way
 class BackupScheduler:
     """Makes a backup when the last good one is `interval` old; keeps `backup.keep` of them."""
 
-    def __init__(self, settings: Settings, first_delay: float = FIRST_DELAY) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.interval = settings.backup.interval(embedded=settings.redis_url is None)
-        self.first_delay = first_delay
+        self.first_delay = min(FIRST_DELAY, self.interval)
         self.stopping = threading.Event()
         self.thread: threading.Thread | None = None
 
