@@ -5,21 +5,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import shutil
+import signal
+import subprocess
 import tarfile
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
-from helpers import OPERATOR
+from helpers import OPERATOR, wait_for
 from loa.campaigns.pinning import PinnedFile, check_audience
 from loa.campaigns.service import Campaigns
 from loa.engine.backup_status import BackupCollector, read_status
 from loa.engine.connection import connect, connect_sync
-from loa.engine.embedded import EmbeddedRedis
+from loa.engine.embedded import EmbeddedRedis, free_port
 from loa.engine.keys import shard_keys
 from loa.engine.progress import Progress
 from loa.engine.queue import Queues, Taken
@@ -28,7 +33,7 @@ from loa.ops.backup import Backup, create_backup, prune
 from loa.ops.restore import check_archive, restore
 from loa.ops.schedule import BackupScheduler
 from loa.settings import Settings
-from test_cli import env, run_loa  # noqa: F401 - env is a fixture used here
+from test_cli import env, loa_command, run_loa  # noqa: F401 - env is a fixture used here
 from test_cluster import SERVER_BINARY, Cluster, cluster  # noqa: F401 - cluster is a fixture
 
 pytestmark = pytest.mark.skipif(SERVER_BINARY is None, reason="no Redis-protocol server binary")
@@ -319,3 +324,57 @@ def test_scheduled_backups_keep_the_newest_and_report_their_age(tmp_path: Path) 
 
 def _samples(collector: BackupCollector) -> dict[str, float]:
     return {s.name: s.value for family in collector.collect() for s in family.samples}
+
+
+def test_loa_server_makes_scheduled_backups_and_exports_their_age(
+    tmp_path: Path,
+    env: dict[str, str],  # noqa: F811
+) -> None:
+    metrics_port, api_port = free_port(), free_port()
+    config = tmp_path / "loa.toml"
+    config.write_text(
+        f'data_dir = "{tmp_path / "data"}"\n'
+        f"[worker]\nprocesses = 1\nmetrics_port = {metrics_port}\n"
+        f"[api]\nport = {api_port}\n"
+        "[backup]\nevery = 2\nkeep = 2\n"
+        '[routes.sms]\nadapter = "null"\n',
+        encoding="utf-8",
+    )
+    env.pop("LOA_REDIS_URL")
+    server = subprocess.Popen(
+        [*loa_command(), "server", "--config", str(config)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=tmp_path,
+        start_new_session=True,
+    )
+    backups = tmp_path / "data" / "backups"
+    try:
+        wait_for(lambda: len(list(backups.glob("*.tar"))) >= 2, 60, "two scheduled backups")
+        samples = _scrape(metrics_port)
+        assert samples["loa_backup_interval_seconds"] == 2
+        assert 0 <= samples["loa_backup_age_seconds"] < 60
+        assert samples["loa_backup_failures"] == 0
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            _, err = server.communicate(timeout=60)
+        finally:
+            if server.poll() is None:
+                os.killpg(server.pid, signal.SIGKILL)
+    assert server.returncode == 0, err.decode()[-2000:]
+    assert b"scheduled backup made" in err
+    assert len(list(backups.glob("*.tar"))) <= 2, "backup.keep"
+    check_archive(max(backups.glob("*.tar")))
+
+
+def _scrape(port: int) -> dict[str, float]:
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+    samples = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            if sample.name.startswith("loa_backup_"):
+                samples[sample.name] = sample.value
+    return samples
