@@ -44,12 +44,18 @@ def backup(
         bool,
         typer.Option("--no-verify", help="Skip loading each snapshot in a scratch server."),
     ] = False,
+    keep: Annotated[
+        int | None,
+        typer.Option(
+            "--keep", min=1, help="Then delete all but this many newest archives in the directory."
+        ),
+    ] = None,
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """An online, consistent snapshot of loa's state and data files, in one archive."""
-    from loa.ops.backup import create_backup
+    from loa.ops.backup import create_backup, prune
 
     settings = _settings(config, data_dir)
     if no_verify:
@@ -57,6 +63,8 @@ def backup(
             update={"backup": settings.backup.model_copy(update={"verify": False})}
         )
     made = create_backup(settings, to, source)
+    if keep is not None:
+        prune(made.path.parent, keep)
     if json_output:
         summary = {"archive": str(made.path), "seconds": round(made.seconds, 3)}
         _print_json({**summary, **describe(made.manifest)})
