@@ -230,6 +230,13 @@ def test_a_damaged_archive_is_refused_and_nothing_is_restored(tmp_path: Path) ->
     assert check_archive(made.path).files == made.manifest.files, "the original is intact"
 
 
+def test_a_backup_of_a_directory_without_loa_data_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(BackupError, match="no embedded server data in"):
+        create_backup(settings_for(tmp_path / "typo"), tmp_path / "backups")
+    assert read_status(tmp_path / "typo").failures == 1
+    assert not (tmp_path / "backups").exists() or not any((tmp_path / "backups").iterdir())
+
+
 def test_restore_refuses_a_data_directory_in_use(tmp_path: Path) -> None:
     made = _backup(tmp_path)
     settings = settings_for(tmp_path / "busy")

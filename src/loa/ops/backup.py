@@ -123,6 +123,11 @@ def _create(settings: Settings, to: Path | None, url: str | None) -> tuple[Path,
 
 def _snapshots(settings: Settings, url: str | None, staging: Path) -> list[RdbFile]:
     if url is None:
+        if not (settings.data_dir / "redis").is_dir():  # a wrong --data-dir, not an empty loa
+            raise BackupError(
+                f"no embedded server data in {settings.data_dir}: name loa's data directory "
+                "(--data-dir or data_dir), or the Redis to back up (--from or redis_url)"
+            )
         with redis_url_for(None, settings.data_dir) as (live, _):
             return [save_embedded(live, settings.data_dir / "redis", staging / "dump.rdb")]
     return [
