@@ -333,14 +333,16 @@ def _samples(collector: BackupCollector) -> dict[str, float]:
     return {s.name: s.value for family in collector.collect() for s in family.samples}
 
 
-def test_loa_server_makes_scheduled_backups_and_exports_their_age(
+def test_restore_serves_at_once_and_backs_up_on_schedule(
     tmp_path: Path,
     env: dict[str, str],  # noqa: F811
 ) -> None:
+    """`loa restore --serve`: the restored state is served, and backed up every backup.every."""
+    archive = _backup(tmp_path / "before").path
     metrics_port, api_port = free_port(), free_port()
     config = tmp_path / "loa.toml"
     config.write_text(
-        f'data_dir = "{tmp_path / "data"}"\n'
+        f'data_dir = "{tmp_path / "data"}"\nnamespace = "bk"\n'
         f"[worker]\nprocesses = 1\nmetrics_port = {metrics_port}\n"
         f"[api]\nport = {api_port}\n"
         "[backup]\nevery = 2\nkeep = 2\n"
@@ -349,7 +351,7 @@ def test_loa_server_makes_scheduled_backups_and_exports_their_age(
     )
     env.pop("LOA_REDIS_URL")
     server = subprocess.Popen(
-        [*loa_command(), "server", "--config", str(config)],
+        [*loa_command(), "restore", str(archive), "--serve", "--config", str(config)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -374,7 +376,16 @@ def test_loa_server_makes_scheduled_backups_and_exports_their_age(
     assert server.returncode == 0, err.decode()[-2000:]
     assert b"scheduled backup made" in err
     assert len(list(backups.glob("*.tar"))) <= 2, "backup.keep"
-    check_archive(max(backups.glob("*.tar")))
+    latest = check_archive(max(backups.glob("*.tar")))
+    assert latest.contents is not None
+    assert latest.contents.campaigns.keys() == made_before(archive), "the restored campaign"
+
+
+def made_before(archive: Path) -> set[str]:
+    """The campaigns an archive holds."""
+    contents = check_archive(archive).contents
+    assert contents is not None
+    return set(contents.campaigns)
 
 
 def _scrape(port: int) -> dict[str, float]:

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 
+from loa.errors import LoaError
 from loa.ops.archive import Manifest, describe
 from loa.settings import Settings
 
@@ -89,6 +90,9 @@ def restore(
         str | None,
         typer.Option("--redis", help="Restore into this Redis or Cluster, not the embedded one."),
     ] = None,
+    serve: Annotated[
+        bool, typer.Option("--serve", help="Then run `loa server` on what was restored.")
+    ] = False,
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
     json_output: JsonOption = False,
@@ -117,6 +121,12 @@ def restore(
         f"{done.keys:,} keys, {done.files:,} files"
     )
     _print_summary(done.manifest)
+    if serve:
+        from loa.api.server import run_server
+
+        if not settings.routes:
+            raise LoaError("no routes configured: add [routes.NAME] tables to the settings file")
+        raise typer.Exit(run_server(settings, settings.api.host, settings.api.port))
     start = f"loa server --data-dir {done.data_dir}"
     typer.echo(f"start it: {start}{' --config ...' if config else ''}")
 
