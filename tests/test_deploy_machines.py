@@ -296,9 +296,28 @@ def _has_compose() -> bool:
     return found.returncode == 0
 
 
+def _has_engine() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    return subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0
+
+
 @pytest.mark.skipif(not _has_compose(), reason="no Docker Compose here")
 def test_docker_compose_accepts_the_file() -> None:
     subprocess.run(["docker", "compose", "-f", str(COMPOSE), "config", "-q"], check=True)
+
+
+@pytest.mark.skipif(not _has_engine(), reason="no Docker engine here")
+def test_the_image_builds_and_runs_loa() -> None:
+    subprocess.run(["docker", "build", "-q", "-t", LOA_IMAGE, str(ROOT)], check=True, timeout=900)
+    shown = subprocess.run(
+        ["docker", "run", "--rm", LOA_IMAGE, "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert shown.stdout.startswith("loa ")
 
 
 # -- systemd --------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ checkpoint, so the messages they held without a recorded result may be sent a se
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -85,15 +86,17 @@ def count(client: redis.Redis, namespace: str) -> Contents:
     types: Counter[str] = Counter()
     streams: list[str] = []
     cstats: list[str] = []
-    for key in keys_of(client, namespace):
-        raw_kind: Any = client.type(key)
-        kind = text(raw_kind)
-        types[kind] += 1
-        name = text(key)
-        if kind == "stream" and ":q:" in name:
-            streams.append(name)
-        elif kind == "hash" and name.endswith(":cstats"):
-            cstats.append(name)
+    for keys in _batches(keys_of(client, namespace)):
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.type(key)
+        for key, raw_kind in zip(keys, pipe.execute(), strict=True):
+            kind, name = text(raw_kind), text(key)
+            types[kind] += 1
+            if kind == "stream" and ":q:" in name:
+                streams.append(name)
+            elif kind == "hash" and name.endswith(":cstats"):
+                cstats.append(name)
     found.types = dict(types)
     found.namespace_keys = sum(types.values())
     for stream in streams:
@@ -102,6 +105,18 @@ def count(client: redis.Redis, namespace: str) -> Contents:
         _count_results(client, name, found)
     _campaign_states(client, namespace, found)
     return found
+
+
+def _batches(keys: Iterator[bytes], size: int = 1000) -> Iterator[list[bytes]]:
+    """Keys in lists of `size`, one round trip each."""
+    batch: list[bytes] = []
+    for key in keys:
+        batch.append(key)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _count_stream(client: redis.Redis, stream: str, found: Contents) -> None:
