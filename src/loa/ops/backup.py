@@ -7,7 +7,6 @@ uploads are added, and the manifest last. Workers and the API keep running throu
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import tempfile
@@ -28,8 +27,6 @@ from loa.ops.contents import Contents, count
 from loa.ops.scratch import ScratchServer
 from loa.ops.snapshot import RdbFile, fetch_rdb, primaries, save_embedded
 from loa.settings import Settings
-
-log = logging.getLogger(__name__)
 
 PREFIX = "loa-backup-"
 SUFFIXES = (".tar", ".tar.gz", ".tgz")
@@ -65,9 +62,7 @@ def destination(to: Path | None, settings: Settings, now: datetime) -> Path:
     return target / f"{PREFIX}{stamp}.tar"
 
 
-def create_backup(
-    settings: Settings, to: Path | None = None, source: str | None = None
-) -> Backup:
+def create_backup(settings: Settings, to: Path | None = None, source: str | None = None) -> Backup:
     """Snapshot loa's Redis data (`source`, else the configured one) and data files into one
     archive; returns it. Records the outcome in the data directory for the metrics."""
     started = time.monotonic()
@@ -131,8 +126,7 @@ def _snapshots(settings: Settings, url: str | None, staging: Path) -> list[RdbFi
         with redis_url_for(None, settings.data_dir) as (live, _):
             return [save_embedded(live, settings.data_dir / "redis", staging / "dump.rdb")]
     return [
-        fetch_rdb(node, staging / f"node-{index}.rdb")
-        for index, node in enumerate(primaries(url))
+        fetch_rdb(node, staging / f"node-{index}.rdb") for index, node in enumerate(primaries(url))
     ]
 
 
@@ -162,9 +156,7 @@ def data_files(data_dir: Path) -> Iterator[tuple[Path, str]]:
 
 def prune(directory: Path, keep: int) -> list[Path]:
     """Delete all but the newest `keep` archives in `directory` (and stale unfinished ones)."""
-    archives = sorted(
-        path for path in directory.glob(f"{PREFIX}*") if path.name.endswith(SUFFIXES)
-    )
+    archives = sorted(path for path in directory.glob(f"{PREFIX}*") if path.name.endswith(SUFFIXES))
     removed = archives[: max(0, len(archives) - keep)]
     now = time.time()
     for part in directory.glob(f"{PREFIX}*.part"):

@@ -6,7 +6,6 @@ of its own accord, and is shut down when the work is done.
 
 from __future__ import annotations
 
-import logging
 import shutil
 import subprocess
 import tempfile
@@ -20,8 +19,6 @@ import redis
 
 from loa.engine.embedded import find_server_binary
 from loa.errors import ArchiveDamaged, BackupError
-
-log = logging.getLogger(__name__)
 
 START_TIMEOUT = 30.0  # seconds a server may take to answer at all (loading answers LOADING)
 COPY_BATCH = 500  # keys per round trip when copying
@@ -100,9 +97,7 @@ class ScratchServer:
         if self.rdb and any(
             word in said for word in ("Bad file format", "Short read", "checksum", "RDB")
         ):
-            return ArchiveDamaged(
-                f"the snapshot {self.rdb} cannot be loaded: {_last_line(said)}"
-            )
+            return ArchiveDamaged(f"the snapshot {self.rdb} cannot be loaded: {_last_line(said)}")
         return BackupError(f"a scratch server exited at start: {_last_line(said)}")
 
     def log_tail(self) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import os
 import shutil
 import socket
 import ssl
@@ -204,9 +203,7 @@ def _bulk_header(reader: IO[bytes], where: str) -> bytes:
     return line.rstrip(b"\r\n")
 
 
-def _receive(
-    reader: IO[bytes], header: bytes, out: IO[bytes], where: str
-) -> tuple[str, int]:
+def _receive(reader: IO[bytes], header: bytes, out: IO[bytes], where: str) -> tuple[str, int]:
     digest, size = hashlib.sha256(), 0
     read1 = getattr(reader, "read1", reader.read)
     if header.startswith(b"$EOF:"):
@@ -243,12 +240,3 @@ def _digest(path: Path) -> tuple[str, int]:
             digest.update(chunk)
             size += len(chunk)
     return digest.hexdigest(), size
-
-
-def remove_quietly(path: Path) -> None:
-    """Delete a file or directory tree if it is there."""
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
