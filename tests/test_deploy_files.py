@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
+from loa.engine.backup_status import BackupCollector
 from loa.engine.metrics import Metrics, QueueCollector
 from loa.message import Lane, Outcome
 from loa.settings import WorkerSettings
@@ -88,6 +89,9 @@ def exported_series() -> dict[str, set[str]]:
         else:
             series[metric._name] = labels
     for family in QueueCollector(_EmptyRedis(), "ns", {"route": 1}).collect():
+        for sample in family.samples:
+            series[sample.name] = set(sample.labels)
+    for family in BackupCollector(Path("/nonexistent"), 86_400).collect():
         for sample in family.samples:
             series[sample.name] = set(sample.labels)
     for name in SCRAPE_SERIES:

@@ -186,6 +186,10 @@ def _add_campaign_commands() -> None:
     app.add_typer(sim_app, name="sim")
     register_api_commands(app)  # loa api, loa server, loa audit
 
+    from loa.ops.cli import register as register_ops_commands
+
+    register_ops_commands(app)  # loa backup, loa restore
+
 
 _add_campaign_commands()
 

@@ -35,6 +35,18 @@ class EmbeddedServerError(LoaError, RuntimeError):
     code = "redis_unavailable"
 
 
+class BackupError(LoaError):
+    """A backup could not be made, or an archive cannot be restored where it was asked to."""
+
+    code = "backup_failed"
+
+
+class ArchiveDamaged(BackupError, ValueError):
+    """A backup archive is truncated, altered or not one: its manifest and content disagree."""
+
+    code = "archive_damaged"
+
+
 class AdapterError(LoaError):
     """Base of errors raised by delivery adapters."""
 

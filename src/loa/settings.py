@@ -262,6 +262,28 @@ class CapSettings(ConfigModel):
         default=24 * 3600, gt=0, description="seconds an alert without <expires> stays current"
     )
     zalo: CapZaloSettings | None = None
+class BackupSettings(ConfigModel):
+    """Scheduled backups that `loa server` makes, and where archives go."""
+
+    every: float | None = Field(
+        default=None,
+        ge=0,
+        description="seconds between scheduled backups; unset: daily with the embedded server, "
+        "none with an external Redis; 0: none",
+    )
+    keep: int = Field(default=7, ge=1, le=10_000, description="archives kept in `dir`")
+    dir: Path | None = Field(
+        default=None, description="where archives go; default: the data directory's backups/"
+    )
+    verify: bool = Field(
+        default=True, description="load each snapshot in a scratch server before trusting it"
+    )
+
+    def interval(self, embedded: bool) -> float:
+        """Seconds between scheduled backups (0: none), with the unset default resolved."""
+        if self.every is None:
+            return 86_400.0 if embedded else 0.0
+        return self.every
 
 
 class Settings(ConfigModel):
@@ -276,6 +298,7 @@ class Settings(ConfigModel):
     events: EventSettings = Field(default_factory=EventSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     cap: CapSettings = Field(default_factory=CapSettings)
+    backup: BackupSettings = Field(default_factory=BackupSettings)
     routes: dict[str, RouteSettings] = Field(default_factory=dict)
     channels: dict[Literal["sms", "zalo", "fcm", "email"], ChannelSettings] = Field(
         default_factory=dict

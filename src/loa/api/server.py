@@ -14,9 +14,11 @@ from fastapi import FastAPI
 from loa.api.app import create_app
 from loa.api.deadline import header_deadline
 from loa.campaigns.clock import CampaignClock
+from loa.engine.backup_status import BackupCollector
 from loa.engine.connection import connect
 from loa.engine.embedded import redis_url_for
 from loa.engine.supervisor import Supervisor
+from loa.ops.schedule import BackupScheduler
 from loa.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,8 +43,11 @@ def run_server(
     Returns the exit code: 1 when a worker had to be killed rather than drained.
     """
     supervisor = Supervisor(settings, processes, routes, [CampaignClock(settings).tick])
+    backups = BackupScheduler(settings)
+    supervisor.collectors.append(BackupCollector(settings.data_dir, backups.interval))
     _keep_running_after_signals(supervisor.request_stop)
     supervisor.start()
+    backups.start()
     watcher: threading.Thread | None = None
     try:
         app = create_app(settings, lambda: connect(supervisor.redis_url))
@@ -56,6 +61,7 @@ def run_server(
         supervisor.request_stop()
         if watcher is not None:
             watcher.join()  # no respawn may race the drain
+        backups.stop()  # before the embedded server it snapshots goes away
         killed = supervisor.stop()
     return 1 if killed else 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 
 from loa.errors import ConfigError
@@ -32,6 +33,16 @@ def connect(url: str, max_connections: int | None = None, **options: Any) -> Red
             )
             return Redis.from_pool(pool)
         return Redis.from_url(url, **options)
+    except ValueError as exc:
+        raise ConfigError(f"redis_url {url!r} is not usable: {exc}") from None
+
+
+def connect_sync(url: str, **options: Any) -> redis.Redis | redis.RedisCluster:
+    """A synchronous client for `url` (for threads and commands outside an event loop)."""
+    try:
+        if url.startswith(CLUSTER_SCHEME):
+            return redis.RedisCluster.from_url("redis://" + url[len(CLUSTER_SCHEME) :], **options)
+        return redis.Redis.from_url(url, **options)
     except ValueError as exc:
         raise ConfigError(f"redis_url {url!r} is not usable: {exc}") from None
 

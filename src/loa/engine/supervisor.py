@@ -20,6 +20,7 @@ from types import FrameType
 import redis
 from prometheus_client import CollectorRegistry, multiprocess
 from prometheus_client.exposition import MetricsHandler
+from prometheus_client.registry import Collector
 
 from loa.adapters.registry import check_routes
 from loa.engine.connection import CLUSTER_SCHEME, RedisClient, connect
@@ -75,6 +76,7 @@ class Supervisor:
         self.stopping = threading.Event()
         self.metrics_dir: tempfile.TemporaryDirectory[str] | None = None
         self.http: ThreadingHTTPServer | None = None
+        self.collectors: list[Collector] = []  # more series for /metrics, added before start()
         self._context = multiprocessing.get_context("spawn")
 
     @property
@@ -155,6 +157,8 @@ class Supervisor:
         registry.register(
             QueueCollector(_sync_client(self.redis_url), self.settings.namespace, shards)
         )
+        for collector in self.collectors:
+            registry.register(collector)
         handler = MetricsHandler.factory(registry)
         self.http = ThreadingHTTPServer((self.settings.worker.metrics_host, port), handler)
         self.http.daemon_threads = True

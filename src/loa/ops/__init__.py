@@ -1,0 +1,1 @@
+"""Operating loa: backups of its state, restores, and the schedule that makes them."""
