@@ -106,12 +106,18 @@ class ChannelSettings(ConfigModel):
 
 
 class PlanningSettings(ConfigModel):
-    """How planners remember whom they messaged, for campaigns with a frequency cap."""
+    """How planners remember whom they messaged, and the longest SMS they plan."""
 
     frequency_memory: float = Field(
         default=7 * 86_400,
         ge=0,
         description="seconds each recipient is remembered as messaged; 0 remembers nobody",
+    )
+    max_sms_parts: int = Field(
+        default=10,
+        ge=1,
+        le=255,
+        description="an SMS longer than this many parts is an invalid row, not a message",
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import secrets
 import tomllib
@@ -59,9 +60,11 @@ class Campaigns:
 
     async def validate(self, plan_path: Path, audience: Path) -> Report:
         """The dry run: everything planning would do, counted; nothing queued."""
-        plan = load_plan(plan_path)
-        planner = Planner(self.settings, plan, f"dry-{secrets.token_hex(4)}", audience, _now())
-        report = Report(problems=planner.check(open_audience(audience).columns))
+        # reading the plan, compiling its templates and reading the header are off the loop
+        planner, problems = await asyncio.to_thread(
+            self._planner, plan_path, audience, f"dry-{secrets.token_hex(4)}"
+        )
+        report = Report(problems=problems)
         if report.problems:
             return report
         try:
@@ -78,10 +81,9 @@ class Campaigns:
 
         `extra` fields are stored with it in the same write (the API's creator and approval rule).
         """
-        plan = load_plan(plan_path)
         audience = audience.resolve()
-        planner = Planner(self.settings, plan, "check", audience, _now())
-        problems = planner.check(open_audience(audience).columns)
+        planner, problems = await asyncio.to_thread(self._planner, plan_path, audience, "check")
+        plan = planner.plan
         if problems:
             raise PlanError(f"{plan_path}: " + "; ".join(problems))
         return await self.store.create(
@@ -99,6 +101,11 @@ class Campaigns:
                 **(extra or {}),
             }
         )
+
+    def _planner(self, plan_path: Path, audience: Path, campaign: str) -> tuple[Planner, list[str]]:
+        """A planner for the plan file, and its problems with the audience's columns."""
+        planner = Planner(self.settings, load_plan(plan_path), campaign, audience, _now())
+        return planner, planner.check(open_audience(audience).columns)
 
     async def act(self, campaign_id: str, action: str) -> State:
         """approve, pause, resume or cancel."""
@@ -131,8 +138,8 @@ class Campaigns:
             raise CampaignError(f"cannot launch campaign {campaign_id}: it is {campaign.state}")
         campaign = await self.store.get(campaign_id)
         launched = datetime.fromtimestamp(int(campaign.fields["launched_ms"]) / 1000, UTC)
-        planner = Planner(
-            self.settings, plan, campaign_id, Path(campaign.fields["audience"]), launched
+        planner = await asyncio.to_thread(
+            Planner, self.settings, plan, campaign_id, Path(campaign.fields["audience"]), launched
         )
         raw = campaign.fields.get("checkpoint")
         checkpoint = Checkpoint.from_json(raw) if raw else None
