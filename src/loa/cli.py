@@ -12,7 +12,7 @@ import uvloop
 
 from loa import __version__
 from loa.errors import LoaError
-from loa.log import setup_logging
+from loa.log import hide_userinfo, setup_logging
 from loa.settings import Settings
 
 app = typer.Typer(
@@ -188,7 +188,7 @@ def main() -> None:
     try:
         app()
     except LoaError as exc:
-        typer.secho(f"loa: {exc}", err=True, fg=typer.colors.RED)
+        typer.secho(f"loa: {hide_userinfo(str(exc))}", err=True, fg=typer.colors.RED)
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)

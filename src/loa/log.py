@@ -13,11 +13,20 @@ import orjson
 # Runs of 7+ digits, optionally with +, spaces, dots or dashes between: phone numbers in any form.
 PHONE = re.compile(r"\+?\d(?:[\s.\-]?\d){6,}")
 EMAIL = re.compile(r"([A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]*@([A-Za-z0-9.\-]+)")
+# the user and password of a URL (redis://user:password@host)
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^\s/@'\"]*@")
 _STANDARD = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
 
 
+def hide_userinfo(text: str) -> str:
+    """`text` with the user and password of every URL in it replaced by '***'."""
+    return _USERINFO.sub(r"\1***@", text) if "://" in text else text
+
+
 def mask(text: str) -> str:
-    """Hide phone numbers (keep the last 3 digits) and e-mail local parts."""
+    """Hide phone numbers (keep the last 3 digits), e-mail local parts and the user and
+    password of URLs."""
+    text = hide_userinfo(text)
     text = PHONE.sub(lambda m: "***" + re.sub(r"\D", "", m.group())[-3:], text)
     return EMAIL.sub(r"\1***@\2", text)
 
