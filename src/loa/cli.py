@@ -149,18 +149,19 @@ def status(
 
 @app.command("redis")
 def redis_server(data_dir: DataDirOption = None) -> None:
-    """Run the embedded Redis server in the foreground and print its URL."""
+    """Run the embedded Redis server in the foreground and print its URL (not its password)."""
     import signal
     import threading
 
-    from loa.engine.embedded import EmbeddedRedis
+    from loa.engine.embedded import PASSWORD_NAME, EmbeddedRedis
 
     settings = load_settings(None, None, data_dir)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     with EmbeddedRedis(settings.data_dir / "redis") as server:
-        typer.echo(server.url)
+        password = server.data_dir / PASSWORD_NAME
+        typer.echo(f"{hide_userinfo(server.url)} (the password is in {password})")
         while not stop.wait(0.5):
             server.check()
 

@@ -14,6 +14,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from loa.campaigns.audience import EXTENSIONS
+from loa.engine.embedded import private_dir
 from loa.errors import ApiError
 
 PLAN_LIMIT = 1 << 20  # a plan is a page of TOML: a megabyte is already absurd
@@ -94,7 +95,7 @@ async def receive(request: Request, root: Path, limit: int) -> Upload:
             status=415,
         )
     check_length(request, limit)
-    root.mkdir(parents=True, exist_ok=True)
+    private_dir(root)  # beside the append-only file, in the owner's data directory
     directory = root / secrets.token_hex(12)
     directory.mkdir(mode=0o700)
     sink = _Sink(directory)
