@@ -718,6 +718,25 @@ async def test_malformed_json_and_a_lying_length(api):
     assert (lying.status_code, error_of(lying)) == (400, "bad_content_length")
 
 
+@pytest.mark.parametrize(
+    ("plan", "expected"),
+    [
+        (b"a = " + b"[" * 5000 + b"]" * 5000 + b"\n", "nests arrays or tables too deeply"),
+        (
+            PLAN + b'[schedule]\nstart = 9999-12-31T23:59:59+14:00\nexpires = "48h"\n',
+            "schedule.expires: falls after the year 9999",
+        ),
+    ],
+    ids=["nested", "year-9999"],
+)
+async def test_plans_that_once_were_500s_are_one_clear_error(api, plan, expected):
+    for url in ("/api/v1/campaigns/validate", "/api/v1/campaigns"):
+        response = await api.client.post(url, files=upload(plan), headers=api.auth("operator"))
+        assert (response.status_code, error_of(response)) == (422, "invalid_plan"), url
+        message = response.json()["error"]["message"]
+        assert expected in message and "\n" not in message, message
+
+
 async def test_illegal_transition_is_409(api):
     campaign = await api.campaign("draft")
     response = await api.client.post(

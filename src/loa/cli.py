@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 import uvloop
+from redis.exceptions import RedisError
 
 from loa import __version__
 from loa.errors import LoaError
@@ -190,6 +191,14 @@ def main() -> None:
         app()
     except LoaError as exc:
         typer.secho(f"loa: {hide_userinfo(str(exc))}", err=True, fg=typer.colors.RED)
+        sys.exit(2)
+    except RedisError as exc:  # unreachable, a wrong password, a server that says no
+        said = hide_userinfo(str(exc)) or type(exc).__name__
+        typer.secho(
+            f"loa: the Redis server cannot be used: {said} (see redis_url or LOA_REDIS_URL)",
+            err=True,
+            fg=typer.colors.RED,
+        )
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -358,6 +358,8 @@ def read_toml(
         raise error(f"{what} {path} is a directory") from None
     except tomllib.TOMLDecodeError as exc:
         raise error(f"{what} {path} is not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses once per level of nested arrays and tables
+        raise error(f"{what} {path} nests arrays or tables too deeply") from None
     except UnicodeDecodeError as exc:
         raise error(f"{what} {path} is not UTF-8 text: {exc.reason}") from None
     except OSError as exc:
