@@ -174,6 +174,8 @@ class Group:
     counts: Report = field(default_factory=Report)
     rows: int = 0
     checkpoint: tuple[int, int] | None = None  # resume point after the group's last row
+    # whom each candidate is deduplicated (and frequency-capped) by: the address of the
+    # channel it goes out on, its phone number for SMS and Zalo (see recipient_key)
     phones: list[str] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
     buckets: list[Bucket] = field(default_factory=list)
@@ -277,7 +279,8 @@ class Planner:
                 counts.unroutable += 1
                 continue
             message, bucket, kind = planned
-            phones(phone)
+            to = message.to
+            phones(phone if to is phone else recipient_key(to))
             messages(message)
             buckets(bucket)
             kinds(kind)
@@ -394,6 +397,14 @@ class Planner:
     def _channel_route(self, channel: str) -> str | None:
         spec = self.settings.channels.get(channel)  # type: ignore[call-overload]
         return spec.default if spec else None
+
+
+def recipient_key(address: str) -> str:
+    """Whom a message to `address` reaches, for deduplication: an e-mail address in any case is
+    one mailbox (a push token is case-sensitive); no comma (the seen script splits on them)."""
+    if "@" in address:
+        address = address.casefold()
+    return address.replace(",", "%2C") if "," in address else address
 
 
 def _sms_routing(settings: Settings) -> SmsRouting | None:
