@@ -930,6 +930,25 @@ async def test_malformed_json_and_a_lying_length(api):
     assert (lying.status_code, error_of(lying)) == (400, "bad_content_length")
 
 
+@pytest.mark.parametrize(
+    ("plan", "expected"),
+    [
+        (b"a = " + b"[" * 5000 + b"]" * 5000 + b"\n", "nests arrays or tables too deeply"),
+        (
+            PLAN + b'[schedule]\nstart = 9999-12-31T23:59:59+14:00\nexpires = "48h"\n',
+            "schedule.expires: falls after the year 9999",
+        ),
+    ],
+    ids=["nested", "year-9999"],
+)
+async def test_plans_that_once_were_500s_are_one_clear_error(api, plan, expected):
+    for url in ("/api/v1/campaigns/validate", "/api/v1/campaigns"):
+        response = await api.client.post(url, files=upload(plan), headers=api.auth("operator"))
+        assert (response.status_code, error_of(response)) == (422, "invalid_plan"), url
+        message = response.json()["error"]["message"]
+        assert expected in message and "\n" not in message, message
+
+
 async def test_illegal_transition_is_409(api):
     campaign = await api.campaign("draft")
     response = await api.client.post(
@@ -940,6 +959,58 @@ async def test_illegal_transition_is_409(api):
 
 
 # --- health, readiness, the spec ------------------------------------------------------------
+
+
+def sms_plan(template: str) -> bytes:
+    """A plan whose SMS template is `template` (a TOML literal string: no escapes)."""
+    head = 'name = "t"\nlane = "normal"\nchannels = ["sms"]\n[templates]\n'
+    return f"{head}sms = '''{template}'''\n".encode()
+
+
+async def validating_with_health(api: Api, plan: bytes, count: int) -> tuple[httpx.Response, int]:
+    """Validate `plan` on `count` people while asking /healthz again and again; the answer,
+    and how many health checks were answered while the dry run went on."""
+    validating = asyncio.create_task(
+        api.client.post(
+            "/api/v1/campaigns/validate",
+            files=upload(plan, people(count)),
+            headers=api.auth("operator"),
+        )
+    )
+    answered = 0
+    while not validating.done():
+        health = await api.client.get("/healthz")
+        assert health.json() == {"status": "ok"}
+        answered += 1
+        await asyncio.sleep(0.002)  # an in-process request never suspends: let others run
+    return await validating, answered
+
+
+HOSTILE_TEMPLATES = {
+    "percent width": "{{ '%0200000000d' % 1 }}{{ name }}",
+    "percent padding": "{{ '%900000000s' % 'x' }}{{ name }}",
+    "concatenation": "{% set a = 'x' * 10000 %}" + "{% set a = a ~ a %}" * 14 + "{{ a }}{{ name }}",
+    "replace": "{{ ('x' * 10000)|replace('x', 'x' * 10000) }}{{ name }}",
+}
+
+
+@pytest.mark.parametrize("template", HOSTILE_TEMPLATES.values(), ids=HOSTILE_TEMPLATES.keys())
+async def test_a_hostile_template_gets_one_clear_error_and_health_answers(api, template):
+    response, _ = await validating_with_health(api, sms_plan(template), 200)
+    assert (response.status_code, error_of(response)) == (422, "invalid_template")
+    message = response.json()["error"]["message"]
+    assert message.startswith("templates.sms: refused by the sandbox: "), message
+    assert message.endswith("(audience line 2)") and "\n" not in message
+
+
+async def test_health_answers_while_a_slow_plan_validates(api):
+    # about 40,000 loop turns a message: allowed, and slow enough to take seconds for 120 rows,
+    # which ran on the event loop in one go (the API answered nothing meanwhile)
+    slow = "{% for a in 'x' * 200 %}{% for b in 'x' * 200 %}{% endfor %}{% endfor %}{{ name }}"
+    response, answered = await validating_with_health(api, sms_plan(slow), 120)
+    assert response.status_code == 200, response.text
+    assert (response.json()["queued"], response.json()["invalid"]) == (120, 0)
+    assert answered >= 20, f"{answered} health checks answered while the plan was validated"
 
 
 async def test_readiness_follows_redis(make_settings):

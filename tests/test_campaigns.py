@@ -18,6 +18,7 @@ from loa.campaigns import planner as planner_module
 from loa.campaigns.clock import CampaignClock
 from loa.campaigns.service import Campaigns
 from loa.campaigns.store import State
+from loa.campaigns.templates import TemplateRefused
 from loa.engine.connection import RedisClient
 from loa.engine.control import suppression_key
 from loa.engine.keys import shard_keys
@@ -115,6 +116,49 @@ async def test_dry_run_counts_without_queueing(settings, redis_client, tmp_path)
     assert report.by_route == {"sms-a": 100, "sms-b": 200}
     assert report.by_carrier == {"viettel": 100, "vinaphone": 100, "mobifone": 100}
     assert await queued_ids(redis_client, settings) == [], "a dry run queues nothing"
+
+
+async def test_a_message_over_the_sms_parts_limit_is_an_invalid_row(
+    settings, redis_client, tmp_path
+):
+    # row n's text is 24 + 400 * n characters (1, 3, 6, 8, 11, 14, 16, 19 parts)
+    audience = write_audience(tmp_path / "a.csv", 8, lambda n: {"name": "x" * (400 * n + 1)})
+    plan = write_plan(tmp_path / "p.toml")
+    report = await Campaigns(settings, redis_client).validate(plan, audience)
+    assert (report.total, report.queued, report.invalid, report.parts) == (8, 4, 4, 18)
+    assert report.errors[0] == (
+        6,  # the fifth row (n = 4), after the header
+        "templates.sms: the message is 11 SMS parts, more than the 10 allowed "
+        "(planning.max_sms_parts)",
+    )
+    assert [line for line, _ in report.errors] == [6, 7, 8, 9]
+    planning = settings.planning.model_copy(update={"max_sms_parts": 30})
+    wider = settings.model_copy(update={"planning": planning})
+    assert (await Campaigns(wider, redis_client).validate(plan, audience)).invalid == 0
+
+
+async def test_a_static_message_over_the_parts_limit_makes_every_row_invalid(
+    settings, redis_client, tmp_path
+):
+    audience = write_audience(tmp_path / "a.csv", 3)
+    plan = tmp_path / "p.toml"
+    plan.write_text(
+        f'name = "t"\nlane = "normal"\nchannels = ["sms"]\n[templates]\nsms = "{"x" * 2000}"\n'
+    )
+    report = await Campaigns(settings, redis_client).validate(plan, audience)
+    assert (report.queued, report.invalid) == (0, 3)
+    assert report.errors[0][1].startswith("templates.sms: the message is 14 SMS parts")
+
+
+async def test_a_template_the_sandbox_refuses_refuses_the_plan(settings, redis_client, tmp_path):
+    audience = write_audience(tmp_path / "a.csv", 3000)
+    plan = write_plan(tmp_path / "p.toml", body="{{ '%0200000000d' % 1 }}")
+    with pytest.raises(TemplateRefused) as refused:
+        await Campaigns(settings, redis_client).validate(plan, audience)
+    assert str(refused.value) == (
+        "templates.sms: refused by the sandbox: '%' formatting would build 200,000,014 "
+        "characters (at most 100,000) (audience line 2)"
+    )
 
 
 async def test_planner_killed_mid_file_resumes_without_loss_or_duplicates(

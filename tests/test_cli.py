@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pty
+import re
 import select
 import shutil
 import signal
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import loa
+from loa.engine.embedded import EmbeddedRedis
 
 OK_TOML = """\
 [worker]
@@ -260,3 +262,42 @@ def test_unknown_adapter_is_refused_before_workers_start(
     line = assert_one_clean_line(result)
     available = "console, fcm, file, http, null, smpp, smtp, zalo"
     assert f"routes.sms.adapter: no adapter named 'nul' (available: {available}" in line
+
+
+# --- bad input and an unusable Redis: one clear line, never a traceback -------------------
+
+
+def one_line(result: Result) -> str:
+    assert result.code == 2, result
+    assert "Traceback" not in result.err and result.out == "", result
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1, result.err
+    return lines[0]
+
+
+def test_deeply_nested_toml_is_one_line(tmp_path: Path, env: dict[str, str]) -> None:
+    deep = tmp_path / "deep.toml"
+    deep.write_text("a = " + "[" * 5000 + "]" * 5000 + "\n")
+    line = one_line(run_loa("status", "-c", str(deep), env=env, cwd=tmp_path))
+    assert line == f"loa: config file {deep} nests arrays or tables too deeply"
+
+
+@pytest.mark.parametrize("command", [("status",), ("campaign", "list")])
+def test_an_unreachable_redis_is_one_line(
+    tmp_path: Path, env: dict[str, str], command: tuple[str, ...]
+) -> None:
+    url = "redis://ops:hunter2@127.0.0.1:1/0"
+    line = one_line(run_loa(*command, "--redis", url, env=env, cwd=tmp_path))
+    assert line.startswith("loa: the Redis server cannot be used: ")
+    assert "127.0.0.1:1" in line and "hunter2" not in line
+
+
+@pytest.mark.parametrize("command", [("status",), ("campaign", "list")])
+def test_a_wrong_redis_password_is_one_line(
+    tmp_path: Path, env: dict[str, str], command: tuple[str, ...]
+) -> None:
+    with EmbeddedRedis(tmp_path / "redis") as server:
+        wrong = re.sub(r"//:[^@]*@", "//:wrong-password@", server.url)
+        line = one_line(run_loa(*command, "--redis", wrong, env=env, cwd=tmp_path))
+    assert line.startswith("loa: the Redis server cannot be used: "), line
+    assert "password" in line and "wrong-password" not in line

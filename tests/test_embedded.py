@@ -19,6 +19,7 @@ import redis
 from loa.engine.connection import RedisClient, connect
 from loa.engine.embedded import (
     MAX_UNIX_PATH,
+    PASSWORD_NAME,
     SOCKET_NAME,
     EmbeddedRedis,
     answers,
@@ -144,8 +145,9 @@ def test_starts_persists_and_stops(tmp_path: Path) -> None:
         process = server.process
         assert process is not None
         assert process.poll() is None
+        password = (tmp_path / PASSWORD_NAME).read_text().strip()
         if len(str(tmp_path / SOCKET_NAME)) <= MAX_UNIX_PATH:
-            assert url == f"unix://{tmp_path / SOCKET_NAME}"
+            assert url == f"unix://:{password}@{tmp_path / SOCKET_NAME}"
             mode = (tmp_path / SOCKET_NAME).stat().st_mode
             assert stat.S_ISSOCK(mode)
             assert stat.S_IMODE(mode) & 0o077 == 0, "only the owner may use the socket"
@@ -346,9 +348,12 @@ def test_long_data_dir_falls_back_to_tcp(tmp_path: Path) -> None:
         server = EmbeddedRedis(data_dir)
         started.append(server)
         url = server.start()
-        assert url.startswith("redis://127.0.0.1:")
+        password = (data_dir / PASSWORD_NAME).read_text().strip()
+        assert url.startswith(f"redis://:{password}@127.0.0.1:")
         assert not (data_dir / SOCKET_NAME).exists()
         assert answers(url)
+        port = url.rsplit(":", 1)[1]
+        assert not answers(f"redis://127.0.0.1:{port}"), "no one reaches it without the password"
         assert _config(url, "bind") == "127.0.0.1"
         assert _config(url, "unixsocket") == ""
         with contextlib.closing(_client(url)) as client:
@@ -362,3 +367,54 @@ def test_long_data_dir_falls_back_to_tcp(tmp_path: Path) -> None:
         assert process is not None
         assert process.returncode == 0
         assert not answers(url)
+
+
+@needs_server
+def test_the_server_always_asks_for_its_password(tmp_path: Path) -> None:
+    with servers() as started:
+        server = EmbeddedRedis(tmp_path / "redis")
+        started.append(server)
+        url = server.start()
+        password_file = tmp_path / "redis" / PASSWORD_NAME
+        password = password_file.read_text().strip()
+        assert len(password) >= 32 and password in url
+        assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
+        bare = url.replace(f":{password}@", "")
+        with contextlib.closing(_client(bare)) as client, pytest.raises(redis.AuthenticationError):
+            client.get("anything")
+        assert answers(url) and not answers(bare)
+        process = server.process
+        assert process is not None
+        command_line = (Path("/proc") / str(process.pid) / "cmdline").read_bytes()
+        assert password.encode() not in command_line, "other users can read a command line"
+        server.stop()
+        again = EmbeddedRedis(tmp_path / "redis")
+        started.append(again)
+        assert again.start() == url, "a restarted server keeps its password"
+
+
+@needs_server
+def test_data_is_the_owners_alone(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "redis").mkdir(parents=True)
+    (data / "redis" / "old.aof").write_text("left 0644 by an older version")
+    os.chmod(data / "redis", 0o755)
+    os.chmod(data / "redis" / "old.aof", 0o644)
+    fresh = tmp_path / "fresh" / "data"
+    with servers() as started:
+        for directory in (data / "redis", fresh / "redis"):
+            server = EmbeddedRedis(directory)
+            started.append(server)
+            url = server.start()
+            with contextlib.closing(_client(url)) as client:
+                client.set("+84901234567", "advice")
+            server.stop()
+        assert stat.S_IMODE(fresh.stat().st_mode) == 0o700, "a data directory loa creates"
+        for directory in (data / "redis", fresh / "redis"):
+            for path in [directory, *directory.rglob("*")]:
+                mode = stat.S_IMODE(path.lstat().st_mode)
+                if stat.S_ISSOCK(path.lstat().st_mode):
+                    continue
+                expected = 0o700 if path.is_dir() else 0o600
+                assert mode == expected, f"{path.relative_to(tmp_path)} is {oct(mode)}"
+        assert list((fresh / "redis").rglob("*.aof")), "the append-only file was checked too"

@@ -205,3 +205,19 @@ def test_next_message_keeps_the_entry_extra_and_the_rest() -> None:
         "push",
         Message("9", "token-1", "body", 1, {"channel": "fcm", "title": "T", "next": rest}),
     )
+
+
+async def test_email_campaigns_deduplicate_by_email_address(settings, redis_client, tmp_path):
+    # a family, or an office, shares one phone number: each address still gets the message
+    plan = (
+        'name = "e-mail"\nlane = "normal"\nchannels = ["email"]\n'
+        '[templates]\nemail = { subject = "Lịch tiêm", body = "Chào {{ name }}" }\n'
+    )
+    rows = [f"0961111111,Người {n},,person{n}@example.org" for n in range(40)]
+    rows += ["0962222222,Lại,,Person3@Example.org", "0963333333,Khác,,other@example.org"]
+    (tmp_path / "p.toml").write_text(plan, encoding="utf-8")
+    (tmp_path / "a.csv").write_text("phone,name,zalo_id,email\n" + "\n".join(rows) + "\n")
+    campaigns = Campaigns(settings, redis_client)
+    report = await campaigns.validate(tmp_path / "p.toml", tmp_path / "a.csv")
+    assert (report.total, report.queued, report.duplicate) == (42, 41, 1)
+    assert report.by_channel == {"email": 41}

@@ -105,6 +105,28 @@ def test_mask(text, expected):
     assert mask(text) == expected
 
 
+def test_logs_mask_addresses_and_leave_other_numbers_readable():
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("loa.test.readable")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning(
+            "campaign 20261204-0a1b2c from 10.20.30.40 at 1733300000123: 12345678 rows",
+            extra={"campaign": "20261204-0a1b2c", "to": "12025550123", "batch": "1733300000123"},
+        )
+    finally:
+        logger.removeHandler(handler)
+    entry = orjson.loads(stream.getvalue())
+    assert (
+        entry["msg"] == "campaign 20261204-0a1b2c from 10.20.30.40 at 1733300000123: 12345678 rows"
+    )
+    assert entry["campaign"] == "20261204-0a1b2c" and entry["batch"] == "1733300000123"
+    assert entry["to"] == "***123", "an address field is masked whatever it holds"
+
+
 def test_mask_address():
     assert mask_address("+84912345678") == "***678"
     assert mask_address("ab") == "***"

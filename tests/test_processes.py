@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 import msgpack
+import psutil
 import pytest
 import redis
 
@@ -194,3 +196,39 @@ async def _stored_state(settings: Settings, campaign_id: str) -> str:
         return str((await CampaignStore(client, settings.namespace).get(campaign_id)).state)
     finally:
         await client.aclose()
+def test_workers_exit_when_their_supervisor_is_killed(redis_url, namespace, tmp_path):
+    config = tmp_path / "loa.toml"
+    config.write_text(
+        f'redis_url = "{redis_url}"\nnamespace = "{namespace}"\ndata_dir = "{tmp_path / "data"}"\n'
+        "[worker]\nmetrics_port = 0\n"
+        f'[routes.sms]\nadapter = "file"\noptions = {{ path = "{tmp_path / "sink.jsonl"}" }}\n',
+        encoding="utf-8",
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOA_")}
+    supervisor = subprocess.Popen(
+        [sys.executable, "-m", "loa.cli", "worker", "-c", str(config), "--processes", "2"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    workers: list[psutil.Process] = []
+    try:
+        parent = psutil.Process(supervisor.pid)
+
+        def started() -> bool:
+            workers[:] = [c for c in parent.children() if "spawn_main" in " ".join(c.cmdline())]
+            return len(workers) == 2
+
+        wait_for(started, 60, "two worker processes")
+        os.kill(supervisor.pid, signal.SIGKILL)
+        supervisor.wait(10)
+        wait_for(lambda: not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE
+                                 for w in workers), 60, "the orphaned workers to exit")
+    finally:  # only what this test started, by pid
+        if supervisor.poll() is None:
+            supervisor.kill()
+        for process in workers:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()

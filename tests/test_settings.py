@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import textwrap
 from pathlib import Path
 
 import pytest
 
+from loa.adapters.registry import create_adapter
 from loa.errors import ConfigError
+from loa.log import JsonFormatter, hide_userinfo
 from loa.settings import RouteSettings, Settings
 
 GOOD = """\
@@ -317,3 +320,62 @@ def test_replays_inside_the_webhook_window_must_be_remembered() -> None:
         Settings.from_mapping({"events": {"dedupe_ttl": 60}, "api": {"webhook_window": 300}})
     wide = Settings.from_mapping({"events": {"dedupe_ttl": 7200}, "api": {"webhook_window": 3600}})
     assert (wide.events.dedupe_ttl, wide.api.webhook_window) == (7200, 3600)
+# --- secrets are never echoed ------------------------------------------------------------
+
+LEAK = "SMPPPASSWD-LEAK"
+
+
+@pytest.mark.parametrize(
+    ("adapter", "options", "key"),
+    [
+        ("smpp", {"system_id": "loa", "password": LEAK}, ".password"),
+        ("http", {"url": "http://127.0.0.1/x", "password": LEAK}, ".password"),
+        (
+            "http",
+            {"url": "http://127.0.0.1/x", "username": "u", "password": "p", "token": LEAK},
+            ".token",
+        ),
+        ("zalo", {"access_token": LEAK, "access_token_file": "/x"}, ""),
+    ],
+)
+def test_config_errors_never_echo_a_secret(
+    adapter: str, options: dict[str, object], key: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        create_adapter("sms", adapter, options)
+    assert LEAK not in str(caught.value)
+    assert f"routes.sms.options{key}: " in str(caught.value)
+
+
+def test_settings_keep_secrets_out_of_errors_and_reprs(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_mapping({"redis_url": "http://ops:hunter2-LEAK@10.0.0.5:6379/0"})
+    assert "hunter2" not in str(caught.value)
+    assert "http://***@10.0.0.5:6379/0" in str(caught.value)
+    settings = Settings.from_mapping(
+        {
+            "redis_url": "redis://ops:hunter2-LEAK@10.0.0.5:6379/0",
+            "routes": {"push": {"adapter": "null"}},
+            "api": {"webhook_secrets": {"push": "webhook-secret-LEAK"}},
+        }
+    )
+    assert "LEAK" not in repr(settings) and "LEAK" not in str(settings.api)
+    assert settings.api.webhook_secrets["push"].get_secret_value() == "webhook-secret-LEAK"
+
+
+def test_logs_hide_the_password_of_every_url() -> None:
+    record = logging.makeLogRecord(
+        {
+            "name": "loa.x",
+            "levelname": "WARNING",
+            "msg": "cannot reach %s",
+            "args": ("redis://:hunter2@10.0.0.5:6379/0",),
+            "url": "rediss://ops:hunter2@h/1",
+        }
+    )
+    line = JsonFormatter().format(record)
+    assert "hunter2" not in line
+    assert "redis://***@10.0.0.5:6379/0" in line and "rediss://***@h/1" in line
+    assert hide_userinfo("unix:///run/r.sock and http://example.com/a@b") == (
+        "unix:///run/r.sock and http://example.com/a@b"
+    )

@@ -928,21 +928,50 @@ async def test_malformed_request_from_the_server_is_nacked() -> None:
     assert sink.receipts == [] and sink.inbounds == []
 
 
-async def test_malformed_response_fails_its_request_at_once() -> None:
+@pytest.mark.parametrize(
+    ("status", "accepted"), [(Status.ROK, True), (Status.RSYSERR, False)], ids=["rok", "error"]
+)
+async def test_an_unreadable_response_settles_its_request_at_once(
+    status: int, accepted: bool
+) -> None:
     async def script(peer: Peer, connection: int) -> None:
         await peer.accept_bind()
         first = await peer.read()
         body = b"x" * 80  # a message_id without its NUL
         peer.writer.write(
-            HEADER.pack(16 + len(body), Command.SUBMIT_SM_RESP, 0, first.sequence) + body
+            HEADER.pack(16 + len(body), Command.SUBMIT_SM_RESP, status, first.sequence) + body
         )
         await peer.serve()
 
     # a response timeout far beyond the send's bound: the answer must not wait for it
     async with ScriptedSmsc(script) as smsc, opened(smsc.port, response_timeout=120) as adapter:
         results = await send(adapter, numbered(2), timeout=20)
-    assert isinstance(results[0], RetryLater) and "unreadable response" in results[0].reason
+    if accepted:  # the SMSC took it: sending it again would deliver it twice
+        assert results[0] == Accepted(""), "accepted, with an id nobody can read"
+    else:
+        assert isinstance(results[0], RetryLater) and "unreadable response" in results[0].reason
     assert isinstance(results[1], Accepted)
+
+
+async def test_a_flood_of_malformed_pdus_is_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+    nacks: list[Pdu] = []
+
+    async def script(peer: Peer, connection: int) -> None:
+        await peer.accept_bind()
+        body = b"ABCDEFGHIJ" + b"\0" * 20  # a service_type that never ends within six bytes
+        for sequence in range(1000, 1200):
+            peer.writer.write(HEADER.pack(16 + len(body), Command.DELIVER_SM, 0, sequence) + body)
+        for _ in range(200):
+            nacks.append(await peer.expect(is_command(Command.GENERIC_NACK)))
+        await peer.serve()
+
+    with caplog.at_level(logging.WARNING, logger="loa.adapters.smpp.session"):
+        async with ScriptedSmsc(script) as smsc, opened(smsc.port, Sink()) as adapter:
+            [result] = await send(adapter, numbered(1))  # binds: the flood comes
+            await until(lambda: len(nacks) == 200, "every malformed PDU answered")
+    assert isinstance(result, Accepted)
+    warnings = [r for r in caplog.records if r.getMessage() == "malformed PDU from the SMSC"]
+    assert 1 <= len(warnings) <= 2, f"{len(warnings)} warnings for 200 malformed PDUs"
 
 
 @pytest.mark.parametrize(

@@ -9,12 +9,14 @@ from typing import Any
 import pytest
 
 from loa.campaigns.plan import Plan, Templates
+from loa.campaigns.sandbox import MAX_STEPS, MAX_TEXT, RENDER_CPU_SECONDS
 from loa.campaigns.sms import to_ascii
 from loa.campaigns.templates import (
     ENVIRONMENT,
     CompiledTemplates,
     MissingField,
     RenderedMessage,
+    TemplateRefused,
     compile_template,
 )
 from loa.errors import PlanError, TemplateError
@@ -250,6 +252,95 @@ def test_other_render_errors() -> None:
 def test_sandbox_escapes_are_refused(source: str) -> None:
     with pytest.raises(TemplateError, match=r"^templates\.sms: refused by the sandbox: "):
         sms(source, name="Hoa")
+
+
+# Each of these built hundreds of millions of characters, or looped without end, before the
+# sandbox checked what an operation would build: now each is refused before it runs.
+HOSTILE = {
+    "'%' width": "{{ '%0200000000d' % 1 }}{{ name }}",
+    "'%' padding": "{{ '%900000000s' % 'x' }}",
+    "'%' star width": "{{ '%*d' % (900000000, 1) }}",
+    "'~' doubling": "{% set a = 'x' * 10000 %}" + "{% set a = a ~ a %}" * 14 + "{{ a }}",
+    "'+' doubling": "{% set a = 'x' * 10000 %}" + "{% set a = a + a %}" * 14 + "{{ a }}",
+    "replace filter": "{{ ('x' * 10000)|replace('x', 'x' * 10000) }}",
+    "replace method": "{{ ('x' * 10000).replace('x', 'x' * 10000) }}",
+    "format filter": "{{ '%(a)0900000000d'|format(a=1) }}",
+    "str.format": "{{ '{:>900000000}'.format(name) }}",
+    "str.format nested": "{{ '{a:{w}}'.format(a=1, w=900000000) }}",
+    "center filter": "{{ name|center(900000000) }}",
+    "ljust method": "{{ name.ljust(900000000) }}",
+    "expandtabs": "{{ ('\t' * 10000).expandtabs(10000) }}",
+    "indent filter": "{{ ('x\n' * 5000)|indent(10000) }}",
+    "wordwrap filter": "{{ ('x ' * 5000)|wordwrap(1, wrapstring='y' * 10000) }}",
+    "join filter": "{{ (['x' * 1000] * 10)|join('y' * 10000) }}",
+    "join method": "{{ ('y' * 10000).join('x' * 10000) }}",
+    "batch fill": "{{ name|batch(900000000, 'y') }}",
+    "slice count": "{{ name|slice(900000000) }}",
+    "sum of lists": "{{ ([[1] * 100] * 100)|sum(start=[]) }}",
+    "nested lists": "{% set b = [name] %}" + "{% set b = [b,b,b,b,b,b,b,b,b,b] %}" * 10 + "{{ b }}",
+    "big numbers": "{% set a = 10 ** 100 %}" + "{% set a = a * a %}" * 8 + "{{ a }}",
+    "power": "{{ (10 ** 100) ** 100 }}",
+    "nested loops": "{% for a in 'x' * 10000 %}{% for b in 'x' * 10000 %}{% endfor %}{% endfor %}.",
+    "captured block": (
+        "{% set a %}{% for i in 'x' * 10000 %}{{ 'y' * 10000 }}{% endfor %}{% endset %}{{ a }}"
+    ),
+    "macro output": (
+        "{% macro m() %}{% for i in 'x' * 20 %}{{ 'y' * 10000 }}{% endfor %}{% endmacro %}{{ m() }}"
+    ),
+    "recursion": "{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}",
+}
+
+
+@pytest.mark.parametrize("source", HOSTILE.values(), ids=HOSTILE.keys())
+def test_templates_that_would_build_too_much_are_refused(source: str) -> None:
+    with pytest.raises(TemplateRefused, match=r"^templates\.sms: refused by the sandbox: ") as err:
+        sms(source, name="Hoa")
+    assert isinstance(err.value, TemplateError)
+    assert len(str(err.value)) < 200, "one line that says what"
+
+
+def test_the_bounds_leave_ordinary_templates_alone() -> None:
+    assert sms("{{ '%05d'|format(42) }} {{ '%s ơi' % name }}", name="Hoa") == "00042 Hoa ơi"
+    assert sms("[{{ '{:>5}|{}'.format(name, 1) }}]", name="Hoa") == "[  Hoa|1]"
+    assert sms("{{ [name, 'Lan']|join(', ') }}; {{ name ~ '!' }}", name="Hoa") == "Hoa, Lan; Hoa!"
+    assert sms("{{ name|replace('o', 'ô')|center(7) }}.", name="Hoa") == "Hôa  ."
+    assert sms("{% for c in name %}{{ loop.index }}{{ c }}{% endfor %}", name="Hoa") == "1H2o3a"
+    assert sms("{{ {'a': 1}|dictsort }} {{ (1, 2) }} {{ [1, 2]|sum }}") == "[('a', 1)] (1, 2) 3"
+    assert sms("{% set t %}Bé {{ name }}{% endset %}{{ t|upper }}", name="Hoa") == "BÉ HOA"
+    assert sms("{{ ('x' * 9000) ~ ('y' * 9000) }}")[-2:] == "yy"
+    assert sms("{% for a in 'x' * 300 %}{% for b in 'x' * 300 %}{% endfor %}{% endfor %}.") == "."
+
+
+def test_steps_per_message_are_bounded_not_per_campaign() -> None:
+    loops = "{% for a in name %}{% for b in 'x' * 1000 %}{% endfor %}{% endfor %}{{ name }}"
+    templates = compiled(sms=loops)
+    fits = "x" * (MAX_STEPS // 1001 - 1)
+    for _ in range(3):  # the budget starts afresh for every message
+        assert templates.render("sms", {"name": fits}).body == fits
+    with pytest.raises(TemplateRefused, match=f"more than {MAX_STEPS:,} steps"):
+        templates.render("sms", {"name": fits + "x" * 10})
+
+
+def test_cpu_time_per_message_is_bounded() -> None:
+    # 30,000 steps (within MAX_STEPS), each upper-casing 90,000 characters: seconds of work
+    heavy = (
+        "{% set b = 'y' * 10000 %}{% set big = b ~ b ~ b ~ b ~ b ~ b ~ b ~ b ~ b %}"
+        "{% for i in 'x' * 3000 %}{% for j in 'x' * 9 %}{% set c = big|upper %}{% endfor %}"
+        "{% endfor %}{{ name }}"
+    )
+    with pytest.raises(TemplateRefused, match=f"more than {RENDER_CPU_SECONDS * 1000:g} ms"):
+        sms(heavy, name="Hoa")
+
+
+def test_long_text_is_an_error_for_that_recipient_not_a_refusal() -> None:
+    for source in ("{{ name }}{{ name }}", "{{ name|upper }}{{ name }}"):
+        templates = compiled(sms=source)
+        with pytest.raises(TemplateError, match=f"more than {MAX_TEXT:,} characters") as caught:
+            templates.render("sms", {"name": "x" * (MAX_TEXT // 2 + 1)})
+        assert not isinstance(caught.value, TemplateRefused)
+    with pytest.raises(TemplateError, match="field 'name' is 100,001 characters long") as caught:
+        compiled(sms="{{ name|upper }}").render("sms", {"name": "x" * (MAX_TEXT + 1)})
+    assert not isinstance(caught.value, TemplateRefused)
 
 
 def test_no_globals() -> None:

@@ -9,10 +9,11 @@ from typing import Annotated, Any
 
 import typer
 import uvloop
+from redis.exceptions import RedisError
 
 from loa import __version__
 from loa.errors import LoaError
-from loa.log import setup_logging
+from loa.log import hide_userinfo, setup_logging
 from loa.settings import Settings
 
 app = typer.Typer(
@@ -152,18 +153,19 @@ def status(
 
 @app.command("redis")
 def redis_server(data_dir: DataDirOption = None) -> None:
-    """Run the embedded Redis server in the foreground and print its URL."""
+    """Run the embedded Redis server in the foreground and print its URL (not its password)."""
     import signal
     import threading
 
-    from loa.engine.embedded import EmbeddedRedis
+    from loa.engine.embedded import PASSWORD_NAME, EmbeddedRedis
 
     settings = load_settings(None, None, data_dir)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     with EmbeddedRedis(settings.data_dir / "redis") as server:
-        typer.echo(server.url)
+        password = server.data_dir / PASSWORD_NAME
+        typer.echo(f"{hide_userinfo(server.url)} (the password is in {password})")
         while not stop.wait(0.5):
             server.check()
 
@@ -199,7 +201,15 @@ def main() -> None:
     try:
         app()
     except LoaError as exc:
-        typer.secho(f"loa: {exc}", err=True, fg=typer.colors.RED)
+        typer.secho(f"loa: {hide_userinfo(str(exc))}", err=True, fg=typer.colors.RED)
+        sys.exit(2)
+    except RedisError as exc:  # unreachable, a wrong password, a server that says no
+        said = hide_userinfo(str(exc)) or type(exc).__name__
+        typer.secho(
+            f"loa: the Redis server cannot be used: {said} (see redis_url or LOA_REDIS_URL)",
+            err=True,
+            fg=typer.colors.RED,
+        )
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -14,6 +14,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -21,10 +22,13 @@ from pydantic import (
 )
 
 from loa.errors import ConfigError
+from loa.log import hide_userinfo
 
 ENV_PREFIX = "LOA_"
 ROUTE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}\Z")
 MIN_SECRET = 12  # characters of a webhook secret
+# keys whose values are never shown in an error: passwords, tokens, keys, secrets
+SECRET_KEY = re.compile(r"pass|secret|token|key|auth|credential|signature", re.IGNORECASE)
 
 
 def default_data_dir() -> Path:
@@ -106,7 +110,7 @@ class ChannelSettings(ConfigModel):
 
 
 class PlanningSettings(ConfigModel):
-    """Whom campaigns reached (for frequency caps), and how a campaign's audience is pinned."""
+    """Whom campaigns reached (frequency caps), the longest SMS planned, pinned audiences."""
 
     frequency_memory: float = Field(
         default=7 * 86_400,
@@ -126,6 +130,12 @@ class PlanningSettings(ConfigModel):
         default=30,
         ge=0,
         description="days a campaign's pinned audience copy is kept after the campaign ended",
+    )
+    max_sms_parts: int = Field(
+        default=10,
+        ge=1,
+        le=255,
+        description="an SMS longer than this many parts is an invalid row, not a message",
     )
 
 
@@ -181,7 +191,7 @@ class ApiSettings(ConfigModel):
     launch_wait: float = Field(
         default=5.0, ge=0, le=60, description="seconds a launch request waits for planning"
     )
-    webhook_secrets: dict[str, str] = Field(
+    webhook_secrets: dict[str, SecretStr] = Field(
         default_factory=dict,
         description="route -> shared secret that signs its receipt webhooks (Zalo: OA secret key)",
     )
@@ -213,10 +223,10 @@ class ApiSettings(ConfigModel):
 
     @field_validator("webhook_secrets")
     @classmethod
-    def _long_secrets(cls, secrets: dict[str, str]) -> dict[str, str]:
+    def _long_secrets(cls, secrets: dict[str, SecretStr]) -> dict[str, SecretStr]:
         # checked on the whole table, so the error names the route but never echoes the secret
         for route, secret in secrets.items():
-            if len(secret) < MIN_SECRET:
+            if len(secret.get_secret_value()) < MIN_SECRET:
                 raise ValueError(f"the secret of route {route!r} needs {MIN_SECRET}+ characters")
         return secrets
 
@@ -289,7 +299,7 @@ class BackupSettings(ConfigModel):
 class Settings(ConfigModel):
     """Everything a loa process needs to know."""
 
-    redis_url: str | None = None
+    redis_url: str | None = Field(default=None, repr=False)  # it may hold a password
     data_dir: Path = Field(default_factory=default_data_dir)
     namespace: str = Field(default="loa", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
@@ -435,7 +445,9 @@ def describe_errors(
         if error["type"] == "value_error":
             message = str(error.get("ctx", {}).get("error", message.removeprefix("Value error, ")))
         given = error.get("input")
-        shown = "" if isinstance(given, dict | list) else f" (got {given!r})"
+        secret = any(SECRET_KEY.search(part) for part in loc)
+        shown = "" if secret or isinstance(given, dict | list) else f" (got {given!r})"
+        shown = hide_userinfo(shown)
         # a check across keys names its keys itself
         lines.append(f"{key}: {message}{shown}{source}" if key else f"{message}{source}")
     return "; ".join(lines)
@@ -489,6 +501,8 @@ def parse_toml(data: bytes, what: str, error: type[ConfigError] = ConfigError) -
         raise error(f"{what} is not UTF-8 text: {exc.reason}") from None
     except tomllib.TOMLDecodeError as exc:
         raise error(f"{what} is not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses once per level of nested arrays and tables
+        raise error(f"{what} nests arrays or tables too deeply") from None
 
 
 def _env_values(environ: Mapping[str, str]) -> dict[str, Any]:

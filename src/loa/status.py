@@ -90,6 +90,7 @@ async def print_status(settings: Settings, as_json: bool, wide: bool = False) ->
     with redis_url_for(settings.redis_url, settings.data_dir) as (url, _):
         redis = connect(url)
         try:
+            await redis.ping()  # an unreachable server is the answer, even with no route
             queues = Queues(redis, settings.namespace)
             rows = [await route_status(queues, settings, name) for name in settings.routes]
         finally:

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 import aiohttp
 import phonenumbers
-from pydantic import AfterValidator, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, Field, SecretStr, ValidationInfo, field_validator
 
 from loa.adapters.httpclient import (
     BadAnswer,
@@ -74,8 +74,8 @@ class HttpGatewayOptions(HttpOptions):
     )
     id_field: str | None = Field(default=None, min_length=1, description="JSON path of the id")
     username: str | None = None
-    password: str | None = Field(default=None, validate_default=True)
-    token: str | None = Field(default=None, min_length=1, description="bearer token")
+    password: SecretStr | None = Field(default=None, validate_default=True)
+    token: SecretStr | None = Field(default=None, min_length=1, description="bearer token")
 
     @field_validator("url")
     @classmethod
@@ -111,14 +111,16 @@ class HttpGatewayOptions(HttpOptions):
 
     @field_validator("password")
     @classmethod
-    def _user_and_password(cls, value: str | None, info: ValidationInfo) -> str | None:
+    def _user_and_password(
+        cls, value: SecretStr | None, info: ValidationInfo
+    ) -> SecretStr | None:
         if (info.data.get("username") is None) != (value is None):
             raise ValueError("username and password go together (HTTP basic auth)")
         return value
 
     @field_validator("token")
     @classmethod
-    def _one_auth(cls, value: str | None, info: ValidationInfo) -> str | None:
+    def _one_auth(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
         if value is not None and info.data.get("username") is not None:
             raise ValueError("use either username/password or token, not both")
         return value
@@ -195,10 +197,11 @@ class HttpAdapter(HttpAdapterBase):
         self._accepted = {_canon(value) for value in options.success_values}
         self._headers = dict(options.headers)
         if options.username is not None:
-            auth = aiohttp.encode_basic_auth(options.username, options.password or "")
+            password = options.password.get_secret_value() if options.password else ""
+            auth = aiohttp.encode_basic_auth(options.username, password)
             self._headers["Authorization"] = auth
         if options.token:
-            self._headers["Authorization"] = f"Bearer {options.token}"
+            self._headers["Authorization"] = f"Bearer {options.token.get_secret_value()}"
         self._check_render(route)
 
     @classmethod

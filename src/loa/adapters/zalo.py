@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from loa.adapters.httpclient import BadAnswer, HttpAdapterBase, HttpOptions, Reply, check_url
 from loa.adapters.httpclient import status_result as http_status_result
@@ -72,7 +72,7 @@ class ZaloOptions(HttpOptions):
     """Where ZNS lives, the official account's access token and error-code overrides."""
 
     base_url: str = DEFAULT_BASE_URL
-    access_token: str | None = Field(default=None, min_length=1)
+    access_token: SecretStr | None = Field(default=None, min_length=1)
     access_token_file: str | None = Field(
         default=None, min_length=1, description="read again when Zalo says the token expired"
     )
@@ -119,7 +119,8 @@ class ZaloAdapter(HttpAdapterBase):
         self.url = f"{options.base_url}/message/template"
         self.errors = {code: action for code, (action, _) in ERRORS.items()}
         self.errors.update({int(code): action for code, action in options.errors.items()})
-        self._token = options.access_token or self._read_token(route)
+        given = options.access_token.get_secret_value() if options.access_token else ""
+        self._token = given or self._read_token(route)
         self._token_stale = False
         self._token_warned = False
 

@@ -37,6 +37,7 @@ from loa.api.models import (
 from loa.api.security import Approver, Operator, Viewer
 from loa.campaigns.service import NOT_REQUIRED
 from loa.campaigns.store import Campaign, State
+from loa.engine.embedded import private_dir
 from loa.errors import ApiError, CampaignError
 
 router = APIRouter(prefix="/api/v1/campaigns", tags=["campaigns"])
@@ -241,7 +242,7 @@ async def failed_report(
     """Phone numbers leave the system only this way: the download is audited."""
     async with audited(request, who, "campaign.failed_report", campaign_id) as note:
         await _campaign(ctx, campaign_id)
-        ctx.uploads.mkdir(parents=True, exist_ok=True)
+        private_dir(ctx.uploads)
         handle, name = tempfile.mkstemp(prefix="failed-", suffix=".csv", dir=ctx.uploads)
         os.close(handle)
         try:

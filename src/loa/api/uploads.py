@@ -17,6 +17,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from loa.campaigns.audience import EXTENSIONS
+from loa.engine.embedded import private_dir
 from loa.errors import ApiError
 
 PLAN_LIMIT = 1 << 20  # a plan is a page of TOML: a megabyte is already absurd
@@ -115,7 +116,7 @@ class Storage:
     def room(self) -> int:
         """Bytes an upload may take now, by the total and by the free disk."""
         used = _size(self.root) + _size(self.pinned)
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
         free = shutil.disk_usage(self.root).free - self.free_min
         return min(self.total - used, free)
 
@@ -159,7 +160,7 @@ async def receive(request: Request, storage: Storage) -> Upload:
 
 
 async def _receive(request: Request, root: Path, limit: int, boundary: bytes) -> Upload:
-    root.mkdir(parents=True, exist_ok=True)
+    private_dir(root)  # beside the append-only file, in the owner's data directory
     directory = root / secrets.token_hex(12)
     directory.mkdir(mode=0o700)
     sink = _Sink(directory)

@@ -252,7 +252,7 @@ def _secret(settings: Settings, route: str) -> str:
     secret = settings.api.webhook_secrets.get(route)
     if secret is None or route not in settings.routes:
         raise ApiError(f"no webhook for route {route!r}", code="route_not_found", status=404)
-    return secret
+    return secret.get_secret_value()
 
 
 def check_secrets(settings: Settings) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from loa.engine.embedded import private_dir
 from loa.errors import CampaignError
 
 CHUNK = 1 << 20
@@ -79,7 +80,8 @@ def pin_audience(source: Path, directory: Path, copy_limit: int, *, move: bool) 
     if size > copy_limit and not move:
         sha, size = file_digest(source)
         return PinnedFile(source, sha, size, source.stat().st_mtime_ns, copied=False)
-    directory.mkdir(mode=0o700, parents=True, exist_ok=False)
+    private_dir(directory.parent)
+    directory.mkdir(mode=0o700)  # a new campaign's own: it must not exist yet
     target = directory / f"audience{source.suffix.lower()}"
     if move:
         os.replace(source, target)

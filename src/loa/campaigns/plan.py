@@ -37,7 +37,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Mapping
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from types import NoneType, UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -273,6 +273,10 @@ class Schedule(ConfigModel):
         start = info.data.get("start")
         if isinstance(expires, datetime) and start is not None and expires <= start:
             raise ValueError(f"must be after schedule.start ({start.isoformat()})")
+        # (a duration is at most ten years: only a start near the year 9999 overflows)
+        latest = datetime.max.replace(tzinfo=UTC)
+        if isinstance(expires, timedelta) and start is not None and start > latest - expires:
+            raise ValueError("falls after the year 9999 (schedule.start + expires)")
         return expires
 
     @field_validator("quiet_hours", mode="before")

@@ -17,7 +17,13 @@ recipient's remaining channels in plan order that it has an address for, each as
 into the next channel's message when a channel fails for this person. Every channel a person
 may be tried on is rendered at planning time, so a template that cannot be rendered for them on
 any of those channels makes the row invalid, reported with its line in the dry run, rather than
-a fallback that fails on the day.
+a fallback that fails on the day; so does an SMS longer than `planning.max_sms_parts`.
+
+A template with logic (anything beyond text and {{ field }} slots) is rendered in a worker
+thread, so however long a message takes, the event loop does not wait on it (an API process
+answers its health checks meanwhile); text with slots costs a join per row and stays on the
+loop, where it is fastest. The sandbox bounds each message's render, and a template it refuses
+refuses the whole plan (TemplateRefused): the template is at fault, whoever the recipient.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ from loa.campaigns.phone import normalize
 from loa.campaigns.plan import Plan
 from loa.campaigns.schedule import SendAtError
 from loa.campaigns.sms import analyse
-from loa.campaigns.templates import CompiledTemplates, RenderedMessage
+from loa.campaigns.templates import CompiledTemplates, RenderedMessage, TemplateRefused
 from loa.engine.connection import RedisClient, text
 from loa.engine.control import PERSON, frequency_key, suppression_key
 from loa.engine.envelope import Batch
@@ -53,7 +59,7 @@ from loa.message import Message
 from loa.settings import Settings
 
 GROUP_ROWS = 2000  # rows that meet Redis together
-SLICE_ROWS = 250  # rows worked on between two turns of the event loop (replies get read)
+SLICE_ROWS = 250  # rows taken from the file at a time
 CHECKPOINT_ROWS = 50_000  # rows between checkpoints (every batch is flushed at one)
 FIRST_ERRORS = 100  # invalid rows kept with their line and reason
 
@@ -185,6 +191,8 @@ class Group:
     counts: Report = field(default_factory=Report)
     rows: int = 0
     checkpoint: tuple[int, int] | None = None  # resume point after the group's last row
+    # whom each candidate is deduplicated (and frequency-capped) by: the address of the
+    # channel it goes out on, its phone number for SMS and Zalo (see recipient_key)
     phones: list[str] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
     buckets: list[Bucket] = field(default_factory=list)
@@ -213,6 +221,7 @@ class Planner:
         self.campaign = campaign
         self.audience = audience
         self.templates = CompiledTemplates.compile(plan)
+        self.max_parts = settings.planning.max_sms_parts
         self.sms_routing = _sms_routing(settings)
         self.start_ms = int(plan.schedule.starts_at(launched).timestamp() * 1000)
         expires = plan.schedule.expires_at(launched)
@@ -276,6 +285,10 @@ class Planner:
                 continue
             try:
                 planned = reach(item.line, fields, phone)
+            except TemplateRefused as exc:
+                raise TemplateRefused(
+                    exc.key, f"{exc.reason} (audience line {item.line})"
+                ) from None
             except (TemplateError, SendAtError) as exc:
                 counts.invalid_row(item.line, str(exc))
                 continue
@@ -286,7 +299,8 @@ class Planner:
                 counts.unroutable += 1
                 continue
             message, bucket, kind = planned
-            phones(phone)
+            to = message.to
+            phones(phone if to is phone else recipient_key(to))
             messages(message)
             buckets(bucket)
             kinds(kind)
@@ -301,12 +315,16 @@ class Planner:
         target = self._sms_targets.get(phone[:prefix]) if prefix else None
         bucket, _, kind = target or self._sms_target(phone)
         body, parts, _, _ = self._fixed
+        if parts > self.max_parts:
+            raise self._too_long(parts)
         return Message(str(line), phone, body, parts), bucket, kind
 
     def _reach_sms(self, line: int, fields: Mapping[str, str], phone: str) -> Planned:
         """One SMS channel whose text has the recipient's fields, no send times."""
         body = self._sms_body(fields)
         info = analyse(body)
+        if info.parts > self.max_parts:
+            raise self._too_long(info.parts)
         prefix = self._prefix
         target = self._sms_targets.get(phone[:prefix]) if prefix else None
         bucket, carrier, _ = target or self._sms_target(phone)
@@ -378,9 +396,17 @@ class Planner:
         content = channel.static if channel.static is not None else self._render(channel, fields)
         if channel.name != "sms":
             return content, "", channel.route
+        if content[1] > self.max_parts:
+            raise self._too_long(content[1])
         assert self.sms_routing is not None
         carrier, route = self.sms_routing.lookup(phone)
         return content, carrier or "other", route
+
+    def _too_long(self, parts: int) -> TemplateError:
+        return TemplateError(
+            f"templates.sms: the message is {parts} SMS parts, more than the {self.max_parts} "
+            "allowed (planning.max_sms_parts)"
+        )
 
     def _render(self, channel: _Channel, fields: Mapping[str, str]) -> Content:
         return _rendered(self.templates.render(channel.name, fields))
@@ -397,6 +423,14 @@ class Planner:
     def _channel_route(self, channel: str) -> str | None:
         spec = self.settings.channels.get(channel)  # type: ignore[call-overload]
         return spec.default if spec else None
+
+
+def recipient_key(address: str) -> str:
+    """Whom a message to `address` reaches, for deduplication: an e-mail address in any case is
+    one mailbox (a push token is case-sensitive); no comma (the seen script splits on them)."""
+    if "@" in address:
+        address = address.casefold()
+    return address.replace(",", "%2C") if "," in address else address
 
 
 def _sms_routing(settings: Settings) -> SmsRouting | None:
@@ -666,15 +700,35 @@ async def plan_audience(
 
 
 async def _next_group(planner: Planner, items: Iterator[Item]) -> Group:
-    """The next GROUP_ROWS rows worked on, a slice at a time, letting replies in between."""
+    """The next GROUP_ROWS rows worked on: in a worker thread when the templates run code
+    (whatever a row costs, the event loop never waits on it), else a slice at a time on the
+    loop, letting the previous group's replies in between."""
+    if planner.templates.runs_code:
+        return await asyncio.to_thread(_take_group, planner, items)
     group = Group()
-    while group.rows < GROUP_ROWS:
-        rows = list(itertools.islice(items, min(SLICE_ROWS, GROUP_ROWS - group.rows)))
-        if not rows:
-            break
-        planner.take(rows, group)
+    more = _take_slice(planner, items, group)
+    while more:
         await asyncio.sleep(0)  # the previous group's replies are read, its next request sent
+        more = _take_slice(planner, items, group)
     return group
+
+
+def _take_group(planner: Planner, items: Iterator[Item]) -> Group:
+    group = Group()
+    while _take_slice(planner, items, group):
+        pass
+    return group
+
+
+def _take_slice(planner: Planner, items: Iterator[Item], group: Group) -> bool:
+    """Work on the next slice of rows; False once the group is full or the file has ended."""
+    if group.rows >= GROUP_ROWS:
+        return False
+    rows = list(itertools.islice(items, min(SLICE_ROWS, GROUP_ROWS - group.rows)))
+    if not rows:
+        return False
+    planner.take(rows, group)
+    return True
 
 
 async def _settle(group: Group, checks: RedisChecks, batcher: Batcher, queue: bool) -> None:

@@ -87,7 +87,7 @@ class Campaigns:
 
     async def validate(self, plan_path: Path, audience: Path) -> Report:
         """The dry run: everything planning would do, counted; nothing queued."""
-        return await self._dry_run(load_plan(plan_path), audience)
+        return await self._dry_run(await asyncio.to_thread(load_plan, plan_path), audience)
 
     async def review(self, campaign_id: str) -> Report:
         """The dry run of a stored campaign: its stored plan on its pinned audience, checked."""
@@ -102,8 +102,10 @@ class Campaigns:
 
     async def _dry_run(self, plan: Plan, audience: Path) -> Report:
         now = _now()
-        planner = Planner(self.settings, plan, f"dry-{secrets.token_hex(4)}", audience, now)
-        problems = planner.check(open_audience(audience).columns)
+        # compiling the templates and reading the header are off the loop
+        planner, problems = await asyncio.to_thread(
+            self._planner, plan, audience, f"dry-{secrets.token_hex(4)}"
+        )
         report = Report(problems=[*problems, *_schedule_problems(plan, now)])
         if report.problems:
             return report
@@ -133,10 +135,9 @@ class Campaigns:
         An `approval` reason makes it need a second person's approval whatever its size (a CAP
         alert); `fields` are stored with it (where it came from).
         """
-        plan, plan_text = read_plan(plan_path)
+        plan, plan_text = await asyncio.to_thread(read_plan, plan_path)
         audience = audience.resolve()
-        planner = Planner(self.settings, plan, "check", audience, _now())
-        problems = planner.check(open_audience(audience).columns)
+        _, problems = await asyncio.to_thread(self._planner, plan, audience, "check")
         if problems:
             raise PlanError(f"{plan_path}: " + "; ".join(problems))
         need = await asyncio.to_thread(
@@ -245,6 +246,11 @@ class Campaigns:
             await self.store.update(campaign_id, {"audience_removed_ms": now_ms})
         return removed
 
+    def _planner(self, plan: Plan, audience: Path, campaign: str) -> tuple[Planner, list[str]]:
+        """A planner for the plan, and its problems with the audience's columns (blocking)."""
+        planner = Planner(self.settings, plan, campaign, audience, _now())
+        return planner, planner.check(open_audience(audience).columns)
+
     async def act(self, campaign_id: str, action: str) -> State:
         """pause, resume or cancel (which drops what it still had queued); approval goes
         through `approve`."""
@@ -298,8 +304,8 @@ class Campaigns:
             raise CampaignError(f"cannot launch campaign {campaign_id}: it is {campaign.state}")
         campaign = await self.store.get(campaign_id)
         launched = datetime.fromtimestamp(int(campaign.fields["launched_ms"]) / 1000, UTC)
-        planner = Planner(
-            self.settings, plan, campaign_id, Path(campaign.fields["audience"]), launched
+        planner = await asyncio.to_thread(
+            Planner, self.settings, plan, campaign_id, Path(campaign.fields["audience"]), launched
         )
         raw = campaign.fields.get("checkpoint")
         checkpoint = Checkpoint.from_json(raw) if raw else None

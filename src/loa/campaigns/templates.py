@@ -6,7 +6,11 @@ The rules a citizen's message depends on:
   TemplateError naming the template key and the field), never a blank in the message.
   `{% if nickname is defined %}` is how a template makes a field optional.
 - Templates run in Jinja's immutable sandbox: no `__class__`, `__globals__` or other attribute
-  tricks, no mutation of values, bounded string repetition. There are no globals either (no
+  tricks, no mutation of values. Every operation that can build more than it is given is
+  bounded (`loa.campaigns.sandbox`), and so are one message's steps and CPU time: a template
+  that goes past a bound is refused (TemplateRefused), whatever the recipient, so a planner
+  refuses the plan rather than the row. A rendered text longer than MAX_TEXT characters, or
+  a field longer than that, is an error for that recipient. There are no globals either (no
   `range`, `cycler`, `lipsum`): every name a template uses is a column of the audience, which is
   what `fields_used` reports, and a column that is missing can never fall back to a global.
 - Nothing is escaped: SMS, Zalo and push text are plain text, and so are email bodies (loa
@@ -29,56 +33,35 @@ import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import jinja2
 import jinja2.meta
 import jinja2.nodes
 from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from loa.campaigns.sandbox import MAX_TEXT, BoundedSandbox, budget
 from loa.campaigns.sms import to_ascii
 from loa.errors import TemplateError
 
 if TYPE_CHECKING:
-    from jinja2.runtime import Context
-
     from loa.campaigns.plan import Channel, Plan
 
 # Field values repeat (names, clinics, dates): folding short ones is cached, in bounded memory.
 _fold_short = functools.lru_cache(maxsize=8192)(to_ascii)
 FOLD_CACHE_CHARS = 64
-MAX_REPEAT = 10_000  # the longest text or list a template may build with '*'
 _UNDEFINED = re.compile(r"'([^']+)' is undefined")
 _LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
 
 
-class _Sandbox(ImmutableSandboxedEnvironment):
-    """The immutable sandbox, with '*' and '**' bounded so a template cannot exhaust memory."""
-
-    intercepted_binops = frozenset({"*", "**"})
-
-    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**" and isinstance(right, int | float) and abs(right) > 100:
-            raise SecurityError("exponent larger than 100 refused")
-        if operator == "*":
-            for seq, count in ((left, right), (right, left)):
-                sized = isinstance(seq, str | list | tuple) and isinstance(count, int)
-                if sized and len(seq) * count > MAX_REPEAT:
-                    raise SecurityError(f"repetition longer than {MAX_REPEAT} refused")
-        return super().call_binop(context, operator, left, right)
-
-
-def _environment() -> _Sandbox:
-    env = _Sandbox(
+def _environment() -> BoundedSandbox:
+    return BoundedSandbox(
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         auto_reload=False,
         cache_size=0,
         keep_trailing_newline=False,
     )
-    env.globals.clear()
-    return env
 
 
 ENVIRONMENT = _environment()
@@ -120,6 +103,16 @@ class RenderedMessage(NamedTuple):
     title: str = ""
     template_id: str = ""
     data: Mapping[str, str] = MappingProxyType({})
+
+
+class TemplateRefused(TemplateError):
+    """The sandbox refused a template: it would build too much, or take too long, for one
+    message. The template is at fault, not the recipient: a plan using it is refused."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: refused by the sandbox: {reason}")
+        self.key = key
+        self.reason = reason
 
 
 class MissingField(TemplateError):
@@ -174,6 +167,8 @@ class _Part:
                     raise MissingField(self.key, name)
                 pieces[index] = _fold(value) if fold else value
             text = "".join(pieces).strip()
+            if len(text) > MAX_TEXT:
+                raise _too_long(self.key, len(text))
         if not text:
             raise TemplateError(f"{self.key}: the text is empty for this recipient")
         return text
@@ -183,22 +178,45 @@ class _Part:
         for name in self.fields:
             value = fields.get(name)
             if value and not value.isspace():
+                if len(value) > MAX_TEXT:
+                    raise TemplateError(
+                        f"{self.key}: field {name!r} is {len(value):,} characters long "
+                        f"(at most {MAX_TEXT:,})"
+                    )
                 context[name] = value
         template = self.template
+        pieces: list[str] = []
+        written = 0
         try:
-            # Template.render without its copy of the context and traceback rewriting
-            return "".join(
-                template.root_render_func(template.new_context(context, shared=True))
-            ).strip()
+            # Template.render without its copy of the context and traceback rewriting, in
+            # the budget of one message, and counted as it is written
+            with budget():
+                for piece in template.root_render_func(template.new_context(context, shared=True)):
+                    written += len(piece)
+                    if written > MAX_TEXT:
+                        raise _too_long(self.key, written)
+                    pieces.append(piece)
         except jinja2.UndefinedError as exc:
             missing = _UNDEFINED.fullmatch(str(exc))
             if missing is not None:
                 raise MissingField(self.key, missing[1]) from None
             raise TemplateError(f"{self.key}: {exc}") from None
         except SecurityError as exc:
-            raise TemplateError(f"{self.key}: refused by the sandbox: {exc}") from None
+            raise TemplateRefused(self.key, str(exc)) from None
+        except RecursionError:
+            raise TemplateRefused(self.key, "the template calls itself too deeply") from None
+        except MemoryError:
+            raise TemplateRefused(self.key, "the template needs too much memory") from None
         except (jinja2.TemplateError, TypeError, ValueError, ArithmeticError, LookupError) as exc:
             raise TemplateError(f"{self.key}: {type(exc).__name__}: {exc}") from None
+        return "".join(pieces).strip()
+
+
+def _too_long(key: str, length: int) -> TemplateError:
+    return TemplateError(
+        f"{key}: the text is more than {MAX_TEXT:,} characters for this recipient "
+        f"({length:,} at least)"
+    )
 
 
 def _fold(value: str) -> str:
@@ -263,6 +281,16 @@ class CompiledTemplates:
         return cls(parts, zalo_id=zalo_id)
 
     @property
+    def runs_code(self) -> bool:
+        """Whether a message is rendered by running a template (not only filling in slots)."""
+        # a channel whose templates read no field is rendered once (`static`), not per row
+        return any(
+            any(part.fields for part in named.values())
+            and any(part.pieces is None for part in named.values())
+            for named in self._parts.values()
+        )
+
+    @property
     def channels(self) -> tuple[str, ...]:
         """The channels that have a template, in the plan's order."""
         return tuple(self._parts)
@@ -323,13 +351,16 @@ class CompiledTemplates:
         """The channel's message when its templates read no field (the same for everyone).
 
         None when they read fields, or when rendering fails: then every recipient's render
-        raises, and each row is reported with the reason, as for any other template error.
+        raises, and each row is reported with the reason, as for any other template error
+        (TemplateRefused is raised here: the template is refused whoever the recipient).
         """
         named = self._channel(channel)
         if any(part.fields for part in named.values()):
             return None
         try:
             return self.render(channel, {})
+        except TemplateRefused:
+            raise
         except TemplateError:
             return None
 

@@ -8,6 +8,7 @@ import redis
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 
 from loa.errors import ConfigError
+from loa.log import hide_userinfo
 
 CLUSTER_SCHEME = "redis+cluster://"
 
@@ -34,7 +35,8 @@ def connect(url: str, max_connections: int | None = None, **options: Any) -> Red
             return Redis.from_pool(pool)
         return Redis.from_url(url, **options)
     except ValueError as exc:
-        raise ConfigError(f"redis_url {url!r} is not usable: {exc}") from None
+        shown = hide_userinfo(url)
+        raise ConfigError(f"redis_url {shown!r} is not usable: {hide_userinfo(str(exc))}") from None
 
 
 def connect_sync(url: str, **options: Any) -> redis.Redis | redis.RedisCluster:

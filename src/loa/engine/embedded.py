@@ -1,4 +1,11 @@
-"""The embedded default: a private Redis-protocol server with append-only persistence."""
+"""The embedded default: a private Redis-protocol server with append-only persistence.
+
+Private twice over. The server always asks for a password, generated once and kept in the data
+directory (`password`, 0600), on its unix socket and on the TCP port it falls back to when the
+socket's path is too long: another local user can reach neither. And the data directory, which
+holds citizens' numbers and messages in the append-only file, is the owner's alone: directories
+0700, files 0600 (the server runs with umask 077, and older files are brought to these modes).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,7 @@ import fcntl
 import importlib.util
 import logging
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -22,6 +30,8 @@ from loa.errors import EmbeddedServerError
 log = logging.getLogger(__name__)
 
 SOCKET_NAME = "redis.sock"
+PASSWORD_NAME = "password"
+CONFIG_NAME = "server.conf"  # the password goes here, not on a command line others can read
 MAX_UNIX_PATH = 100  # sun_path holds 108 bytes on Linux; keep a margin
 
 
@@ -70,7 +80,7 @@ class EmbeddedRedis:
 
     def start(self, timeout: float = 15.0) -> str:
         """Start (or join) the server; returns its URL."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.data_dir)
         with self._lock():
             existing = self._existing_url()
             if existing:
@@ -83,8 +93,13 @@ class EmbeddedRedis:
     def _launch(self, timeout: float) -> None:
         binary = self.binary or find_server_binary()
         sock = self.data_dir / SOCKET_NAME
+        password = self._password()
+        config = self.data_dir / CONFIG_NAME
+        write_private(config, f"requirepass {password}\n")
+        keep_private(self.data_dir)
         args = [
             binary,
+            str(config),
             "--bind",
             "127.0.0.1",
             "--dir",
@@ -105,14 +120,15 @@ class EmbeddedRedis:
         if len(str(sock)) <= MAX_UNIX_PATH:
             sock.unlink(missing_ok=True)
             args += ["--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700"]
-            url = f"unix://{sock}"
+            url = f"unix://:{password}@{sock}"
         else:
             port = free_port()
             args += ["--port", str(port)]
-            url = f"redis://127.0.0.1:{port}"
+            url = f"redis://:{password}@127.0.0.1:{port}"
         # its own session: a Ctrl-C meant for loa must not kill the server before workers drain;
         # what it says before its log file opens goes to a file, not a pipe nobody drains
-        with open(self.data_dir / "server.err", "wb") as errors:
+        errors_fd = os.open(self.data_dir / "server.err", _PRIVATE_FILE | os.O_TRUNC, 0o600)
+        with open(errors_fd, "wb") as errors:
             try:
                 self.process = subprocess.Popen(
                     args,
@@ -120,6 +136,7 @@ class EmbeddedRedis:
                     stdout=subprocess.DEVNULL,
                     stderr=errors,
                     start_new_session=True,
+                    umask=0o077,  # its append-only files hold numbers and messages
                 )
             except OSError as exc:
                 raise EmbeddedServerError(
@@ -127,7 +144,7 @@ class EmbeddedRedis:
                 ) from None
         self.url = url
         self._wait_ready(timeout)
-        (self.data_dir / "url").write_text(url)
+        write_private(self.data_dir / "url", url)
         log.debug("started the embedded server", extra={"url": url, "pid": self.process.pid})
 
     def _wait_ready(self, timeout: float) -> None:
@@ -146,6 +163,17 @@ class EmbeddedRedis:
         self.stop()
         raise EmbeddedServerError(f"embedded server did not answer within {timeout}s")
 
+    def _password(self) -> str:
+        """The server's password: the one in the data directory, or a new one kept there."""
+        path = self.data_dir / PASSWORD_NAME
+        with contextlib.suppress(FileNotFoundError):
+            kept = path.read_text().strip()
+            if kept:
+                return kept
+        password = secrets.token_urlsafe(32)
+        write_private(path, password + "\n")
+        return password
+
     def _existing_url(self) -> str | None:
         marker = self.data_dir / "url"
         if marker.exists():
@@ -160,7 +188,7 @@ class EmbeddedRedis:
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
-        with open(self.data_dir / "start.lock", "w") as handle:
+        with open(os.open(self.data_dir / "start.lock", _PRIVATE_FILE, 0o600), "w") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
@@ -223,6 +251,37 @@ class EmbeddedRedis:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+_PRIVATE_FILE = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def private_dir(path: Path) -> None:
+    """Make `path` (and any missing parent) a directory only its owner can enter."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            directory.mkdir(mode=0o700)
+    os.chmod(path, 0o700)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write `text` to a file only its owner can read (0600, also when it existed before)."""
+    fd = os.open(path, _PRIVATE_FILE | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with open(fd, "w") as handle:
+        handle.write(text)
+
+
+def keep_private(directory: Path) -> None:
+    """Bring what is in `directory` to owner-only modes (files older loa versions left 0644)."""
+    for root, dirs, files in os.walk(directory):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o700)
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o600)
 
 
 def answers(url: str) -> bool:

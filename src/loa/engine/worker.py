@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import multiprocessing
 import os
 import signal
 import socket
@@ -145,10 +146,31 @@ async def _serve(settings: Settings, redis_url: str, routes: Sequence[str] | Non
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)
+    _stop_with_supervisor(loop, worker)
     try:
         await worker.run()
     finally:
         await redis.aclose()
+
+
+def _stop_with_supervisor(loop: asyncio.AbstractEventLoop, worker: Worker) -> None:
+    """Drain and exit when the supervisor that started this process is gone (kill -9 too).
+
+    A process started by multiprocessing holds the read end of a pipe whose other end only the
+    parent holds: it reads end-of-file the moment the parent exits, however it exits. Without
+    this, a worker outlives a killed `loa server`, and the next server starts another beside it.
+    """
+    parent = multiprocessing.parent_process()
+    sentinel = parent.sentinel if parent is not None else None
+    if sentinel is None:
+        return  # not a supervisor's child (`loa worker` in one process, tests)
+
+    def orphaned() -> None:
+        loop.remove_reader(sentinel)
+        log.warning("the supervisor is gone; draining and exiting", extra={"pid": os.getpid()})
+        worker.stop()
+
+    loop.add_reader(sentinel, orphaned)
 
 
 def process_main(settings: Settings, redis_url: str, routes: Sequence[str] | None) -> None:

@@ -11,7 +11,7 @@ import ssl
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from loa.adapters.base import BindState, EventSink
 from loa.adapters.registry import parse_options
@@ -63,7 +63,7 @@ class SmppOptions(ConfigModel):
     host: str = "127.0.0.1"
     port: int = Field(default=2775, ge=1, le=65535)
     system_id: str = Field(min_length=1, max_length=15)
-    password: str = Field(default="", max_length=8)
+    password: SecretStr = Field(default=SecretStr(""), max_length=8)
     system_type: str = Field(default="", max_length=12)
     binds: int = Field(default=1, ge=1, le=64, description="sessions to the SMSC")
     mode: Literal["transceiver", "transmitter"] = "transceiver"
@@ -240,7 +240,7 @@ class SmppAdapter:
             host=options.host,
             port=options.port,
             system_id=options.system_id,
-            password=options.password,
+            password=options.password.get_secret_value(),
             system_type=options.system_type,
             mode=mode,
             window=options.window,

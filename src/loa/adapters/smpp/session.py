@@ -36,6 +36,9 @@ BIND_COMMANDS = {
     "receiver": Command.BIND_RECEIVER,
 }
 WRITE_HIGH_WATER = 256 * 1024  # drain the socket only once this much is buffered
+MALFORMED_LOG_EVERY = 10.0  # seconds between two warnings about malformed PDUs
+# responses that say the SMSC took a message (their only field is its id)
+SUBMIT_RESPONSES = frozenset({Command.SUBMIT_SM_RESP, Command.DATA_SM_RESP})
 
 # Answers a request PDU from the SMSC (deliver_sm, data_sm): a command_status now, or a future
 # whose end decides it (ESME_ROK once it is done, ESME_RX_T_APPN if it failed), so that a
@@ -137,6 +140,8 @@ class Session:
         self._writer: asyncio.StreamWriter | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._last_read = 0.0
+        self._malformed = 0  # malformed PDUs not yet in a warning
+        self._malformed_logged = -MALFORMED_LOG_EVERY
         self._outbox = bytearray()
         # requests from the SMSC waiting for their answer, by the future that decides it
         self._waiting: dict[asyncio.Future[Any], list[Pdu]] = {}
@@ -317,21 +322,40 @@ class Session:
 
         The frame is whole, so the stream is still in step: a malformed request is nacked; a
         malformed response fails the request it answers at once (a generic_nack answers only
-        requests), instead of leaving it to time out.
+        requests), instead of leaving it to time out. But a submit_sm_resp that says ROK means
+        the SMSC took the message: only its id is unreadable, and sending it again would deliver
+        it twice, so it answers the request as accepted, with no id.
         """
         try:
             return decode(frame)
         except PduError as exc:
-            log.warning("malformed PDU from the SMSC", extra={"error": str(exc)})
+            self._warn_malformed(exc)
             command_id = int.from_bytes(frame[4:8], "big")
-            sequence = int.from_bytes(frame[12:16], "big") if len(frame) >= HEADER_SIZE else 0
+            whole = len(frame) >= HEADER_SIZE
+            status = int.from_bytes(frame[8:12], "big") if whole else -1
+            sequence = int.from_bytes(frame[12:16], "big") if whole else 0
             if not command_id & RESPONSE_BIT:
                 self._write(encode(generic_nack(sequence, Status.RINVCMDLEN)))
                 return None
             future = self.pending.pop(sequence, None)
             if future is not None and not future.done():
-                future.set_exception(PduError(f"unreadable response from the SMSC: {exc}"))
+                if command_id in SUBMIT_RESPONSES and status == Status.ROK:
+                    future.set_result(Pdu(command_id, sequence, status, {"message_id": b""}))
+                else:
+                    future.set_exception(PduError(f"unreadable response from the SMSC: {exc}"))
             return None
+
+    def _warn_malformed(self, exc: PduError) -> None:
+        """One warning per MALFORMED_LOG_EVERY seconds, counting those it stands for: a flood
+        of bad PDUs must not become a flood of log lines."""
+        self._malformed += 1
+        now = asyncio.get_running_loop().time()
+        if now - self._malformed_logged >= MALFORMED_LOG_EVERY:
+            log.warning(
+                "malformed PDU from the SMSC",
+                extra={"error": str(exc), "count": self._malformed},
+            )
+            self._malformed, self._malformed_logged = 0, now
 
     def _frames(self, buffer: bytearray) -> list[bytes]:
         """Cut the whole frames off the front of `buffer`, leaving a partial one behind."""
