@@ -174,6 +174,10 @@ def _add_campaign_commands() -> None:
     app.add_typer(suppression_app, name="suppression")
     app.add_typer(inbound_app, name="inbound")
 
+    from loa.appointments.cli import app as appointments_app
+
+    app.add_typer(appointments_app, name="appointments")
+
     from loa.sim.cli import app as sim_app
 
     app.add_typer(sim_app, name="sim")

@@ -90,6 +90,12 @@ class ApprovalRequired(CampaignError):
     code = "approval_required"
 
 
+class AppointmentError(LoaError):
+    """An appointments operation is refused (an unknown drive, a bad horizon); says why."""
+
+    code = "appointments_refused"
+
+
 class SmppError(AdapterError):
     """An SMPP session failed: the peer refused the bind, broke the protocol or went away."""
 
