@@ -172,6 +172,12 @@ def read_sites(path: Path, sessions: Path | None = None) -> SitesRead:
         if isinstance(site, str):
             result.refused.append(Refused(name, item.line, site))
             continue
+        known = result.sites.get(site.id)
+        if known is not None and _differs(known, site):
+            why = f"site {site.id!r} is given differently on line {known.line}"
+            result.refused.append(Refused(name, item.line, why))
+            continue
+        result.sites.setdefault(site.id, site)  # a good site, even if its session is not
         session: Session | str | None = None
         if combined and item.fields.get("date", "").strip():
             session = _session(item, site.id, seen, name)
@@ -179,14 +185,7 @@ def read_sites(path: Path, sessions: Path | None = None) -> SitesRead:
             session = "date is empty but the row has other session columns"
         if isinstance(session, str):
             result.refused.append(Refused(name, item.line, session))
-            continue
-        known = result.sites.get(site.id)
-        if known is not None and _differs(known, site):
-            why = f"site {site.id!r} is given differently on line {known.line}"
-            result.refused.append(Refused(name, item.line, why))
-            continue
-        result.sites.setdefault(site.id, site)
-        if session is not None:
+        elif session is not None:
             seen[(session.site, session.day, session.start)] = item.line
             result.sessions.append(session)
     if sessions is not None:

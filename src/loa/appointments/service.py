@@ -34,6 +34,7 @@ from loa.appointments.inputs import (
 )
 from loa.appointments.ledger import Change, Ledger, SessionState, check_drive, drives_key, order_key
 from loa.appointments.replies import reply_action
+from loa.campaigns.phone import normalize
 from loa.campaigns.service import Campaigns
 from loa.campaigns.suppression import canonical
 from loa.engine.connection import RedisClient, text
@@ -303,7 +304,7 @@ class Appointments:
         ledger = self.ledger(drive)
         await ledger.require()
         try:
-            number = canonical(phone)
+            number = normalize(phone)
         except InvalidPhone as exc:
             raise AppointmentError(f"not a phone number: {exc}") from None
         return await ledger.change(action, number, "", now_minutes(), by.person)
