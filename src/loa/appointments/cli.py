@@ -49,9 +49,7 @@ TokenOption = Annotated[
 Work = Callable[[Appointments, Principal, Note], Awaitable[T]]
 
 
-def _run(
-    config: Path | None, redis: str | None, work: Callable[[Appointments], Awaitable[T]]
-) -> T:
+def _run(config: Path | None, redis: str | None, work: Callable[[Appointments], Awaitable[T]]) -> T:
     overrides = {"redis_url": redis} if redis else {}
     settings = Settings.load(config, overrides=overrides)
 

@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
-from typing import IO
 
 from loa.appointments.inputs import SCHEDULE_COLUMNS
 from loa.appointments.ledger import REASONS, Ledger, Person, SessionState, SiteInfo
@@ -44,73 +43,65 @@ async def write_schedule(
     `new` is yes for the people run `run` placed (0: nobody).
     """
     sites = await ledger.sites()
-    sessions = {session.id: session for session in await ledger.sessions()}
+    slots = {s.id: _slot_cells(s, sites.get(s.site)) for s in await ledger.sessions()}
     extra = await ledger.columns()
     if phones is None:
         phones = [entry.partition("|")[2] for entry in await ledger.orders()]
     written = 0
     path.parent.mkdir(parents=True, exist_ok=True)
+    empty = ("",) * len(APPOINTMENT_COLUMNS_WITH_SLOT)
+    tz = zone(DEFAULT_TIMEZONE)
     with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = _writer(handle, extra)
+        writer = csv.writer(handle)
+        writer.writerow([*SCHEDULE_COLUMNS, *APPOINTMENT_COLUMNS, *extra])
         for first in range(0, len(phones), CHUNK):
             chunk = phones[first : first + CHUNK]
             people = await ledger.people(chunk)
             fields = await ledger.fields(chunk)
             for person, kept in zip(people, fields, strict=True):
-                if person is not None:
-                    writer.writerow(row(person, kept, sites, sessions, run))
-                    written += 1
+                if person is None:
+                    continue
+                slot = slots.get(person.session, empty) if person.holds else empty
+                writer.writerow(_cells(person, slot, tz, run) + [kept.get(c, "") for c in extra])
+                written += 1
     return written
 
 
-def _writer(handle: IO[str], extra: list[str]) -> csv.DictWriter[str]:
-    writer = csv.DictWriter(
-        handle, fieldnames=[*SCHEDULE_COLUMNS, *APPOINTMENT_COLUMNS, *extra], extrasaction="ignore"
-    )
-    writer.writeheader()
-    return writer
+# the cells a session fills: site_id, date, start, end, then the appointment.* columns
+APPOINTMENT_COLUMNS_WITH_SLOT = ("site_id", "date", "start", "end", *APPOINTMENT_COLUMNS)
 
 
-def row(
-    person: Person,
-    kept: dict[str, str],
-    sites: dict[str, SiteInfo],
-    sessions: dict[str, SessionState],
-    run: int = 0,
-) -> dict[str, str]:
-    """One person's schedule row."""
-    registered = datetime.fromtimestamp(person.registered_ms / 1000, UTC)
-    local = registered.astimezone(zone(DEFAULT_TIMEZONE)).isoformat(timespec="seconds")
-    values = {
-        **kept,
-        "phone": person.phone,
-        "priority_group": str(person.group),
-        "registered_at": local,
-        "status": "placed" if person.holds else person.state,
-        "reason": REASONS.get(person.reason, "") if person.state == "waiting" else "",
-        "confirmed": "yes" if person.state == "confirmed" else "",
-        "new": "yes" if person.holds and run and person.run == str(run) else "",
-        "preferred_site_id": person.preference if person.kind == "s" else "",
-        "preferred_province": person.preference if person.kind == "p" else "",
-    }
-    if person.state == "cancelled":
-        values["reason"] = "cancelled"
-    session = sessions.get(person.session) if person.holds else None
-    if session is not None:
-        site = sites.get(session.site)
-        values.update(
-            {
-                "site_id": session.site,
-                "date": session.day,
-                "start": session.start,
-                "end": session.end,
-                "appointment.site_id": session.site,
-                "appointment.site_name": site.name if site else "",
-                "appointment.address": site.address if site else "",
-                "appointment.province": session.province,
-                "appointment.date": session.day,
-                "appointment.start": session.start,
-                "appointment.end": session.end,
-            }
-        )
-    return values
+def _slot_cells(session: SessionState, site: SiteInfo | None) -> tuple[str, ...]:
+    name, address = (site.name, site.address) if site else ("", "")
+    day, start, end = session.day, session.start, session.end
+    return (
+        session.site, day, start, end,
+        session.site, name, address, session.province, day, start, end,
+    )  # fmt: skip
+
+
+def _cells(person: Person, slot: tuple[str, ...], tz: tzinfo, run: int) -> list[str]:
+    """One person's cells, in the order of SCHEDULE_COLUMNS and APPOINTMENT_COLUMNS."""
+    registered = datetime.fromtimestamp(person.registered_ms / 1000, UTC).astimezone(tz)
+    holds = person.holds
+    if person.state == "waiting":
+        reason = REASONS.get(person.reason, person.reason)
+    else:
+        reason = "cancelled" if person.state == "cancelled" else ""
+    site_id, day, start, end, *appointment = slot
+    return [
+        person.phone,
+        str(person.group),
+        registered.isoformat(timespec="seconds"),
+        site_id,
+        day,
+        start,
+        end,
+        "placed" if holds else person.state,
+        reason,
+        "yes" if person.state == "confirmed" else "",
+        "yes" if holds and run and person.run == str(run) else "",
+        person.preference if person.kind == "s" else "",
+        person.preference if person.kind == "p" else "",
+        *appointment,
+    ]

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-import msgpack
 import orjson
 from redis.exceptions import NoScriptError
 
@@ -185,6 +184,7 @@ class Ledger:
         self._sites = _Script(redis, "sites.lua")
         self._allocate = _Script(redis, "allocate.lua")
         self._change = _Script(redis, "change.lua")
+        self._fields = _Script(redis, "fields.lua")
 
     def key(self, suffix: str) -> str:
         """One of the drive's keys."""
@@ -226,17 +226,17 @@ class Ledger:
     async def allocate(
         self, candidates: Sequence[str], first: int, last: int | None, run: int
     ) -> list[str]:
-        """Place `candidates` (`order|phone|kind|preference`, in order); a word per person."""
+        """Place `candidates` (`order<TAB>phone<TAB>kind<TAB>preference`, in order).
+
+        One word per person (see allocate.lua).
+        """
         words: list[str] = []
         bounds = [first, "+inf" if last is None else last, run]
         for start in range(0, len(candidates), BATCH * PIPELINE):
-            calls: list[list[Any]] = []
-            for batch in range(start, min(len(candidates), start + BATCH * PIPELINE), BATCH):
-                args: list[Any] = list(bounds)
-                for candidate in candidates[batch : batch + BATCH]:
-                    order, phone, kind, preference = candidate.split("|", 3)
-                    args += [phone, order, kind, preference]
-                calls.append(args)
+            calls = [
+                [*bounds, "\n".join(candidates[batch : batch + BATCH])]
+                for batch in range(start, min(len(candidates), start + BATCH * PIPELINE), BATCH)
+            ]
             for reply in await self._allocate.run_many(self.prefix, calls):
                 words += [text(word) for word in reply]
         return words
@@ -286,13 +286,15 @@ class Ledger:
     async def store_fields(self, fields: dict[str, dict[str, str]]) -> None:
         """Keep each person's other columns for the messages (the newest file's win)."""
         if fields:
-            packed = {phone: msgpack.packb(values) for phone, values in fields.items()}
-            await self.redis.hset(self.key("fields"), mapping=packed)  # type: ignore[arg-type]
+            lines = "\n".join(
+                f"{phone}\t{orjson.dumps(values).decode()}" for phone, values in fields.items()
+            )
+            await self._fields.run(self.prefix, [lines])
 
     async def fields(self, phones: Sequence[str]) -> list[dict[str, str]]:
         """The other columns of `phones` ({} for none)."""
         raw: list[Any] = await self.redis.hmget(self.key("fields"), list(phones))
-        return [msgpack.unpackb(value) if value else {} for value in raw]
+        return [orjson.loads(value) if value else {} for value in raw]
 
     async def add_columns(self, columns: Sequence[str]) -> list[str]:
         """Remember the registrants' other columns, in the order first seen; all of them."""

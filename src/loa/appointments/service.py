@@ -247,39 +247,38 @@ class Appointments:
     async def _candidates(
         self, ledger: Ledger, items: Iterator[Registrant | Refused], run: int, report: RunReport
     ) -> list[str]:
-        """Who this run tries to place, as `order|phone|kind|preference`, in order.
+        """Who this run tries to place, as `order<TAB>phone<TAB>kind<TAB>preference`, in order.
 
-        The file's new registrants, its registrants who wait (with the order they were first
-        registered with), and whoever else waits from earlier runs.
+        Whoever waits, from earlier runs, with the order they were first registered with; and
+        the file's registrants, new ones with this run's order (allocate.lua keeps the places
+        of those it knows: they cost it one look-up each).
         """
-        candidates: list[str] = []
+        waiting = await ledger.waiting()
+        records = await ledger.people([entry.partition("|")[2] for entry in waiting])
+        candidates = [
+            f"{record.order}\t{record.phone}\t{record.kind}\t{record.preference}"
+            for record in records
+            if record is not None and record.state == "waiting"
+        ]
+        tried = {record.phone for record in records if record is not None}
         rows = 0
         while True:
             chunk = await asyncio.to_thread(list, itertools.islice(items, READ_CHUNK))
             if not chunk:
                 break
             rows += len(chunk)
-            people = [item for item in chunk if isinstance(item, Registrant)]
+            kept: dict[str, dict[str, str]] = {}
             for item in chunk:
                 if isinstance(item, Refused):
                     report.refuse(item)
-            known = await ledger.people([person.phone for person in people])
-            await ledger.store_fields({p.phone: p.fields for p in people if p.fields})
-            for person, record in zip(people, known, strict=True):
-                if record is None:
-                    order = order_key(person.group, person.registered_ms, run, person.line)
-                    candidates.append(f"{order}|{person.phone}|{person.kind}|{person.preference}")
-                elif record.holds:
-                    report.people["kept"] += 1
-                elif record.state == "cancelled":
-                    report.people["cancelled"] += 1
+                    continue
+                if item.fields:
+                    kept[item.phone] = item.fields
+                if item.phone not in tried:
+                    order = order_key(item.group, item.registered_ms, run, item.line)
+                    candidates.append(f"{order}\t{item.phone}\t{item.kind}\t{item.preference}")
+            await ledger.store_fields(kept)
         report.rows["registrants"] = rows
-        waiting = await ledger.waiting()
-        for entry, record in zip(
-            waiting, await ledger.people([w.partition("|")[2] for w in waiting]), strict=True
-        ):
-            if record is not None and record.state == "waiting":
-                candidates.append(f"{entry}|{record.kind}|{record.preference}")
         candidates.sort()
         return candidates
 

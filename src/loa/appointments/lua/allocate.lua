@@ -2,13 +2,22 @@
 -- KEYS[1]  the drive's key prefix `{ns}:{appt:DRIVE}` (see common.lua for the keys under it)
 -- ARGV[1]  the horizon's first score (minutes), ARGV[2] its last ('+inf': none)
 -- ARGV[3]  this run's number
--- ARGV[4..] per person: phone, order, kind (s: a site, p: a province), preference
+-- ARGV[4]  the people, one a line: `order<TAB>phone<TAB>kind<TAB>preference` (kind s: a site,
+--          p: a province); one argument rather than four per person, which the client and
+--          the server spent more time on than on the placing itself
 -- Someone already known keeps what they have (a place, or a cancellation); someone waiting
 -- is tried again with the order and preference they were first registered with.
 -- Returns one word per person: P<session> (placed now), K<session> (kept), C (cancelled),
 -- W<reason> (waiting: no_session, no_site in the province, unknown_site).
 local first, last, run = ARGV[1], ARGV[2], ARGV[3]
 local SITES, PROVS = P .. ':site', P .. ':provs'
+
+-- the per-group counters move once per call, not once per person
+local moves = {}
+local function tally(what, order, by)
+  local field = what .. ':' .. group_of(order)
+  moves[field] = (moves[field] or 0) + by
+end
 
 -- `was`: the state before (a retry that finds no place again is no change: no history entry)
 local function place(phone, order, kind, preference, was)
@@ -20,7 +29,7 @@ local function place(phone, order, kind, preference, was)
     end
     if book(found) then
       redis.call('HSET', PEOPLE, phone, record('placed', found, run, order, kind, preference))
-      count('placed', order, 1)
+      tally('placed', order, 1)
       history('placed', phone, found, '', run, 'allocate')
       return 'P' .. found
     end
@@ -35,7 +44,7 @@ local function place(phone, order, kind, preference, was)
   redis.call('HSET', PEOPLE, phone, record(state, '', run, order, kind, preference))
   redis.call('ZADD', wait_set(kind, preference), 0, order .. '|' .. phone)
   redis.call('ZADD', WAITING, 0, order .. '|' .. phone)
-  count('waiting', order, 1)
+  tally('waiting', order, 1)
   if state ~= was then
     history(state, phone, '', '', run, 'allocate')
   end
@@ -43,8 +52,8 @@ local function place(phone, order, kind, preference, was)
 end
 
 local results = {}
-for i = 4, #ARGV, 4 do
-  local phone, order, kind, preference = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+for line in string.gmatch(ARGV[4], '[^\n]+') do
+  local order, phone, kind, preference = string.match(line, '^([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$')
   local known = redis.call('HGET', PEOPLE, phone)
   local result
   if known then
@@ -56,12 +65,17 @@ for i = 4, #ARGV, 4 do
     else -- waiting: out of the lists, then placed or back in them as first registered
       order, kind, preference = was[4], was[5], was[6]
       unwait(order, phone, kind, preference)
-      count('waiting', order, -1)
+      tally('waiting', order, -1)
       result = place(phone, order, kind, preference, was[1])
     end
   else
     result = place(phone, order, kind, preference, '')
   end
   results[#results + 1] = result
+end
+for field, by in pairs(moves) do
+  if by ~= 0 then
+    redis.call('HINCRBY', COUNT, field, by)
+  end
 end
 return results

@@ -9,6 +9,7 @@
 --   :people       hash  phone -> `state<TAB>session<TAB>run<TAB>order<TAB>kind<TAB>preference`
 --                 (state: placed, confirmed, cancelled or waiting:REASON; kind s: a site,
 --                 p: a province; order: group, registered_at and line, fixed width)
+--   :fields       hash  phone -> the registrant's other columns, as a JSON object
 --   :wait:s:SITE, :wait:p:PROVINCE, :waiting  who waits, as `order|phone` (score 0: by order)
 --   :count        hash  `placed:G`, `confirmed:G`, `waiting:G`, `cancelled:G` per group G
 --   :history      stream of every change: e (event), p (phone), s (session), f (from), r, by
