@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import hashlib
 import hmac
 import itertools
@@ -208,6 +209,42 @@ async def signed_receipt(api: Api) -> dict[str, Any]:
 
 
 NUMBER = {"json": {"addresses": ["0912345678"]}}
+SITES = (
+    b"site_id,name,province,address,date,start,end,capacity\n"
+    b"A,Tram A,79,x,2031-03-03,08:00,11:00,2\n"
+)
+REGISTRANTS = b"phone,priority_group,registered_at,site_id\n0912000001,1,2030-11-01,A\n"
+
+
+def appointment_files() -> dict[str, Any]:
+    return {
+        "files": {
+            "sites": ("sites.csv", SITES, "text/csv"),
+            "people": ("people.csv", REGISTRANTS, "text/csv"),
+        }
+    }
+
+
+async def allocate_files(api: Api) -> dict[str, Any]:
+    return {"url": "/api/v1/appointments/drive-1/allocate?from=2031-03-01", **appointment_files()}
+
+
+def on_drive(suffix: str, **extra: Any) -> Prepare:
+    """A drive allocated through the service, then this request on it."""
+
+    async def prepare(api: Api) -> dict[str, Any]:
+        from loa.appointments import Appointments
+
+        sites, registrants = api.tmp / "sites.csv", api.tmp / "registrants.csv"
+        sites.write_bytes(SITES)
+        registrants.write_bytes(REGISTRANTS)
+        service = Appointments(api.ctx.settings, api.ctx.services.redis)
+        await service.allocate("drive-1", sites, registrants, first=dt.date(2031, 3, 1))
+        return {"url": f"/api/v1/appointments/drive-1{suffix}", **extra}
+
+    return prepare
+
+
 CASES = [
     Case("GET", "/healthz", None, at("/healthz")),
     Case("GET", "/readyz", None, at("/readyz")),
@@ -265,6 +302,18 @@ CASES = [
     Case("POST", "/api/v1/tokens", Role.ADMIN, new_token, 201),
     Case("GET", "/api/v1/tokens", Role.ADMIN, at("/api/v1/tokens")),
     Case("DELETE", "/api/v1/tokens/{name}", Role.ADMIN, old_token),
+    Case("GET", "/api/v1/appointments", Role.VIEWER, at("/api/v1/appointments")),
+    Case("POST", "/api/v1/appointments/{drive}/allocate", Role.OPERATOR, allocate_files),
+    Case("GET", "/api/v1/appointments/{drive}", Role.VIEWER, on_drive("")),
+    Case("GET", "/api/v1/appointments/{drive}/schedule", Role.OPERATOR, on_drive("/schedule")),
+    Case("POST", "/api/v1/appointments/{drive}/replies", Role.OPERATOR, on_drive("/replies")),
+    Case(
+        "POST",
+        "/api/v1/appointments/{drive}/changes",
+        Role.OPERATOR,
+        on_drive("/changes", json={"phone": "0912000001", "action": "confirm"}),
+    ),
+    Case("GET", "/api/v1/appointments/{drive}/history", Role.OPERATOR, on_drive("/history")),
 ]
 
 

@@ -817,3 +817,95 @@ async def _property(
             await client.delete(*keys)
         await client.aclose()
         await other.aclose()
+
+
+async def test_the_api_allocates_counts_exports_and_changes(settings, redis_url, tmp_path):
+    import httpx
+
+    from loa.access.identity import Role
+    from loa.api import create_app
+
+    app = create_app(settings, lambda: connect(redis_url))
+    async with app.router.lifespan_context(app):
+        ctx = app.state.loa
+        token, _ = await ctx.services.tokens.create("op", Role.OPERATOR, APPROVER)
+        auth = {"Authorization": f"Bearer {token}"}
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://loa.test") as client:
+            sites = write_csv(
+                tmp_path / "s.csv",
+                SITES_HEADER[:4],
+                [["A", "Trạm A", "79", "1 Lê Lợi"], ["B", "Trạm B", "99", "x"]],
+            )
+            sessions = write_csv(
+                tmp_path / "n.csv",
+                ["site_id", "date", "start", "end", "capacity"],
+                [["A", str(DAY), "08:00", "11:00", 1], ["Q", str(DAY), "08:00", "11:00", 1]],
+            )
+            people = write_csv(
+                tmp_path / "p.csv",
+                PEOPLE_HEADER,
+                [person(1, 1, 0, site="A"), person(2, 1, 1, site="A"), ["x", 1, "", "A", "", ""]],
+            )
+            files = {
+                "sites": ("sites.csv", sites.read_bytes(), "text/csv"),
+                "sessions": ("sessions.csv", sessions.read_bytes(), "text/csv"),
+                "people": ("people.csv", people.read_bytes(), "text/csv"),
+            }
+            url = f"/api/v1/appointments/web/allocate?from={DAY}"
+            made = await client.post(url, files=files, headers=auth)
+            assert made.status_code == 200, made.text
+            body = made.json()
+            assert (body["people"]["placed"], body["people"]["waiting"]) == (1, 1)
+            assert {(r["file"], r["line"]) for r in body["refused"]} == {
+                ("sites", 3),
+                ("sessions", 3),
+                ("people", 4),
+            }, "parts by name: no path of the server"
+            summary = (await client.get("/api/v1/appointments/web", headers=auth)).json()
+            assert summary["by_site"] == {"A": {"capacity": 1, "booked": 1, "free": 0}}
+            schedule = await client.get("/api/v1/appointments/web/schedule", headers=auth)
+            assert schedule.headers["content-type"].startswith("text/csv")
+            rows = list(csv.DictReader(schedule.text.splitlines()))
+            assert [(r["phone"], r["status"]) for r in rows] == [
+                (e164(1), "placed"),
+                (e164(2), "waiting"),
+            ]
+            change = await client.post(
+                "/api/v1/appointments/web/changes",
+                json={"phone": number(1), "action": "release"},
+                headers=auth,
+            )
+            assert change.json() == {
+                "outcome": "released",
+                "before": f"A|{DAY}|08:00",
+                "after": "",
+                "reallocated": True,
+            }
+            bad = await client.post(
+                "/api/v1/appointments/web/changes",
+                json={"phone": "not a number", "action": "move"},
+                headers=auth,
+            )
+            assert (bad.status_code, bad.json()["error"]["code"]) == (422, "invalid_address")
+            await inbound(settings, ctx.services.redis, [(2, "1")])
+            replied = await client.post(
+                "/api/v1/appointments/web/replies", json={"plan": PLAN}, headers=auth
+            )
+            assert replied.json()["outcomes"] == {"confirmed": 1}
+            history = (await client.get("/api/v1/appointments/web/history", headers=auth)).json()
+            assert [(h["event"], h["phone"]) for h in history][-3:] == [
+                ("released", e164(1)),
+                ("reallocated", e164(2)),
+                ("confirmed", e164(2)),
+            ]
+            missing = await client.get("/api/v1/appointments/nowhere", headers=auth)
+            assert (missing.status_code, missing.json()["error"]["code"]) == (
+                404,
+                "drive_not_found",
+            )
+            log = await AuditLog(ctx.services.redis, settings.namespace).read(limit=20)
+            actions = [e.action for e in log]
+            for action in ("appointments.allocate", "appointments.release", "appointments.replies"):
+                assert action in actions
+            assert not any("0912" in e.detail or "+8491" in e.detail for e in log)
