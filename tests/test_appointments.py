@@ -909,3 +909,131 @@ async def test_the_api_allocates_counts_exports_and_changes(settings, redis_url,
             for action in ("appointments.allocate", "appointments.release", "appointments.replies"):
                 assert action in actions
             assert not any("0912" in e.detail or "+8491" in e.detail for e in log)
+
+
+def loa(*args: str | Path) -> Any:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOA_")}
+    return subprocess.run(
+        [sys.executable, "-m", "loa.cli", *map(str, args)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_command_line(redis_url: str, namespace: str, tmp_path: Path) -> None:
+    import orjson
+
+    config = tmp_path / "loa.toml"
+    config.write_text(
+        f'redis_url = "{redis_url}"\nnamespace = "{namespace}"\ndata_dir = "{tmp_path}/data"\n',
+        encoding="utf-8",
+    )
+    sites = write_csv(tmp_path / "s.csv", SITES_HEADER, site_rows([("A", "79", 0, "08:00", 1)]))
+    people = write_csv(
+        tmp_path / "p.csv",
+        PEOPLE_HEADER,
+        [person(1, 1, 0, site="A"), person(2, 1, 1, site="A"), ["abc", 1, "", "A", "", ""]],
+    )
+    out = tmp_path / "schedule.csv"
+    run = loa("appointments", "allocate", "-s", sites, "-p", people, "-d", "cli", "--from",
+              str(DAY), "-o", out, "--json", "-c", config)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    report = orjson.loads(run.stdout)
+    assert (report["people"]["placed"], report["people"]["waiting"], report["refused_count"]) == (
+        1,
+        1,
+        1,
+    )
+    assert report["by_session"] == [
+        {"site_id": "A", "date": str(DAY), "start": "08:00", "end": "11:00", "capacity": 1,
+         "booked": 1, "free": 0}
+    ]  # fmt: skip
+    assert report["by_group"]["1"] == {"placed": 1, "confirmed": 0, "waiting": 1, "cancelled": 0}
+    assert [row["status"] for row in read_schedule(out).values()] == ["placed", "waiting"]
+    human = loa("appointments", "allocate", "-s", sites, "-p", people, "-d", "cli", "--from",
+                str(DAY), "-c", config)  # fmt: skip
+    assert "0 placed now, 1 kept their place, 1 waiting" in " ".join(human.stdout.split())
+    assert f"{people}:4: phone: letters in number" in " ".join(human.stdout.split())
+
+    moved = loa("appointments", "release", number(1), "-d", "cli", "-c", config)
+    assert moved.stdout.startswith("released"), moved.stderr
+    assert "went to the next waiting" in moved.stdout
+    status = orjson.loads(loa("appointments", "status", "-d", "cli", "--json", "-c", config).stdout)
+    assert status["by_group"]["1"] == {"placed": 1, "confirmed": 0, "waiting": 0, "cancelled": 1}
+    history = orjson.loads(
+        loa("appointments", "history", "-d", "cli", "--json", "-c", config).stdout
+    )
+    assert [(h["e"], h["p"]) for h in history][-2:] == [
+        ("released", e164(1)),
+        ("reallocated", e164(2)),
+    ]
+    bad = loa("appointments", "allocate", "-s", sites, "-p", sites, "-d", "cli", "-c", config)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().count("\n") == 0, "one line"
+    assert "no 'phone', 'priority_group', 'registered_at' columns" in bad.stderr
+    unknown = loa("appointments", "status", "-d", "nope", "-c", config)
+    assert (unknown.returncode, unknown.stderr.strip()) == (2, "loa: no appointments drive 'nope'")
+    audit = orjson.loads(loa("audit", "--json", "-c", config).stdout)
+    actions = [entry["action"] for entry in audit]
+    assert actions[:2] == ["appointments.allocate", "appointments.release"]
+    assert audit[0]["outcome"] == "invalid_audience"
+    assert all(number(1) not in entry["detail"] for entry in audit)
+
+
+try:
+    from test_cluster import SERVER_BINARY, Cluster
+    from test_cluster import cluster as cluster  # the three-node cluster, started per module
+except ImportError:  # pragma: no cover - the cluster tests' module is always there
+    SERVER_BINARY = None
+
+
+@pytest.mark.skipif(SERVER_BINARY is None, reason="no server binary to start a cluster with")
+async def test_drives_on_redis_cluster(cluster: Cluster, tmp_path: Path) -> None:
+    """Every key of a drive in one slot: allocation, replies and export run on a cluster, and
+    two drives land on different nodes."""
+    from redis.asyncio import RedisCluster
+
+    from loa.appointments.ledger import drive_prefix
+
+    namespace = f"t{uuid.uuid4().hex[:8]}"
+    settings = Settings.from_mapping(
+        {"redis_url": cluster.url, "namespace": namespace, "data_dir": str(tmp_path / "data")}
+    )
+    client = connect(cluster.url)
+    try:
+        assert isinstance(client, RedisCluster)
+        node: dict[int, str] = {}  # a drive per node, the first two found
+        for drive in (f"drive-{n}" for n in range(50)):
+            port = cluster.port_of_slot(client.keyslot(drive_prefix(namespace, drive)))
+            node.setdefault(port, drive)
+        drives = sorted(node.values())[:2]
+        appointments = Appointments(settings, client)
+        sessions = [("A", "79", 0, "08:00", 2), ("A", "79", 1, "08:00", 2)]
+        sites = write_csv(  # places for all 8, and a later one to move to
+            tmp_path / "s.csv", SITES_HEADER, site_rows([*sessions, ("A", "79", 2, "08:00", 5)])
+        )
+        people = write_csv(
+            tmp_path / "p.csv", PEOPLE_HEADER, [person(n, 1 + n % 2, n, site="A") for n in range(8)]
+        )
+        for drive in drives:
+            report = await appointments.allocate(
+                drive, sites, people, first=DAY, output=tmp_path / f"{drive}.csv"
+            )
+            assert (report.people["placed"], report.people["waiting"]) == (8, 0)
+        await inbound(settings, client, [(0, "2"), (2, "doi")])
+        for drive in drives:
+            replies = await appointments.apply_replies(drive, OPERATOR)
+            assert replies.outcomes == Counter({"released": 1, "moved": 1}), drive
+            held = await check_ledger(Ledger(client, namespace, drive))
+            assert len(held) == 7
+            assert held[e164(2)] == f"A|{DAY + timedelta(2)}|08:00"
+        assert sorted(await appointments.drives()) == drives
+    finally:
+        await client.aclose()
