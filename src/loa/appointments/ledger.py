@@ -10,6 +10,7 @@ place is taken by the script that checks there is room. All keys of a drive shar
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -136,6 +137,9 @@ class Change:
     given: str = ""
 
 
+_OUTCOMES = {b"P": "placed", b"K": "kept", b"C": "cancelled"}
+
+
 def order_key(group: int, registered_ms: int, run: int, line: int) -> str:
     """The fixed-width key people are placed by: group, then registered_at, run and line."""
     return f"{group:03d}{registered_ms:015d}{run:06d}{line:010d}"
@@ -225,12 +229,12 @@ class Ledger:
 
     async def allocate(
         self, candidates: Sequence[str], first: int, last: int | None, run: int
-    ) -> list[str]:
+    ) -> Counter[str]:
         """Place `candidates` (`order<TAB>phone<TAB>kind<TAB>preference`, in order).
 
-        One word per person (see allocate.lua).
+        Counts what became of them: placed, kept, cancelled, and `waiting:REASON`.
         """
-        words: list[str] = []
+        outcomes: Counter[str] = Counter()
         bounds = [first, "+inf" if last is None else last, run]
         for start in range(0, len(candidates), BATCH * PIPELINE):
             calls = [
@@ -238,8 +242,10 @@ class Ledger:
                 for batch in range(start, min(len(candidates), start + BATCH * PIPELINE), BATCH)
             ]
             for reply in await self._allocate.run_many(self.prefix, calls):
-                words += [text(word) for word in reply]
-        return words
+                for word in reply:
+                    kind = word[:1]
+                    outcomes["waiting:" + text(word[1:]) if kind == b"W" else _OUTCOMES[kind]] += 1
+        return outcomes
 
     async def change(self, action: str, phone: str, reference: str, now: int, by: str) -> Change:
         """Apply one person's change (change.lua): confirm, release, move, or none."""

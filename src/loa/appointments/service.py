@@ -195,12 +195,13 @@ class Appointments:
         await ledger.add_columns(registrants.columns)
         candidates = await self._candidates(ledger, iter(registrants), run, report)
         last_minute = None if last is None else minutes(last, time(23, 59))
-        words = await ledger.allocate(candidates, minutes(first), last_minute, run)
-        for word in words:
-            kind = {"P": "placed", "K": "kept", "W": "waiting", "C": "cancelled"}[word[0]]
-            report.people[kind] += 1
-            if kind == "waiting":
-                report.waiting[word[1:]] += 1
+        outcomes = await ledger.allocate(candidates, minutes(first), last_minute, run)
+        del candidates  # the schedule is written from the ledger: its memory is free now
+        for outcome, count in outcomes.items():
+            kind, _, reason = outcome.partition(":")
+            report.people[kind] += count
+            if reason:
+                report.waiting[reason] += count
         report.by_group = await ledger.counts()
         report.by_session = await ledger.sessions()
         if output is not None:
