@@ -1037,3 +1037,65 @@ async def test_drives_on_redis_cluster(cluster: Cluster, tmp_path: Path) -> None
         assert sorted(await appointments.drives()) == drives
     finally:
         await client.aclose()
+
+
+try:
+    from test_dashboard_browser import api_thread, make_tokens, sync_api, watch
+    from test_dashboard_browser import chromium as chromium  # Chromium, installed if missing
+except pytest.skip.Exception:  # pragma: no cover - without playwright the browser test skips
+    sync_api = None
+
+
+@pytest.mark.skipif(sync_api is None, reason="playwright is not installed")
+def test_the_dashboard_shows_each_drive(chromium, make_settings, redis_url, namespace, tmp_path):
+    from loa.engine.embedded import free_port
+
+    settings = make_settings()
+    sites = write_csv(
+        tmp_path / "s.csv",
+        SITES_HEADER,
+        site_rows([("A", "79", 0, "08:00", 2), ("<b>B</b>", "79", 0, "09:00", 3)]),
+    )
+    people = write_csv(
+        tmp_path / "p.csv", PEOPLE_HEADER, [person(n, 1 + n % 2, n, site="A") for n in range(5)]
+    )
+
+    async def allocate() -> None:
+        client = connect(redis_url)
+        try:
+            await Appointments(settings, client).allocate("dash", sites, people, first=DAY)
+        finally:
+            await client.aclose()
+
+    asyncio.run(allocate())
+    tokens = make_tokens(redis_url, namespace)
+    port = free_port()
+    server = api_thread(settings, port)
+    server.start()
+    try:
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(chromium), headless=True)
+            try:
+                problems: list[str] = []
+                page = watch(browser.new_context(locale="en-US").new_page(), problems)
+                page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded")
+                page.fill("#token", tokens["viewer"])
+                page.click("#login-submit")
+                groups = page.locator("#appointment-groups tbody tr")
+                sync_api.expect(groups).to_have_count(2, timeout=8000)
+                assert groups.nth(0).inner_text().split() == ["dash", "1", "2", "0", "1", "0"]
+                assert groups.nth(1).inner_text().split() == ["dash", "2", "0", "0", "2", "0"]
+                sites_shown = page.locator("#appointment-sites tbody tr")
+                assert sites_shown.nth(0).inner_text().split() == ["dash", "A", "2", "2", "0"]
+                assert sites_shown.nth(1).inner_text().split() == [
+                    "dash",
+                    "<b>B</b>",
+                    "3",
+                    "0",
+                    "3",
+                ]
+                assert problems == []
+            finally:
+                browser.close()
+    finally:
+        server.stop()

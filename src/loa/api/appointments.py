@@ -246,11 +246,21 @@ async def allocate(
 
 
 @router.get("/{drive}", name="appointments.summary", summary="A drive's counts")
-async def summary(drive: Drive, who: Viewer, ctx: Ctx) -> Summary:
+async def summary(
+    drive: Drive,
+    who: Viewer,
+    ctx: Ctx,
+    sessions: Annotated[
+        bool, Query(description="false: leave out the per-session list (a large drive's)")
+    ] = True,
+) -> Summary:
     """Per priority group (placed, confirmed, waiting, cancelled), per site and per session
     (capacity, booked, free)."""
     await _known(ctx, drive)
-    return Summary.model_validate(await _service(ctx).summary(drive))
+    counts = await _service(ctx).summary(drive)
+    if not sessions:
+        counts["by_session"] = []
+    return Summary.model_validate(counts)
 
 
 @router.get(

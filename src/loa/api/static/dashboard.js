@@ -26,6 +26,7 @@
     routes: new Map(), // route name -> row of GET /routes
     pollTimer: 0,
     listTimer: 0,
+    appointmentsTimer: 0,
   };
 
   class ApiFailure extends Error {
@@ -119,6 +120,7 @@
     sessionStorage.removeItem(TOKEN_KEY);
     clearTimeout(view.pollTimer);
     clearTimeout(view.listTimer);
+    clearTimeout(view.appointmentsTimer);
     view.me = null;
     view.mayAct = false;
     view.campaign = "";
@@ -152,6 +154,7 @@
     $("actions").hidden = !view.mayAct;
     await refreshList();
     openFromHash();
+    await refreshAppointments();
   }
 
   // --- the campaign list ---------------------------------------------------------------------
@@ -193,6 +196,55 @@
 
   function stateClass(state) {
     return /^[a-z]+$/.test(state) ? `state-${state}` : "";
+  }
+
+  // --- appointment drives --------------------------------------------------------------------
+
+  const FULLEST_SITES = 20; // per drive: the sites with the fewest free places
+
+  async function refreshAppointments() {
+    clearTimeout(view.appointmentsTimer);
+    try {
+      const drives = await api("appointments");
+      const summaries = await Promise.all(
+        drives.map((drive) => api(`appointments/${encodeURIComponent(drive)}?sessions=false`)),
+      );
+      renderAppointments(summaries);
+      setText("appointments-updated", `updated ${new Date().toLocaleTimeString()}`);
+    } catch (error) {
+      if (refused(error)) return;
+      banner(`Appointments: ${error.message}`);
+    }
+    view.appointmentsTimer = setTimeout(refreshAppointments, LIST_MS);
+  }
+
+  function renderAppointments(summaries) {
+    const groups = [];
+    const sites = [];
+    for (const summary of summaries) {
+      for (const [group, counts] of Object.entries(summary.by_group)) {
+        const tr = document.createElement("tr");
+        tr.append(cell(summary.drive), cell(group, "num"));
+        for (const key of ["placed", "confirmed", "waiting", "cancelled"]) {
+          tr.append(cell(count(counts[key]), "num"));
+        }
+        groups.push(tr);
+      }
+      const fullest = Object.entries(summary.by_site)
+        .sort((a, b) => a[1].free - b[1].free || a[0].localeCompare(b[0]))
+        .slice(0, FULLEST_SITES);
+      for (const [site, places] of fullest) {
+        const tr = document.createElement("tr");
+        tr.append(cell(summary.drive), cell(site, "mono"));
+        for (const key of ["capacity", "booked", "free"]) {
+          tr.append(cell(count(places[key]), "num"));
+        }
+        sites.push(tr);
+      }
+    }
+    $("appointment-groups").tBodies[0].replaceChildren(...groups);
+    $("appointment-sites").tBodies[0].replaceChildren(...sites);
+    $("appointments").hidden = summaries.length === 0;
   }
 
   // --- one campaign, live ---------------------------------------------------------------------
