@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import date
 from pathlib import Path
@@ -263,23 +263,32 @@ def replies(
     A place given back goes at once to whoever waits first for its site or province.
     """
 
-    async def work(a: Appointments, who: Principal, note: Note) -> RepliesReport:
-        report = await a.apply_replies(drive, who, plan=plan)
-        outcomes = ", ".join(f"{k} {v}" for k, v in sorted(report.outcomes.items()))
-        note.detail = f"drive {drive}: {report.read} read; {outcomes or 'no changes'}"
-        if report.campaign:
-            note.campaign = report.campaign
-        return report
-
-    while True:
-        report = _audited(config, redis, token, "appointments.replies", work)
+    def show(report: RepliesReport) -> None:
         if json_output:
             _print_json(report.to_json())
         else:
             _print_replies(report)
+
+    async def work(a: Appointments, who: Principal, note: Note) -> RepliesReport:
+        """One round, audited (with --follow, only the rounds that changed something)."""
+        while True:
+            report = await a.apply_replies(drive, who, plan=plan)
+            outcomes = ", ".join(f"{k} {v}" for k, v in sorted(report.outcomes.items()))
+            note.detail = f"drive {drive}: {report.read} read; {outcomes or 'no changes'}"
+            note.campaign = report.campaign
+            if not follow:
+                return report
+            show(report)
+            if report.outcomes:
+                log = AuditLog(a.redis, a.namespace)
+                await log.record(who, "appointments.replies", report.campaign, detail=note.detail)
+            await asyncio.sleep(every)
+
+    try:
+        show(_audited(config, redis, token, "appointments.replies", work))
+    except KeyboardInterrupt:
         if not follow:
-            return
-        time.sleep(every)
+            raise
 
 
 def _print_replies(report: RepliesReport) -> None:
