@@ -1099,3 +1099,24 @@ def test_the_dashboard_shows_each_drive(chromium, make_settings, redis_url, name
                 browser.close()
     finally:
         server.stop()
+
+
+def test_the_embedded_default(tmp_path: Path) -> None:
+    """No Redis configured: loa starts its own server, and the ledger lives there."""
+    import orjson
+
+    config = tmp_path / "loa.toml"
+    config.write_text(f'data_dir = "{tmp_path}/data"\n', encoding="utf-8")
+    sites = write_csv(tmp_path / "s.csv", SITES_HEADER, site_rows([("A", "79", 0, "08:00", 1)]))
+    people = write_csv(
+        tmp_path / "p.csv", PEOPLE_HEADER, [person(1, 1, 0, site="A"), person(2, 1, 1, site="A")]
+    )
+    args = ["-s", sites, "-p", people, "--from", str(DAY), "--json", "-c", config]
+    first = loa("appointments", "allocate", *args)
+    assert first.returncode == 0, first.stderr
+    assert orjson.loads(first.stdout)["people"] == {
+        "placed": 1, "kept": 0, "waiting": 1, "cancelled": 0
+    }  # fmt: skip
+    again = orjson.loads(loa("appointments", "allocate", *args).stdout)
+    assert (again["run"], again["people"]["kept"]) == (2, 1), "the server kept the ledger"
+    assert (tmp_path / "data" / "redis").is_dir()
