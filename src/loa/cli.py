@@ -178,6 +178,10 @@ def _add_campaign_commands() -> None:
 
     app.add_typer(appointments_app, name="appointments")
 
+    from loa.inbox.cli import app as inbox_app
+
+    app.add_typer(inbox_app, name="inbox")
+
     from loa.sim.cli import app as sim_app
 
     app.add_typer(sim_app, name="sim")

@@ -1,0 +1,224 @@
+"""The hotline inbox on real Redis: cases from the inbound stream, answers through a worker."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helpers import read_sink, running, until
+from loa.campaigns.suppression import Suppression
+from loa.engine.connection import RedisClient, connect
+from loa.engine.events import EventWriter
+from loa.engine.metrics import Metrics
+from loa.errors import ApiError
+from loa.inbox import Case, Inbox
+from loa.inbox.service import mask, order
+from loa.message import Inbound
+from loa.settings import Settings
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def redis_url(service_url: str) -> str:
+    return service_url
+
+
+@pytest.fixture
+def settings(make_settings: Any, tmp_path: Path) -> Settings:
+    sink = tmp_path / "sink"
+    route = {"adapter": "file", "options": {"path": str(sink / "{route}-{pid}.jsonl")}}
+    return make_settings(  # type: ignore[no-any-return]
+        routes={"sms-viettel": route, "sms": route},
+        channels={"sms": {"default": "sms"}},
+    )
+
+
+def e164(n: int) -> str:
+    return f"+84912{n:06d}"
+
+
+async def inbound(
+    settings: Settings, client: RedisClient, messages: list[tuple[int, str]], **extra: str
+) -> None:
+    """Messages as the SMSC delivers them, through the worker's event writer."""
+    writer = EventWriter(client, settings.namespace, settings.events, Metrics())
+    for n, text in messages:
+        sender = f"84912{n:06d}" if n >= 0 else "zalo-user-17"
+        writer.inbound(
+            Inbound(route=extra.get("route", "sms-viettel"), sender=sender, text=text,
+                    channel=extra.get("channel", "sms"), recipient="8088")
+        )  # fmt: skip
+    await writer.flush()
+
+
+async def test_messages_become_conversations_and_keywords_do_not(settings, redis_client):
+    inbox = Inbox(settings, redis_client)
+    await inbound(
+        settings,
+        redis_client,
+        [
+            (1, "Tôi bị sốt sau khi tiêm"),
+            (2, "Cho hỏi lịch tiêm ở đâu?"),
+            (1, "Sốt 39 độ"),
+            (3, "STOP"),  # opted out by the worker; told it worked, no case
+            (4, "Bật"),  # back in, told so, no case
+            (5, "1"),  # "1" from someone in no drive: a message like any other
+        ],
+    )
+    await Suppression(redis_client, settings.namespace).add([e164(4)])
+    report = await inbox.sync()
+    assert report.to_json() == {
+        "read": 6,
+        "cases": 3,
+        "messages": 4,
+        "optouts": 1,
+        "optins": 1,
+        "answers": 0,
+        "confirmations": 2,
+        "skipped": 0,
+    }
+    assert await Suppression(redis_client, settings.namespace).check([e164(3), e164(4)]) == [
+        True,
+        False,
+    ]
+    cases = {case.phone: case for case in await inbox.cases()}
+    assert set(cases) == {e164(1), e164(2), e164(5)}
+    first = cases[e164(1)]
+    assert (first.state, first.messages, first.last, first.route) == (
+        "open",
+        2,
+        "Sốt 39 độ",
+        "sms-viettel",
+    )
+    _, conversation = await inbox.case(first.id)
+    assert [m["text"] for m in conversation] == ["Tôi bị sốt sau khi tiêm", "Sốt 39 độ"]
+    again = await inbox.sync()
+    assert (again.read, again.messages, again.confirmations) == (0, 0, 0), "each message once"
+
+    async with running(settings, redis_client):
+        await until(lambda: _sunk(settings, 2), 20, "two confirmations sent")
+    lines = read_sink(Path(settings.routes["sms"].options["path"]).parent)
+    assert {line["to"]: line["body"] for line in lines} == {
+        e164(3): settings.inbox.optout_text,
+        e164(4): settings.inbox.optin_text,
+    }
+
+
+async def _sunk(settings: Settings, count: int) -> bool:
+    return len(read_sink(Path(settings.routes["sms"].options["path"]).parent)) >= count
+
+
+async def test_answers_to_an_appointment_are_left_to_it(settings, redis_client, tmp_path):
+    from datetime import date
+
+    from loa.appointments import Appointments
+
+    sites = tmp_path / "s.csv"
+    sites.write_text(
+        "site_id,name,province,address,date,start,end,capacity\nA,A,79,x,2031-03-03,08:00,11:00,5\n"
+    )
+    people = tmp_path / "p.csv"
+    people.write_text("phone,priority_group,registered_at,site_id\n0912000001,1,2030-11-01,A\n")
+    await Appointments(settings, redis_client).allocate("d", sites, people, first=date(2031, 3, 1))
+    await inbound(settings, redis_client, [(1, "Xác nhận"), (1, "Tôi có cần mang CCCD?")])
+    report = await Inbox(settings, redis_client).sync()
+    assert (report.answers, report.messages) == (1, 1)
+
+
+async def test_a_case_is_assigned_answered_reopened_and_closed(settings, redis_client):
+    inbox = Inbox(settings, redis_client)
+    await inbound(settings, redis_client, [(7, "Con tôi bị phát ban")])
+    await inbox.sync()
+    (case,) = await inbox.cases()
+    assert await inbox.assign(case.id, "", "hoa") == "open"
+    sent = await inbox.reply(case.id, "Chào chị, hãy đưa cháu đến trạm y tế gần nhất.", "hoa")
+    assert (sent.route, sent.parts, sent.lane) == ("sms-viettel", 1, "high")
+    answered, conversation = await inbox.case(case.id)
+    assert (answered.state, answered.assignee, answered.messages) == ("answered", "hoa", 2)
+    assert [(m["dir"], m.get("by")) for m in conversation] == [("in", None), ("out", "hoa")]
+
+    await inbound(settings, redis_client, [(7, "Cảm ơn")])
+    await inbox.sync()
+    reopened, _ = await inbox.case(case.id)
+    assert reopened.state == "open", "a new message needs someone's attention again"
+
+    assert await inbox.close(case.id, "hoa") == "open"
+    with pytest.raises(ApiError, match="is closed"):
+        await inbox.reply(case.id, "?", "hoa")
+    with pytest.raises(ApiError, match="is closed"):
+        await inbox.assign(case.id, "lan", "hoa")
+    with pytest.raises(ApiError, match="no case"):
+        await inbox.close("999", "hoa")
+    await inbound(settings, redis_client, [(7, "Cháu lại sốt")])
+    await inbox.sync()
+    open_now = await inbox.cases()
+    assert [c.id for c in open_now] != [case.id] and open_now[0].phone == e164(7)
+    assert [c.state for c in await inbox.cases(closed=True)] == ["open", "closed"]
+
+    async with running(settings, redis_client):
+        await until(lambda: _sunk(settings, 1), 20, "the answer sent")
+    (line,) = read_sink(Path(settings.routes["sms"].options["path"]).parent)
+    assert (line["to"], line["route"]) == (e164(7), "sms-viettel")
+    assert line["body"] == "Chào chị, hãy đưa cháu đến trạm y tế gần nhất."
+
+
+async def test_answers_are_checked(settings, redis_client):
+    inbox = Inbox(settings, redis_client)
+    await inbound(settings, redis_client, [(-1, "xin chào")], channel="zalo", route="zalo-oa")
+    await inbox.sync()
+    (case,) = await inbox.cases()
+    assert case.channel == "zalo"
+    with pytest.raises(ApiError, match="not a phone number"):
+        await inbox.reply(case.id, "Chào bạn", "hoa")
+    await inbound(settings, redis_client, [(8, "hello")], channel="zalo", route="zalo-oa")
+    await inbox.sync()
+    zalo = next(c for c in await inbox.cases() if c.phone == e164(8))
+    sent = await inbox.reply(zalo.id, "Chào bạn", "hoa")
+    assert sent.route == "sms" and sent.notes == [
+        "the citizen wrote on zalo; the answer goes by SMS"
+    ]
+    for bad, code in (("   ", "empty_reply"), ("x" * 1001, "too_long")):
+        with pytest.raises(ApiError) as refused:
+            await inbox.reply(zalo.id, bad, "hoa")
+        assert refused.value.code == code
+
+
+async def test_concurrent_syncs_take_each_message_once(settings, redis_url):
+    clients = [connect(redis_url) for _ in range(3)]
+    try:
+        await inbound(settings, clients[0], [(n % 7, f"tin {n}") for n in range(300)])
+        await asyncio.gather(*(Inbox(settings, c).sync() for c in clients))
+        inbox = Inbox(settings, clients[0])
+        cases = await inbox.cases(limit=50)
+        assert len(cases) == 7
+        total = 0
+        for case in cases:
+            _, conversation = await inbox.case(case.id)
+            texts = [m["text"] for m in conversation]
+            assert len(texts) == len(set(texts)) == case.messages
+            total += len(texts)
+        assert total == 300
+    finally:
+        for client in clients:
+            await client.aclose()
+
+
+def test_open_first_urgent_on_top_and_masked_numbers() -> None:
+    def case(n: int, state: str, urgent: bool, updated: int) -> Case:
+        return Case(str(n), e164(n), "sms", "sms", state, "", urgent, 0, updated, 1, "")
+
+    cases = [
+        case(1, "closed", True, 9),
+        case(2, "answered", False, 8),
+        case(3, "open", False, 5),
+        case(4, "assigned", True, 1),
+        case(5, "open", False, 7),
+        case(6, "open", True, 2),
+    ]
+    assert [c.id for c in sorted(cases, key=order)] == ["6", "4", "5", "3", "2", "1"]
+    assert mask("+84912345678") == "+84******678"
+    assert case(1, "open", False, 0).to_json(numbers=False)["phone"] == "+84******001"
