@@ -245,6 +245,26 @@ def on_drive(suffix: str, **extra: Any) -> Prepare:
     return prepare
 
 
+def on_case(suffix: str, **extra: Any) -> Prepare:
+    """A case in the inbox (a citizen's message taken in), then this request on it."""
+
+    async def prepare(api: Api) -> dict[str, Any]:
+        from loa.inbox import Inbox
+
+        redis = api.ctx.services.redis
+        await redis.xadd(
+            inbound_key(api.ctx.settings.namespace),
+            {"at": 1, "route": "sms", "channel": "sms", "sender": "84912000009", "text": "hi",
+             "recipient": "", "optout": 0},
+        )  # fmt: skip
+        inbox = Inbox(api.ctx.settings, redis)
+        await inbox.sync()
+        case = (await inbox.cases())[0]
+        return {"url": f"/api/v1/inbox/{case.id}{suffix}", **extra}
+
+    return prepare
+
+
 CASES = [
     Case("GET", "/healthz", None, at("/healthz")),
     Case("GET", "/readyz", None, at("/readyz")),
@@ -314,6 +334,17 @@ CASES = [
         on_drive("/changes", json={"phone": "0912000001", "action": "confirm"}),
     ),
     Case("GET", "/api/v1/appointments/{drive}/history", Role.OPERATOR, on_drive("/history")),
+    Case("GET", "/api/v1/inbox", Role.VIEWER, at("/api/v1/inbox")),
+    Case("POST", "/api/v1/inbox/sync", Role.OPERATOR, at("/api/v1/inbox/sync")),
+    Case("GET", "/api/v1/inbox/{case_id}", Role.VIEWER, on_case("")),
+    Case("POST", "/api/v1/inbox/{case_id}/assign", Role.OPERATOR, on_case("/assign")),
+    Case(
+        "POST",
+        "/api/v1/inbox/{case_id}/reply",
+        Role.OPERATOR,
+        on_case("/reply", json={"text": "Chào bạn"}),
+    ),
+    Case("POST", "/api/v1/inbox/{case_id}/close", Role.OPERATOR, on_case("/close")),
 ]
 
 

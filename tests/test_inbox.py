@@ -222,3 +222,64 @@ def test_open_first_urgent_on_top_and_masked_numbers() -> None:
     assert [c.id for c in sorted(cases, key=order)] == ["6", "4", "5", "3", "2", "1"]
     assert mask("+84912345678") == "+84******678"
     assert case(1, "open", False, 0).to_json(numbers=False)["phone"] == "+84******001"
+
+
+async def test_the_api_masks_numbers_for_viewers_and_audits_answers(settings, redis_url):
+    import httpx
+
+    from loa.access.audit import AuditLog
+    from loa.access.identity import Role, program
+    from loa.api import create_app
+
+    app = create_app(settings, lambda: connect(redis_url))
+    async with app.router.lifespan_context(app):
+        ctx = app.state.loa
+        minter = program("boss", Role.ADMIN)
+        tokens = {
+            role: (await ctx.services.tokens.create(f"{role.label}-1", role, minter))[0]
+            for role in (Role.VIEWER, Role.OPERATOR)
+        }
+
+        def auth(role: Role) -> dict[str, str]:
+            return {"Authorization": f"Bearer {tokens[role]}"}
+
+        await inbound(settings, ctx.services.redis, [(11, "Cần hỗ trợ"), (12, "STOP")])
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://loa.test") as client:
+            refused = await client.post("/api/v1/inbox/sync", headers=auth(Role.VIEWER))
+            assert refused.status_code == 403
+            synced = await client.post("/api/v1/inbox/sync", headers=auth(Role.OPERATOR))
+            assert (synced.json()["cases"], synced.json()["optouts"]) == (1, 1)
+            seen = (await client.get("/api/v1/inbox", headers=auth(Role.VIEWER))).json()
+            assert [row["phone"] for row in seen] == ["+84******011"]
+            case = seen[0]["id"]
+            full = (await client.get(f"/api/v1/inbox/{case}", headers=auth(Role.OPERATOR))).json()
+            assert full["case"]["phone"] == e164(11)
+            assert [m["text"] for m in full["messages"]] == ["Cần hỗ trợ"]
+            answer = await client.post(
+                f"/api/v1/inbox/{case}/reply",
+                json={"text": "Chúng tôi sẽ gọi lại"},
+                headers=auth(Role.VIEWER),
+            )
+            assert answer.status_code == 403
+            answer = await client.post(
+                f"/api/v1/inbox/{case}/reply",
+                json={"text": "Chúng tôi sẽ gọi lại"},
+                headers=auth(Role.OPERATOR),
+            )
+            assert answer.json()["route"] == "sms-viettel"
+            closed = await client.post(f"/api/v1/inbox/{case}/close", headers=auth(Role.OPERATOR))
+            assert closed.json() == {"id": case, "state": "closed", "before": "answered"}
+            again = await client.post(
+                f"/api/v1/inbox/{case}/reply", json={"text": "?"}, headers=auth(Role.OPERATOR)
+            )
+            assert (again.status_code, again.json()["error"]["code"]) == (409, "case_closed")
+            missing = await client.get("/api/v1/inbox/424242", headers=auth(Role.VIEWER))
+            assert missing.status_code == 404
+        log = await AuditLog(ctx.services.redis, settings.namespace).read(limit=10)
+        assert [(e.action, e.outcome) for e in log][:3] == [
+            ("inbox.reply", "case_closed"),
+            ("inbox.close", "ok"),
+            ("inbox.reply", "ok"),
+        ]
+        assert not any("0912" in e.detail or "+84" in e.detail for e in log)

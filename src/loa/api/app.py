@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from loa import __version__
-from loa.api import admin, appointments, campaigns, dashboard, webhooks
+from loa.api import admin, appointments, campaigns, dashboard, inbox, webhooks
 from loa.api.context import ApiContext, RedisFactory
 from loa.api.models import ErrorBody, Health
 from loa.api.problems import error_response, install
@@ -79,6 +79,7 @@ def create_app(settings: Settings, redis_client_factory: RedisFactory | None = N
     _health(app, ctx, checks)
     app.include_router(campaigns.router)
     app.include_router(appointments.router)
+    app.include_router(inbox.router)
     app.include_router(admin.router)
     app.include_router(webhooks.router)
     app.include_router(dashboard.router)
