@@ -283,3 +283,70 @@ async def test_the_api_masks_numbers_for_viewers_and_audits_answers(settings, re
             ("inbox.reply", "ok"),
         ]
         assert not any("0912" in e.detail or "+84" in e.detail for e in log)
+
+
+async def test_an_urgent_case_goes_on_top(settings, redis_client):
+    inbox = Inbox(settings, redis_client)
+    await inbound(settings, redis_client, [(21, "hỏi giờ mở cửa"), (22, "hỏi địa chỉ")])
+    await inbox.sync()
+    urgent = await inbox.raise_case(e164(23), "3 = sốt cao / khó thở", urgent=True)
+    same = await inbox.raise_case("0912000021", "khó thở", urgent=True)
+    cases = await inbox.cases()
+    assert [(c.phone, c.urgent) for c in cases] == [
+        (e164(21), True),
+        (e164(23), True),
+        (e164(22), False),
+    ]
+    assert cases[1].id == urgent and cases[0].id == same, "the number's open case, now urgent"
+
+
+try:
+    from test_dashboard_browser import api_thread, make_tokens, sync_api, watch
+    from test_dashboard_browser import chromium as chromium  # Chromium, installed if missing
+except pytest.skip.Exception:  # pragma: no cover - without playwright the browser test skips
+    sync_api = None
+
+
+@pytest.mark.skipif(sync_api is None, reason="playwright is not installed")
+def test_the_dashboard_lists_cases_urgent_on_top(chromium, make_settings, redis_url, namespace):
+    from loa.engine.embedded import free_port
+
+    settings = make_settings()
+
+    async def seed() -> None:
+        client = connect(redis_url)
+        try:
+            await inbound(settings, client, [(31, "<script>x</script> hỏi lịch"), (32, "hỏi")])
+            inbox = Inbox(settings, client)
+            await inbox.sync()
+            await inbox.raise_case(e164(33), "khó thở", urgent=True)
+        finally:
+            await client.aclose()
+
+    asyncio.run(seed())
+    tokens = make_tokens(redis_url, namespace)
+    port = free_port()
+    server = api_thread(settings, port)
+    server.start()
+    try:
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(chromium), headless=True)
+            try:
+                problems: list[str] = []
+                page = watch(browser.new_context(locale="en-US").new_page(), problems)
+                page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded")
+                page.fill("#token", tokens["viewer"])
+                page.click("#login-submit")
+                rows = page.locator("#inbox-table tbody tr")
+                sync_api.expect(rows).to_have_count(3, timeout=8000)
+                top = rows.nth(0)
+                assert "urgent" in (top.get_attribute("class") or "")
+                assert top.locator("td").nth(3).inner_text() == "+84******033"
+                texts = [rows.nth(n).locator("td").nth(6).inner_text() for n in range(3)]
+                assert texts[0] == "khó thở"
+                assert "<script>x</script> hỏi lịch" in texts, "shown as text, never run"
+                assert problems == []
+            finally:
+                browser.close()
+    finally:
+        server.stop()

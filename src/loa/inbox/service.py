@@ -224,6 +224,26 @@ class Inbox:
             report.messages += 1
             report.cases += int(new)
 
+    async def raise_case(
+        self,
+        phone: str,
+        message: str,
+        *,
+        channel: str = "sms",
+        route: str = "",
+        urgent: bool = False,
+    ) -> str:
+        """Add a message to a number's conversation from elsewhere than the inbound stream
+        (an urgent answer to a question opens a case at once); the case's id."""
+        at = int(time.time() * 1000)
+        log = {"at": at, "dir": "in", "text": message, "id": ""}
+        case, _ = await self._ingest(
+            [self.prefix],
+            ["", canonical(phone), channel, route, "", message, at, int(urgent),
+             orjson.dumps(log).decode()],
+        )  # fmt: skip
+        return text(case)
+
     async def _claim(self, entry: dict[str, str], kind: str) -> bool:
         """Whether this keyword message is answered here now (each once, by one process)."""
         claimed = await self.redis.set(

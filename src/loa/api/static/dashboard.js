@@ -27,6 +27,7 @@
     pollTimer: 0,
     listTimer: 0,
     appointmentsTimer: 0,
+    inboxTimer: 0,
   };
 
   class ApiFailure extends Error {
@@ -121,6 +122,7 @@
     clearTimeout(view.pollTimer);
     clearTimeout(view.listTimer);
     clearTimeout(view.appointmentsTimer);
+    clearTimeout(view.inboxTimer);
     view.me = null;
     view.mayAct = false;
     view.campaign = "";
@@ -155,6 +157,7 @@
     await refreshList();
     openFromHash();
     await refreshAppointments();
+    await refreshInbox();
   }
 
   // --- the campaign list ---------------------------------------------------------------------
@@ -196,6 +199,39 @@
 
   function stateClass(state) {
     return /^[a-z]+$/.test(state) ? `state-${state}` : "";
+  }
+
+  // --- the hotline inbox ---------------------------------------------------------------------
+
+  async function refreshInbox() {
+    clearTimeout(view.inboxTimer);
+    try {
+      renderInbox(await api("inbox?limit=100")); // open first, urgent on top, as the API sorts
+      setText("inbox-updated", `updated ${new Date().toLocaleTimeString()}`);
+    } catch (error) {
+      if (refused(error)) return;
+      banner(`Hotline: ${error.message}`);
+    }
+    view.inboxTimer = setTimeout(refreshInbox, LIST_MS);
+  }
+
+  function renderInbox(cases) {
+    const rows = cases.map((item) => {
+      const tr = document.createElement("tr");
+      if (item.urgent) tr.className = "urgent";
+      tr.append(
+        cell(item.id, "mono"),
+        cell(item.state, `state ${stateClass(item.state)}`),
+        cell(item.urgent ? "urgent" : ""),
+        cell(item.phone, "mono"),
+        cell(item.assignee),
+        cell(count(item.messages), "num"),
+        cell(item.last),
+      );
+      return tr;
+    });
+    $("inbox-table").tBodies[0].replaceChildren(...rows);
+    $("inbox").hidden = cases.length === 0;
   }
 
   // --- appointment drives --------------------------------------------------------------------
