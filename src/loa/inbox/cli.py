@@ -236,7 +236,8 @@ def reply(
     async def work(inbox: Inbox, who: Principal, note: Note) -> str:
         sent = await inbox.reply(case_id, message, who.person)
         note.detail = f"case {case_id}: {sent.parts} SMS parts on {sent.route}"
-        return "; ".join([f"queued on {sent.route} ({sent.parts} parts)", *sent.notes])
+        parts = f"{sent.parts} SMS part{'s' if sent.parts != 1 else ''}"
+        return "; ".join([f"queued on {sent.route} ({parts})", *sent.notes])
 
     typer.echo(_as(config, redis, token, Role.OPERATOR, work, "inbox.reply"))
 
