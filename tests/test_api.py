@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import hashlib
 import hmac
 import itertools
@@ -227,6 +228,62 @@ def cap_ack(url: str) -> Prepare:
 
 
 NUMBER = {"json": {"addresses": ["0912345678"]}}
+SITES = (
+    b"site_id,name,province,address,date,start,end,capacity\n"
+    b"A,Tram A,79,x,2031-03-03,08:00,11:00,2\n"
+)
+REGISTRANTS = b"phone,priority_group,registered_at,site_id\n0912000001,1,2030-11-01,A\n"
+
+
+def appointment_files() -> dict[str, Any]:
+    return {
+        "files": {
+            "sites": ("sites.csv", SITES, "text/csv"),
+            "people": ("people.csv", REGISTRANTS, "text/csv"),
+        }
+    }
+
+
+async def allocate_files(api: Api) -> dict[str, Any]:
+    return {"url": "/api/v1/appointments/drive-1/allocate?from=2031-03-01", **appointment_files()}
+
+
+def on_drive(suffix: str, **extra: Any) -> Prepare:
+    """A drive allocated through the service, then this request on it."""
+
+    async def prepare(api: Api) -> dict[str, Any]:
+        from loa.appointments import Appointments
+
+        sites, registrants = api.tmp / "sites.csv", api.tmp / "registrants.csv"
+        sites.write_bytes(SITES)
+        registrants.write_bytes(REGISTRANTS)
+        service = Appointments(api.ctx.settings, api.ctx.services.redis)
+        await service.allocate("drive-1", sites, registrants, first=dt.date(2031, 3, 1))
+        return {"url": f"/api/v1/appointments/drive-1{suffix}", **extra}
+
+    return prepare
+
+
+def on_case(suffix: str, **extra: Any) -> Prepare:
+    """A case in the inbox (a citizen's message taken in), then this request on it."""
+
+    async def prepare(api: Api) -> dict[str, Any]:
+        from loa.inbox import Inbox
+
+        redis = api.ctx.services.redis
+        await redis.xadd(
+            inbound_key(api.ctx.settings.namespace),
+            {"at": 1, "route": "sms", "channel": "sms", "sender": "84912000009", "text": "hi",
+             "recipient": "", "optout": 0},
+        )  # fmt: skip
+        inbox = Inbox(api.ctx.settings, redis)
+        await inbox.sync()
+        case = (await inbox.cases())[0]
+        return {"url": f"/api/v1/inbox/{case.id}{suffix}", **extra}
+
+    return prepare
+
+
 CASES = [
     Case("GET", "/healthz", None, at("/healthz")),
     Case("GET", "/readyz", None, at("/readyz")),
@@ -286,6 +343,29 @@ CASES = [
     Case("POST", "/api/v1/tokens", Role.ADMIN, new_token, 201),
     Case("GET", "/api/v1/tokens", Role.ADMIN, at("/api/v1/tokens")),
     Case("DELETE", "/api/v1/tokens/{name}", Role.ADMIN, old_token),
+    Case("GET", "/api/v1/appointments", Role.VIEWER, at("/api/v1/appointments")),
+    Case("POST", "/api/v1/appointments/{drive}/allocate", Role.OPERATOR, allocate_files),
+    Case("GET", "/api/v1/appointments/{drive}", Role.VIEWER, on_drive("")),
+    Case("GET", "/api/v1/appointments/{drive}/schedule", Role.OPERATOR, on_drive("/schedule")),
+    Case("POST", "/api/v1/appointments/{drive}/replies", Role.OPERATOR, on_drive("/replies")),
+    Case(
+        "POST",
+        "/api/v1/appointments/{drive}/changes",
+        Role.OPERATOR,
+        on_drive("/changes", json={"phone": "0912000001", "action": "confirm"}),
+    ),
+    Case("GET", "/api/v1/appointments/{drive}/history", Role.OPERATOR, on_drive("/history")),
+    Case("GET", "/api/v1/inbox", Role.VIEWER, at("/api/v1/inbox")),
+    Case("POST", "/api/v1/inbox/sync", Role.OPERATOR, at("/api/v1/inbox/sync")),
+    Case("GET", "/api/v1/inbox/{case_id}", Role.VIEWER, on_case("")),
+    Case("POST", "/api/v1/inbox/{case_id}/assign", Role.OPERATOR, on_case("/assign")),
+    Case(
+        "POST",
+        "/api/v1/inbox/{case_id}/reply",
+        Role.OPERATOR,
+        on_case("/reply", json={"text": "Chào bạn"}),
+    ),
+    Case("POST", "/api/v1/inbox/{case_id}/close", Role.OPERATOR, on_case("/close")),
 ]
 
 

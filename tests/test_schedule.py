@@ -324,3 +324,16 @@ def test_send_at_bad_rows(fields: dict[str, str], reason: str) -> None:
         SendAt.parse("due_date - 3d at 08:00").resolve(fields, HCM)
     assert isinstance(caught.value, ValueError)
     assert reason in str(caught.value)
+
+
+def test_send_at_reads_a_dotted_column() -> None:
+    send_at = SendAt.parse("appointment.date - 1d at 08:00")
+    assert (send_at.column, send_at.offset, send_at.clock) == (
+        "appointment.date",
+        -timedelta(days=1),
+        time(8),
+    )
+    when = send_at.resolve({"appointment.date": "2026-12-10"}, HCM)
+    assert when == datetime(2026, 12, 9, 1, 0, tzinfo=UTC)
+    with pytest.raises(ValueError, match="not a send time"):
+        SendAt.parse("appointment.date.day - 1d")

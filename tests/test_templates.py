@@ -421,3 +421,53 @@ def test_render_speed() -> None:
         templates.render("sms", ROW)
     per_render = (time.perf_counter() - started) / count
     assert per_render < 200e-6, f"{per_render * 1e6:.1f} µs per render"
+
+
+APPOINTMENT = {
+    "phone": "+84912345678",
+    "appointment.site_name": "Trạm Y tế Phường Bến Nghé",
+    "appointment.date": "2026-12-10",
+    "appointment.start": "08:00",
+}
+
+
+@pytest.mark.parametrize(
+    "sms",
+    [
+        # plain text and slots: the fast path
+        "Hẹn tiêm: {{ appointment.date }} {{ appointment.start }}, {{ appointment.site_name }}",
+        # a filter makes it a full template run
+        "Hẹn tiêm: {{ appointment.date }} {{ appointment.start | trim }}, "
+        "{{ appointment.site_name }}",
+    ],
+)
+def test_dotted_fields_read_dotted_columns(sms: str) -> None:
+    templates = compiled(sms=sms, sms_ascii=True)
+    assert templates.fields_used("sms") == {
+        "appointment.date",
+        "appointment.start",
+        "appointment.site_name",
+    }
+    body = templates.render("sms", APPOINTMENT).body
+    assert body == "Hen tiem: 2026-12-10 08:00, Tram Y te Phuong Ben Nghe"
+    assert templates.missing_columns(["phone", "appointment.date", "appointment.start"]) == [
+        "templates.sms uses 'appointment.site_name' but the audience has no such column"
+    ]
+    for empty in ("", "  "):
+        with pytest.raises(MissingField, match=r"'appointment\.start' is missing") as caught:
+            templates.render("sms", {**APPOINTMENT, "appointment.start": empty})
+        assert caught.value.field == "appointment.start"
+
+
+def test_dotted_fields_can_be_optional_and_never_reach_python_attributes() -> None:
+    templates = compiled(
+        sms="{{ appointment.date }}{% if appointment.note is defined %} ({{ appointment.note }})"
+        "{% endif %}"
+    )
+    assert templates.fields_used("sms") == {"appointment.date", "appointment.note"}
+    assert templates.render("sms", APPOINTMENT).body == "2026-12-10"
+    with_note = {**APPOINTMENT, "appointment.note": "mang CCCD"}
+    assert templates.render("sms", with_note).body == "2026-12-10 (mang CCCD)"
+    sneaky = compiled(sms="{{ appointment.__class__ }}{{ appointment.date }}")
+    with pytest.raises(TemplateError):
+        sneaky.render("sms", {**APPOINTMENT, "appointment.__class__": "x"} | {"x": "y"})

@@ -182,6 +182,13 @@ def _add_campaign_commands() -> None:
     from loa.cap.cli import app as cap_app
 
     app.add_typer(cap_app, name="cap")
+    from loa.appointments.cli import app as appointments_app
+
+    app.add_typer(appointments_app, name="appointments")
+
+    from loa.inbox.cli import app as inbox_app
+
+    app.add_typer(inbox_app, name="inbox")
 
     from loa.sim.cli import app as sim_app
 

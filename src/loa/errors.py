@@ -121,6 +121,10 @@ class CapError(LoaError, ValueError):
             self.code = code
         if status is not None:
             self.status = status
+class AppointmentError(LoaError):
+    """An appointments operation is refused (an unknown drive, a bad horizon); says why."""
+
+    code = "appointments_refused"
 
 
 class SmppError(AdapterError):

@@ -160,6 +160,28 @@ class EventSettings(ConfigModel):
     )
 
 
+class InboxSettings(ConfigModel):
+    """The hotline: what a citizen is told when they opt out, or back in."""
+
+    optout_confirmation: bool = Field(
+        default=True, description="answer an opt-out, so the person knows it worked"
+    )
+    optout_text: str = Field(
+        default="Bo Y te: ban se khong nhan tin nhan nua. Nhan BAT de nhan lai.",
+        min_length=1,
+        max_length=320,
+    )
+    optin_keywords: list[str] = Field(
+        default_factory=lambda: ["BAT", "START"],
+        description="a reply that is one of these (any case, diacritics ignored) opts back in",
+    )
+    optin_text: str = Field(
+        default="Bo Y te: ban se nhan lai tin nhan. Nhan TU CHOI de dung.",
+        min_length=1,
+        max_length=320,
+    )
+
+
 class QueueSettings(ConfigModel):
     """How producers fill the queues."""
 
@@ -306,6 +328,7 @@ class Settings(ConfigModel):
     queue: QueueSettings = Field(default_factory=QueueSettings)
     planning: PlanningSettings = Field(default_factory=PlanningSettings)
     events: EventSettings = Field(default_factory=EventSettings)
+    inbox: InboxSettings = Field(default_factory=InboxSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     cap: CapSettings = Field(default_factory=CapSettings)
     backup: BackupSettings = Field(default_factory=BackupSettings)

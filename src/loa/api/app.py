@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,7 +16,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from loa import __version__
-from loa.api import admin, campaigns, cap, dashboard, webhooks
+from loa.api import admin, appointments, campaigns, cap, dashboard, inbox, webhooks
 from loa.api.context import ApiContext, RedisFactory
 from loa.api.models import ErrorBody, Health, Readiness, RouteBindCount
 from loa.api.problems import error_response, install
@@ -29,6 +30,7 @@ from loa.settings import Settings
 JSON_LIMIT = 2 << 20  # bytes in a JSON body: ten thousand addresses fit many times over
 READY_TIMEOUT = 2.0
 UPLOAD_ROUTES = frozenset({("POST", "/api/v1/campaigns"), ("POST", "/api/v1/campaigns/validate")})
+UPLOAD_PATHS = re.compile(r"/api/v1/appointments/[^/]+/allocate")  # POST: files, not JSON
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": text}
     for status, text in (
@@ -79,6 +81,8 @@ def create_app(settings: Settings, redis_client_factory: RedisFactory | None = N
     _health(app, ctx, checks)
     app.include_router(campaigns.router)
     app.include_router(cap.router)
+    app.include_router(appointments.router)
+    app.include_router(inbox.router)
     app.include_router(admin.router)
     app.include_router(webhooks.router)
     app.include_router(dashboard.router)
@@ -142,7 +146,7 @@ class BodyLimit:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (scope["method"], scope["path"]) in UPLOAD_ROUTES:
+        if scope["type"] != "http" or _upload(scope["method"], scope["path"]):
             await self.app(scope, receive, send)
             return
         refusal = _refusal(dict(scope["headers"]).get(b"content-length", b"0"))
@@ -161,6 +165,13 @@ class BodyLimit:
             return message
 
         await self.app(scope, limited, send)
+
+
+def _upload(method: str, path: str) -> bool:
+    """Whether the request is an upload, which counts its own (larger) limit."""
+    return (method, path) in UPLOAD_ROUTES or (
+        method == "POST" and UPLOAD_PATHS.fullmatch(path) is not None
+    )
 
 
 def _refusal(declared: bytes) -> Response | None:

@@ -7,7 +7,7 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
@@ -65,6 +65,18 @@ class Upload:
 
     def remove(self) -> None:
         """Delete the files (after a dry run, or when the campaign was refused)."""
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@dataclass(slots=True)
+class Files:
+    """Named parts of an upload saved in a directory of their own."""
+
+    directory: Path
+    paths: dict[str, Path]
+
+    def remove(self) -> None:
+        """Delete the files."""
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
@@ -148,25 +160,46 @@ def check_length(request: Request, limit: int) -> None:
 
 async def receive(request: Request, storage: Storage) -> Upload:
     """Stream a multipart upload of `plan` and `audience` to disk; ApiError when it is wrong."""
+    files = await receive_files(request, storage, FIELDS, FIELDS)
+    return Upload(files.directory, files.paths["plan"], files.paths["audience"])
+
+
+async def receive_files(
+    request: Request, storage: Storage, parts: Sequence[str], required: Sequence[str]
+) -> Files:
+    """Stream a multipart upload of the named `parts` to disk; ApiError when it is wrong.
+
+    A part named `plan` is a TOML plan (at most PLAN_LIMIT bytes); any other is a data file
+    whose format its file name's extension says (CSV when it says none loa reads). The upload
+    takes one of `storage`'s slots and at most the room it has.
+    """
     kind, options = parse_options_header(request.headers.get("content-type"))
     if kind != b"multipart/form-data" or not options.get(b"boundary"):
         raise ApiError(
-            "send multipart/form-data with the parts plan and audience",
+            f"send multipart/form-data with the parts {' and '.join(required)}",
             code="unsupported_media_type",
             status=415,
         )
     with storage.slot(request) as limit:
-        return await _receive(request, storage.root, limit, options[b"boundary"])
+        boundary = options[b"boundary"]
+        return await _receive(request, storage.root, limit, boundary, parts, required)
 
 
-async def _receive(request: Request, root: Path, limit: int, boundary: bytes) -> Upload:
+async def _receive(
+    request: Request,
+    root: Path,
+    limit: int,
+    boundary: bytes,
+    parts: Sequence[str],
+    required: Sequence[str],
+) -> Files:
     private_dir(root)  # beside the append-only file, in the owner's data directory
     directory = root / secrets.token_hex(12)
     directory.mkdir(mode=0o700)
-    sink = _Sink(directory)
+    sink = _Sink(directory, tuple(parts))
     try:
         await _stream(request, boundary, sink, limit)
-        return sink.upload()
+        return Files(directory, sink.finish(required))
     except BaseException:
         sink.close()
         shutil.rmtree(directory, ignore_errors=True)
@@ -198,6 +231,7 @@ class _Sink:
     """Parser callbacks that write each part straight to its file."""
 
     directory: Path
+    fields: tuple[str, ...] = FIELDS
     headers: dict[str, str] = field(default_factory=dict)
     header: list[bytes] = field(default_factory=lambda: [b"", b""])
     files: dict[str, Path] = field(default_factory=dict)
@@ -232,13 +266,13 @@ class _Sink:
     def _headers_finished(self) -> None:
         _, options = parse_options_header(self.headers.get("content-disposition", ""))
         name = options.get(b"name", b"").decode("latin-1")
-        if name not in FIELDS:
-            message = f"unknown part {name[:40]!r}: send only plan and audience"
+        if name not in self.fields:
+            message = f"unknown part {name[:40]!r}: send only {' and '.join(self.fields)}"
             raise ApiError(message, code="unknown_field", status=422)
         if name in self.files:
             raise ApiError(f"the part {name!r} was sent twice", code="duplicate_field", status=422)
         suffix = _suffix(options.get(b"filename", b"").decode("latin-1"))
-        path = self.directory / ("plan.toml" if name == "plan" else f"audience{suffix}")
+        path = self.directory / ("plan.toml" if name == "plan" else f"{name}{suffix}")
         self.files[name] = path
         self.limit = PLAN_LIMIT if name == "plan" else 0
         # our own name in a fresh directory; "x" refuses to follow or overwrite anything there
@@ -263,11 +297,11 @@ class _Sink:
             self.handle.close()
             self.handle = None
 
-    def upload(self) -> Upload:
-        missing = [name for name in FIELDS if name not in self.files]
+    def finish(self, required: Sequence[str]) -> dict[str, Path]:
+        missing = [name for name in required if name not in self.files]
         if missing:
             raise ApiError(f"missing part: {', '.join(missing)}", code="missing_field", status=422)
-        return Upload(self.directory, self.files["plan"], self.files["audience"])
+        return dict(self.files)
 
 
 def _suffix(filename: str) -> str:

@@ -8,7 +8,8 @@ it is always right. Show them with `.astimezone(plan.schedule.tz)`.)
 
 - `parse_duration("1d12h")` -> `timedelta(days=1, hours=12)`
 - quiet hours live with the engine, which holds traffic in them: `loa.engine.quiet`
-- `SendAt.parse("due_date - 3d at 08:00")`: `resolve(row_fields, tz)` -> aware datetime, or a
+- `SendAt.parse("due_date - 3d at 08:00")` (or a dotted column: "appointment.date - 1d at 08:00"):
+  `resolve(row_fields, tz)` -> aware datetime, or a
   `SendAtError` (a ValueError) whose message is the reason to report for that row.
 """
 
@@ -27,7 +28,7 @@ _DURATION = re.compile(r"\s*(?:\d+\s*[a-zA-Z]+\s*)+")
 _DURATION_PART = re.compile(r"(\d+)\s*([a-zA-Z]+)")
 _MAX_DURATION = timedelta(days=3660)  # ten years: anything longer is a typo
 _SEND_AT = re.compile(
-    r"\s*(?P<column>[^\W\d]\w*)"
+    r"\s*(?P<column>[^\W\d]\w*(?:\.[^\W\d]\w*)?)"
     r"\s*(?:(?P<sign>[+-])\s*(?P<offset>.*?))?"
     r"\s*(?:(?<![^\s\d])at\s+(?P<clock>\S*))?\s*",
     re.IGNORECASE,

@@ -5,6 +5,10 @@ The rules a citizen's message depends on:
 - A field that is missing, or empty, for a recipient is an error (`MissingField`, a
   TemplateError naming the template key and the field), never a blank in the message.
   `{% if nickname is defined %}` is how a template makes a field optional.
+- A dotted name reads a dotted column: `{{ appointment.date }}` is the audience column
+  `appointment.date` (an appointments schedule has `appointment.site_name`, `appointment.start`
+  and so on), one level deep. Where the audience has no such column but has `appointment`
+  itself, the name is what it always was: an attribute of that field's text.
 - Templates run in Jinja's immutable sandbox: no `__class__`, `__globals__` or other attribute
   tricks, no mutation of values. Every operation that can build more than it is given is
   bounded (`loa.campaigns.sandbox`), and so are one message's steps and CPU time: a template
@@ -32,8 +36,8 @@ import functools
 import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
-from typing import TYPE_CHECKING, NamedTuple
+from types import MappingProxyType, SimpleNamespace
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jinja2
 import jinja2.meta
@@ -51,6 +55,7 @@ if TYPE_CHECKING:
 _fold_short = functools.lru_cache(maxsize=8192)(to_ascii)
 FOLD_CACHE_CHARS = 64
 _UNDEFINED = re.compile(r"'([^']+)' is undefined")
+_NO_ATTRIBUTE = re.compile(r"SimpleNamespace object' has no attribute '([^']+)'")
 _LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
 
 
@@ -85,8 +90,38 @@ def check_syntax(source: str) -> str:
 
 
 def variables(source: str) -> frozenset[str]:
-    """The names a template reads from its context: the fields it needs from each recipient."""
-    return frozenset(jinja2.meta.find_undeclared_variables(ENVIRONMENT.parse(source)))
+    """The names a template reads from its context: the fields it needs from each recipient.
+
+    `name.attr` on a name the template does not set itself is the dotted field `name.attr`;
+    `name.attr(...)` is a method call on the field `name` (`{{ name.title() }}`).
+    """
+    return _fields_read(ENVIRONMENT.parse(source))
+
+
+def _fields_read(tree: jinja2.nodes.Template) -> frozenset[str]:
+    undeclared = jinja2.meta.find_undeclared_variables(tree)
+    found: set[str] = set()
+    dotted: set[int] = set()  # the Name nodes that stand for a group of dotted columns
+    called = {id(call.node) for call in tree.find_all(jinja2.nodes.Call)}
+    for node in tree.find_all(jinja2.nodes.Getattr):
+        base = node.node
+        if (
+            isinstance(base, jinja2.nodes.Name)
+            and _column_like(node)
+            and base.name in undeclared
+            and id(node) not in called
+        ):
+            found.add(f"{base.name}.{node.attr}")
+            dotted.add(id(base))
+    for name in tree.find_all(jinja2.nodes.Name):
+        if name.ctx == "load" and name.name in undeclared and id(name) not in dotted:
+            found.add(name.name)
+    return frozenset(found)
+
+
+def _column_like(node: jinja2.nodes.Getattr) -> bool:
+    """`name.attr` that may read the dotted column `name.attr` (never `name._attr`)."""
+    return isinstance(node.node, jinja2.nodes.Name) and not node.attr.startswith("_")
 
 
 class RenderedMessage(NamedTuple):
@@ -146,8 +181,8 @@ class _Part:
         pieces: list[str] = []
         slots: list[tuple[int, str]] = []
         for node in plain:
-            if isinstance(node, jinja2.nodes.Name):
-                slots.append((len(pieces), node.name))
+            if isinstance(node, jinja2.nodes.Name | jinja2.nodes.Getattr):
+                slots.append((len(pieces), _slot_name(node)))
                 pieces.append("")
             else:
                 pieces.append(to_ascii(node.data) if fold else node.data)
@@ -155,34 +190,52 @@ class _Part:
 
     def render(self, fields: Mapping[str, str]) -> str:
         if self.pieces is None:
-            text = self._run(fields)
-            if self.fold:
-                text = to_ascii(text).strip()
-        else:
-            pieces = list(self.pieces)
-            fold = self.fold
-            for index, name in self.slots:
-                value = fields.get(name)
-                if not value or value.isspace():
-                    raise MissingField(self.key, name)
-                pieces[index] = _fold(value) if fold else value
-            text = "".join(pieces).strip()
-            if len(text) > MAX_TEXT:
-                raise _too_long(self.key, len(text))
+            return self._render_template(fields)
+        pieces = list(self.pieces)
+        fold = self.fold
+        for index, name in self.slots:
+            value = fields.get(name)
+            if value is None and "." in name and name.partition(".")[0] in fields:
+                return self._render_template(fields)  # an attribute of a field, not a column
+            if not value or value.isspace():
+                raise MissingField(self.key, name)
+            pieces[index] = _fold(value) if fold else value
+        text = "".join(pieces).strip()
+        if len(text) > MAX_TEXT:
+            raise _too_long(self.key, len(text))
+        if not text:
+            raise TemplateError(f"{self.key}: the text is empty for this recipient")
+        return text
+
+    def _render_template(self, fields: Mapping[str, str]) -> str:
+        text = self._run(fields)
+        if self.fold:
+            text = to_ascii(text).strip()
         if not text:
             raise TemplateError(f"{self.key}: the text is empty for this recipient")
         return text
 
     def _run(self, fields: Mapping[str, str]) -> str:
-        context = {}
+        context: dict[str, Any] = {}
         for name in self.fields:
             value = fields.get(name)
-            if value and not value.isspace():
-                if len(value) > MAX_TEXT:
-                    raise TemplateError(
-                        f"{self.key}: field {name!r} is {len(value):,} characters long "
-                        f"(at most {MAX_TEXT:,})"
-                    )
+            if value and len(value) > MAX_TEXT:
+                raise TemplateError(
+                    f"{self.key}: field {name!r} is {len(value):,} characters long "
+                    f"(at most {MAX_TEXT:,})"
+                )
+            group, dot, attribute = name.partition(".")
+            if dot and value is None and group in fields:  # the field `group`'s attribute
+                group_value = fields[group]
+                if group_value and not group_value.isspace():
+                    context[group] = group_value
+            elif dot:  # a dotted column: an attribute of its group, absent when empty
+                record = context.get(group)
+                if not isinstance(record, SimpleNamespace):
+                    record = context[group] = SimpleNamespace()
+                if value and not value.isspace():
+                    setattr(record, attribute, value)
+            elif value and not value.isspace():
                 context[name] = value
         template = self.template
         pieces: list[str] = []
@@ -200,6 +253,10 @@ class _Part:
             missing = _UNDEFINED.fullmatch(str(exc))
             if missing is not None:
                 raise MissingField(self.key, missing[1]) from None
+            absent = _NO_ATTRIBUTE.search(str(exc))  # a dotted column this recipient lacks
+            dotted = [n for n in self.fields if absent and n.endswith("." + absent[1])]
+            if dotted:
+                raise MissingField(self.key, dotted[0]) from None
             raise TemplateError(f"{self.key}: {exc}") from None
         except SecurityError as exc:
             raise TemplateRefused(self.key, str(exc)) from None
@@ -226,19 +283,35 @@ def _fold(value: str) -> str:
     return _fold_short(value) if len(value) <= FOLD_CACHE_CHARS else to_ascii(value)
 
 
-def _plain_output(
-    tree: jinja2.nodes.Template,
-) -> list[jinja2.nodes.Name | jinja2.nodes.TemplateData] | None:
-    """The nodes of a template that is only text and {{ field }} slots, else None."""
+_PlainNode = jinja2.nodes.Name | jinja2.nodes.Getattr | jinja2.nodes.TemplateData
+
+
+def _plain_output(tree: jinja2.nodes.Template) -> list[_PlainNode] | None:
+    """The nodes of a template that is only text and {{ field }} slots, else None.
+
+    `{{ group.field }}` is a slot too (the dotted column), when `group` is a plain name.
+    """
     if not tree.body:
         return []
     if len(tree.body) != 1 or not isinstance(tree.body[0], jinja2.nodes.Output):
         return None
     nodes = tree.body[0].nodes
     plain = [
-        node for node in nodes if isinstance(node, jinja2.nodes.Name | jinja2.nodes.TemplateData)
+        node
+        for node in nodes
+        if isinstance(node, jinja2.nodes.Name | jinja2.nodes.TemplateData)
+        or (isinstance(node, jinja2.nodes.Getattr) and _column_like(node))
     ]
     return plain if len(plain) == len(nodes) else None
+
+
+def _slot_name(node: jinja2.nodes.Name | jinja2.nodes.Getattr) -> str:
+    """The field a plain slot reads: `name`, or the dotted `group.field`."""
+    if isinstance(node, jinja2.nodes.Name):
+        return node.name
+    base = node.node
+    assert isinstance(base, jinja2.nodes.Name)  # _plain_output lets no other Getattr through
+    return f"{base.name}.{node.attr}"
 
 
 class CompiledTemplates:
@@ -317,9 +390,12 @@ class CompiledTemplates:
         "templates.sms uses 'appointment_time' but the audience has no such column"
         """
         problems: list[str] = []
+        present = set(columns)
         for channel, named in self._parts.items():
             absent = sorted(
-                {name for part in named.values() for name in part.fields} - set(columns)
+                name
+                for name in {name for part in named.values() for name in part.fields}
+                if name not in present and name.partition(".")[0] not in present
             )
             problems.extend(
                 f"templates.{channel} uses {name!r} but the audience has no such column"

@@ -26,6 +26,8 @@
     routes: new Map(), // route name -> row of GET /routes
     pollTimer: 0,
     listTimer: 0,
+    appointmentsTimer: 0,
+    inboxTimer: 0,
   };
 
   class ApiFailure extends Error {
@@ -119,6 +121,8 @@
     sessionStorage.removeItem(TOKEN_KEY);
     clearTimeout(view.pollTimer);
     clearTimeout(view.listTimer);
+    clearTimeout(view.appointmentsTimer);
+    clearTimeout(view.inboxTimer);
     view.me = null;
     view.mayAct = false;
     view.campaign = "";
@@ -152,6 +156,8 @@
     $("actions").hidden = !view.mayAct;
     await refreshList();
     openFromHash();
+    await refreshAppointments();
+    await refreshInbox();
   }
 
   // --- the campaign list ---------------------------------------------------------------------
@@ -208,6 +214,88 @@
     const until = item.held_until ? `until ${new Date(item.held_until).toLocaleString()}` : "";
     if (item.hold === item.state) return until;
     return until ? `${item.hold} ${until}` : item.hold;
+  }
+
+  // --- the hotline inbox ---------------------------------------------------------------------
+
+  async function refreshInbox() {
+    clearTimeout(view.inboxTimer);
+    try {
+      renderInbox(await api("inbox?limit=100")); // open first, urgent on top, as the API sorts
+      setText("inbox-updated", `updated ${new Date().toLocaleTimeString()}`);
+    } catch (error) {
+      if (refused(error)) return;
+      banner(`Hotline: ${error.message}`);
+    }
+    view.inboxTimer = setTimeout(refreshInbox, LIST_MS);
+  }
+
+  function renderInbox(cases) {
+    const rows = cases.map((item) => {
+      const tr = document.createElement("tr");
+      if (item.urgent) tr.className = "urgent";
+      tr.append(
+        cell(item.id, "mono"),
+        cell(item.state, `state ${stateClass(item.state)}`),
+        cell(item.urgent ? "urgent" : ""),
+        cell(item.phone, "mono"),
+        cell(item.assignee),
+        cell(count(item.messages), "num"),
+        cell(item.last),
+      );
+      return tr;
+    });
+    $("inbox-table").tBodies[0].replaceChildren(...rows);
+    $("inbox").hidden = cases.length === 0;
+  }
+
+  // --- appointment drives --------------------------------------------------------------------
+
+  const FULLEST_SITES = 20; // per drive: the sites with the fewest free places
+
+  async function refreshAppointments() {
+    clearTimeout(view.appointmentsTimer);
+    try {
+      const drives = await api("appointments");
+      const summaries = await Promise.all(
+        drives.map((drive) => api(`appointments/${encodeURIComponent(drive)}?sessions=false`)),
+      );
+      renderAppointments(summaries);
+      setText("appointments-updated", `updated ${new Date().toLocaleTimeString()}`);
+    } catch (error) {
+      if (refused(error)) return;
+      banner(`Appointments: ${error.message}`);
+    }
+    view.appointmentsTimer = setTimeout(refreshAppointments, LIST_MS);
+  }
+
+  function renderAppointments(summaries) {
+    const groups = [];
+    const sites = [];
+    for (const summary of summaries) {
+      for (const [group, counts] of Object.entries(summary.by_group)) {
+        const tr = document.createElement("tr");
+        tr.append(cell(summary.drive), cell(group, "num"));
+        for (const key of ["placed", "confirmed", "waiting", "cancelled"]) {
+          tr.append(cell(count(counts[key]), "num"));
+        }
+        groups.push(tr);
+      }
+      const fullest = Object.entries(summary.by_site)
+        .sort((a, b) => a[1].free - b[1].free || a[0].localeCompare(b[0]))
+        .slice(0, FULLEST_SITES);
+      for (const [site, places] of fullest) {
+        const tr = document.createElement("tr");
+        tr.append(cell(summary.drive), cell(site, "mono"));
+        for (const key of ["capacity", "booked", "free"]) {
+          tr.append(cell(count(places[key]), "num"));
+        }
+        sites.push(tr);
+      }
+    }
+    $("appointment-groups").tBodies[0].replaceChildren(...groups);
+    $("appointment-sites").tBodies[0].replaceChildren(...sites);
+    $("appointments").hidden = summaries.length === 0;
   }
 
   // --- one campaign, live ---------------------------------------------------------------------
