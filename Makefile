@@ -18,7 +18,7 @@ PIP_COMPILE = PIP_CONFIG_FILE=/dev/null CUSTOM_COMPILE_COMMAND="make lock" $(BIN
 	--quiet --generate-hashes --allow-unsafe --all-build-deps --strip-extras \
 	--no-emit-index-url --no-emit-find-links --pip-args=--isolated
 
-.PHONY: demo test lint unit bench bench-quick lock clean
+.PHONY: demo test lint unit tools pytest bench bench-quick lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,14 +35,33 @@ $(DEV): pyproject.toml $(DEV_LOCK) | $(BIN)/python
 demo: $(RUNTIME)
 	$(BIN)/loa demo
 
-test: lint unit
+# every check: lint, then the whole suite on both event loops and both Redis servers
+test: lint tools
+	@$(MAKE) --no-print-directory pytest
+
+# a developer's quick run: one loop (uvloop) and one server (the local Redis service)
+unit: $(DEV)
+	@LOA_TEST_MATRIX=quick $(MAKE) --no-print-directory pytest
 
 lint: $(DEV)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 
+# what the end-to-end tests run beside loa, installed here and never inside a test: Debian's
+# Chromium and Prometheus (as root, when missing) and the npm SMPP server the peers use
+tools:
+	@if ! command -v chromium >/dev/null || ! command -v promtool >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get install -y -qq --no-install-recommends chromium chromium-driver prometheus \
+	      || (apt-get update -qq && apt-get install -y -qq --no-install-recommends \
+	          chromium chromium-driver prometheus)) >/dev/null; \
+	  else echo "chromium or prometheus missing (apt install them): their tests will skip" >&2; fi; \
+	fi
+	@if [ ! -f tests/peers/node_modules/smpp/package.json ] && command -v npm >/dev/null; then \
+	  npm ci --prefix tests/peers --no-audit --no-fund --silent; fi
+
 # pytest exits 5 when it collected no test: that is a broken suite, reported as such.
-unit: $(DEV)
+pytest: $(DEV)
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite is broken" >&2; exit 1; fi; \
 	exit $$rc

@@ -47,7 +47,6 @@ from common import (
 from engine import RssSampler
 from loa.access.identity import Role, program
 from loa.campaigns.audience import BadRow, open_audience
-from loa.campaigns.phone import normalize
 from loa.campaigns.plan import load_plan
 from loa.campaigns.planner import Group, Planner, Report
 from loa.campaigns.service import Campaigns
@@ -56,6 +55,7 @@ from loa.engine.embedded import EmbeddedRedis
 from loa.engine.keys import shard_keys
 from loa.engine.supervisor import Supervisor
 from loa.errors import InvalidPhone
+from loa.phone import normalize
 from loa.settings import Settings
 
 OPERATOR = program("bench-operator", Role.OPERATOR)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -18,12 +19,17 @@ from loa.settings import Settings
 SERVICE_URL = "redis://127.0.0.1:6379/0"
 
 
-@pytest.fixture(
-    params=[
-        pytest.param(("asyncio", {"use_uvloop": False}), id="asyncio"),
-        pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop"),
-    ]
-)
+# `make test` runs the whole matrix: both event loops, both Redis servers. `make unit` sets
+# LOA_TEST_MATRIX=quick for a developer's run on uvloop and the local Redis service alone.
+QUICK = os.environ.get("LOA_TEST_MATRIX") == "quick"
+LOOPS = [
+    pytest.param(("asyncio", {"use_uvloop": False}), id="asyncio"),
+    pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop"),
+]
+SERVERS = ["service", "embedded"]
+
+
+@pytest.fixture(params=LOOPS[1:] if QUICK else LOOPS)
 def anyio_backend(request: pytest.FixtureRequest) -> Any:
     """Every async test runs on the default event loop and on uvloop."""
     return request.param
@@ -47,7 +53,7 @@ def service_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.url
 
 
-@pytest.fixture(params=["service", "embedded"])
+@pytest.fixture(params=SERVERS[:1] if QUICK else SERVERS)
 def redis_url(request: pytest.FixtureRequest) -> str:
     """A real Redis: the local service, then loa's embedded server."""
     name = "service_url" if request.param == "service" else "embedded_url"

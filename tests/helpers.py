@@ -25,6 +25,9 @@ from loa.message import Lane, Message
 from loa.settings import Settings
 from loa.status import RouteStatus, route_status
 
+REPO = Path(__file__).resolve().parents[1]  # the checkout: examples/, deploy/, benchmarks/
+TESTS = Path(__file__).resolve().parent  # tests/: peers/ and the shared helpers
+
 OPERATOR = program("test-operator", Role.OPERATOR)
 APPROVER = program("test-approver", Role.APPROVER)
 

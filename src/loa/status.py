@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
-import orjson
+from dataclasses import dataclass
 
 from loa.engine.binds import read_binds
 from loa.engine.connection import connect
@@ -13,23 +11,7 @@ from loa.engine.keys import shard_keys
 from loa.engine.queue import Queues
 from loa.message import FINAL
 from loa.settings import Settings
-from loa.tables import show
 
-# (header, RouteStatus field): the default columns fit 80 columns; --wide shows every counter
-COUNTERS = (
-    ("waiting", "waiting"),
-    ("in flight", "in_flight"),
-    ("retrying", "delayed"),
-    ("accepted", "accepted"),
-    ("failed", "failed"),
-)
-WIDE_COUNTERS = (
-    *COUNTERS[:3],
-    *((outcome.value, outcome.value) for outcome in FINAL),
-    ("retried", "retried"),
-    ("throttled", "throttled"),
-    ("redelivered", "redelivered"),
-)
 
 @dataclass(slots=True)
 class RouteStatus:
@@ -85,22 +67,13 @@ async def route_status(queues: Queues, settings: Settings, route: str) -> RouteS
     return status
 
 
-async def print_status(settings: Settings, as_json: bool, wide: bool = False) -> None:
-    """Print every route's status as a table (every counter with `wide`) or JSON."""
+async def read_statuses(settings: Settings) -> list[RouteStatus]:
+    """Every route's status; an unreachable server is the answer, even with no route."""
     with redis_url_for(settings.redis_url, settings.data_dir) as (url, _):
         redis = connect(url)
         try:
-            await redis.ping()  # an unreachable server is the answer, even with no route
+            await redis.ping()
             queues = Queues(redis, settings.namespace)
-            rows = [await route_status(queues, settings, name) for name in settings.routes]
+            return [await route_status(queues, settings, name) for name in settings.routes]
         finally:
             await redis.aclose()
-    if as_json:
-        print(orjson.dumps([asdict(r) for r in rows], option=orjson.OPT_INDENT_2).decode())
-        return
-    counters = WIDE_COUNTERS if wide else COUNTERS
-    headers = ["route", "binds", *(header for header, _ in counters)]
-    table = [
-        [r.route, r.binds, *(f"{getattr(r, field):,}" for _, field in counters)] for r in rows
-    ]
-    show("loa routes", headers, table)

@@ -11,7 +11,7 @@ __all__ = ["create_app"]
 
 
 def __getattr__(name: str) -> Any:
-    # lazily: every `loa` command imports loa.api.cli, and FastAPI takes a second to import
+    # lazily: every `loa` command imports loa.cli.api, and FastAPI takes a second to import
     if name == "create_app":
         from loa.api.app import create_app
 

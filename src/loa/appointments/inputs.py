@@ -23,10 +23,10 @@ from zoneinfo import ZoneInfo
 
 from loa.appointments.provinces import province_code
 from loa.campaigns.audience import BadRow, Row, open_audience
-from loa.campaigns.phone import normalize
 from loa.campaigns.schedule import SendAt, SendAtError
 from loa.engine.quiet import parse_clock
 from loa.errors import AudienceError, InvalidPhone
+from loa.phone import normalize
 
 MAX_CAPACITY = 100_000  # places in one session; more is a typo (an extra zero or two)
 MAX_GROUP = 999  # priority groups: the order key has three digits for them

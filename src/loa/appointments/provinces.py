@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from loa.campaigns.sms import to_ascii
+from loa.sms import to_ascii
 
 # code -> name (Resolution 202/2025/QH15: 11 units kept as they were, 23 formed by merging)
 PROVINCES: dict[str, str] = {

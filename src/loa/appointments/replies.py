@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from loa.campaigns.sms import to_ascii
+from loa.sms import to_ascii
 
 CONFIRM = "confirm"
 RELEASE = "release"

@@ -34,13 +34,12 @@ from loa.appointments.inputs import (
 )
 from loa.appointments.ledger import Change, Ledger, SessionState, check_drive, drives_key, order_key
 from loa.appointments.replies import reply_action
-from loa.campaigns.phone import normalize
 from loa.campaigns.service import Campaigns
-from loa.campaigns.suppression import canonical
 from loa.engine.connection import RedisClient, text
 from loa.engine.events import inbound_key, read_inbound
 from loa.engine.quiet import DEFAULT_TIMEZONE, zone
 from loa.errors import AppointmentError, InvalidPhone
+from loa.phone import canonical, normalize
 from loa.settings import Settings
 
 READ_CHUNK = 2000  # registrants read (in a thread) and looked up in the ledger at a time

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loa.campaigns.audience import BadRow, open_audience
-from loa.campaigns.phone import normalize
 from loa.errors import ConfigError, InvalidPhone
 from loa.message import Lane
+from loa.phone import normalize
 
 # a file of only test numbers longer than this is no test: it needs approval like any other
 TEST_SCAN_ROWS = 10_000

@@ -13,7 +13,7 @@ continues from there, and nobody is queued twice.
 
 Fallback: when a plan has more than one channel, each message carries in `extra["next"]` the
 recipient's remaining channels in plan order that it has an address for, each as
-`[channel, route, to, body, parts, extra]`; `loa.campaigns.fallback.next_message` turns that
+`[channel, route, to, body, parts, extra]`; `loa.fallback.next_message` turns that
 into the next channel's message when a channel fails for this person. Every channel a person
 may be tried on is rendered at planning time, so a template that cannot be rendered for them on
 any of those channels makes the row invalid, reported with its line in the dry run, rather than
@@ -43,10 +43,8 @@ import orjson
 
 from loa.campaigns.audience import BadRow, Item, open_audience
 from loa.campaigns.carriers import CarrierTable, SmsRouting
-from loa.campaigns.phone import normalize
 from loa.campaigns.plan import Plan
 from loa.campaigns.schedule import SendAtError
-from loa.campaigns.sms import analyse
 from loa.campaigns.templates import CompiledTemplates, RenderedMessage, TemplateRefused
 from loa.engine.connection import RedisClient, text
 from loa.engine.control import PERSON, frequency_key, suppression_key
@@ -56,7 +54,9 @@ from loa.engine.producer import Producer
 from loa.engine.queue import Queues
 from loa.errors import InvalidPhone, PlanError, TemplateError
 from loa.message import Message
+from loa.phone import normalize
 from loa.settings import Settings
+from loa.sms import analyse
 
 GROUP_ROWS = 2000  # rows that meet Redis together
 SLICE_ROWS = 250  # rows taken from the file at a time

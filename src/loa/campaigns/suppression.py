@@ -4,25 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from loa.campaigns.phone import normalize
 from loa.engine.connection import RedisClient
 from loa.engine.control import suppression_key
 from loa.errors import InvalidPhone
+from loa.phone import canonical
 
 CHUNK = 1000
-
-
-def canonical(address: str) -> str:
-    """A phone number as E.164, an e-mail address lower-cased, any other id as it is."""
-    text = address.strip()
-    if "@" in text:
-        return text.lower()
-    try:
-        return normalize(text)
-    except InvalidPhone:
-        if any(c.isdigit() for c in text) and not any(c.isalpha() for c in text):
-            raise  # looks like a phone number but is not one: say so rather than store junk
-        return text  # a Zalo id or push token
 
 
 class Suppression:

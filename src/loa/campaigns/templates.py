@@ -45,8 +45,8 @@ import jinja2.nodes
 from jinja2.exceptions import SecurityError
 
 from loa.campaigns.sandbox import MAX_TEXT, BoundedSandbox, budget
-from loa.campaigns.sms import to_ascii
 from loa.errors import TemplateError
+from loa.sms import to_ascii
 
 if TYPE_CHECKING:
     from loa.campaigns.plan import Channel, Plan

@@ -37,14 +37,14 @@ from typing import Any
 
 from redis.exceptions import NoScriptError, RedisError
 
-from loa.campaigns.sms import to_ascii
-from loa.campaigns.suppression import canonical
 from loa.engine.connection import RedisClient, text
 from loa.engine.control import campaign_key, suppression_key
 from loa.engine.metrics import Metrics
 from loa.errors import InvalidPhone, LoaError
 from loa.message import Inbound, Message, Receipt
+from loa.phone import canonical
 from loa.settings import EventSettings
+from loa.sms import to_ascii
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,6 @@ import zlib
 from collections.abc import Mapping, Sequence
 
 from loa.adapters.base import Adapter
-from loa.campaigns.fallback import next_message
 from loa.engine.backoff import retry_delay, throttle_delay
 from loa.engine.control import Controls, Decision
 from loa.engine.envelope import Batch, message_row, now_ms
@@ -20,6 +19,7 @@ from loa.engine.metrics import Metrics
 from loa.engine.progress import Progress
 from loa.engine.queue import Held, Queues, Taken, dead_letter
 from loa.engine.ratelimit import RateLimiter
+from loa.fallback import next_message
 from loa.message import (
     Accepted,
     Failed,

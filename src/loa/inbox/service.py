@@ -30,9 +30,7 @@ import orjson
 
 from loa.appointments.ledger import drives_key
 from loa.appointments.replies import reply_action
-from loa.campaigns.phone import normalize
-from loa.campaigns.sms import analyse, to_ascii
-from loa.campaigns.suppression import Suppression, canonical
+from loa.campaigns.suppression import Suppression
 from loa.engine.connection import RedisClient, text
 from loa.engine.events import read_inbound
 from loa.engine.keys import shard_keys
@@ -40,7 +38,9 @@ from loa.engine.producer import Producer
 from loa.engine.queue import Queues
 from loa.errors import ApiError, InvalidPhone
 from loa.message import Lane, Message
+from loa.phone import canonical, normalize
 from loa.settings import Settings
+from loa.sms import analyse, to_ascii
 
 STATES = ("open", "assigned", "answered", "closed")
 MAX_REPLY = 1000  # characters in an operator's answer: seven SMS parts at most

@@ -39,7 +39,10 @@ from loa.adapters.smpp.pdu import (
     read_length,
     tlv_int,
 )
-from loa.campaigns.sms import (
+from loa.errors import LoaError, PduError, SessionClosed
+from loa.settings import ConfigModel
+from loa.sim.options import load_options
+from loa.sms import (
     BASIC_CODES,
     EXTENSION_CODES,
     Encoding,
@@ -48,9 +51,6 @@ from loa.campaigns.sms import (
     encode_ucs2,
     split,
 )
-from loa.errors import LoaError, PduError, SessionClosed
-from loa.settings import ConfigModel
-from loa.sim.options import load_options
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from loa.campaigns.sms import BASIC_CODES, EXTENSION_CODES, Encoding, analyse, encode_gsm7
+from loa.sms import BASIC_CODES, EXTENSION_CODES, Encoding, analyse, encode_gsm7
 
 GSM7 = 0  # the SMSC default alphabet: GSM 03.38, unpacked, one septet per byte
 IA5 = 1

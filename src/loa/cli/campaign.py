@@ -1,0 +1,511 @@
+"""`loa campaign ...`: the operator's commands."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import orjson
+import typer
+import uvloop
+from rich.console import Console
+
+from loa.access.audit import AuditLog, Note, audited
+from loa.access.identity import Principal, Role, local_principal
+from loa.access.tokens import Tokens
+from loa.campaigns.planner import PLANNING_COUNTERS, Report
+from loa.campaigns.service import STATUS_KEYS, Campaigns, safe_cell
+from loa.campaigns.store import State
+from loa.cli.tables import show
+from loa.engine.connection import connect
+from loa.engine.embedded import redis_url_for
+from loa.errors import AuthError
+from loa.settings import Settings
+
+T = TypeVar("T")
+
+
+class CsvForm(enum.StrEnum):
+    """How a CSV export is written: for spreadsheets, or for programs."""
+
+    EXCEL = "csv-excel"
+    PLAIN = "csv"
+
+app = typer.Typer(help="Validate, create, launch and steer campaigns.", no_args_is_help=True)
+
+ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="Settings file.")]
+RedisOption = Annotated[str | None, typer.Option("--redis", help="Redis URL.")]
+AudienceOption = Annotated[
+    Path, typer.Option("--audience", "-a", help="CSV, JSON lines or Parquet.")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+TokenOption = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="LOA_TOKEN",
+        help="Act as this API token's person (default: the OS user running the command).",
+    ),
+]
+Work = Callable[[Campaigns, Principal, Note], Awaitable[T]]
+
+
+def _run(config: Path | None, redis: str | None, work: Callable[[Campaigns], Awaitable[T]]) -> T:
+    overrides = {"redis_url": redis} if redis else {}
+    settings = Settings.load(config, overrides=overrides)
+
+    async def main() -> T:
+        with redis_url_for(settings.redis_url, settings.data_dir) as (url, _):
+            client = connect(url)
+            try:
+                return await work(Campaigns(settings, client))
+            finally:
+                await client.aclose()
+
+    return uvloop.run(main())
+
+
+def _audited(
+    config: Path | None,
+    redis: str | None,
+    token: str | None,
+    action: str,
+    campaign: str,
+    work: Work[T],
+    role: Role = Role.OPERATOR,
+) -> T:
+    """Run a change as the caller (the OS user, or `--token`'s person), recorded in the audit log.
+
+    A refused change is recorded too, with the code it was refused with.
+    """
+
+    async def run(campaigns: Campaigns) -> T:
+        who = await _caller(campaigns, token)
+        log = AuditLog.of(campaigns.redis, campaigns.settings)
+        async with audited(log, who, action, campaign) as note:
+            if who.role < role:
+                raise AuthError(
+                    f"this needs the {role.label} role; the token has {who.role.label}",
+                    code="forbidden",
+                    status=403,
+                )
+            return await work(campaigns, who, note)
+
+    return _run(config, redis, run)
+
+
+async def _caller(campaigns: Campaigns, token: str | None) -> Principal:
+    """Who runs this command: the token's person when one is given, else the OS user."""
+    if token is None:
+        return local_principal()
+    return await Tokens(campaigns.redis, campaigns.settings.namespace).principal(token)
+
+
+def _print_json(data: Any) -> None:
+    typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+
+
+@app.command()
+def validate(
+    plan: Path,
+    audience: AudienceOption,
+    config: ConfigOption = None,
+    redis: RedisOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """The dry run: who would get what, on which route, in how many parts. Nothing is queued."""
+    _show_dry_run(_run(config, redis, lambda c: c.validate(plan, audience)), json_output)
+
+
+@app.command()
+def create(
+    plan: Path,
+    audience: AudienceOption,
+    config: ConfigOption = None,
+    redis: RedisOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Store a draft campaign, its plan and a copy of its audience pinned with it; prints its id."""
+
+    async def work(c: Campaigns, who: Principal, note: Note) -> str:
+        campaign = await c.create(plan, audience, who)
+        note.campaign = campaign.id
+        fields = campaign.fields
+        note.detail = f"approval {fields['approval']}: {fields['approval_reason']}"
+        return campaign.id
+
+    typer.echo(_audited(config, redis, token, "campaign.create", "", work))
+
+
+@app.command()
+def review(
+    campaign_id: str,
+    config: ConfigOption = None,
+    redis: RedisOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """What an approver approves: the dry run of the campaign's pinned plan and audience."""
+    _show_dry_run(_run(config, redis, lambda c: c.review(campaign_id)), json_output)
+
+
+def _show_dry_run(report: Report, json_output: bool) -> None:
+    """Print a dry run; exit 1 when it found problems."""
+    if json_output:
+        _print_json(report.to_json())
+    else:
+        _print_report(report)
+    raise typer.Exit(1 if report.problems else 0)
+
+
+@app.command()
+def approve(
+    campaign_id: str,
+    config: ConfigOption = None,
+    redis: RedisOption = None,
+    token: TokenOption = None,
+) -> None:
+    """A second person approves a draft (never its creator: another OS user, or `--token`)."""
+
+    async def work(c: Campaigns, who: Principal, note: Note) -> str:
+        return str(await c.approve(campaign_id, who))
+
+    state = _audited(
+        config, redis, token, "campaign.approve", campaign_id, work, role=Role.APPROVER
+    )
+    typer.echo(f"{campaign_id} {state}")
+
+
+def _action(name: str, doc: str) -> None:
+    def command(
+        campaign_id: str,
+        config: ConfigOption = None,
+        redis: RedisOption = None,
+        token: TokenOption = None,
+    ) -> None:
+        async def work(c: Campaigns, who: Principal, note: Note) -> str:
+            return str(await c.act(campaign_id, name))
+
+        state = _audited(config, redis, token, f"campaign.{name}", campaign_id, work)
+        typer.echo(f"{campaign_id} {state}")
+
+    command.__doc__ = doc
+    app.command(name)(command)
+
+
+_action("pause", "Hold every message not yet sent, on every worker, within a second.")
+_action("resume", "Let a paused campaign send again.")
+_action("cancel", "Stop for good: what was not sent is dropped and counted.")
+
+
+@app.command()
+def launch(
+    campaign_id: str,
+    config: ConfigOption = None,
+    redis: RedisOption = None,
+    token: TokenOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Plan the audience onto the queues; run again after a crash to continue where it was.
+
+    Only the approved plan and pinned audience are sent: a changed one is refused.
+    """
+
+    async def work(c: Campaigns, who: Principal, note: Note) -> Report:
+        if (await c.store.get(campaign_id)).state is State.DRAFT:
+            reason = await c.approve_automatically(campaign_id)
+            log = AuditLog.of(c.redis, c.settings)
+            await log.record(who, "campaign.approve", campaign_id, detail=f"automatic: {reason}")
+        report = await c.launch(campaign_id)
+        note.detail = f"{report.queued} queued"
+        return report
+
+    report = _audited(config, redis, token, "campaign.launch", campaign_id, work)
+    if json_output:
+        _print_json(report.to_json())
+    else:
+        _print_report(report, "planned: now on the queues")
+
+
+@app.command()
+def status(
+    campaign_id: str,
+    config: ConfigOption = None,
+    redis: RedisOption = None,
+    json_output: JsonOption = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Live progress until it ends.")] = False,
+) -> None:
+    """State and counters."""
+    if watch:
+        _run(config, redis, lambda c: _watch(c, campaign_id))
+        return
+    current = _run(config, redis, lambda c: c.status(campaign_id))
+    if json_output:
+        _print_json(current)
+        return
+    rows = [
+        [key, _cell(current[key])]
+        for key in (*STATUS_KEYS, "cancelled", "filtered", "capped", "retried")
+    ]
+    show(f"campaign {campaign_id}: {current['name']}", ["counter", "value"], rows)
+
+
+def _cell(value: object) -> str:
+    """A counter as people read it (thousands separated), anything else as text."""
+    if value is None:
+        return ""
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+async def _watch(campaigns: Campaigns, campaign_id: str) -> None:
+    """A live bar on a terminal; piped, a line each time the counts change."""
+    if not sys.stdout.isatty():
+        await _watch_lines(campaigns, campaign_id)
+        return
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
+    ) as bars:
+        task = bars.add_task(campaign_id, total=1)
+        while True:
+            current = await campaigns.status(campaign_id)
+            bars.update(
+                task,
+                total=max(1, current["queued"]),
+                completed=current["finished"],
+                description=f"{campaign_id} {current['state']}",
+            )
+            if current["state"] in ("done", "cancelled", "expired"):
+                return
+            await asyncio.sleep(0.5)
+
+
+async def _watch_lines(campaigns: Campaigns, campaign_id: str) -> None:
+    last = ""
+    while True:
+        current = await campaigns.status(campaign_id)
+        line = f"{campaign_id} {current['state']} {current['finished']}/{current['queued']}"
+        if line != last:
+            typer.echo(line)
+            last = line
+        if current["state"] in ("done", "cancelled", "expired"):
+            return
+        await asyncio.sleep(0.5)
+
+
+@app.command("list")
+def list_campaigns(
+    config: ConfigOption = None, redis: RedisOption = None, json_output: JsonOption = False
+) -> None:
+    """The newest campaigns."""
+    rows = _run(config, redis, lambda c: c.list())
+    if json_output:
+        _print_json(rows)
+        return
+    cells = []
+    for row in rows:
+        held = f"{row['hold']} until {row['held_until']}" if row["held_until"] else row["hold"]
+        cells.append([row["id"], row["name"], row["state"], held, f"{row['queued']:,}"])
+    headers = ["id", "name", "state", "held", "queued"]
+    show("campaigns", headers, cells, text={"name", "held"})
+
+
+@app.command()
+def report(
+    campaign_id: str,
+    failed: Annotated[
+        bool, typer.Option("--failed", help="Who did not get it, and why (the only report).")
+    ] = True,
+    output: Annotated[Path, typer.Option("--output", "-o")] = Path("failed.csv"),
+    form: Annotated[
+        CsvForm,
+        typer.Option(
+            "--format",
+            help="csv-excel: cells a spreadsheet shows as text, never runs as formulas "
+            "(a leading ' where needed); csv: the values exactly, for programs.",
+        ),
+    ] = CsvForm.EXCEL,
+    config: ConfigOption = None,
+    redis: RedisOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Write the failed-recipients report as CSV (phone numbers only ever go to this file)."""
+
+    async def work(c: Campaigns, who: Principal, note: Note) -> int:
+        rows = await c.write_failed(campaign_id, output, excel=form is CsvForm.EXCEL)
+        note.detail = f"{rows} rows"
+        return rows
+
+    written = _audited(config, redis, token, "campaign.failed_report", campaign_id, work)
+    typer.echo(f"{written} rows written to {output}")
+
+
+def _print_report(report: Report, title: str = "dry run: nothing queued") -> None:
+    console = Console()
+    if report.problems:
+        for problem in report.problems:
+            console.print(f"problem: {problem}", markup=False, highlight=False)
+        return
+    rows = [[name, f"{getattr(report, name):,}"] for name in (*PLANNING_COUNTERS, "parts")]
+    show(title, ["counter", "value"], rows, console=console)
+    for warning in report.warnings:
+        console.print(f"warning: {warning}", markup=False, highlight=False)
+    for title, counts in (
+        ("route", report.by_route),
+        ("channel", report.by_channel),
+        ("carrier", report.by_carrier),
+        ("encoding", report.by_encoding),
+    ):
+        if counts:
+            console.print(
+                f"by {title}: " + ", ".join(f"{k} {v:,}" for k, v in counts.most_common())
+            )
+    for line, reason in report.errors[:20]:
+        console.print(f"line {line}: {reason}")
+
+
+suppression_app = typer.Typer(
+    help="The opt-out list, applied at planning and at sending.", no_args_is_help=True
+)
+
+
+def _addresses(values: list[str], file: Path | None) -> list[str]:
+    found = list(values)
+    if file is not None:
+        found += [line.split(",")[0] for line in file.read_text(encoding="utf-8").splitlines()]
+    return [a for a in found if a.strip() and a.strip().lower() != "phone"]
+
+
+@suppression_app.command("add")
+def suppression_add(
+    addresses: Annotated[list[str] | None, typer.Argument()] = None,
+    file: Annotated[Path | None, typer.Option("--file", "-f", help="One address a line.")] = None,
+    config: ConfigOption = None,
+    redis: RedisOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Opt numbers or addresses out."""
+    items = _addresses(addresses or [], file)
+    added = _audited(config, redis, token, "suppression.add", "", _suppress("add", items))
+    typer.echo(f"{added} added")
+
+
+def _suppress(change: str, items: list[str]) -> Work[int]:
+    """Add or remove addresses; the audit log counts them, never names them."""
+    from loa.campaigns.suppression import Suppression
+
+    async def work(c: Campaigns, who: Principal, note: Note) -> int:
+        suppression = Suppression(c.redis, c.settings.namespace)
+        changed = await (suppression.add if change == "add" else suppression.remove)(items)
+        done = "new" if change == "add" else "removed"
+        note.detail = f"{len(items)} given, {changed} {done}"
+        return changed
+
+    return work
+
+
+@suppression_app.command("remove")
+def suppression_remove(
+    addresses: Annotated[list[str], typer.Argument()],
+    config: ConfigOption = None,
+    redis: RedisOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Opt numbers or addresses back in."""
+    gone = _audited(
+        config, redis, token, "suppression.remove", "", _suppress("remove", addresses)
+    )
+    typer.echo(f"{gone} removed")
+
+
+@suppression_app.command("check")
+def suppression_check(
+    addresses: Annotated[list[str], typer.Argument()],
+    config: ConfigOption = None,
+    redis: RedisOption = None,
+) -> None:
+    """Say for each address whether it is opted out (exit 1 if any is)."""
+    from loa.campaigns.suppression import Suppression
+
+    flags = _run(
+        config, redis, lambda c: Suppression(c.redis, c.settings.namespace).check(addresses)
+    )
+    for address, flag in zip(addresses, flags, strict=True):
+        typer.echo(f"{address}: {'opted out' if flag else 'not on the list'}")
+    raise typer.Exit(1 if any(flags) else 0)
+
+
+inbound_app = typer.Typer(
+    help="Replies and other inbound messages (the hotline, answers to follow-ups).",
+    no_args_is_help=True,
+)
+INBOUND_COLUMNS = ("id", "at", "route", "channel", "sender", "recipient", "text", "optout")
+
+
+async def _inbound(campaigns: Campaigns, after: str, limit: int) -> list[dict[str, str]]:
+    from loa.engine.events import read_inbound
+
+    rows: list[dict[str, str]] = []
+    while len(rows) < limit:
+        page = await read_inbound(
+            campaigns.redis, campaigns.settings.namespace, after, min(1000, limit - len(rows))
+        )
+        if not page:
+            break
+        rows += page
+        after = page[-1]["id"]
+    return rows
+
+
+@inbound_app.command("list")
+def inbound_list(
+    after: Annotated[str, typer.Option("--after", help="Only entries after this id.")] = "-",
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1)] = 50,
+    config: ConfigOption = None,
+    redis: RedisOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Show inbound messages, oldest first (operators see the numbers: they answer them)."""
+    rows = _run(config, redis, lambda c: _inbound(c, after, limit))
+    if json_output:
+        _print_json(rows)
+        return
+    cells = []
+    for row in rows:
+        at = datetime.fromtimestamp(int(row.get("at", 0)) / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+        optout = "yes" if row.get("optout") == "1" else ""
+        cells.append([row["id"], at, row.get("sender", ""), row.get("text", ""), optout])
+    headers = ["id", "at (UTC)", "from", "text", "opt-out"]
+    show("inbound, oldest first", headers, cells, text={"text"})
+
+
+@inbound_app.command("export")
+def inbound_export(
+    out: Annotated[Path, typer.Argument(help="CSV file to write.")],
+    after: Annotated[str, typer.Option("--after", help="Only entries after this id.")] = "-",
+    config: ConfigOption = None,
+    redis: RedisOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Write every inbound message (or those after --after) to a CSV file (audited: numbers)."""
+    import csv
+
+    async def work(c: Campaigns, who: Principal, note: Note) -> list[dict[str, str]]:
+        found = await _inbound(c, after, 10**9)
+        note.detail = f"{len(found)} inbound messages exported"
+        return found
+
+    rows = _audited(config, redis, token, "inbound.export", "", work)
+    with out.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=INBOUND_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: safe_cell(row.get(k, "")) for k in INBOUND_COLUMNS})
+    typer.echo(f"{len(rows)} inbound messages written to {out}")
