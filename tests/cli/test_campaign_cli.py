@@ -328,7 +328,8 @@ def test_every_example_plan_validates_against_the_example_settings(redis_url, na
         + "".join(
             f"09{n % 10}{n:07d},Người {n},{('79', '48', '01')[n % 3]},Quận {n},z{n},t{n},"
             f"{date.today() + timedelta(days=10 + n)},Bé {n},MMR,Trạm y tế,"
-            f"{date.today() + timedelta(days=2 + n % 5)},08:00,08:30,Trạm y tế {n},Số {n} Lê Lợi,placed\n"
+            f"{date.today() + timedelta(days=2 + n % 5)},08:00,08:30,Trạm y tế {n},"
+            f"Số {n} Lê Lợi,placed\n"
             for n in range(30)
         ),
         encoding="utf-8",
