@@ -216,3 +216,41 @@ def test_replies_match_options_with_or_without_diacritics() -> None:
     assert [followup.match(t) for t in ("3", "SỐT CAO!", " kho  tho ")] == [followup.options[2]] * 3
     assert followup.match("sot") is None
     assert followup.match("HUY") is None
+
+
+async def test_the_command_line(settings, redis_client, redis_url, namespace, tmp_path):
+    import asyncio
+    import os
+    import subprocess
+    import sys
+
+    import orjson
+
+    campaign_id = await campaign(settings, redis_client, tmp_path)
+    await reach(settings, redis_client, campaign_id, range(1, 4))
+    await inbound(settings, redis_client, [(1, "1"), (2, "sốt cao"), (3, "?")])
+    config = tmp_path / "loa.toml"
+    config.write_text(
+        f'redis_url = "{redis_url}"\nnamespace = "{namespace}"\ndata_dir = "{tmp_path}/data"\n'
+        f'[routes.sms]\nadapter = "file"\noptions = {{ path = "{tmp_path}/sink.jsonl" }}\n'
+        '[channels.sms]\ndefault = "sms"\n',
+        encoding="utf-8",
+    )
+
+    def loa(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LOA_")}
+        return subprocess.run(
+            [sys.executable, "-m", "loa.cli", *args, "-c", str(config)],
+            env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+
+    synced = await asyncio.to_thread(loa, "followups", "sync", "--json")
+    assert synced.returncode == 0, synced.stderr
+    assert orjson.loads(synced.stdout)["urgent"] == 1
+    shown = await asyncio.to_thread(loa, "campaign", "answers", campaign_id, "--json")
+    assert shown.returncode == 0, shown.stderr
+    summary = orjson.loads(shown.stdout)
+    assert [o["count"] for o in summary["options"]] == [1, 0, 1]
+    assert summary["unparsed_count"] == 1
+    table = await asyncio.to_thread(loa, "campaign", "answers", campaign_id, "--csv")
+    assert "79,1,Binh thuong,1" in table.stdout and "01,3,Sot cao / kho tho,1" in table.stdout
