@@ -254,3 +254,46 @@ async def test_the_command_line(settings, redis_client, redis_url, namespace, tm
     assert summary["unparsed_count"] == 1
     table = await asyncio.to_thread(loa, "campaign", "answers", campaign_id, "--csv")
     assert "79,1,Binh thuong,1" in table.stdout and "01,3,Sot cao / kho tho,1" in table.stdout
+
+
+async def test_the_api_summarises_answers_and_masks_numbers_for_viewers(
+    settings, redis_url, tmp_path
+):
+    import httpx
+
+    from loa.access.identity import Role, program
+    from loa.api import create_app
+    from loa.engine.connection import connect
+
+    app = create_app(settings, lambda: connect(redis_url))
+    async with app.router.lifespan_context(app):
+        ctx = app.state.loa
+        redis = ctx.services.redis
+        minter = program("boss", Role.ADMIN)
+        tokens = {
+            role: (await ctx.services.tokens.create(f"{role.label}-1", role, minter))[0]
+            for role in (Role.VIEWER, Role.OPERATOR)
+        }
+
+        def auth(role: Role) -> dict[str, str]:
+            return {"Authorization": f"Bearer {tokens[role]}"}
+
+        campaign_id = await campaign(settings, redis, tmp_path)
+        await reach(settings, redis, campaign_id, range(1, 3))
+        await inbound(settings, redis, [(1, "2"), (2, "mấy giờ?")])
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://loa.test") as client:
+            refused = await client.post("/api/v1/followups/sync", headers=auth(Role.VIEWER))
+            assert refused.status_code == 403
+            synced = await client.post("/api/v1/followups/sync", headers=auth(Role.OPERATOR))
+            assert (synced.json()["answers"], synced.json()["unparsed"]) == (1, 1)
+            url = f"/api/v1/campaigns/{campaign_id}/answers"
+            seen = (await client.get(url, headers=auth(Role.VIEWER))).json()
+            assert [o["count"] for o in seen["options"]] == [0, 1, 0]
+            assert seen["by_region"] == {"79": {"2": 1}}
+            assert seen["unparsed"][0]["phone"] == "+84******002"
+            full = (await client.get(url, headers=auth(Role.OPERATOR))).json()
+            assert full["unparsed"][0]["phone"] == e164(2)
+            missing = await client.get("/api/v1/campaigns/20260101-abcdef/answers",
+                                       headers=auth(Role.VIEWER))  # fmt: skip
+            assert missing.status_code == 404
