@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from loa import __version__
-from loa.api import admin, appointments, campaigns, cap, dashboard, inbox, webhooks
+from loa.api import admin, appointments, campaigns, cap, dashboard, followups, inbox, webhooks
 from loa.api.context import ApiContext, RedisFactory
 from loa.api.models import ErrorBody, Health, Readiness, RouteBindCount
 from loa.api.problems import error_response, install
@@ -83,6 +83,7 @@ def create_app(settings: Settings, redis_client_factory: RedisFactory | None = N
     app.include_router(cap.router)
     app.include_router(appointments.router)
     app.include_router(inbox.router)
+    app.include_router(followups.router)
     app.include_router(admin.router)
     app.include_router(webhooks.router)
     app.include_router(dashboard.router)

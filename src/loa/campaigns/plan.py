@@ -26,6 +26,15 @@ send_at = "due_date - 3d at 08:00"  # per recipient, from a column (see schedule
 [limits]
 rate = 200                          # messages per second for this campaign
 frequency_cap = "7d"                # skip whoever another campaign reached within 7 days
+
+[followup]                          # a question the message asks (see loa.followups)
+id = "checkin-day1"
+window = "72h"                      # replies count this long after the message was accepted
+options = [
+  { code = "1", label = "Binh thuong", keywords = ["1", "binh thuong"] },
+  { code = "2", label = "Dau nhe", keywords = ["2", "đau nhẹ", "dau nhe"] },
+  { code = "3", label = "Sot cao / kho tho", keywords = ["3"], urgent = true },
+]
 ```
 
 `load_plan(path)` returns a `Plan` or raises PlanError naming the file, the dotted key and the
@@ -58,6 +67,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails
 
 from loa.campaigns.schedule import SendAt, format_duration, parse_duration
+from loa.campaigns.sms import to_ascii
 from loa.campaigns.templates import check_syntax
 from loa.engine.quiet import DEFAULT_TIMEZONE, QuietHours, zone
 from loa.errors import PlanError
@@ -68,6 +78,7 @@ Channel = Literal["sms", "zalo", "fcm", "email"]
 CHANNELS: tuple[Channel, ...] = ("sms", "zalo", "fcm", "email")
 _TAG_SEPARATORS = re.compile(r"[,;]")
 _TIME_EXAMPLE = "2026-12-01T08:00:00+07:00"
+_NOT_WORD = re.compile(r"[^A-Z0-9]+")
 
 
 def _template(value: str) -> str:
@@ -318,6 +329,74 @@ class Limits(ConfigModel):
     )
 
 
+MAX_FOLLOWUP_WINDOW = timedelta(days=30)  # how far back a reply is matched to its question
+# never an answer: a bare opt-out keyword ends every message to the person (settings.events)
+OPTOUT_WORDS = frozenset({"STOP", "TU CHOI", "HUY"})
+
+
+def keyword(value: str) -> str:
+    """A reply or an answer keyword as they are compared: upper case ASCII words."""
+    return _NOT_WORD.sub(" ", to_ascii(value).upper()).strip()
+
+
+def _keyword(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not keyword(value):
+        raise ValueError('expected a keyword in quotes, e.g. "1" or "khoe"')
+    if keyword(value) in OPTOUT_WORDS:
+        raise ValueError(f"{value!r} is an opt-out keyword: a reply of it opts the person out")
+    return keyword(value)
+
+
+class FollowupOption(ConfigModel):
+    """One answer to a follow-up question: its code, label, keywords, and whether it is urgent."""
+
+    code: Annotated[str, BeforeValidator(_keyword)]
+    label: str = Field(min_length=1, max_length=200)
+    keywords: list[Annotated[str, BeforeValidator(_keyword)]] = Field(default_factory=list)
+    urgent: bool = Field(default=False, strict=True)
+
+    @property
+    def words(self) -> frozenset[str]:
+        """What a reply must be (as `keyword` compares it) to be this answer."""
+        return frozenset({self.code, *self.keywords})
+
+
+class Followup(ConfigModel):
+    """A question the campaign's message asks: replies within `window` are answers to it."""
+
+    id: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
+    window: Duration
+    options: list[FollowupOption] = Field(min_length=1, max_length=20)
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, window: timedelta) -> timedelta:
+        if window > MAX_FOLLOWUP_WINDOW:
+            raise ValueError(f"is longer than {format_duration(MAX_FOLLOWUP_WINDOW)}")
+        return window
+
+    @field_validator("options")
+    @classmethod
+    def _distinct(cls, options: list[FollowupOption]) -> list[FollowupOption]:
+        owner: dict[str, str] = {}
+        for option in options:
+            for word in sorted(option.words):
+                if owner.setdefault(word, option.code) != option.code:
+                    raise ValueError(
+                        f"{word!r} is a keyword of both option {owner[word]!r} and {option.code!r}"
+                    )
+            if sum(other.code == option.code for other in options) > 1:
+                raise ValueError(f"option code {option.code!r} is given twice")
+        return options
+
+    def match(self, reply: str) -> FollowupOption | None:
+        """The option a reply is (any case, with or without diacritics); None: no answer."""
+        words = keyword(reply)
+        return next((option for option in self.options if words in option.words), None)
+
+
 class Plan(ConfigModel):
     """A campaign plan: audience, channels, templates, schedule and limits."""
 
@@ -329,6 +408,7 @@ class Plan(ConfigModel):
     audience: Audience = Field(default_factory=Audience)
     schedule: Schedule = Field(default_factory=Schedule)
     limits: Limits = Field(default_factory=Limits)
+    followup: Followup | None = None
 
     @field_validator("name")
     @classmethod

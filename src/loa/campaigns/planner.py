@@ -47,7 +47,7 @@ from loa.campaigns.plan import Plan
 from loa.campaigns.schedule import SendAtError
 from loa.campaigns.templates import CompiledTemplates, RenderedMessage, TemplateRefused
 from loa.engine.connection import RedisClient, text
-from loa.engine.control import PERSON, frequency_key, suppression_key
+from loa.engine.control import PERSON, REGION, frequency_key, suppression_key
 from loa.engine.envelope import Batch
 from loa.engine.keys import ShardKeys, shard_keys
 from loa.engine.producer import Producer
@@ -270,6 +270,7 @@ class Planner:
         phones, messages = group.phones.append, group.messages.append
         buckets, kinds, regions = group.buckets.append, group.kinds.append, group.regions.append
         filtering, matches, reach = self._filtering, self.plan.audience.matches, self._reach
+        asks = self.plan.followup is not None  # answers are counted per region: carry it
         for item in items:
             if isinstance(item, BadRow):
                 counts.invalid_row(item.line, item.reason)
@@ -299,6 +300,8 @@ class Planner:
                 counts.unroutable += 1
                 continue
             message, bucket, kind = planned
+            if asks and fields.get("region"):
+                message.extra = {**(message.extra or {}), REGION: fields["region"].strip()}
             to = message.to
             phones(phone if to is phone else recipient_key(to))
             messages(message)

@@ -164,6 +164,7 @@ class Campaigns:
                 if plan.holds_for_quiet_hours and plan.schedule.quiet_hours
                 else "",
                 "rate": f"{plan.limits.rate:g}" if plan.limits.rate else "",
+                **_followup_fields(plan),
                 **_creator_fields(by, need),
             },
             campaign_id,
@@ -533,6 +534,17 @@ def _timing_warnings(report: Report) -> list[str]:
     return warnings
 
 
+def _followup_fields(plan: Plan) -> dict[str, str]:
+    """The plan's question as the engine (`followup_window`, seconds) and loa.followups
+    (`followup`, JSON) read it from the campaign's hash; none for a plan that asks nothing."""
+    if plan.followup is None:
+        return {}
+    return {
+        "followup": plan.followup.model_dump_json(),
+        "followup_window": str(int(plan.followup.window.total_seconds())),
+    }
+
+
 def _creator_fields(by: Principal, need: Need) -> dict[str, str]:
     """Who created a campaign, and whether it needs a second person's approval."""
     return {
@@ -566,6 +578,8 @@ def _author(campaign: Campaign) -> Author | None:
         return None
     lineage = tuple(orjson.loads(campaign.fields.get("creator_lineage") or "[]"))
     return Author(person, lineage)
+
+
 def hold_of(campaign: Campaign, now: datetime) -> tuple[str, str | None]:
     """Why the campaign sends nothing now, and until when (ISO 8601, UTC), if it is held.
 

@@ -10,6 +10,9 @@ Opt-outs live in one set, `{namespace}:suppressed`, checked per chunk.
 Whom a campaign reached (the provider accepted its message) is remembered for `memory` seconds
 in one hash a UTC day, `{namespace}:freq:YYYYMMDD`, person -> `campaign@epoch`, where planners
 look for the people another campaign messaged within a frequency cap.
+A campaign whose hash has `followup_window` (seconds) asks a question: each person it reached
+has it open from then for that long, in one hash a UTC day, `{namespace}:asked:YYYYMMDD`,
+person -> `campaign|at_ms|closes_ms|message|region` (see ask.lua; loa.followups reads it).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from loa.settings import RouteSettings
 
 CACHE_SECONDS = 0.5
 PERSON = "person"  # the key of Message.extra naming the person when `to` is not their phone
+REGION = "region"  # the key of Message.extra with the person's region, when a campaign asks
 DAY_SECONDS = 86_400
 RUNNING = "running"
 SCHEDULED = "scheduled"
@@ -52,6 +56,11 @@ def frequency_key(namespace: str, epoch: float) -> str:
     group of rows one HMGET per day of the window, instead of a command per person.
     """
     return f"{namespace}:freq:{time.strftime('%Y%m%d', time.gmtime(epoch))}"
+
+
+def asked_key(namespace: str, epoch: float) -> str:
+    """The questions campaigns opened on one UTC day: a hash, person -> the question (ask.lua)."""
+    return f"{namespace}:asked:{time.strftime('%Y%m%d', time.gmtime(epoch))}"
 
 
 def person_of(message: Message) -> str:
@@ -92,6 +101,7 @@ class _Entry:
     start_ms: int
     quiet: QuietHours | None
     limiter: RateLimiter | None
+    followup: int = 0  # seconds a reply counts as an answer to its question (0: it asks none)
 
 
 class Controls:
@@ -110,6 +120,7 @@ class Controls:
         self.memory = memory  # seconds a person reached is remembered (0: nobody is)
         self._cache: dict[str, _Entry] = {}
         self._remember = redis.register_script(load_script("remember.lua"))
+        self._ask = redis.register_script(load_script("ask.lua"))
 
     async def verdict(self, campaign: str, lane: Lane, now_ms: int) -> Verdict:
         """May a chunk of `campaign` leave now?"""
@@ -145,12 +156,18 @@ class Controls:
         self, campaign: str, messages: Sequence[Message], accepted: Sequence[int]
     ) -> None:
         """Remember that the provider accepted `messages[i]` for each i in `accepted`, for
-        other campaigns' frequency caps: what `campaign` sent, not what it planned."""
-        if not (accepted and campaign and self.memory):
+        other campaigns' frequency caps: what `campaign` sent, not what it planned; and open
+        the campaign's question for them, if it asks one."""
+        if not (accepted and campaign):
             return
-        if await self._entry(campaign) is None:
+        entry = await self._entry(campaign)
+        if entry is None:
             return  # plain engine traffic, not a campaign: no cap ever asks about it
         now = time.time()
+        if entry.followup:
+            await self._open_question(campaign, entry.followup, messages, accepted, now)
+        if not self.memory:
+            return
         await self._remember(
             keys=[frequency_key(self.namespace, now)],
             args=[
@@ -160,15 +177,39 @@ class Controls:
             ],
         )
 
+    async def _open_question(
+        self,
+        campaign: str,
+        window: int,
+        messages: Sequence[Message],
+        accepted: Sequence[int],
+        now: float,
+    ) -> None:
+        """The people reached have the campaign's question open for `window` seconds."""
+        at_ms = int(now * 1000)
+        people = []
+        for i in accepted:
+            message = messages[i]
+            region = message.extra.get(REGION, "") if message.extra else ""
+            people.append(f"{person_of(message)}|{message.id}|{region}")
+        await self._ask(
+            keys=[asked_key(self.namespace, now)],
+            args=[
+                f"{campaign}|{at_ms}|{at_ms + window * 1000}",
+                ",".join(people),
+                window + DAY_SECONDS,
+            ],
+        )
+
     async def _entry(self, campaign: str) -> _Entry | None:
         cached = self._cache.get(campaign)
         if cached is not None and time.monotonic() - cached.read_at < self.ttl:
             return cached if cached.state else None
         fields = await self.redis.hmget(
             campaign_key(self.namespace, campaign),
-            ["state", "start_ms", "quiet_hours", "timezone", "rate"],
+            ["state", "start_ms", "quiet_hours", "timezone", "rate", "followup_window"],
         )
-        state, start, quiet, zone, rate = (text(value) for value in fields)
+        state, start, quiet, zone, rate, followup = (text(value) for value in fields)
         if not state:
             # not a stored campaign (plain engine traffic): remembered as such for `ttl` too
             self._cache[campaign] = _Entry(time.monotonic(), "", 0, None, None)
@@ -178,6 +219,13 @@ class Controls:
         if rate and (limiter is None or limiter.limits.rate != float(rate)):
             limits = RouteSettings(adapter="campaign", rate=float(rate), unit="messages")
             limiter = RateLimiter(self.redis, self.namespace, f"campaign.{campaign}", limits)
-        entry = _Entry(time.monotonic(), state, int(start or 0), hours, limiter if rate else None)
+        entry = _Entry(
+            time.monotonic(),
+            state,
+            int(start or 0),
+            hours,
+            limiter if rate else None,
+            int(followup or 0),
+        )
         self._cache[campaign] = entry
         return entry

@@ -7,7 +7,8 @@ where it left off, each message once:
   (`inbox.optout_confirmation`, on by default);
 - an opt-in keyword (`BAT`, `START`): the sender is taken off the opt-out list and told so;
 - an answer to an open question, such as a reply to an appointment from someone in a drive
-  (loa.appointments applies those): nothing more here;
+  (loa.appointments applies those), or one of the options of a campaign's follow-up question
+  the sender had open (loa.followups stores those): nothing more here;
 - anything else joins the conversation with that number. A number's first message, or its
   first after its last case was closed, opens a new case: open, assigned, answered, closed.
 
@@ -37,6 +38,7 @@ from loa.engine.keys import shard_keys
 from loa.engine.producer import Producer
 from loa.engine.queue import Queues
 from loa.errors import ApiError, InvalidPhone
+from loa.followups.questions import Questions
 from loa.message import Lane, Message
 from loa.phone import canonical, normalize
 from loa.settings import Settings
@@ -160,6 +162,7 @@ class Inbox:
         folder = resources.files("loa.inbox").joinpath("lua")
         self._ingest = redis.register_script(folder.joinpath("ingest.lua").read_text())
         self._case = redis.register_script(folder.joinpath("case.lua").read_text())
+        self._questions = Questions(redis, settings.namespace)
 
     def key(self, suffix: str) -> str:
         """One of the inbox's keys."""
@@ -201,10 +204,10 @@ class Inbox:
                 await Suppression(self.redis, self.namespace).remove([phone])
                 await self._confirm(entry, phone, self.settings.inbox.optin_text, report)
             return
-        if await self._answers_a_question(phone, message):
+        at = int(entry.get("at", 0) or 0) or int(time.time() * 1000)
+        if await self._answers_a_question(phone, message, at):
             report.answers += 1
             return
-        at = int(entry.get("at", 0) or 0) or int(time.time() * 1000)
         log = {"at": at, "dir": "in", "text": message, "id": entry["id"]}
         case, new = await self._ingest(
             [self.prefix],
@@ -251,8 +254,11 @@ class Inbox:
         )
         return bool(claimed)
 
-    async def _answers_a_question(self, phone: str, message: str) -> bool:
-        """A reply to an appointment from someone in a drive (loa.appointments applies it)."""
+    async def _answers_a_question(self, phone: str, message: str, at: int) -> bool:
+        """A reply to an appointment from someone in a drive (loa.appointments applies it), or
+        an option of the follow-up question the sender had open then (loa.followups)."""
+        if await self._questions.answers(phone, message, at):
+            return True
         if reply_action(message) is None:
             return False
         for drive in await self.redis.smembers(drives_key(self.namespace)):

@@ -1,0 +1,1 @@
+"""Follow-ups: a question a campaign asks, and its replies stored as structured answers."""
