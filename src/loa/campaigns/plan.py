@@ -67,12 +67,12 @@ from pydantic import (
 from pydantic_core import InitErrorDetails
 
 from loa.campaigns.schedule import SendAt, format_duration, parse_duration
-from loa.campaigns.sms import to_ascii
 from loa.campaigns.templates import check_syntax
 from loa.engine.quiet import DEFAULT_TIMEZONE, QuietHours, zone
 from loa.errors import PlanError
 from loa.message import Lane
 from loa.settings import ConfigModel, describe_errors, parse_toml, read_bytes, read_toml
+from loa.sms import to_ascii
 
 Channel = Literal["sms", "zalo", "fcm", "email"]
 CHANNELS: tuple[Channel, ...] = ("sms", "zalo", "fcm", "email")

@@ -190,8 +190,8 @@ def _add_campaign_commands() -> None:
 
     app.add_typer(inbox_app, name="inbox")
 
-    from loa.followups.cli import answers as followup_answers
-    from loa.followups.cli import app as followups_app
+    from loa.cli.followups import answers as followup_answers
+    from loa.cli.followups import app as followups_app
 
     app.add_typer(followups_app, name="followups")
     campaign_app.command("answers")(followup_answers)

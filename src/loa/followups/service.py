@@ -18,13 +18,13 @@ from typing import Any
 
 import orjson
 
+from loa.campaigns.questions import Open, Questions
 from loa.campaigns.service import Campaigns
-from loa.campaigns.suppression import canonical
 from loa.engine.connection import RedisClient, text
 from loa.engine.events import read_inbound
 from loa.errors import InvalidPhone
-from loa.followups.questions import Open, Questions
 from loa.inbox.service import Inbox, mask
+from loa.phone import canonical
 from loa.settings import Settings
 
 PAGE = 500  # inbound messages read per round trip

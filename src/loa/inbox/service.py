@@ -31,6 +31,7 @@ import orjson
 
 from loa.appointments.ledger import drives_key
 from loa.appointments.replies import reply_action
+from loa.campaigns.questions import Questions
 from loa.campaigns.suppression import Suppression
 from loa.engine.connection import RedisClient, text
 from loa.engine.events import read_inbound
@@ -38,7 +39,6 @@ from loa.engine.keys import shard_keys
 from loa.engine.producer import Producer
 from loa.engine.queue import Queues
 from loa.errors import ApiError, InvalidPhone
-from loa.followups.questions import Questions
 from loa.message import Lane, Message
 from loa.phone import canonical, normalize
 from loa.settings import Settings

@@ -3,7 +3,7 @@
 The engine opens a campaign's question for each person it reached (loa.engine.control,
 `asked_key`); the plan's `[followup]` is in the campaign's hash (`followup`, JSON). A reply is
 an answer when it came after the question was asked and before its window closed. This module
-only reads: the inbox asks it whether to leave a reply alone, loa.followups.service stores.
+only reads: the inbox asks it whether to leave a reply alone; loa.followups stores answers.
 """
 
 from __future__ import annotations
