@@ -470,7 +470,7 @@ async def test_pinned_copies_are_removed_once_their_campaign_ended_long_enough(
     await campaigns.act(ended.id, "cancel")
     copies = settings.data_dir / "campaigns"
     assert sorted(p.name for p in copies.iterdir()) == sorted([ended.id, running.id])
-    month = int(settings.planning.pinned_retention_days * 86_400_000)
+    month = int(settings.retention.audiences_days * 86_400_000)
     now = int(time.time() * 1000)
     assert await campaigns.remove_ended_audiences(now) == 0, "not before the retention"
     assert await campaigns.remove_ended_audiences(now + month + 1000) == 1

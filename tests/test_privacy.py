@@ -182,3 +182,48 @@ async def test_rewrite_aof_after_a_purge(embedded_url):
 
 def test_inbound_key_is_in_the_namespace(settings):
     assert inbound_key(settings.namespace).startswith(settings.namespace + ":")
+
+
+async def test_retention_sweep_removes_expired_data_and_keeps_fresh(settings, redis_client):
+    from loa.privacy.retention import DAY_MS, sweep
+
+    ns = settings.namespace
+    now = int(time.time() * 1000)
+    old, fresh = now - 200 * DAY_MS, now - 10 * DAY_MS
+    for at in (old, fresh):
+        await redis_client.xadd(inbound_key(ns), {"sender": OTHER, "text": "x"}, id=f"{at}-0")
+    keys = ShardKeys(ns, "sms", 0)
+    for at in (now - 40 * DAY_MS, fresh):
+        await redis_client.xadd(keys.dead, {"m": b"x"}, id=f"{at}-0")
+    inbox = Inbox(settings, redis_client)
+    old_case = await inbox.raise_case(ERASED, "old")
+    fresh_case = await inbox.raise_case(OTHER, "new")
+    prefix = f"{ns}:{{inbox}}"
+    await redis_client.zadd(f"{prefix}:cases", {old_case: old})
+    for drive, day in (("gone", "2025-01-10"), ("kept", time.strftime("%Y-%m-%d"))):
+        await redis_client.sadd(f"{ns}:appointments", drive)
+        await redis_client.hset(f"{ns}:{{appt:{drive}}}:session", f"s1|{day}|08:00", "1\t79\t09:00")
+        await redis_client.hset(f"{ns}:{{appt:{drive}}}:people", OTHER, "placed")
+    uploads = settings.data_dir / "uploads"
+    uploads.mkdir(parents=True)
+    (uploads / "old.csv").write_text("phone\n")
+    (uploads / "new.csv").write_text("phone\n")
+    import os
+
+    os.utime(uploads / "old.csv", (old / 1000, old / 1000))
+
+    swept = await sweep(settings, redis_client, now_ms=now)
+    again = await sweep(settings, redis_client, now_ms=now)  # a second clock: nothing more
+
+    assert (swept.inbound, swept.dead_letters, swept.cases, swept.drives, swept.uploads) == (
+        1, 1, 1, 1, 1)  # fmt: skip
+    assert again.total() == 0
+    assert [text(i) for i, _ in await redis_client.xrange(inbound_key(ns))] == [f"{fresh}-0"]
+    assert await redis_client.xlen(keys.dead) == 1
+    assert not await redis_client.exists(f"{prefix}:case:{old_case}", f"{prefix}:log:{old_case}")
+    assert await redis_client.hget(f"{prefix}:open", ERASED) is None
+    assert await redis_client.exists(f"{prefix}:case:{fresh_case}")
+    assert await redis_client.smembers(f"{ns}:appointments") == {b"kept"}
+    assert not await redis_client.exists(f"{ns}:{{appt:gone}}:people")
+    assert await redis_client.exists(f"{ns}:{{appt:kept}}:people")
+    assert sorted(p.name for p in uploads.iterdir()) == ["new.csv"]

@@ -18,12 +18,13 @@ from redis.exceptions import RedisError
 from loa.campaigns.service import Campaigns
 from loa.campaigns.store import State
 from loa.engine.connection import RedisClient
+from loa.privacy import retention
 from loa.settings import Settings
 
 log = logging.getLogger(__name__)
 
 TICK_SECONDS = 1.0
-SWEEP_SECONDS = 3600.0  # how often ended campaigns' pinned audiences are looked at
+SWEEP_SECONDS = 3600.0  # how often personal data is looked at for its retention
 
 
 class CampaignClock:
@@ -51,7 +52,7 @@ class CampaignClock:
         return moved
 
     async def _sweep(self, campaigns: Campaigns) -> None:
-        """Now and then, delete pinned audiences kept past their retention (personal data)."""
+        """Now and then, delete personal data kept past its retention (`[retention]`)."""
         now = time.monotonic()
         if now < self._next_sweep:
             return
@@ -59,6 +60,9 @@ class CampaignClock:
         removed = await campaigns.remove_ended_audiences()
         if removed:
             log.info("pinned audiences past their retention removed", extra={"count": removed})
+        swept = await retention.sweep(self.settings, campaigns.redis)
+        if swept.total():
+            log.info("personal data past its retention removed", extra=swept.to_json())
 
 
 async def run_clock(
