@@ -227,3 +227,22 @@ async def test_retention_sweep_removes_expired_data_and_keeps_fresh(settings, re
     assert not await redis_client.exists(f"{ns}:{{appt:gone}}:people")
     assert await redis_client.exists(f"{ns}:{{appt:kept}}:people")
     assert sorted(p.name for p in uploads.iterdir()) == ["new.csv"]
+
+
+def test_loa_purge_number_is_audited_without_the_number(settings, monkeypatch, redis_url):
+    import redis as sync_redis
+    from typer.testing import CliRunner
+
+    from loa.cli import app
+
+    monkeypatch.setenv("LOA_NAMESPACE", settings.namespace)
+    monkeypatch.setenv("LOA_DATA_DIR", str(settings.data_dir))
+    client = sync_redis.Redis.from_url(redis_url)
+    client.xadd(inbound_key(settings.namespace), {"sender": "84987654321", "text": "hi"})
+    result = CliRunner().invoke(app, ["purge", "--number", ERASED, "--redis", redis_url, "--json"])
+    assert result.exit_code == 0, result.output
+    assert '"inbound": 1' in result.output
+    audit = client.xrange(f"{settings.namespace}:audit")
+    assert [e[b"action"] for _, e in audit] == [b"privacy.purge_number"]
+    assert not any(form in repr(audit).encode() for form in FORMS)
+    client.close()

@@ -199,6 +199,10 @@ def _add_campaign_commands() -> None:
 
     register_ops_commands(app)  # loa backup, loa restore
 
+    from loa.privacy.cli import register as register_privacy_commands
+
+    register_privacy_commands(app)  # loa purge
+
 
 _add_campaign_commands()
 
