@@ -126,10 +126,10 @@ class PlanningSettings(ConfigModel):
         description="audiences up to this size (MiB) are copied into the data directory at "
         "create; a larger one is pinned by its size, mtime and SHA-256 and read in place",
     )
-    pinned_retention_days: float = Field(
-        default=30,
+    pinned_retention_days: float | None = Field(
+        default=None,
         ge=0,
-        description="days a campaign's pinned audience copy is kept after the campaign ended",
+        description="former name of retention.audiences_days; when set, it wins",
     )
     max_sms_parts: int = Field(
         default=10,
@@ -294,6 +294,38 @@ class CapSettings(ConfigModel):
         default=24 * 3600, gt=0, description="seconds an alert without <expires> stays current"
     )
     zalo: CapZaloSettings | None = None
+class RetentionSettings(ConfigModel):
+    """How long personal data is kept (docs/privacy.md); the server's clock deletes the rest.
+
+    Receipts wait `events.receipt_ttl` (72 h) for their message and are then forgotten, and
+    the frequency memory keeps `planning.frequency_memory`; both expire in Redis by themselves.
+    """
+
+    audiences_days: float = Field(
+        default=30,
+        ge=0,
+        description="days a campaign's pinned audience and deduplication memory are kept after "
+        "the campaign ended",
+    )
+    uploads_days: float = Field(
+        default=30, ge=0, description="days an upload no campaign was made from is kept"
+    )
+    inbound_days: float = Field(
+        default=180,
+        ge=0,
+        description="days inbound messages, replies and answers, and inbox cases (from their "
+        "last change) are kept",
+    )
+    dead_letters_days: float = Field(
+        default=30, ge=0, description="days a dead letter (who was not reached, why) is kept"
+    )
+    appointments_days: float = Field(
+        default=30,
+        ge=0,
+        description="days a drive's appointment ledger is kept after its last session day",
+    )
+
+
 class BackupSettings(ConfigModel):
     """Scheduled backups that `loa server` makes, and where archives go."""
 
@@ -332,6 +364,7 @@ class Settings(ConfigModel):
     api: ApiSettings = Field(default_factory=ApiSettings)
     cap: CapSettings = Field(default_factory=CapSettings)
     backup: BackupSettings = Field(default_factory=BackupSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     routes: dict[str, RouteSettings] = Field(default_factory=dict)
     channels: dict[Literal["sms", "zalo", "fcm", "email"], ChannelSettings] = Field(
         default_factory=dict

@@ -23,6 +23,7 @@ from loa.engine.connection import RedisClient
 from loa.engine.control import suppression_key
 from loa.engine.keys import shard_keys
 from loa.errors import CampaignError
+from loa.privacy.retention import RetentionSweep
 from loa.settings import Settings
 
 pytestmark = pytest.mark.anyio
@@ -470,7 +471,7 @@ async def test_pinned_copies_are_removed_once_their_campaign_ended_long_enough(
     await campaigns.act(ended.id, "cancel")
     copies = settings.data_dir / "campaigns"
     assert sorted(p.name for p in copies.iterdir()) == sorted([ended.id, running.id])
-    month = int(settings.planning.pinned_retention_days * 86_400_000)
+    month = int(settings.retention.audiences_days * 86_400_000)
     now = int(time.time() * 1000)
     assert await campaigns.remove_ended_audiences(now) == 0, "not before the retention"
     assert await campaigns.remove_ended_audiences(now + month + 1000) == 1
@@ -593,7 +594,7 @@ async def test_status_counts_reminders_scheduled_past_due_and_never_sent(
     assert sent == [0] * 10 + [1] * 10
 
 
-async def test_the_clock_removes_pinned_copies_past_their_retention(
+async def test_the_retention_sweep_removes_pinned_copies_past_their_retention(
     settings, redis_client, tmp_path
 ):
     kept_none = settings.model_copy(
@@ -603,5 +604,7 @@ async def test_the_clock_removes_pinned_copies_past_their_retention(
     ended = await approved(campaigns, write_plan(tmp_path / "p.toml"), write_audience(
         tmp_path / "a.csv", 5))
     await campaigns.act(ended.id, "cancel")
-    await CampaignClock(kept_none).tick(redis_client)
+    sweep = RetentionSweep(kept_none)
+    assert await sweep.tick(redis_client) is not None
     assert not (settings.data_dir / "campaigns" / ended.id).exists()
+    assert await sweep.tick(redis_client) is None, "once an hour, not every second"

@@ -13,12 +13,12 @@ from fastapi import FastAPI
 
 from loa.api.app import create_app
 from loa.api.deadline import header_deadline
-from loa.campaigns.clock import CampaignClock
 from loa.engine.backup_status import BackupCollector
 from loa.engine.connection import connect
 from loa.engine.embedded import redis_url_for
 from loa.engine.supervisor import Supervisor
 from loa.ops.schedule import BackupScheduler
+from loa.privacy.retention import chores
 from loa.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ def run_server(
 
     Returns the exit code: 1 when a worker had to be killed rather than drained.
     """
-    supervisor = Supervisor(settings, processes, routes, [CampaignClock(settings).tick])
+    supervisor = Supervisor(settings, processes, routes, chores(settings))
     backups = BackupScheduler(settings)
     supervisor.collectors.append(BackupCollector(settings.data_dir, backups.interval))
     _keep_running_after_signals(supervisor.request_stop)

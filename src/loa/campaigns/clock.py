@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 
 from redis.exceptions import RedisError
 
@@ -23,7 +22,6 @@ from loa.settings import Settings
 log = logging.getLogger(__name__)
 
 TICK_SECONDS = 1.0
-SWEEP_SECONDS = 3600.0  # how often ended campaigns' pinned audiences are looked at
 
 
 class CampaignClock:
@@ -33,7 +31,6 @@ class CampaignClock:
         self.settings = settings
         self._campaigns: Campaigns | None = None
         self._watching = False
-        self._next_sweep = 0.0  # monotonic time of the next retention sweep: the first tick
 
     async def tick(self, redis: RedisClient) -> dict[str, State]:
         """Move the campaigns that are due; returns each one moved with its new state."""
@@ -47,18 +44,7 @@ class CampaignClock:
         moved = await campaigns.advance_all()
         for campaign_id, state in moved.items():
             log.info("campaign moved on", extra={"campaign": campaign_id, "state": str(state)})
-        await self._sweep(campaigns)
         return moved
-
-    async def _sweep(self, campaigns: Campaigns) -> None:
-        """Now and then, delete pinned audiences kept past their retention (personal data)."""
-        now = time.monotonic()
-        if now < self._next_sweep:
-            return
-        self._next_sweep = now + SWEEP_SECONDS
-        removed = await campaigns.remove_ended_audiences()
-        if removed:
-            log.info("pinned audiences past their retention removed", extra={"count": removed})
 
 
 async def run_clock(

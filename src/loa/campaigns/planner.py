@@ -47,7 +47,7 @@ from loa.campaigns.plan import Plan
 from loa.campaigns.schedule import SendAtError
 from loa.campaigns.templates import CompiledTemplates, RenderedMessage, TemplateRefused
 from loa.engine.connection import RedisClient, text
-from loa.engine.control import PERSON, REGION, frequency_key, suppression_key
+from loa.engine.control import PERSON, REGION, frequency_key, opted_out, suppression_key
 from loa.engine.envelope import Batch
 from loa.engine.keys import ShardKeys, shard_keys
 from loa.engine.producer import Producer
@@ -518,7 +518,8 @@ class RedisChecks:
             if not await self.redis.exists(key):
                 return None
             self.opt_outs = True
-        return list(await self.redis.smismember(key, [m.to for m in group.messages]))
+        found = await opted_out(self.redis, self.namespace, [m.to for m in group.messages])
+        return [int(flag) for flag in found]
 
     async def _blocked(self, group: Group) -> list[bool] | None:
         """Whom another campaign reached within the window (None: no cap).

@@ -233,7 +233,10 @@ class Campaigns:
         digests stay. Returns how many copies were removed.
         """
         now_ms = _ms(_now()) if now_ms is None else now_ms
-        keep_ms = int(self.settings.planning.pinned_retention_days * 86_400_000)
+        days = self.settings.planning.pinned_retention_days
+        if days is None:
+            days = self.settings.retention.audiences_days
+        keep_ms = int(days * 86_400_000)
         removed = 0
         for campaign_id in await self.store.ids(limit=0):
             campaign = await self.store.get(campaign_id)
@@ -244,6 +247,8 @@ class Campaigns:
                 directory = self.settings.data_dir / "campaigns" / campaign_id
                 await asyncio.to_thread(shutil.rmtree, directory, True)
                 removed += 1
+            # whom it deduplicated: numbers, kept as long as the audience they came from
+            await self.redis.delete(f"{self.settings.namespace}:{{camp:{campaign_id}}}:seen")
             await self.store.update(campaign_id, {"audience_removed_ms": now_ms})
         return removed
 

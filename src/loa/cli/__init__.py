@@ -88,15 +88,14 @@ def worker(
     ] = None,
 ) -> None:
     """Run worker processes until SIGTERM or SIGINT, then drain and exit."""
-    from loa.campaigns.clock import CampaignClock
     from loa.engine import supervisor
+    from loa.privacy.retention import chores
 
     settings = load_settings(config, redis, data_dir)
     names = [r.strip() for r in routes.split(",") if r.strip()] if routes else None
     if not settings.routes:
         raise LoaError("no routes configured: add [routes.NAME] tables to the settings file")
-    clock = CampaignClock(settings)
-    raise typer.Exit(supervisor.run(settings, processes, names, [clock.tick]))
+    raise typer.Exit(supervisor.run(settings, processes, names, chores(settings)))
 
 
 @app.command()
@@ -204,6 +203,10 @@ def _add_campaign_commands() -> None:
     from loa.cli.ops import register as register_ops_commands
 
     register_ops_commands(app)  # loa backup, loa restore
+
+    from loa.cli.privacy import register as register_privacy_commands
+
+    register_privacy_commands(app)  # loa purge
 
 
 _add_campaign_commands()

@@ -13,7 +13,6 @@ import orjson
 import uvloop
 from rich.console import Console
 
-from loa.campaigns.clock import CampaignClock
 from loa.demo.config import (
     default_duration,
     demo_settings,
@@ -29,6 +28,7 @@ from loa.demo.summary import build
 from loa.demo.view import LiveView, summary_tables
 from loa.engine.supervisor import Supervisor
 from loa.log import setup_logging
+from loa.privacy.retention import chores
 from loa.settings import Settings
 from loa.sim.http import HttpSimulator
 
@@ -114,7 +114,7 @@ class _Demo:
         config = self.work / "loa.toml"
         previous = _previous_namespace(config)
         write_settings(settings, config)
-        supervisor = Supervisor(settings, self.processes, chores=[CampaignClock(settings).tick])
+        supervisor = Supervisor(settings, self.processes, chores=chores(settings))
         supervisor.start()
         try:
             facts = self._audience()

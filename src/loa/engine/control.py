@@ -6,7 +6,9 @@ these fields: `state` (only "running" sends, and "scheduled" once `start_ms` has
 ("21:00-07:00", empty for none), `timezone` (IANA name) and `rate` (the campaign's own cap in
 messages per second across every route and worker, empty for none).
 Reads are cached for `ttl` seconds, so a pause reaches every worker within that time.
-Opt-outs live in one set, `{namespace}:suppressed`, checked per chunk.
+Opt-outs live in one set, `{namespace}:suppressed`, checked per chunk: an address as it is, or,
+for a person whose data was erased, `h:` and a salted digest of it (`optout_digest`), so they
+stay opted out with no number kept; the salt is `{namespace}:suppressed:salt`.
 Whom a campaign reached (the provider accepted its message) is remembered for `memory` seconds
 in one hash a UTC day, `{namespace}:freq:YYYYMMDD`, person -> `campaign@epoch`, where planners
 look for the people another campaign messaged within a frequency cap.
@@ -18,6 +20,8 @@ person -> `campaign|at_ms|closes_ms|message|region` (see ask.lua; loa.followups 
 from __future__ import annotations
 
 import enum
+import hashlib
+import hmac
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,6 +51,36 @@ def campaign_key(namespace: str, campaign: str) -> str:
 def suppression_key(namespace: str) -> str:
     """The set of opted-out addresses (E.164 numbers, e-mail addresses, OTT ids)."""
     return f"{namespace}:suppressed"
+
+
+def optout_salt_key(namespace: str) -> str:
+    """The salt of the opt-out list's digests; absent until a number is first erased."""
+    return f"{suppression_key(namespace)}:salt"
+
+
+def optout_digest(salt: bytes, address: str) -> str:
+    """The opt-out list's member for an erased address: its salted digest, never the address."""
+    return "h:" + hmac.new(salt, address.encode(), hashlib.sha256).hexdigest()
+
+
+async def opted_out(redis: RedisClient, namespace: str, addresses: Sequence[str]) -> list[bool]:
+    """Which of `addresses` (canonical) are on the opt-out list, as they are or as digests.
+
+    One round trip while no number was ever erased (no salt yet), two after.
+    """
+    if not addresses:
+        return []
+    pipe = redis.pipeline(transaction=False)
+    pipe.get(optout_salt_key(namespace))
+    pipe.smismember(suppression_key(namespace), list(addresses))
+    salt, plain = await pipe.execute()
+    flags = [bool(flag) for flag in plain]
+    if salt:
+        raw = salt if isinstance(salt, bytes) else str(salt).encode()
+        digests = [optout_digest(raw, address) for address in addresses]
+        hashed = await redis.smismember(suppression_key(namespace), digests)
+        flags = [a or bool(b) for a, b in zip(flags, hashed, strict=True)]
+    return flags
 
 
 def frequency_key(namespace: str, epoch: float) -> str:
@@ -147,10 +181,7 @@ class Controls:
 
     async def suppressed(self, addresses: Sequence[str]) -> list[bool]:
         """Which of `addresses` opted out (one round trip)."""
-        if not addresses:
-            return []
-        found = await self.redis.smismember(suppression_key(self.namespace), list(addresses))
-        return [bool(flag) for flag in found]
+        return await opted_out(self.redis, self.namespace, addresses)
 
     async def reached(
         self, campaign: str, messages: Sequence[Message], accepted: Sequence[int]

@@ -1,0 +1,1 @@
+"""Personal data: erasure of one number or one campaign, and retention sweeps."""

@@ -1,0 +1,248 @@
+"""Erasure and retention on real Redis: a purged number leaves no trace, expired data goes."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+
+from loa.campaigns.suppression import Suppression
+from loa.engine.connection import RedisClient, text
+from loa.engine.control import Controls, frequency_key, suppression_key
+from loa.engine.envelope import Batch, unpack
+from loa.engine.events import EventWriter, inbound_key
+from loa.engine.keys import ShardKeys
+from loa.engine.metrics import Metrics
+from loa.engine.queue import Queues, dead_letter
+from loa.inbox import Inbox
+from loa.message import Inbound, Lane, Message
+from loa.privacy.purge import Purge, rewrite_aof
+from loa.settings import Settings
+
+pytestmark = pytest.mark.anyio
+
+ERASED = "+84987654321"
+OTHER = "+84912345678"
+# every form the erased number could be stored in, as bytes found anywhere in a value
+FORMS = (b"84987654321", b"0987654321", b"987654321")
+
+
+@pytest.fixture
+def redis_url(service_url: str) -> str:
+    return service_url
+
+
+@pytest.fixture
+def settings(make_settings: Any, tmp_path: Path) -> Settings:
+    route = {"adapter": "null", "shards": 2}
+    return make_settings(  # type: ignore[no-any-return]
+        routes={"sms": route}, channels={"sms": {"default": "sms"}}
+    )
+
+
+async def everything(redis: RedisClient, namespace: str) -> list[bytes]:
+    """Every key name, field, member, item and stream value of the namespace, msgpack opened."""
+    found: list[bytes] = []
+    for pattern in (f"{namespace}:*", f"{{{namespace}:*"):
+        async for raw in redis.scan_iter(match=pattern, count=1000):
+            key = text(raw)
+            found.append(key.encode())
+            kind = text(await redis.type(key))
+            if kind == "string":
+                found.append(await redis.get(key))
+            elif kind == "hash":
+                for field, value in (await redis.hgetall(key)).items():
+                    found += [field, value]
+            elif kind == "set":
+                found += list(await redis.smembers(key))
+            elif kind == "zset":
+                found += list(await redis.zrange(key, 0, -1))
+            elif kind == "list":
+                found += list(await redis.lrange(key, 0, -1))
+            elif kind == "stream":
+                for _, fields in await redis.xrange(key):
+                    for field, value in fields.items():
+                        found += [field, value]
+    opened = []
+    for value in found:
+        with contextlib.suppress(ValueError, TypeError, UnicodeDecodeError):
+            opened.append(repr(msgpack.unpackb(value, raw=False, strict_map_key=False)).encode())
+    return found + opened
+
+
+def traces(values: list[bytes]) -> int:
+    return sum(1 for value in values for form in FORMS if form in value)
+
+
+async def seed(settings: Settings, redis: RedisClient) -> ShardKeys:
+    """The erased number and another person everywhere loa keeps numbers."""
+    ns = settings.namespace
+    await Suppression(redis, ns).add([ERASED, "+84900000001"])
+    keys = ShardKeys(ns, "sms", 0)
+    queues = Queues(redis, ns)
+    await queues.prepare([keys])
+    both = [Message(id="1", to=ERASED, body="hi"), Message(id="2", to=OTHER, body="hi")]
+    await queues.put(keys, Batch(route="sms", lane=Lane.NORMAL, messages=both, campaign="c1"))
+    alone = Batch(route="sms", lane=Lane.BULK, messages=both[:1], campaign="c1")
+    later = Batch(route="sms", lane=Lane.HIGH, messages=list(both), campaign="c1", attempt=1)
+    await queues.put_once([(keys, alone, 0), (keys, later, int(time.time() * 1000) + 3_600_000)])
+    batch = Batch(route="sms", lane=Lane.NORMAL, messages=both, campaign="c1")
+    for person in (ERASED, OTHER):
+        letter = dead_letter("sms", Lane.NORMAL, batch, ["1", person, "hi", 1, None], "failed")
+        await redis.xadd(keys.dead, {"m": letter})
+    await redis.hset(f"{ns}:{{camp:c1}}:seen", mapping={ERASED: "1", OTHER: "2"})
+    day = frequency_key(ns, time.time())
+    await redis.hset(day, mapping={ERASED: "c1@1", OTHER: "c1@1"})
+    writer = EventWriter(redis, ns, settings.events, Metrics())
+    for sender, said in (("84987654321", "I have a fever"), ("0987654321", "help"),
+                         ("84912345678", "thanks")):  # fmt: skip
+        writer.inbound(Inbound(route="sms", sender=sender, text=said, channel="sms"))
+    await writer.drained()
+    await Inbox(settings, redis).sync()
+    drive = f"{ns}:{{appt:d1}}"
+    await redis.sadd(f"{ns}:appointments", "d1")
+    for phone in (ERASED, OTHER):
+        await redis.hset(f"{drive}:people", phone, "waiting:no_session\t\t1\t001x\tp\t79")
+        await redis.hset(f"{drive}:fields", phone, '{"name": "An"}')
+        await redis.zadd(f"{drive}:waiting", {f"001x|{phone}": 0})
+        await redis.xadd(f"{drive}:history", {"e": "waiting", "p": phone, "s": "", "f": ""})
+    return keys
+
+
+async def test_purge_by_number_leaves_no_trace_and_keeps_the_opt_out(settings, redis_client):
+    keys = await seed(settings, redis_client)
+    before = await everything(redis_client, settings.namespace)
+    assert traces(before) > 10  # the seed put it everywhere
+    other_before = sum(1 for v in before if b"84912345678" in v)
+
+    done = await Purge(settings, redis_client).number("0987 654 321")
+
+    after = await everything(redis_client, settings.namespace)
+    assert traces(after) == 0
+    # the other person is untouched, everywhere
+    assert sum(1 for v in after if b"84912345678" in v) == other_before
+    assert done.queued == 3 and done.in_flight == 0
+    assert done.cases == 1 and done.appointments == 1
+    assert done.inbound == 2 and done.dead_letters == 1
+    # still opted out, through a digest: the engine's and the planner's checks see it
+    assert done.opted_out
+    assert not await redis_client.sismember(suppression_key(settings.namespace), ERASED)
+    assert await Suppression(redis_client, settings.namespace).check([ERASED, OTHER]) == [
+        True,
+        False,
+    ]
+    controls = Controls(redis_client, settings.namespace)
+    assert await controls.suppressed([ERASED, "+84900000001", OTHER]) == [True, True, False]
+    # the batches that named both still carry the other person; the lone one is gone
+    queued = [unpack(f[b"b"]) for lane in Lane for _, f in await redis_client.xrange(
+        keys.stream(lane))]  # fmt: skip
+    assert [[m.to for m in b.messages] for b in queued] == [[OTHER]]
+    later = [unpack(m) for m in await redis_client.zrange(keys.delayed(Lane.HIGH), 0, -1)]
+    assert [[m.to for m in b.messages] for b in later] == [[OTHER]]
+    stats = await redis_client.hgetall(keys.campaign_stats)
+    assert int(stats[b"c1:suppressed"]) == 3
+    # opting back in works on the digest too
+    assert await Suppression(redis_client, settings.namespace).remove([ERASED]) == 1
+    assert await controls.suppressed([ERASED]) == [False]
+
+
+async def test_purge_of_a_number_never_opted_out_does_not_opt_it_out(settings, redis_client):
+    await seed(settings, redis_client)
+    await Suppression(redis_client, settings.namespace).remove([ERASED])
+    done = await Purge(settings, redis_client).number(ERASED)
+    assert not done.opted_out
+    assert traces(await everything(redis_client, settings.namespace)) == 0
+
+
+async def test_purge_leaves_a_batch_held_by_a_worker_to_it(settings, redis_client):
+    keys = ShardKeys(settings.namespace, "sms", 0)
+    queues = Queues(redis_client, settings.namespace)
+    await queues.prepare([keys])
+    batch = Batch(route="sms", lane=Lane.NORMAL, messages=[Message(id="1", to=ERASED)])
+    await queues.put(keys, batch)
+    taken = await queues.take(keys, "w1")
+    assert taken is not None
+    done = await Purge(settings, redis_client).number(ERASED)
+    assert done.in_flight == 1 and done.queued == 0
+
+
+async def test_rewrite_aof_after_a_purge(embedded_url):
+    from loa.engine.connection import connect
+
+    client = connect(embedded_url)
+    try:
+        assert await rewrite_aof(client) in ("started", "busy")
+    finally:
+        await client.aclose()
+
+
+def test_inbound_key_is_in_the_namespace(settings):
+    assert inbound_key(settings.namespace).startswith(settings.namespace + ":")
+
+
+async def test_retention_sweep_removes_expired_data_and_keeps_fresh(settings, redis_client):
+    from loa.privacy.retention import DAY_MS, sweep
+
+    ns = settings.namespace
+    now = int(time.time() * 1000)
+    old, fresh = now - 200 * DAY_MS, now - 10 * DAY_MS
+    for at in (old, fresh):
+        await redis_client.xadd(inbound_key(ns), {"sender": OTHER, "text": "x"}, id=f"{at}-0")
+    keys = ShardKeys(ns, "sms", 0)
+    for at in (now - 40 * DAY_MS, fresh):
+        await redis_client.xadd(keys.dead, {"m": b"x"}, id=f"{at}-0")
+    inbox = Inbox(settings, redis_client)
+    old_case = await inbox.raise_case(ERASED, "old")
+    fresh_case = await inbox.raise_case(OTHER, "new")
+    prefix = f"{ns}:{{inbox}}"
+    await redis_client.zadd(f"{prefix}:cases", {old_case: old})
+    for drive, day in (("gone", "2025-01-10"), ("kept", time.strftime("%Y-%m-%d"))):
+        await redis_client.sadd(f"{ns}:appointments", drive)
+        await redis_client.hset(f"{ns}:{{appt:{drive}}}:session", f"s1|{day}|08:00", "1\t79\t09:00")
+        await redis_client.hset(f"{ns}:{{appt:{drive}}}:people", OTHER, "placed")
+    uploads = settings.data_dir / "uploads"
+    uploads.mkdir(parents=True)
+    (uploads / "old.csv").write_text("phone\n")
+    (uploads / "new.csv").write_text("phone\n")
+    import os
+
+    os.utime(uploads / "old.csv", (old / 1000, old / 1000))
+
+    swept = await sweep(settings, redis_client, now_ms=now)
+    again = await sweep(settings, redis_client, now_ms=now)  # a second clock: nothing more
+
+    assert (swept.inbound, swept.dead_letters, swept.cases, swept.drives, swept.uploads) == (
+        1, 1, 1, 1, 1)  # fmt: skip
+    assert again.total() == 0
+    assert [text(i) for i, _ in await redis_client.xrange(inbound_key(ns))] == [f"{fresh}-0"]
+    assert await redis_client.xlen(keys.dead) == 1
+    assert not await redis_client.exists(f"{prefix}:case:{old_case}", f"{prefix}:log:{old_case}")
+    assert await redis_client.hget(f"{prefix}:open", ERASED) is None
+    assert await redis_client.exists(f"{prefix}:case:{fresh_case}")
+    assert await redis_client.smembers(f"{ns}:appointments") == {b"kept"}
+    assert not await redis_client.exists(f"{ns}:{{appt:gone}}:people")
+    assert await redis_client.exists(f"{ns}:{{appt:kept}}:people")
+    assert sorted(p.name for p in uploads.iterdir()) == ["new.csv"]
+
+
+def test_loa_purge_number_is_audited_without_the_number(settings, monkeypatch, redis_url):
+    import redis as sync_redis
+    from typer.testing import CliRunner
+
+    from loa.cli import app
+
+    monkeypatch.setenv("LOA_NAMESPACE", settings.namespace)
+    monkeypatch.setenv("LOA_DATA_DIR", str(settings.data_dir))
+    client = sync_redis.Redis.from_url(redis_url)
+    client.xadd(inbound_key(settings.namespace), {"sender": "84987654321", "text": "hi"})
+    result = CliRunner().invoke(app, ["purge", "--number", ERASED, "--redis", redis_url, "--json"])
+    assert result.exit_code == 0, result.output
+    assert '"inbound": 1' in result.output
+    audit = client.xrange(f"{settings.namespace}:audit")
+    assert [e[b"action"] for _, e in audit] == [b"privacy.purge_number"]
+    assert not any(form in repr(audit).encode() for form in FORMS)
+    client.close()
