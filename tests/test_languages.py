@@ -12,7 +12,7 @@ import pytest
 
 from loa.campaigns.audience import open_audience
 from loa.campaigns.plan import Plan, load_plan
-from loa.campaigns.planner import Group, Planner
+from loa.campaigns.planner import Group, Planner, Report
 from loa.campaigns.service import Campaigns
 from loa.campaigns.sms import Encoding, analyse, to_ascii
 from loa.campaigns.templates import LanguageTemplates
@@ -206,3 +206,17 @@ def test_a_bad_language_table_is_refused_with_its_key(
              "templates": templates}
         )
     assert error in str(caught.value)
+
+
+def test_the_counts_per_language_survive_a_checkpoint() -> None:
+    report = Report()
+    report.count_queued(
+        [("r", "sms", "viettel", "ucs2", 2, "vi")] * 3 + [("z", "zalo", "", "", 1, "en")],
+        ["79"] * 4,
+    )
+    data = report.to_json()
+    assert data["by_language"] == {
+        "vi": {"recipients": 3, "sms_parts": 6},
+        "en": {"recipients": 1, "sms_parts": 0},  # a Zalo message is no SMS part
+    }
+    assert Report.from_json(data).to_json() == data
