@@ -294,6 +294,11 @@ def _vietnamese_table() -> list[int | str | None]:
             for tone in ("", *tones):
                 letter = unicodedata.normalize("NFC", base + tone)
                 table[ord(letter)] = ord(unicodedata.normalize("NFD", letter)[0])
+    # The short vowels of Central Highlands languages written in Latin script (Ede, Jarai,
+    # Bahnar: ĕ ĭ ŏ ŭ) fold to their base letter too: decomposed, their breve is deleted below,
+    # so precomposed text folds the same and is counted the same.
+    for base in "eiouEIOU":
+        table[ord(unicodedata.normalize("NFC", base + "\u0306"))] = ord(base)
     # Text typed as "Unicode tổ hợp" (decomposed) carries the marks as separate characters.
     for mark in (*tones, "\u0302", "\u0306", "\u031b"):  # circumflex, breve, horn
         table[ord(mark)] = None
@@ -312,7 +317,8 @@ def to_ascii(text: str) -> str:
     Every Vietnamese vowel, with any tone and shape, becomes its base letter (ế → e, Ự → U),
     đ becomes d and Đ becomes D, in precomposed (NFC) and decomposed (NFD) text alike: the
     eight combining marks Vietnamese uses (five tones, circumflex, breve, horn) are deleted
-    wherever they stand. Curly quotes, dashes, the ellipsis and the no-break space become their
+    wherever they stand, so the breve vowels of Ede, Jarai or Bahnar (ĕ ĭ ŏ ŭ) fold too.
+    Curly quotes, dashes, the ellipsis and the no-break space become their
     plain forms. Nothing else changes: a character still outside GSM-7 (an emoji, CJK) stays,
     and `analyse` of the result then still says UCS-2.
     """

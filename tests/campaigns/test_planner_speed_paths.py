@@ -167,13 +167,13 @@ async def test_opt_outs_are_asked_about_only_when_there_are_some(
     settings, redis_client, tmp_path, monkeypatch
 ):
     asked: list[int] = []
-    real = redis_client.smismember
+    real = planner_module.opted_out
 
-    async def counting(key: str, members: list[str]) -> Any:
-        asked.append(len(members))
-        return await real(key, members)
+    async def counting(redis: Any, namespace: str, addresses: list[str]) -> Any:
+        asked.append(len(addresses))
+        return await real(redis, namespace, addresses)
 
-    monkeypatch.setattr(redis_client, "smismember", counting)
+    monkeypatch.setattr(planner_module, "opted_out", counting)
     plan = plan_file(tmp_path / "p.toml", STATIC)
     people = audience(tmp_path / "a.csv", repeat=1)
     report, _ = await planned(settings, redis_client, plan, people, "no-opt-outs", False)

@@ -24,7 +24,7 @@ from loa.access.identity import Role, program
 from loa.api import create_app
 from loa.campaigns.plan import Plan
 from loa.campaigns.service import Campaigns
-from loa.campaigns.templates import CompiledTemplates
+from loa.campaigns.templates import CompiledTemplates, LanguageTemplates, RenderedMessage
 from loa.cap.mapping import lane_of, literal, plan_mapping, to_toml
 from loa.cap.model import Info
 from loa.cap.parse import MAX_BYTES, parse_alert
@@ -390,10 +390,22 @@ def test_cap_text_is_sent_verbatim_never_run_as_a_template():
     assert Plan.from_mapping(plan) == Plan.from_mapping(tomllib.loads(text))
 
 
+class ByLanguage:
+    """A plan's templates rendered as the planner does: in the language of the `lang` field."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.languages = LanguageTemplates(plan)
+
+    def render(self, channel: str, fields: dict[str, str]) -> RenderedMessage:
+        language = self.languages.language_of(fields.get("lang"))
+        return self.languages.by_language[language].render(channel, fields)
+
+
 def test_each_person_reads_their_language_and_the_rest_the_default():
     mapped = check_alert(fresh("flood-alert"), Settings())
     plan = plan_mapping(mapped, ["sms", "fcm"], by_language=True, sms_ascii=True, zalo=None)
-    compiled = CompiledTemplates.compile(Plan.from_mapping(plan))
+    assert (plan["language"], sorted(plan["templates"])) == ("vi", ["en", "fcm", "sms"])
+    compiled = ByLanguage(Plan.from_mapping(plan))
     english = "National Centre for Hydro-Meteorological Forecasting: Flash floods"
     vietnamese = "Trung tam Du bao KTTV Quoc gia: Lu quet va sat lo dat tai Da Nang."
     for fields, start in [
@@ -422,7 +434,8 @@ def test_every_channel_gets_its_own_text_in_each_language():
     zalo = CapZaloSettings(template_id="248700", data=data)
     channels = ["zalo", "sms", "fcm", "email"]
     plan = plan_mapping(mapped, channels, by_language=True, sms_ascii=False, zalo=zalo)
-    compiled = CompiledTemplates.compile(Plan.from_mapping(plan))
+    assert Plan.from_mapping(plan) == Plan.from_mapping(tomllib.loads(to_toml(plan)))
+    compiled = ByLanguage(Plan.from_mapping(plan))
     english = compiled.render("zalo", {"lang": "en"})
     assert (english.template_id, dict(english.data)) == (
         "248700",

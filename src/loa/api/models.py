@@ -69,6 +69,13 @@ class DryRunError(BaseModel):
     reason: str
 
 
+class LanguageCount(BaseModel):
+    """The recipients who read one language, and the SMS parts of those sent an SMS first."""
+
+    recipients: int
+    sms_parts: int
+
+
 class DryRun(BaseModel):
     """The dry run: everything planning would do, counted; the first bad rows with their line."""
 
@@ -90,6 +97,9 @@ class DryRun(BaseModel):
     by_carrier: dict[str, int]
     by_region: dict[str, int]
     by_encoding: dict[str, int]
+    by_language: dict[str, LanguageCount] = Field(
+        default_factory=dict, description="per language of the recipients' templates"
+    )
     problems: list[str]
     warnings: list[str] = Field(
         default_factory=list, description="it would go, but not as one may expect"

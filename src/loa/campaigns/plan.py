@@ -5,11 +5,16 @@ name = "Zika warning, Ho Chi Minh City"
 lane = "high"                       # emergency | high | normal | bulk
 channels = ["zalo", "sms"]          # fallback order; each of sms, zalo, fcm, email
 sms_ascii = false                   # true: strip diacritics so SMS fit 160-character parts
+language = "vi"                     # the templates of whoever has no `lang`, or one not below
 
-[templates]
+[templates]                         # in the plan's `language`
 sms = "Bo Y te: {{ name }} oi, ..."
 zalo = { template_id = "123456", data = { name = "{{ name }}" } }
 # email = { subject = "...", body = "..." }     fcm = { title = "...", body = "..." }
+
+[templates.en]                      # for recipients whose `lang` column says en (or en-US ...)
+sms = "Ministry of Health: {{ name }}, ..."
+zalo = { template_id = "123457", data = { name = "{{ name }}" } }
 
 [audience]                          # every key optional; all given must match
 regions = ["79"]                    # province codes (text, so "01" keeps its zero)
@@ -36,6 +41,9 @@ options = [
   { code = "3", label = "Sot cao / kho tho", keywords = ["3"], urgent = true },
 ]
 ```
+
+Every language is written the same way, `[templates.vi]` too (then `[templates]` has no channel
+keys of its own); each language has a template for every channel of the plan.
 
 `load_plan(path)` returns a `Plan` or raises PlanError naming the file, the dotted key and the
 reason: "plan.toml: schedule.start: needs a time zone, e.g. 2026-12-01T08:00:00+07:00".
@@ -79,6 +87,8 @@ CHANNELS: tuple[Channel, ...] = ("sms", "zalo", "fcm", "email")
 _TAG_SEPARATORS = re.compile(r"[,;]")
 _TIME_EXAMPLE = "2026-12-01T08:00:00+07:00"
 _NOT_WORD = re.compile(r"[^A-Z0-9]+")
+# a language code: ISO 639 (vi, en, hmn, ede), optionally with a region or script (vi-vn)
+_LANGUAGE = re.compile(r"[a-z]{2,3}(?:-[a-z0-9]{2,8})*", re.IGNORECASE)
 
 
 def _template(value: str) -> str:
@@ -182,8 +192,8 @@ class ZaloTemplate(ConfigModel):
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
-class Templates(ConfigModel):
-    """One template per channel of the plan, and none for a channel it does not use."""
+class ChannelTemplates(ConfigModel):
+    """One language's templates: one per channel of the plan, none for a channel it does not use."""
 
     sms: Template | None = None
     email: EmailTemplate | None = None
@@ -193,6 +203,41 @@ class Templates(ConfigModel):
     def given(self) -> list[Channel]:
         """The channels that have a template here."""
         return [channel for channel in CHANNELS if getattr(self, channel) is not None]
+
+
+class Templates(ChannelTemplates):
+    """The plan's `[templates]`: channel templates in the plan's `language`, and a table of
+    channel templates per other language (`[templates.en]`), keyed by language code."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
+    __pydantic_extra__: dict[str, ChannelTemplates] = Field(init=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _language_keys(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        for key in data:
+            if key in CHANNELS:
+                continue
+            if not isinstance(key, str) or not _LANGUAGE.fullmatch(key):
+                near = difflib.get_close_matches(str(key), CHANNELS, n=1)
+                hint = f" (did you mean {near[0]!r}?)" if near else ""
+                raise ValueError(
+                    f"{key!r} is neither a channel ({', '.join(CHANNELS)}) nor a language code "
+                    f'like "vi" or "en"{hint}'
+                )
+            if key != key.lower():
+                raise ValueError(f'language {key!r}: write the code in lower case, "{key.lower()}"')
+        return data
+
+    def languages(self, default: str) -> dict[str, ChannelTemplates]:
+        """Each language's channel templates: the top-level ones are the `default` language's."""
+        tables = dict(self.__pydantic_extra__ or {})
+        if self.given() or not tables:
+            own = {channel: getattr(self, channel) for channel in self.given()}
+            tables = {default: ChannelTemplates.model_construct(**own), **tables}
+        return tables
 
 
 class Audience(ConfigModel):
@@ -404,6 +449,7 @@ class Plan(ConfigModel):
     lane: Annotated[Lane, PlainSerializer(lambda lane: lane.label, return_type=str)]
     channels: list[Annotated[Channel, BeforeValidator(_channel)]]
     sms_ascii: bool = Field(default=False, strict=True)
+    language: str = Field(default="vi", description="for a recipient with no or another `lang`")
     templates: Templates = Field(default_factory=Templates)
     audience: Audience = Field(default_factory=Audience)
     schedule: Schedule = Field(default_factory=Schedule)
@@ -443,21 +489,63 @@ class Plan(ConfigModel):
                 raise ValueError(f"{channel!r} is listed more than once")
         return channels
 
+    @field_validator("language", mode="before")
+    @classmethod
+    def _language(cls, value: Any) -> Any:
+        if not isinstance(value, str) or not _LANGUAGE.fullmatch(value.strip()):
+            raise ValueError('expected a language code like "vi" or "en"')
+        return value.strip().lower()
+
     @model_validator(mode="after")
     def _a_template_per_channel(self) -> Plan:
-        given = self.templates.given()
-        problems = [
-            f"templates.{channel}: missing; channels lists {channel!r} but it has no template"
-            for channel in self.channels
-            if channel not in given
-        ] + [
-            f"templates.{channel}: given but {channel!r} is not in channels"
-            for channel in given
-            if channel not in self.channels
-        ]
+        tables = self.templates.languages(self.language)
+        extra = self.templates.__pydantic_extra__ or {}
+        flat = bool(self.templates.given()) or not extra  # the plan language's are [templates]
+        problems = []
+        if flat and self.language in extra:
+            problems.append(
+                f"templates.{self.language}: the plan's language has its templates twice "
+                f"(in [templates] and in [templates.{self.language}])"
+            )
+        if self.language not in tables:
+            problems.append(
+                f"templates.{self.language}: missing; language = {self.language!r} needs "
+                f"templates (given for {', '.join(tables)})"
+            )
+        for language, table in tables.items():
+            own = flat and language == self.language
+            prefix = "templates." if own else f"templates.{language}."
+            given = table.given()
+            problems += [
+                f"{prefix}{channel}: missing; channels lists {channel!r} but it has no template"
+                for channel in self.channels
+                if channel not in given
+            ] + [
+                f"{prefix}{channel}: given but {channel!r} is not in channels"
+                for channel in given
+                if channel not in self.channels
+            ]
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    @property
+    def languages(self) -> dict[str, ChannelTemplates]:
+        """The channel templates of each language, the plan's `language` first."""
+        tables = self.templates.languages(self.language)
+        return {self.language: tables[self.language], **tables}
+
+    def language_of(self, lang: str | None) -> str:
+        """The language a recipient with this `lang` cell is sent: theirs when the plan has
+        templates in it ('vi-VN' and 'VI' are 'vi'), else the plan's `language`."""
+        if not lang:
+            return self.language
+        code = lang.strip().lower().replace("_", "-")
+        tables = self.templates.languages(self.language)
+        if code in tables:
+            return code
+        primary = code.split("-")[0]
+        return primary if primary in tables else self.language
 
     @property
     def holds_for_quiet_hours(self) -> bool:

@@ -45,7 +45,12 @@ from loa.campaigns.audience import BadRow, Item, open_audience
 from loa.campaigns.carriers import CarrierTable, SmsRouting
 from loa.campaigns.plan import Plan
 from loa.campaigns.schedule import SendAtError
-from loa.campaigns.templates import CompiledTemplates, RenderedMessage, TemplateRefused
+from loa.campaigns.templates import (
+    CompiledTemplates,
+    LanguageTemplates,
+    RenderedMessage,
+    TemplateRefused,
+)
 from loa.engine.connection import RedisClient, text
 from loa.engine.control import PERSON, REGION, frequency_key, opted_out, suppression_key
 from loa.engine.envelope import Batch
@@ -78,12 +83,14 @@ PLANNING_COUNTERS = (
     "after_expiry",  # a send time after the campaign expires: never sent, not queued
 )
 BREAKDOWNS = ("by_route", "by_channel", "by_carrier", "by_region", "by_encoding")
+# recipients per language, and the SMS parts of those sent an SMS first (by_language in JSON)
+LANGUAGE_BREAKDOWNS = ("by_language", "sms_parts_by_language")
 
 # the field of an audience row that says a recipient can be reached on each channel
 ADDRESS_COLUMN = {"sms": "phone", "zalo": "zalo_id", "fcm": "fcm_token", "email": "email"}
 
-# what a queued message is counted under: route, channel, carrier, encoding, parts
-Kind = tuple[str, str, str, str, int]
+# what a queued message is counted under: route, channel, carrier, encoding, parts, language
+Kind = tuple[str, str, str, str, int, str]
 # the messages of one batch: route, due time in ms (0: at the campaign's start)
 Bucket = tuple[str, int]
 # a channel's message for one recipient: body, parts, extra, encoding ("" unless SMS)
@@ -116,6 +123,8 @@ class Report:
     by_carrier: Counter[str] = field(default_factory=Counter)
     by_region: Counter[str] = field(default_factory=Counter)
     by_encoding: Counter[str] = field(default_factory=Counter)
+    by_language: Counter[str] = field(default_factory=Counter)  # recipients
+    sms_parts_by_language: Counter[str] = field(default_factory=Counter)  # their first SMS
     problems: list[str] = field(default_factory=list)  # plan-level: missing columns, routes
     warnings: list[str] = field(default_factory=list)  # it would go, but not as one may think
 
@@ -132,20 +141,22 @@ class Report:
         room = FIRST_ERRORS - len(self.errors)
         if room > 0:
             self.errors.extend(other.errors[:room])
-        for name in BREAKDOWNS:
+        for name in (*BREAKDOWNS, *LANGUAGE_BREAKDOWNS):
             getattr(self, name).update(getattr(other, name))
 
     def count_queued(self, kinds: Iterable[Kind], regions: Iterable[str]) -> None:
         """Count queued messages: per distinct kind and region, not per message."""
-        for (route, channel, carrier, encoding, parts), n in Counter(kinds).items():
+        for (route, channel, carrier, encoding, parts, language), n in Counter(kinds).items():
             self.queued += n
             self.parts += parts * n
             self.by_route[route] += n
             self.by_channel[channel] += n
+            self.by_language[language] += n
             if carrier:
                 self.by_carrier[carrier] += n
             if encoding:
                 self.by_encoding[str(encoding)] += n  # an Encoding: its value
+                self.sms_parts_by_language[language] += parts * n
         for raw, n in Counter(regions).items():
             self.by_region[raw.strip().upper() or "?"] += n
 
@@ -163,6 +174,10 @@ class Report:
         data["errors"] = [{"line": line, "reason": reason} for line, reason in self.errors]
         for name in BREAKDOWNS:
             data[name] = dict(getattr(self, name))
+        data["by_language"] = {
+            language: {"recipients": n, "sms_parts": self.sms_parts_by_language[language]}
+            for language, n in self.by_language.most_common()
+        }
         data["problems"] = list(self.problems)
         data["warnings"] = list(self.warnings)
         return data
@@ -177,6 +192,9 @@ class Report:
         report.errors = [(e["line"], e["reason"]) for e in data.get("errors", [])]
         for name in BREAKDOWNS:
             setattr(report, name, Counter(data.get(name, {})))
+        for language, counts in data.get("by_language", {}).items():
+            report.by_language[language] = counts["recipients"]
+            report.sms_parts_by_language[language] = counts["sms_parts"]
         report.problems = list(data.get("problems", []))
         report.warnings = list(data.get("warnings", []))
         return report
@@ -208,6 +226,8 @@ class _Channel:
     column: str
     route: str  # "" for SMS: the route is the carrier's
     static: Content | None  # the message, when the templates read no field
+    templates: CompiledTemplates  # of one language
+    language: str
 
 
 class Planner:
@@ -220,7 +240,8 @@ class Planner:
         self.plan = plan
         self.campaign = campaign
         self.audience = audience
-        self.templates = CompiledTemplates.compile(plan)
+        self.languages = LanguageTemplates(plan)
+        self.templates = self.languages.by_language[plan.language]
         self.max_parts = settings.planning.max_sms_parts
         self.sms_routing = _sms_routing(settings)
         self.start_ms = int(plan.schedule.starts_at(launched).timestamp() * 1000)
@@ -229,13 +250,18 @@ class Planner:
         self.tz = plan.schedule.tz
         rules = plan.audience
         self._filtering = bool(rules.regions is not None or rules.tags is not None or rules.where)
-        self._channels = [self._prepare(channel) for channel in plan.channels]
+        self._by_language = {
+            language: [self._prepare(channel, language) for channel in plan.channels]
+            for language in self.languages.by_language
+        }
+        self._channels = self._by_language[plan.language]
         # SMS routes per number prefix: one table look-up per prefix, not per recipient
         self._sms_targets: dict[str, tuple[Bucket, str, Kind]] = {}
         lengths = self.sms_routing.table.lengths if self.sms_routing else ()
         self._prefix = lengths[0] if len(lengths) == 1 else 0  # 0: several, no cache
         only = self._channels[0]
         sms_only = len(self._channels) == 1 and only.name == "sms"
+        sms_only = sms_only and not self.languages.multilingual
         self._reach = self._reach_any
         if sms_only and plan.schedule.send_at is None:
             self._sms_body = self.templates.sms_body
@@ -244,7 +270,7 @@ class Planner:
 
     def check(self, columns: Sequence[str]) -> list[str]:
         """Problems with the plan against this audience and these settings (empty: none)."""
-        problems = list(self.templates.missing_columns(columns))
+        problems = self.languages.missing_columns(columns)
         send_at = self.plan.schedule.send_at
         if send_at is not None and send_at.column not in columns:
             problems.append(f"schedule.send_at uses {send_at.column!r}, not a column")
@@ -331,7 +357,7 @@ class Planner:
         prefix = self._prefix
         target = self._sms_targets.get(phone[:prefix]) if prefix else None
         bucket, carrier, _ = target or self._sms_target(phone)
-        kind = (bucket[0], "sms", carrier, info.encoding, info.parts)
+        kind = (bucket[0], "sms", carrier, info.encoding, info.parts, self.plan.language)
         return Message(str(line), phone, body, info.parts), bucket, kind
 
     def _sms_target(self, phone: str) -> tuple[Bucket, str, Kind]:
@@ -341,7 +367,7 @@ class Planner:
         carrier, route = self.sms_routing.lookup(phone)
         name = carrier or "other"
         _, parts, _, encoding = self._fixed
-        target = ((route, 0), name, (route, "sms", name, encoding, parts))
+        target = ((route, 0), name, (route, "sms", name, encoding, parts, self.plan.language))
         if self._prefix:
             self._sms_targets[phone[: self._prefix]] = target
         return target
@@ -350,14 +376,17 @@ class Planner:
         """The first channel the recipient has an address for, with the rest to fall back to."""
         first: tuple[_Channel, str, Content, str, str] | None = None
         rest: list[list[Any]] = []
-        for channel in self._channels:
+        channels = self._channels
+        if self.languages.multilingual:
+            channels = self._by_language[self.languages.language_of(fields.get("lang"))]
+        for channel in channels:
             to = self._address(channel, fields, phone)
             if not to:
                 continue  # no id for this channel: the next channel in the plan's order
             content, carrier, route = self._content(channel, fields, phone)
             if first is None:
                 first = (channel, to, content, carrier, route)
-                if len(self._channels) == 1:
+                if len(channels) == 1:
                     break
             else:
                 body, parts, extra, _ = content
@@ -378,7 +407,8 @@ class Planner:
             if 0 < self.expires_ms <= due_ms:
                 raise AfterExpiry  # stale on the day it would go: never queued
         message = Message(str(line), to, body, parts, extra)
-        return message, (route, due_ms), (route, channel.name, carrier, encoding, parts)
+        kind = (route, channel.name, carrier, encoding, parts, channel.language)
+        return message, (route, due_ms), kind
 
     @staticmethod
     def _address(channel: _Channel, fields: Mapping[str, str], phone: str) -> str:
@@ -412,15 +442,18 @@ class Planner:
         )
 
     def _render(self, channel: _Channel, fields: Mapping[str, str]) -> Content:
-        return _rendered(self.templates.render(channel.name, fields))
+        return _rendered(channel.templates.render(channel.name, fields))
 
-    def _prepare(self, channel: str) -> _Channel:
-        static = self.templates.static(channel)
+    def _prepare(self, channel: str, language: str) -> _Channel:
+        templates = self.languages.by_language[language]
+        static = templates.static(channel)
         return _Channel(
             channel,
             ADDRESS_COLUMN[channel],
             "" if channel == "sms" else self._channel_route(channel) or "",
             _rendered(static) if static is not None else None,
+            templates,
+            language,
         )
 
     def _channel_route(self, channel: str) -> str | None:
@@ -707,7 +740,7 @@ async def _next_group(planner: Planner, items: Iterator[Item]) -> Group:
     """The next GROUP_ROWS rows worked on: in a worker thread when the templates run code
     (whatever a row costs, the event loop never waits on it), else a slice at a time on the
     loop, letting the previous group's replies in between."""
-    if planner.templates.runs_code:
+    if planner.languages.runs_code:
         return await asyncio.to_thread(_take_group, planner, items)
     group = Group()
     more = _take_slice(planner, items, group)

@@ -115,7 +115,7 @@ class Campaigns:
             )
         finally:
             await self.redis.delete(f"{self.settings.namespace}:{{camp:{planner.campaign}}}:seen")
-        report.warnings = _timing_warnings(report)
+        report.warnings = _timing_warnings(report) + _language_warnings(plan, report)
         return report
 
     async def create(
@@ -548,6 +548,18 @@ def _followup_fields(plan: Plan) -> dict[str, str]:
         "followup": plan.followup.model_dump_json(),
         "followup_window": str(int(plan.followup.window.total_seconds())),
     }
+
+
+def _language_warnings(plan: Plan, report: Report) -> list[str]:
+    """Languages the plan has templates in that nobody would be sent (a missing `lang`)."""
+    if len(plan.languages) < 2 or not report.queued:
+        return []
+    unread = [language for language in plan.languages if not report.by_language[language]]
+    return [
+        f"templates.{language}: nobody's `lang` is {language!r}: nobody reads these texts "
+        f"(everyone without a `lang` of the plan's gets {plan.language!r})"
+        for language in unread
+    ]
 
 
 def _creator_fields(by: Principal, need: Need) -> dict[str, str]:

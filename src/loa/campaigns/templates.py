@@ -317,41 +317,52 @@ def _slot_name(node: jinja2.nodes.Name | jinja2.nodes.Getattr) -> str:
 class CompiledTemplates:
     """A campaign's templates, compiled once; `render` is then called for every recipient."""
 
-    __slots__ = ("_parts", "_zalo_id")
+    __slots__ = ("_key", "_parts", "_zalo_id")
 
-    def __init__(self, parts: Mapping[str, Mapping[str, _Part]], *, zalo_id: str = "") -> None:
+    def __init__(
+        self,
+        parts: Mapping[str, Mapping[str, _Part]],
+        *,
+        zalo_id: str = "",
+        key: str = "templates.",
+    ) -> None:
         self._parts = {channel: dict(named) for channel, named in parts.items()}
         self._zalo_id = zalo_id
+        self._key = key  # "templates." or "templates.en.": what messages name the templates by
 
     @classmethod
-    def compile(cls, plan: Plan) -> CompiledTemplates:
-        """Compile the template of every channel of `plan`; TemplateError names the bad one."""
-        templates = plan.templates
+    def compile(cls, plan: Plan, language: str | None = None) -> CompiledTemplates:
+        """Compile the template of every channel of `plan` in `language` (default: the plan's
+        `language`); TemplateError names the bad one."""
+        language = language or plan.language
+        templates = plan.languages[language]
+        flat = language == plan.language and bool(plan.templates.given())
+        key = "templates." if flat else f"templates.{language}."
         parts: dict[str, dict[str, _Part]] = {}
         zalo_id = ""
         for channel in plan.channels:
             if channel == "sms" and templates.sms is not None:
-                body = _Part.compile("templates.sms", templates.sms, fold=plan.sms_ascii)
+                body = _Part.compile(f"{key}sms", templates.sms, fold=plan.sms_ascii)
                 parts["sms"] = {"body": body}
             elif channel == "email" and templates.email is not None:
                 parts["email"] = {
-                    "subject": _Part.compile("templates.email.subject", templates.email.subject),
-                    "body": _Part.compile("templates.email.body", templates.email.body),
+                    "subject": _Part.compile(f"{key}email.subject", templates.email.subject),
+                    "body": _Part.compile(f"{key}email.body", templates.email.body),
                 }
             elif channel == "fcm" and templates.fcm is not None:
                 parts["fcm"] = {
-                    "title": _Part.compile("templates.fcm.title", templates.fcm.title),
-                    "body": _Part.compile("templates.fcm.body", templates.fcm.body),
+                    "title": _Part.compile(f"{key}fcm.title", templates.fcm.title),
+                    "body": _Part.compile(f"{key}fcm.body", templates.fcm.body),
                 }
             elif channel == "zalo" and templates.zalo is not None:
                 zalo_id = templates.zalo.template_id
                 parts["zalo"] = {
-                    name: _Part.compile(f"templates.zalo.data.{name}", source)
+                    name: _Part.compile(f"{key}zalo.data.{name}", source)
                     for name, source in templates.zalo.data.items()
                 }
             else:
-                raise TemplateError(f"templates.{channel}: missing")
-        return cls(parts, zalo_id=zalo_id)
+                raise TemplateError(f"{key}{channel}: missing")
+        return cls(parts, zalo_id=zalo_id, key=key)
 
     @property
     def runs_code(self) -> bool:
@@ -398,7 +409,7 @@ class CompiledTemplates:
                 if name not in present and name.partition(".")[0] not in present
             )
             problems.extend(
-                f"templates.{channel} uses {name!r} but the audience has no such column"
+                f"{self._key}{channel} uses {name!r} but the audience has no such column"
                 for name in absent
             )
         return problems
@@ -443,3 +454,56 @@ class CompiledTemplates:
 
 def _one_line(text: str) -> str:
     return _LINE_BREAKS.sub(" ", text) if "\n" in text or "\r" in text else text
+
+
+class LanguageTemplates:
+    """A campaign's templates in each of its languages, and which language each recipient reads.
+
+    A recipient's `lang` cell picks the language: its code as written ('en', 'EN', 'en_US' and
+    'en-US' alike) when the plan has templates in it, else its primary subtag ('en-US' -> 'en'),
+    else the plan's `language`; so does an empty or missing cell.
+    """
+
+    __slots__ = ("_codes", "by_language", "default")
+
+    def __init__(self, plan: Plan) -> None:
+        self.default = plan.language
+        self.by_language = {
+            language: CompiledTemplates.compile(plan, language) for language in plan.languages
+        }
+        self._codes: dict[str, str] = {}  # cell -> language, for the few distinct cells
+
+    @property
+    def multilingual(self) -> bool:
+        """Whether the plan has templates in more than one language."""
+        return len(self.by_language) > 1
+
+    def language_of(self, cell: str | None) -> str:
+        """The language of a recipient whose `lang` cell is `cell`."""
+        if not cell:
+            return self.default
+        found = self._codes.get(cell)
+        if found is None:
+            code = cell.strip().lower().replace("_", "-")
+            primary = code.split("-")[0]
+            if code in self.by_language:
+                found = code
+            elif primary in self.by_language:
+                found = primary
+            else:
+                found = self.default
+            if len(self._codes) < 1024:  # bounded: a file of odd cells cannot grow it
+                self._codes[cell] = found
+        return found
+
+    @property
+    def runs_code(self) -> bool:
+        """Whether any language's messages are rendered by running a template."""
+        return any(compiled.runs_code for compiled in self.by_language.values())
+
+    def missing_columns(self, columns: Collection[str]) -> list[str]:
+        """One line per template field, in any language, that is not a column."""
+        problems: list[str] = []
+        for compiled in self.by_language.values():
+            problems.extend(p for p in compiled.missing_columns(columns) if p not in problems)
+        return problems

@@ -4,9 +4,10 @@
   urgency Immediate or Expected (the imminent-threat test of public warning systems) and
   certainty is not Unlikely; else `high` when severity is Extreme or Severe or urgency is
   Immediate; else `normal`. (Emergency overtakes everything and ignores quiet hours.)
-- Languages: one message per <info> language (its primary subtag: vi-VN -> vi). With more than
-  one, and an audience that has a `lang` column, each person gets the text of their `lang`, and
-  whoever has none (or one no <info> is written in) the `cap.language` text (default `vi`; the
+- Languages: one message per <info> language (its primary subtag: vi-VN -> vi), as the plan's
+  templates of that language (`[templates.en]`). With more than one, and an audience that has
+  a `lang` column, each person gets the text of their `lang`, and whoever has none (or one no
+  <info> is written in) the `cap.language` text, the plan's `language` (default `vi`; the
   first <info>'s when no <info> is in that language). Two <info> in one language: the one on
   the higher lane speaks.
 - Provinces: the union over every <area> of every <info> (`loa.cap.provinces`); the plan's
@@ -42,6 +43,7 @@ SENDING_TYPES = ("Alert", "Update")
 LABELS = {"vi": ("Khu vực", "Hết hiệu lực")}  # e-mail labels by language; others: English
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_LANGUAGE_KEY = re.compile(r"[a-z]{2,3}")  # a primary subtag the plan takes as a language
 
 
 def lane_of(info: Info) -> Lane:
@@ -239,19 +241,6 @@ def literal(text: str) -> str:
     return text.replace("{", '{{ "{" }}')
 
 
-def _choose(texts: Mapping[str, str], default: str, by_language: bool) -> str:
-    """A template giving each recipient the text of their `lang` column, else the default."""
-    if not by_language or len(texts) == 1:
-        return literal(texts[default])
-    head = '{% set l = (lang|default("")|lower|replace("_", "-")).split("-")[0] %}'
-    branches = [(lang, text) for lang, text in texts.items() if lang != default]
-    body = "".join(
-        f'{{% {"if" if n == 0 else "elif"} l == "{lang}" %}}{literal(text)}'
-        for n, (lang, text) in enumerate(branches)
-    )
-    return f"{head}{body}{{% else %}}{literal(texts[default])}{{% endif %}}"
-
-
 def plan_mapping(
     mapped: Mapped,
     channels: Sequence[str],
@@ -264,29 +253,11 @@ def plan_mapping(
     """The plan (as a TOML-shaped mapping) that sends `mapped` on `channels`, in that order."""
     assert mapped.lane is not None and mapped.expires is not None
     texts, default = mapped.texts, mapped.default_language
-
-    def pick(get: Any) -> str:
-        return _choose({lang: get(t) for lang, t in texts.items()}, default, by_language)
-
-    templates: dict[str, Any] = {}
-    for channel in channels:
-        if channel == "sms":
-            templates["sms"] = pick(lambda t: t.sms)
-        elif channel == "fcm":
-            templates["fcm"] = {"title": pick(lambda t: t.title), "body": pick(lambda t: t.body)}
-        elif channel == "email":
-            templates["email"] = {
-                "subject": pick(lambda t: t.title),
-                "body": pick(lambda t: t.email),
-            }
-        elif channel == "zalo" and zalo is not None:
-            templates["zalo"] = {
-                "template_id": zalo.template_id,
-                "data": {
-                    name: pick(lambda t, source=source: t.fields[source] or "-")
-                    for name, source in zalo.data.items()
-                },
-            }
+    templates = _channel_templates(texts[default], channels, zalo)
+    if by_language:  # the plan's per-language templates: each person's `lang` chooses
+        for language, text in texts.items():
+            if language != default and _LANGUAGE_KEY.fullmatch(language):
+                templates[language] = _channel_templates(text, channels, zalo)
     alert = mapped.alert
     first = texts[default]
     marker = {"Test": "[TEST] ", "Exercise": "[EXERCISE] "}.get(alert.status, "")
@@ -299,12 +270,35 @@ def plan_mapping(
         "lane": mapped.lane.label,
         "channels": list(channels),
         "sms_ascii": sms_ascii,
+        "language": default,
         "templates": templates,
         "schedule": schedule,
     }
     if regions:
         plan["audience"] = {"regions": mapped.regions}
     return plan
+
+
+def _channel_templates(
+    text: Texts, channels: Sequence[str], zalo: CapZaloSettings | None
+) -> dict[str, Any]:
+    """One language's template per channel: its CAP texts, escaped."""
+    templates: dict[str, Any] = {}
+    for channel in channels:
+        if channel == "sms":
+            templates["sms"] = literal(text.sms)
+        elif channel == "fcm":
+            templates["fcm"] = {"title": literal(text.title), "body": literal(text.body)}
+        elif channel == "email":
+            templates["email"] = {"subject": literal(text.title), "body": literal(text.email)}
+        elif channel == "zalo" and zalo is not None:
+            templates["zalo"] = {
+                "template_id": zalo.template_id,
+                "data": {
+                    name: literal(text.fields[source] or "-") for name, source in zalo.data.items()
+                },
+            }
+    return templates
 
 
 def to_toml(plan: Mapping[str, Any]) -> str:

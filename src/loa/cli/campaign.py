@@ -367,6 +367,16 @@ def _print_report(report: Report, title: str = "dry run: nothing queued") -> Non
             console.print(
                 f"by {title}: " + ", ".join(f"{k} {v:,}" for k, v in counts.most_common())
             )
+    if report.by_language:
+        console.print(
+            "by language: "
+            + ", ".join(
+                f"{language} {n:,} ({report.sms_parts_by_language[language]:,} SMS parts)"
+                for language, n in report.by_language.most_common()
+            ),
+            markup=False,
+            highlight=False,
+        )
     for line, reason in report.errors[:20]:
         console.print(f"line {line}: {reason}")
 
