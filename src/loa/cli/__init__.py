@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 import uvloop
 from redis.exceptions import RedisError
 
 from loa import __version__
+from loa.cli.common import ConfigOption, DataDirOption, RedisOption, load_settings
 from loa.errors import LoaError
 from loa.log import hide_userinfo, setup_logging
-from loa.settings import Settings
 
 app = typer.Typer(
     name="loa",
@@ -23,31 +22,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="Settings file (TOML). Default: $LOA_CONFIG."),
-]
-RedisOption = Annotated[
-    str | None,
-    typer.Option("--redis", help="Redis URL. Default: $LOA_REDIS_URL, else the embedded server."),
-]
-DataDirOption = Annotated[
-    Path | None, typer.Option("--data-dir", help="Data directory. Default: $LOA_DATA_DIR.")
-]
-
-
-def load_settings(
-    config: Path | None, redis: str | None, data_dir: Path | None = None, **extra: Any
-) -> Settings:
-    """Settings from the file and environment, with command-line options on top."""
-    overrides: dict[str, Any] = dict(extra)
-    if redis:
-        overrides["redis_url"] = redis
-    if data_dir:
-        overrides["data_dir"] = str(data_dir)
-    return Settings.load(config, overrides=overrides)
-
 
 def _print_version(value: bool) -> None:
     if value:

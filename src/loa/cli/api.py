@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-import orjson
 import typer
-import uvloop
 
-from loa.engine.connection import RedisClient, connect
-from loa.engine.embedded import redis_url_for
+from loa.cli.common import (
+    ConfigOption,
+    DataDirOption,
+    RedisOption,
+    load_settings,
+    print_json,
+    with_redis,
+)
+from loa.engine.connection import RedisClient
 from loa.errors import LoaError
-from loa.settings import Settings
 
 T = TypeVar("T")
 
@@ -25,9 +27,6 @@ api_app = typer.Typer(
 token_app = typer.Typer(help="API tokens, straight in Redis (for the first admin).")
 api_app.add_typer(token_app, name="token", no_args_is_help=True)
 
-ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="Settings file.")]
-RedisOption = Annotated[str | None, typer.Option("--redis", help="Redis URL.")]
-DataDirOption = Annotated[Path | None, typer.Option("--data-dir", help="Data directory.")]
 HostOption = Annotated[str | None, typer.Option("--host", help="Default: api.host, 127.0.0.1.")]
 PortOption = Annotated[int | None, typer.Option("--port", help="Default: api.port, 8080.")]
 
@@ -39,27 +38,6 @@ class RoleName(enum.StrEnum):
     OPERATOR = "operator"
     APPROVER = "approver"
     ADMIN = "admin"
-
-
-def _settings(config: Path | None, redis: str | None, data_dir: Path | None) -> Settings:
-    overrides: dict[str, Any] = {}
-    if redis:
-        overrides["redis_url"] = redis
-    if data_dir:
-        overrides["data_dir"] = str(data_dir)
-    return Settings.load(config, overrides=overrides)
-
-
-def _with_redis(settings: Settings, work: Callable[[RedisClient], Awaitable[T]]) -> T:
-    async def main() -> T:
-        with redis_url_for(settings.redis_url, settings.data_dir) as (url, _):
-            client = connect(url)
-            try:
-                return await work(client)
-            finally:
-                await client.aclose()
-
-    return uvloop.run(main())
 
 
 @api_app.callback()
@@ -84,7 +62,7 @@ def api(
         return
     from loa.api.server import serve_api
 
-    settings = _settings(config, redis, data_dir)
+    settings = load_settings(config, redis, data_dir)
     serve_api(settings, host or settings.api.host, port or settings.api.port)
 
 
@@ -111,7 +89,7 @@ def token_create(
     from loa.access.identity import Role, local_principal
     from loa.access.tokens import Tokens, minting
 
-    settings = _settings(config, redis, data_dir)
+    settings = load_settings(config, redis, data_dir)
     minter = local_principal()
     owner = person or name
 
@@ -123,7 +101,7 @@ def token_create(
             token, _ = await tokens.create(name, Role.parse(role), minter, owner, days)
         return token
 
-    token = _with_redis(settings, work)
+    token = with_redis(settings, work)
     typer.echo(token)
     typer.echo(f"token {name!r} ({role}) made; it will not be shown again", err=True)
 
@@ -140,7 +118,7 @@ def token_revoke(
     from loa.access.identity import local_principal
     from loa.access.tokens import Tokens
 
-    settings = _settings(config, redis, data_dir)
+    settings = load_settings(config, redis, data_dir)
 
     async def work(client: RedisClient) -> None:
         log = AuditLog.of(client, settings)
@@ -148,7 +126,7 @@ def token_revoke(
             note.detail = name
             await Tokens(client, settings.namespace).revoke(name)
 
-    _with_redis(settings, work)
+    with_redis(settings, work)
     typer.echo(f"token {name!r} revoked")
 
 
@@ -165,7 +143,7 @@ def server(
     """The API, the workers and (with no Redis URL) the embedded Redis, until SIGTERM."""
     from loa.api.server import run_server
 
-    settings = _settings(config, redis, data_dir)
+    settings = load_settings(config, redis, data_dir)
     if not settings.routes:
         raise LoaError("no routes configured: add [routes.NAME] tables to the settings file")
     code = run_server(settings, host or settings.api.host, port or settings.api.port, processes)
@@ -187,11 +165,11 @@ def audit(
 
     from loa.access.audit import AuditLog
 
-    settings = _settings(config, redis, data_dir)
-    entries = _with_redis(settings, lambda c: AuditLog.of(c, settings).read(limit))
+    settings = load_settings(config, redis, data_dir)
+    entries = with_redis(settings, lambda c: AuditLog.of(c, settings).read(limit))
     if json_output:
         rows = [asdict(entry) for entry in entries]
-        typer.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+        print_json(rows)
         return
     _print_audit(entries, wide)
 

@@ -6,24 +6,28 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
-import orjson
 import typer
-import uvloop
 from rich.console import Console
 from rich.table import Table
 
-from loa.access.audit import AuditLog, Note, audited
-from loa.access.identity import Principal, Role, local_principal
-from loa.access.tokens import Tokens
+from loa.access.audit import AuditLog, Note
+from loa.access.identity import Principal, Role
 from loa.appointments.inputs import parse_day
 from loa.appointments.ledger import REASONS, Change
 from loa.appointments.service import Appointments, RepliesReport, RunReport
-from loa.engine.connection import connect
-from loa.engine.embedded import redis_url_for
-from loa.errors import AuthError
-from loa.settings import Settings
+from loa.cli.common import (
+    ConfigOption,
+    JsonOption,
+    RedisOption,
+    TokenOption,
+    audited,
+    load_settings,
+    print_json,
+    with_redis,
+)
+from loa.engine.connection import RedisClient
 
 T = TypeVar("T")
 
@@ -32,36 +36,15 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="Settings file.")]
-RedisOption = Annotated[str | None, typer.Option("--redis", help="Redis URL.")]
 DriveOption = Annotated[
     str, typer.Option("--drive", "-d", help="The drive (its own ledger), e.g. 'hcm-2026-12'.")
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-TokenOption = Annotated[
-    str | None,
-    typer.Option(
-        "--token",
-        envvar="LOA_TOKEN",
-        help="Act as this API token's person (default: the OS user running the command).",
-    ),
-]
-Work = Callable[[Appointments, Principal, Note], Awaitable[T]]
+DriveWork = Callable[[Appointments, Principal, Note], Awaitable[T]]
 
 
 def _run(config: Path | None, redis: str | None, work: Callable[[Appointments], Awaitable[T]]) -> T:
-    overrides = {"redis_url": redis} if redis else {}
-    settings = Settings.load(config, overrides=overrides)
-
-    async def main() -> T:
-        with redis_url_for(settings.redis_url, settings.data_dir) as (url, _):
-            client = connect(url)
-            try:
-                return await work(Appointments(settings, client))
-            finally:
-                await client.aclose()
-
-    return uvloop.run(main())
+    settings = load_settings(config, redis)
+    return with_redis(settings, lambda client: work(Appointments(settings, client)))
 
 
 def _audited(
@@ -69,28 +52,16 @@ def _audited(
     redis: str | None,
     token: str | None,
     action: str,
-    work: Work[T],
+    work: DriveWork[T],
     role: Role = Role.OPERATOR,
 ) -> T:
-    """Run a change as the caller, recorded in the audit log (refusals too, with their code)."""
+    """A change to appointments, as the caller, audited (see loa.cli.common.audited)."""
+    settings = load_settings(config, redis)
 
-    async def run(appointments: Appointments) -> T:
-        redis_client, namespace = appointments.redis, appointments.namespace
-        who = (
-            local_principal()
-            if token is None
-            else await Tokens(redis_client, namespace).principal(token)
-        )
-        async with audited(AuditLog(redis_client, namespace), who, action) as note:
-            if who.role < role:
-                raise AuthError(
-                    f"this needs the {role.label} role; the token has {who.role.label}",
-                    code="forbidden",
-                    status=403,
-                )
-            return await work(appointments, who, note)
+    def run(client: RedisClient, who: Principal, note: Note) -> Awaitable[T]:
+        return work(Appointments(settings, client), who, note)
 
-    return _run(config, redis, run)
+    return audited(settings, token, action, "", run, role)
 
 
 def _day(value: str | None, option: str) -> date | None:
@@ -100,10 +71,6 @@ def _day(value: str | None, option: str) -> date | None:
     if day is None:
         raise typer.BadParameter(f"{value!r} is not a date (write 2026-12-10)", param_hint=option)
     return day
-
-
-def _print_json(data: Any) -> None:
-    typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
 
 
 @app.command()
@@ -151,7 +118,7 @@ def allocate(
 
     report = _audited(config, redis, token, "appointments.allocate", work)
     if json_output:
-        _print_json(report.to_json())
+        print_json(report.to_json())
         return
     _print_run(report, output)
 
@@ -193,7 +160,7 @@ def status(
     """Counts per priority group, per site and per session (capacity, booked, free)."""
     summary = _run(config, redis, lambda a: a.summary(drive))
     if json_output:
-        _print_json(summary)
+        print_json(summary)
         return
     console = Console()
     groups = Table(title=f"drive {drive}: by priority group")
@@ -265,7 +232,7 @@ def replies(
 
     def show(report: RepliesReport) -> None:
         if json_output:
-            _print_json(report.to_json())
+            print_json(report.to_json())
         else:
             _print_replies(report)
 
@@ -280,7 +247,7 @@ def replies(
                 return report
             show(report)
             if report.outcomes:
-                log = AuditLog(a.redis, a.namespace)
+                log = AuditLog.of(a.redis, a.settings)
                 await log.record(who, "appointments.replies", report.campaign, detail=note.detail)
             await asyncio.sleep(every)
 
@@ -342,7 +309,7 @@ def history(
     """Every change of the schedule, oldest first (operators see the numbers)."""
     rows = _run(config, redis, lambda a: a.history(drive, after, limit))
     if json_output:
-        _print_json(rows)
+        print_json(rows)
         return
     table = Table("id", "event", "phone", "session", "from", "by")
     for row in rows:

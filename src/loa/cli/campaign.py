@@ -8,24 +8,28 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
-import orjson
 import typer
-import uvloop
 from rich.console import Console
 
-from loa.access.audit import AuditLog, Note, audited
-from loa.access.identity import Principal, Role, local_principal
-from loa.access.tokens import Tokens
+from loa.access.audit import AuditLog, Note
+from loa.access.identity import Principal, Role
 from loa.campaigns.planner import PLANNING_COUNTERS, Report
 from loa.campaigns.service import STATUS_KEYS, Campaigns, safe_cell
 from loa.campaigns.store import State
+from loa.cli.common import (
+    ConfigOption,
+    JsonOption,
+    RedisOption,
+    TokenOption,
+    audited,
+    load_settings,
+    print_json,
+    with_redis,
+)
 from loa.cli.tables import show
-from loa.engine.connection import connect
-from loa.engine.embedded import redis_url_for
-from loa.errors import AuthError
-from loa.settings import Settings
+from loa.engine.connection import RedisClient
 
 T = TypeVar("T")
 
@@ -38,36 +42,15 @@ class CsvForm(enum.StrEnum):
 
 app = typer.Typer(help="Validate, create, launch and steer campaigns.", no_args_is_help=True)
 
-ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="Settings file.")]
-RedisOption = Annotated[str | None, typer.Option("--redis", help="Redis URL.")]
 AudienceOption = Annotated[
     Path, typer.Option("--audience", "-a", help="CSV, JSON lines or Parquet.")
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-TokenOption = Annotated[
-    str | None,
-    typer.Option(
-        "--token",
-        envvar="LOA_TOKEN",
-        help="Act as this API token's person (default: the OS user running the command).",
-    ),
-]
-Work = Callable[[Campaigns, Principal, Note], Awaitable[T]]
+CampaignWork = Callable[[Campaigns, Principal, Note], Awaitable[T]]
 
 
 def _run(config: Path | None, redis: str | None, work: Callable[[Campaigns], Awaitable[T]]) -> T:
-    overrides = {"redis_url": redis} if redis else {}
-    settings = Settings.load(config, overrides=overrides)
-
-    async def main() -> T:
-        with redis_url_for(settings.redis_url, settings.data_dir) as (url, _):
-            client = connect(url)
-            try:
-                return await work(Campaigns(settings, client))
-            finally:
-                await client.aclose()
-
-    return uvloop.run(main())
+    settings = load_settings(config, redis)
+    return with_redis(settings, lambda client: work(Campaigns(settings, client)))
 
 
 def _audited(
@@ -76,38 +59,16 @@ def _audited(
     token: str | None,
     action: str,
     campaign: str,
-    work: Work[T],
+    work: CampaignWork[T],
     role: Role = Role.OPERATOR,
 ) -> T:
-    """Run a change as the caller (the OS user, or `--token`'s person), recorded in the audit log.
+    """A change to campaigns, as the caller, audited (see loa.cli.common.audited)."""
+    settings = load_settings(config, redis)
 
-    A refused change is recorded too, with the code it was refused with.
-    """
+    def run(client: RedisClient, who: Principal, note: Note) -> Awaitable[T]:
+        return work(Campaigns(settings, client), who, note)
 
-    async def run(campaigns: Campaigns) -> T:
-        who = await _caller(campaigns, token)
-        log = AuditLog.of(campaigns.redis, campaigns.settings)
-        async with audited(log, who, action, campaign) as note:
-            if who.role < role:
-                raise AuthError(
-                    f"this needs the {role.label} role; the token has {who.role.label}",
-                    code="forbidden",
-                    status=403,
-                )
-            return await work(campaigns, who, note)
-
-    return _run(config, redis, run)
-
-
-async def _caller(campaigns: Campaigns, token: str | None) -> Principal:
-    """Who runs this command: the token's person when one is given, else the OS user."""
-    if token is None:
-        return local_principal()
-    return await Tokens(campaigns.redis, campaigns.settings.namespace).principal(token)
-
-
-def _print_json(data: Any) -> None:
-    typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+    return audited(settings, token, action, campaign, run, role)
 
 
 @app.command()
@@ -156,7 +117,7 @@ def review(
 def _show_dry_run(report: Report, json_output: bool) -> None:
     """Print a dry run; exit 1 when it found problems."""
     if json_output:
-        _print_json(report.to_json())
+        print_json(report.to_json())
     else:
         _print_report(report)
     raise typer.Exit(1 if report.problems else 0)
@@ -226,7 +187,7 @@ def launch(
 
     report = _audited(config, redis, token, "campaign.launch", campaign_id, work)
     if json_output:
-        _print_json(report.to_json())
+        print_json(report.to_json())
     else:
         _print_report(report, "planned: now on the queues")
 
@@ -245,7 +206,7 @@ def status(
         return
     current = _run(config, redis, lambda c: c.status(campaign_id))
     if json_output:
-        _print_json(current)
+        print_json(current)
         return
     rows = [
         [key, _cell(current[key])]
@@ -307,7 +268,7 @@ def list_campaigns(
     """The newest campaigns."""
     rows = _run(config, redis, lambda c: c.list())
     if json_output:
-        _print_json(rows)
+        print_json(rows)
         return
     cells = []
     for row in rows:
@@ -407,7 +368,7 @@ def suppression_add(
     typer.echo(f"{added} added")
 
 
-def _suppress(change: str, items: list[str]) -> Work[int]:
+def _suppress(change: str, items: list[str]) -> CampaignWork[int]:
     """Add or remove addresses; the audit log counts them, never names them."""
     from loa.campaigns.suppression import Suppression
 
@@ -485,7 +446,7 @@ def inbound_list(
     """Show inbound messages, oldest first (operators see the numbers: they answer them)."""
     rows = _run(config, redis, lambda c: _inbound(c, after, limit))
     if json_output:
-        _print_json(rows)
+        print_json(rows)
         return
     cells = []
     for row in rows:

@@ -4,21 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-import orjson
 import typer
-import uvloop
 
-from loa.access.audit import AuditLog, Note, audited
-from loa.access.identity import Principal, Role, local_principal
-from loa.access.tokens import Tokens
+from loa.access.audit import AuditLog, Note
+from loa.access.identity import Principal
 from loa.cap.parse import MAX_BYTES
 from loa.cap.service import CapIntake, Submitted, check_alert
-from loa.engine.connection import connect
-from loa.engine.embedded import redis_url_for
-from loa.errors import AuthError, CapError
-from loa.settings import Settings
+from loa.cli.common import (
+    ConfigOption,
+    JsonOption,
+    RedisOption,
+    TokenOption,
+    audited,
+    load_settings,
+    print_json,
+)
+from loa.engine.connection import RedisClient
+from loa.errors import CapError
 
 app = typer.Typer(
     help="CAP 1.2 alerts: check one, or submit it (an Alert or Update becomes a draft campaign "
@@ -27,17 +31,6 @@ app = typer.Typer(
 )
 
 FileArgument = Annotated[Path, typer.Argument(help="The CAP 1.2 alert (XML).")]
-ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="Settings file.")]
-RedisOption = Annotated[str | None, typer.Option("--redis", help="Redis URL.")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-TokenOption = Annotated[
-    str | None,
-    typer.Option(
-        "--token",
-        envvar="LOA_TOKEN",
-        help="Act as this API token's person (default: the OS user running the command).",
-    ),
-]
 Work = Callable[[CapIntake, Principal, Note], Awaitable[Submitted]]
 
 
@@ -61,7 +54,7 @@ def read_alert(path: Path) -> bytes:
 def _refused(path: Path, error: CapError, json_output: bool) -> typer.Exit:
     """Print every problem, one line each (as JSON with --json); the exit to raise."""
     if json_output:
-        _print_json({"valid": False, "code": error.code, "problems": error.problems})
+        print_json({"valid": False, "code": error.code, "problems": error.problems})
     for problem in error.problems:
         typer.secho(f"{path}: {problem}", err=True, fg=typer.colors.RED)
     return typer.Exit(1)
@@ -73,14 +66,14 @@ def validate(
 ) -> None:
     """Check an alert against CAP 1.2 and say how loa would send it (exit 1 with the reasons
     when it is not valid). Needs no Redis: nothing is stored."""
-    settings = Settings.load(config)
+    settings = load_settings(config)
     try:
         mapped = check_alert(read_alert(file), settings)
     except CapError as exc:
         raise _refused(file, exc, json_output) from None
     summary = mapped.summary()
     if json_output:
-        _print_json({"valid": True, **summary})
+        print_json({"valid": True, **summary})
         return
     typer.echo(f"{file}: a valid CAP 1.2 {summary['msgType']} ({summary['status']})")
     if not mapped.sends:
@@ -125,7 +118,7 @@ def submit(
     except CapError as exc:
         raise _refused(file, exc, json_output) from None
     if json_output:
-        _print_json(result.to_json())
+        print_json(result.to_json())
     else:
         typer.echo(result.line())
 
@@ -134,31 +127,10 @@ def _audited(
     config: Path | None, redis: str | None, token: str | None, action: str, work: Work
 ) -> Submitted:
     """Run `work` as the caller (the OS user, or `--token`'s person), recorded in the audit log."""
-    settings = Settings.load(config, overrides={"redis_url": redis} if redis else {})
+    settings = load_settings(config, redis)
 
-    async def main() -> Submitted:
-        with redis_url_for(settings.redis_url, settings.data_dir) as (url, _):
-            client = connect(url)
-            try:
-                log = AuditLog(client, settings.namespace)
-                who = (
-                    local_principal()
-                    if token is None
-                    else await Tokens(client, settings.namespace).principal(token)
-                )
-                async with audited(log, who, action) as note:
-                    if who.role < Role.OPERATOR:
-                        raise AuthError(
-                            f"this needs the operator role; the token has {who.role.label}",
-                            code="forbidden",
-                            status=403,
-                        )
-                    return await work(CapIntake(settings, client, log), who, note)
-            finally:
-                await client.aclose()
+    def run(client: RedisClient, who: Principal, note: Note) -> Awaitable[Submitted]:
+        return work(CapIntake(settings, client, AuditLog.of(client, settings)), who, note)
 
-    return uvloop.run(main())
+    return audited(settings, token, action, "", run)
 
-
-def _print_json(data: Any) -> None:
-    typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())

@@ -10,14 +10,18 @@ from typing import Annotated, Any, TypeVar
 
 import orjson
 import typer
-import uvloop
 
 from loa.access.audit import AuditLog
 from loa.access.identity import local_principal
-from loa.engine.connection import connect
-from loa.engine.embedded import redis_url_for
+from loa.cli.common import (
+    ConfigOption,
+    JsonOption,
+    RedisOption,
+    load_settings,
+    print_json,
+    with_redis,
+)
 from loa.followups.service import Followups
-from loa.settings import Settings
 
 T = TypeVar("T")
 
@@ -26,24 +30,9 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="Settings file.")]
-RedisOption = Annotated[str | None, typer.Option("--redis", help="Redis URL.")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-
-
 def _run(config: Path | None, redis: str | None, work: Callable[[Followups], Awaitable[T]]) -> T:
-    overrides = {"redis_url": redis} if redis else {}
-    settings = Settings.load(config, overrides=overrides)
-
-    async def main() -> T:
-        with redis_url_for(settings.redis_url, settings.data_dir) as (url, _):
-            client = connect(url)
-            try:
-                return await work(Followups(settings, client))
-            finally:
-                await client.aclose()
-
-    return uvloop.run(main())
+    settings = load_settings(config, redis)
+    return with_redis(settings, lambda client: work(Followups(settings, client)))
 
 
 @app.command()
@@ -55,7 +44,7 @@ def sync(
     async def work(followups: Followups) -> dict[str, int]:
         report = (await followups.sync()).to_json()
         detail = ", ".join(f"{k} {v}" for k, v in report.items() if v)
-        await AuditLog(followups.redis, followups.namespace).record(
+        await AuditLog.of(followups.redis, followups.settings).record(
             local_principal(), "followups.sync", detail=detail
         )
         return report
@@ -83,7 +72,7 @@ def answers(
 
     summary = _run(config, redis, work)
     if json_output:
-        typer.echo(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
+        print_json(summary)
     elif csv_output:
         _write_csv(summary)
     else:

@@ -8,20 +8,25 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-import orjson
 import typer
-import uvloop
 from rich.console import Console
 from rich.table import Table
 
-from loa.access.audit import AuditLog, Note, audited
-from loa.access.identity import Principal, Role, local_principal
-from loa.access.tokens import Tokens
-from loa.engine.connection import RedisClient, connect
-from loa.engine.embedded import redis_url_for
-from loa.errors import AuthError
+from loa.access.audit import AuditLog, Note
+from loa.access.identity import Principal, Role
+from loa.cli.common import (
+    ConfigOption,
+    JsonOption,
+    RedisOption,
+    TokenOption,
+    as_caller,
+    audited,
+    load_settings,
+    print_json,
+    with_redis,
+)
+from loa.engine.connection import RedisClient
 from loa.inbox.service import Inbox, SyncReport
-from loa.settings import Settings
 
 T = TypeVar("T")
 
@@ -30,46 +35,12 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="Settings file.")]
-RedisOption = Annotated[str | None, typer.Option("--redis", help="Redis URL.")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-TokenOption = Annotated[
-    str | None,
-    typer.Option(
-        "--token",
-        envvar="LOA_TOKEN",
-        help="Act as this API token's person (default: the OS user running the command).",
-    ),
-]
-Work = Callable[[Inbox, Principal, Note], Awaitable[T]]
+InboxWork = Callable[[Inbox, Principal, Note], Awaitable[T]]
 
 
 def _run(config: Path | None, redis: str | None, work: Callable[[Inbox], Awaitable[T]]) -> T:
-    overrides = {"redis_url": redis} if redis else {}
-    settings = Settings.load(config, overrides=overrides)
-
-    async def main() -> T:
-        with redis_url_for(settings.redis_url, settings.data_dir) as (url, _):
-            client = connect(url)
-            try:
-                return await work(Inbox(settings, client))
-            finally:
-                await client.aclose()
-
-    return uvloop.run(main())
-
-
-async def _caller(redis: RedisClient, namespace: str, token: str | None) -> Principal:
-    return local_principal() if token is None else await Tokens(redis, namespace).principal(token)
-
-
-def _require(who: Principal, role: Role) -> None:
-    if who.role < role:
-        raise AuthError(
-            f"this needs the {role.label} role; the token has {who.role.label}",
-            code="forbidden",
-            status=403,
-        )
+    settings = load_settings(config, redis)
+    return with_redis(settings, lambda client: work(Inbox(settings, client)))
 
 
 def _as(
@@ -77,25 +48,18 @@ def _as(
     redis: str | None,
     token: str | None,
     role: Role,
-    work: Work[T],
+    work: InboxWork[T],
     action: str = "",
 ) -> T:
     """Run as the caller with at least `role`; a change (`action`) goes to the audit log."""
+    settings = load_settings(config, redis)
 
-    async def run(inbox: Inbox) -> T:
-        who = await _caller(inbox.redis, inbox.namespace, token)
-        if not action:  # reading
-            _require(who, role)
-            return await work(inbox, who, Note())
-        async with audited(AuditLog(inbox.redis, inbox.namespace), who, action) as note:
-            _require(who, role)
-            return await work(inbox, who, note)
+    def run(client: RedisClient, who: Principal, note: Note) -> Awaitable[T]:
+        return work(Inbox(settings, client), who, note)
 
-    return _run(config, redis, run)
-
-
-def _print_json(data: Any) -> None:
-    typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+    if not action:  # reading
+        return as_caller(settings, token, role, run)
+    return audited(settings, token, action, "", run, role)
 
 
 def _when(ms: int) -> str:
@@ -123,7 +87,7 @@ def sync(
                 return report
             _print_sync(report, json_output)
             if report.read:
-                await AuditLog(inbox.redis, inbox.namespace).record(
+                await AuditLog.of(inbox.redis, inbox.settings).record(
                     who, "inbox.sync", detail=note.detail
                 )
             await asyncio.sleep(every)
@@ -137,7 +101,7 @@ def sync(
 
 def _print_sync(report: SyncReport, json_output: bool) -> None:
     if json_output:
-        _print_json(report.to_json())
+        print_json(report.to_json())
     else:
         counts = ", ".join(f"{k} {v:,}" for k, v in report.to_json().items() if v)
         typer.echo(counts or "nothing new")
@@ -162,7 +126,7 @@ def list_cases(
 
     rows = _as(config, redis, token, Role.VIEWER, work)
     if json_output:
-        _print_json(rows)
+        print_json(rows)
         return
     table = Table("case", "state", "urgent", "from", "assignee", "changed (UTC)", "last message")
     for row in rows:
@@ -196,7 +160,7 @@ def show(
 
     found = _as(config, redis, token, Role.VIEWER, work)
     if json_output:
-        _print_json(found)
+        print_json(found)
         return
     case = found["case"]
     typer.echo(f"case {case['id']} ({case['state']}) from {case['phone']} on {case['channel']}")

@@ -5,16 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-import orjson
 import typer
 
+from loa.cli.common import ConfigOption, DataDirOption, JsonOption, print_json
 from loa.errors import LoaError
 from loa.ops.archive import Manifest, describe
 from loa.settings import Settings
-
-ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="Settings file.")]
-DataDirOption = Annotated[Path | None, typer.Option("--data-dir", help="Data directory.")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
 def _settings(config: Path | None, data_dir: Path | None, **values: Any) -> Settings:
@@ -68,7 +64,7 @@ def backup(
         prune(made.path.parent, keep)
     if json_output:
         summary = {"archive": str(made.path), "seconds": round(made.seconds, 3)}
-        _print_json({**summary, **describe(made.manifest)})
+        print_json({**summary, **describe(made.manifest)})
         return
     size = made.path.stat().st_size
     typer.echo(f"backup written: {made.path} ({_mib(size)}, {made.seconds:.1f} s)")
@@ -104,7 +100,7 @@ def restore(
     if check:
         manifest = check_archive(archive)
         if json_output:
-            _print_json({"archive": str(archive), "intact": True, **describe(manifest)})
+            print_json({"archive": str(archive), "intact": True, **describe(manifest)})
             return
         typer.echo(f"{archive}: intact, every member matches its manifest")
         _print_summary(manifest)
@@ -113,7 +109,7 @@ def restore(
     done = restore_archive(archive, settings, force=force)
     if json_output:
         restored = {"data_dir": str(done.data_dir), "keys": done.keys, "files": done.files}
-        _print_json({"archive": str(archive), "restored": restored, **describe(done.manifest)})
+        print_json({"archive": str(archive), "restored": restored, **describe(done.manifest)})
         return
     where = "the configured Redis" if settings.redis_url else "the embedded server"
     typer.echo(
@@ -157,8 +153,6 @@ def _mib(size: int) -> str:
     return f"{size / (1 << 20):,.1f} MiB"
 
 
-def _print_json(data: Any) -> None:
-    typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
 
 
 def register(app: typer.Typer) -> None:

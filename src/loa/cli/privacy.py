@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import orjson
 import typer
 
 from loa.access.audit import Note
 from loa.access.identity import Principal, Role
-from loa.campaigns.service import Campaigns
-from loa.cli.campaign import ConfigOption, JsonOption, RedisOption, TokenOption, _audited
+from loa.cli.common import (
+    ConfigOption,
+    JsonOption,
+    RedisOption,
+    TokenOption,
+    audited,
+    load_settings,
+    print_json,
+)
+from loa.engine.connection import RedisClient
 from loa.privacy.purge import Purge, rewrite_aof
 
 
@@ -35,18 +42,20 @@ def purge(
     if (campaign is None) == (number is None):
         raise typer.BadParameter("give exactly one of --campaign ID or --number N")
 
-    async def work(c: Campaigns, who: Principal, note: Note) -> dict[str, Any]:
-        eraser = Purge(c.settings, c.redis)
+    settings = load_settings(config, redis)
+
+    async def work(client: RedisClient, who: Principal, note: Note) -> dict[str, Any]:
+        eraser = Purge(settings, client)
         done = await (eraser.number(number) if number else eraser.campaign(campaign or ""))
         found = done.to_json()
         # counts only: the audit log never holds the number
         note.detail = ", ".join(f"{k} {v}" for k, v in found.items() if v)
-        found["aof"] = await rewrite_aof(c.redis)
+        found["aof"] = await rewrite_aof(client)
         return found
 
     action = "privacy.purge_number" if number else "privacy.purge_campaign"
-    found = _audited(config, redis, token, action, campaign or "", work, role=Role.ADMIN)
+    found = audited(settings, token, action, campaign or "", work, role=Role.ADMIN)
     if json_output:
-        typer.echo(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode())
+        print_json(found)
         return
     typer.echo(", ".join(f"{k}: {v}" for k, v in found.items()))

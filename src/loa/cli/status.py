@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-import orjson
-
+from loa.cli.common import print_json
 from loa.cli.tables import show
 from loa.message import FINAL
 from loa.settings import Settings
@@ -32,7 +31,7 @@ async def print_status(settings: Settings, as_json: bool, wide: bool = False) ->
     """Print every route's status as a table (every counter with `wide`) or JSON."""
     rows = await read_statuses(settings)
     if as_json:
-        print(orjson.dumps([asdict(r) for r in rows], option=orjson.OPT_INDENT_2).decode())
+        print_json([asdict(r) for r in rows])
         return
     counters = WIDE_COUNTERS if wide else COUNTERS
     headers = ["route", "binds", *(header for header, _ in counters)]
