@@ -49,3 +49,26 @@ async def test_unlimited_route_never_touches_redis(redis_client, namespace):
     limiter = RateLimiter(redis_client, namespace, "free", RouteSettings(adapter="null"))
     assert await limiter.acquire(10_000) == 0.0
     assert not await redis_client.exists(limiter.key)
+
+
+async def test_tokens_given_back_are_granted_again_at_once(redis_client, namespace):
+    limits = RouteSettings(adapter="null", rate=20, burst=0.5)  # 10 tokens at once
+    limiter = RateLimiter(redis_client, namespace, "refund", limits)
+    assert limiter.slice_tokens() == 10
+    assert await limiter.acquire(10) == pytest.approx(0.0, abs=0.05)
+    assert (await limiter._ask(10, throttled=False)).granted == 0, "the burst is spent"
+    await limiter.refund(10)
+    assert (await limiter._ask(10, throttled=False)).granted == 10, "and back, unspent"
+
+
+async def test_a_wait_for_tokens_gives_way_and_returns_what_it_held(redis_client, namespace):
+    limits = RouteSettings(adapter="null", rate=10, burst=1.0)  # 10 tokens at once
+    limiter = RateLimiter(redis_client, namespace, "give-way", limits)
+
+    async def give_way() -> bool:
+        return True  # a higher lane turned up while we waited for the rest
+
+    # 10 granted at once, then a wait of half a second for the other 5, then giving way
+    assert await asyncio.wait_for(limiter.acquire(15, give_way), 10) is None
+    # the 10 went back: the whole burst is there again (kept, only 5 would be)
+    assert (await limiter._ask(10, throttled=False)).granted == 10

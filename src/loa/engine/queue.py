@@ -153,6 +153,27 @@ class Queues:
             return await self._decode(keys, lane, text(entry_id), fields, consumer)
         return None
 
+    async def top_lane(self, shards: Sequence[ShardKeys], now: int) -> Lane:
+        """The highest lane with work on any of `shards`: batches waiting or being sent, or
+        retries due (epoch ms `now`). BULK when no higher lane has any: one round trip.
+
+        A settled entry is deleted from its stream, so a stream's length is its work.
+        """
+        urgent = LANES[:-1]
+        pipe = self.redis.pipeline(transaction=False)
+        for keys in shards:
+            for lane in urgent:
+                pipe.xlen(keys.stream(lane))
+                pipe.zcount(keys.delayed(lane), "-inf", now)
+        replies = await pipe.execute()
+        top = Lane.BULK
+        width = 2 * len(urgent)
+        for start in range(0, len(replies), width):
+            for index, lane in enumerate(urgent):
+                if lane < top and (replies[start + 2 * index] or replies[start + 2 * index + 1]):
+                    top = lane
+        return top
+
     async def wait_take(self, keys: ShardKeys, consumer: str, block_ms: int) -> list[Taken]:
         """Block up to `block_ms` for new batches of this shard (idle senders wait here).
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from loa.engine.connection import RedisClient
@@ -54,8 +55,24 @@ class RateLimiter:
         self.factor = int(factor) / 1_000_000
         return Grant(int(granted), int(wait_us) / 1_000_000, self.factor)
 
-    async def acquire(self, tokens: int) -> float:
-        """Wait until `tokens` may be sent; returns the seconds spent waiting."""
+    def slice_tokens(self) -> int:
+        """The most tokens one send may spend at once: the burst at the route's current rate.
+
+        A carrier counts what arrives in its own per-second window; a chunk's worth of tokens
+        sent at once can overflow it even when the average rate is well below its cap.
+        """
+        if self.unlimited:
+            return 0
+        return max(1, int(self.limits.rate * self.factor * self.limits.burst))
+
+    async def acquire(
+        self, tokens: int, give_way: Callable[[], Awaitable[bool]] | None = None
+    ) -> float | None:
+        """Wait until `tokens` may be sent; returns the seconds spent waiting.
+
+        `give_way` is asked after each wait: when it answers True, the tokens granted so far
+        are given back and None is returned, nothing may be sent.
+        """
         if self.unlimited or tokens <= 0:
             return 0.0
         started = time.monotonic()
@@ -65,7 +82,15 @@ class RateLimiter:
             remaining -= grant.granted
             if remaining > 0 and grant.wait > 0:
                 await asyncio.sleep(grant.wait)
+                if give_way is not None and await give_way():
+                    await self.refund(tokens - remaining)
+                    return None
         return time.monotonic() - started
+
+    async def refund(self, tokens: int) -> None:
+        """Give back tokens that were granted but will not be spent."""
+        if not self.unlimited and tokens > 0:
+            await self._ask(-tokens, throttled=False)
 
     async def report_throttle(self) -> float:
         """The provider throttled us: halve the route's rate (at most once per 250 ms)."""

@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 CONSUMER_CLEANUP_PERIOD = 300.0  # seconds between sweeps of consumers that left
 CONSUMER_FORGET_MS = 3_600_000  # a consumer with nothing pending, silent for an hour, has left
 HELD_BACK_PAUSE = 0.02  # seconds a sender waits while a higher lane is being sent
+# How old the route's view of its busiest lane may be when a sender decides to send a lower
+# lane: shared by the senders of a process, so a busy route reads it 100 times a second at most
+TOP_LANE_FRESH = 0.01
 
 
 class RouteRunner:
@@ -74,9 +77,11 @@ class RouteRunner:
         # every batch this runner owns, waiting or sending, kept alive by the heartbeat
         self.held: dict[tuple[str, str], Taken] = {}
         self.claim_cursors: dict[str, str] = {}
-        # While any shard holds urgent work, senders read no lower lane on any shard: a lane
-        # outranks shard order. Reset to BULK once a full round finds nothing that urgent.
-        self.lowest = Lane.BULK
+        # The highest lane with work on any shard of the route, as last read: while a higher
+        # lane has batches waiting or being sent anywhere, no lower lane is taken or sent.
+        self._top = Lane.BULK
+        self._top_read = -TOP_LANE_FRESH
+        self._top_lock = asyncio.Lock()
 
     async def run(self) -> None:
         """Run the senders and the claimer until `stopping` is set and in-flight work settled."""
@@ -95,7 +100,8 @@ class RouteRunner:
         offset = index % len(self.shards)
         block_ms = max(1, int(self.worker.idle_block * 1000))
         while not self.stopping.is_set():
-            lowest = self.lowest
+            # a lane outranks shard order: while any shard has urgent work, read no lower lane
+            lowest = await self.top_lane()
             taken = None
             held = False
             for step in range(len(self.shards)):
@@ -108,14 +114,10 @@ class RouteRunner:
                     offset = (offset + step + 1) % len(self.shards)
                     break
             if taken is not None:
-                self.lowest = min(self.lowest, taken.lane)
                 await self.process(self._hold([taken])[0])
                 continue
-            if held:  # urgent batches are still being sent: look again shortly, take no bulk
+            if held or lowest != Lane.BULK:  # urgent batches are being sent: take no lower lane
                 await self._pause(HELD_BACK_PAUSE)
-                continue
-            if lowest != Lane.BULK:
-                self.lowest = Lane.BULK  # the urgent work is done everywhere: all lanes again
                 continue
             # nothing anywhere: wait on one shard's streams (Redis wakes us when a batch lands)
             offset = (offset + 1) % len(self.shards)
@@ -181,6 +183,21 @@ class RouteRunner:
                     if taken.entry_id in lost and (stream, taken.entry_id) in self.held:
                         taken.lost = True
 
+    async def top_lane(self) -> Lane:
+        """The highest lane with work on any shard of the route, at most TOP_LANE_FRESH old."""
+        if time.monotonic() - self._top_read < TOP_LANE_FRESH:
+            return self._top
+        async with self._top_lock:  # one read serves every sender waiting here
+            started = time.monotonic()
+            if started - self._top_read >= TOP_LANE_FRESH:
+                self._top = await self.queues.top_lane(self.shards, now_ms())
+                self._top_read = started
+        return self._top
+
+    async def _outranked(self, lane: Lane) -> bool:
+        """True when a higher lane than `lane` has work on the route: `lane` must give way."""
+        return lane != Lane.EMERGENCY and await self.top_lane() < lane
+
     async def _pause(self, seconds: float) -> None:
         """Sleep, but wake at once when the worker is asked to stop."""
         with contextlib.suppress(TimeoutError):
@@ -221,11 +238,16 @@ class RouteRunner:
                 break
             if taken.lost or not await self._may_leave(batch, progress):
                 break
-            end = min(len(messages), progress.done + self.chunk)
+            if await self._outranked(batch.lane):
+                self._give_way(taken, progress)
+                break
+            end = self._slice_end(messages, progress.done)
             indexes = await self._unsuppressed(batch, progress, range(progress.done, end))
             chunk = [messages[i] for i in indexes]
             if chunk:
-                await self._wait_for_rate(batch, chunk)
+                if not await self._wait_for_rate(batch, chunk):
+                    self._give_way(taken, progress)  # a higher lane came while we waited
+                    break
                 if not await self._may_leave(batch, progress):
                     break  # paused or cancelled while waiting for tokens: nothing left
                 results = await self._send(chunk)
@@ -241,18 +263,60 @@ class RouteRunner:
             return
         await self._settle(taken, progress)
 
-    async def _wait_for_rate(self, batch: Batch, chunk: Sequence[Message]) -> None:
-        """The route's limit, then the campaign's own cap (in messages) if it has one."""
+    def _slice_end(self, messages: Sequence[Message], start: int) -> int:
+        """Where the next send ends: at most `chunk` messages, and on a rate-limited route at
+        most the route's burst in tokens (but always one message), whatever `chunk` is."""
+        end = min(len(messages), start + self.chunk)
+        budget = self.limiter.slice_tokens()
+        if not budget:
+            return end
+        if self.limits.unit != "parts":
+            return min(end, start + budget)
+        tokens = messages[start].parts
+        stop = start + 1
+        while stop < end and tokens + messages[stop].parts <= budget:
+            tokens += messages[stop].parts
+            stop += 1
+        return stop
+
+    def _give_way(self, taken: Taken, progress: Progress) -> None:
+        """A higher lane has work: the rest of this batch goes back to its queue, unsent.
+
+        What was sent stays counted and checkpointed; the rest is queued again as a batch of
+        its own, so the sender is free for the higher lane at once.
+        """
+        messages = taken.batch.messages
+        log.debug(
+            "a higher lane has work: the rest of the batch goes back",
+            extra={**self._context(taken.batch), "left": len(messages) - progress.done},
+        )
+        progress.requeue.extend(range(progress.done, len(messages)))
+        progress.done = len(messages)
+        self.metrics.lane_yields.labels(self.name, taken.lane.label).inc()
+
+    async def _wait_for_rate(self, batch: Batch, chunk: Sequence[Message]) -> bool:
+        """The route's limit, then the campaign's own cap (in messages) if it has one.
+
+        False when a higher lane came meanwhile: the route's tokens went back, nothing may leave.
+        """
         waited = 0.0
+        tokens = 0
         if not self.limiter.unlimited:
             tokens = sum(m.parts for m in chunk) if self.limits.unit == "parts" else len(chunk)
-            waited += await self.limiter.acquire(tokens)
+            spent = await self.limiter.acquire(tokens, lambda: self._outranked(batch.lane))
+            if spent is None:
+                return False
+            waited += spent
         if self.controls is not None and batch.campaign:
             capped = await self.controls.campaign_limiter(batch.campaign)
             if capped is not None:
-                waited += await capped.acquire(len(chunk))
+                waited += await capped.acquire(len(chunk)) or 0.0
         if waited:
             self.metrics.ratelimit_wait.labels(self.name).inc(waited)
+        if waited and await self._outranked(batch.lane):
+            await self.limiter.refund(tokens)  # the tokens are the higher lane's now
+            return False
+        return True
 
     async def _send(self, chunk: Sequence[Message]) -> Sequence[SendResult]:
         """Call the adapter: the plug-in boundary, where its failures become retries."""

@@ -3,7 +3,8 @@
 -- KEYS[1]  the route's limiter hash: tat (us), factor, updated (us), cut (us)
 -- ARGV[1]  configured rate, tokens per second (> 0)
 -- ARGV[2]  burst, in seconds of rate
--- ARGV[3]  tokens wanted (0 to only report a throttle or read the state)
+-- ARGV[3]  tokens wanted (0 to only report a throttle or read the state; negative: tokens
+--          granted earlier and never spent, given back)
 -- ARGV[4]  1 when the provider just throttled us, else 0
 -- ARGV[5]  lowest factor (0 < floor <= 1)
 -- ARGV[6]  factor regained per second
@@ -32,7 +33,10 @@ local tolerance = math.max(burst * 1000000, interval)
 local ahead = math.max(0, tat - now)
 local granted = 0
 local wait = 0
-if want > 0 then
+if want < 0 then
+  -- unspent tokens go back: as if they had never been granted (never below now)
+  ahead = math.max(0, ahead + want * interval)
+elseif want > 0 then
   local room = math.floor((tolerance - ahead) / interval)
   granted = math.max(0, math.min(want, room))
   ahead = ahead + granted * interval
