@@ -75,26 +75,44 @@ FINAL = (
 )
 
 
+RESUME = "resume"  # the key of Message.extra holding what an adapter needs to finish a message
+
+
 @dataclass(frozen=True, slots=True)
 class Accepted:
-    """The provider took the message; `provider_id` correlates its receipt later."""
+    """The provider took the message; `provider_id` correlates its receipt later.
+
+    `resent` says parts of it that the provider had already taken went out again (the
+    adapter could not finish it where it stopped): counted as redelivered.
+    """
 
     provider_id: str = ""
+    resent: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class RetryLater:
-    """A temporary failure: send again after a back-off (or `retry_after` seconds)."""
+    """A temporary failure: send again after a back-off (or `retry_after` seconds).
+
+    `resume` is what the adapter needs to finish the message without repeating what the
+    provider already took (the parts of a long SMS it accepted): the engine keeps it with the
+    message, in `extra["resume"]`, and hands it back on the next send.
+    """
 
     reason: str = "temporary failure"
     retry_after: float | None = None
+    resume: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Throttled:
-    """The provider asked us to slow down; the route's rate drops and the message waits."""
+    """The provider asked us to slow down; the route's rate drops and the message waits.
+
+    `resume` as for RetryLater.
+    """
 
     retry_after: float | None = None
+    resume: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

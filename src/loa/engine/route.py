@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import zlib
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from loa.adapters.base import Adapter
 from loa.campaigns.fallback import next_message
@@ -21,6 +23,7 @@ from loa.engine.progress import Progress
 from loa.engine.queue import Held, Queues, Taken, dead_letter
 from loa.engine.ratelimit import RateLimiter
 from loa.message import (
+    RESUME,
     Accepted,
     Failed,
     Lane,
@@ -384,7 +387,8 @@ class RouteRunner:
         counts = progress.counts
         if self.correlator is not None and batch.campaign:
             await self._correlate(batch, indexes, results)
-        if all(type(result) is Accepted for result in results):  # the common case, fast
+        # the common case, fast: every message taken, none of them sent again in part
+        if all(type(result) is Accepted and not result.resent for result in results):
             counts[Outcome.ACCEPTED] += len(results)
             return
         fallbacks: list[tuple[str, Message]] = []
@@ -393,12 +397,19 @@ class RouteRunner:
         for index, result in zip(indexes, results, strict=True):
             kind = type(result)
             if kind is Accepted:
+                assert isinstance(result, Accepted)
                 counts[Outcome.ACCEPTED] += 1
+                if (
+                    result.resent
+                ):  # parts the provider had taken went again: the person may see them twice
+                    counts[Outcome.REDELIVERED] += 1
             elif kind is Throttled:
                 counts[Outcome.THROTTLED] += 1
                 progress.throttled.append(index)
                 assert isinstance(result, Throttled)
                 progress.throttle_after = max(progress.throttle_after, result.retry_after or 0.0)
+                if result.resume is not None:
+                    progress.resume[index] = result.resume
                 throttled = True
             elif kind is RetryLater:
                 assert isinstance(result, RetryLater)
@@ -410,6 +421,8 @@ class RouteRunner:
                     counts[Outcome.RETRIED] += 1
                     delay = retry_delay(self.limits, batch.attempt, result.retry_after)
                     progress.retry.append((index, delay))
+                    if result.resume is not None:
+                        progress.resume[index] = result.resume
             elif kind is Failed:
                 assert isinstance(result, Failed)
                 handover = self._fallback(batch.messages[index]) if result.fallback else None
@@ -481,12 +494,19 @@ class RouteRunner:
         messages = batch.messages
         now = now_ms()
         requeue: list[tuple[int, Batch]] = []
+        resume = progress.resume
         if progress.retry:
             delay = max(d for _, d in progress.retry)
-            retry = batch.derive([messages[i] for i, _ in progress.retry], batch.attempt + 1)
+            retry = batch.derive(
+                [_resumable(messages[i], resume.get(i)) for i, _ in progress.retry],
+                batch.attempt + 1,
+            )
             requeue.append((now + int(delay * 1000), retry))
         if progress.throttled:
-            again = batch.derive([messages[i] for i in progress.throttled], batch.attempt)
+            again = batch.derive(
+                [_resumable(messages[i], resume.get(i)) for i in progress.throttled],
+                batch.attempt,
+            )
             again.id += f".t{now}"
             delay = throttle_delay(progress.throttle_after or None)
             requeue.append((now + int(delay * 1000), again))
@@ -509,3 +529,10 @@ class RouteRunner:
         if progress.dead:
             self.metrics.dead_letters.labels(self.name).inc(len(progress.dead))
         self.metrics.batches.labels(self.name, lane).inc()
+
+
+def _resumable(message: Message, resume: dict[str, Any] | None) -> Message:
+    """The message to send again, carrying what its adapter needs to finish it, if anything."""
+    if resume is None:
+        return message
+    return dataclasses.replace(message, extra={**(message.extra or {}), RESUME: resume})
