@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 CONSUMER_CLEANUP_PERIOD = 300.0  # seconds between sweeps of consumers that left
 CONSUMER_FORGET_MS = 3_600_000  # a consumer with nothing pending, silent for an hour, has left
+CLAIM_PERIOD_MAX = 2.0  # seconds between looks for abandoned batches, at most
 HELD_BACK_PAUSE = 0.02  # seconds a sender waits while a higher lane is being sent
 # How old the route's view of its busiest lane may be when a sender decides to send a lower
 # lane: shared by the senders of a process, so a busy route reads it 100 times a second at most
@@ -129,12 +130,19 @@ class RouteRunner:
                 await self.process(arrived)
 
     async def _claimer(self) -> None:
-        """Adopt batches whose consumer went silent for `claim_idle` (a crashed worker)."""
+        """Adopt batches whose consumer went silent for `claim_idle` (a crashed worker).
+
+        The first look is at start: a worker that replaces a crashed one adopts what it left
+        at once, however short-lived it turns out to be itself.
+        """
         idle_ms = int(self.worker.claim_idle * 1000)
-        period = max(0.2, min(self.worker.claim_idle / 2, 10.0))
+        period = max(0.2, min(self.worker.claim_idle / 4, CLAIM_PERIOD_MAX))
         last_cleanup = time.monotonic()
+        first = True
         while not self.stopping.is_set():
-            await self._pause(period)
+            if not first:
+                await self._pause(period)
+            first = False
             if time.monotonic() - last_cleanup > CONSUMER_CLEANUP_PERIOD:
                 last_cleanup = time.monotonic()
                 for keys in self.shards:
