@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from loa.engine.ratelimit import RateLimiter
+from loa.engine.ratelimit import MARGIN, SETTLE, RateLimiter
 from loa.settings import RouteSettings
 
 pytestmark = pytest.mark.anyio
@@ -36,13 +36,37 @@ async def test_a_large_request_is_granted_in_leases(redis_client, namespace):
     assert elapsed >= (300 - 50) / 1000 * 0.9, "no more than the burst arrives at once"
 
 
-async def test_throttle_halves_the_shared_rate_once_per_window(redis_client, namespace):
+async def test_a_first_throttle_halves_the_shared_rate_once_per_window(redis_client, namespace):
     limits = RouteSettings(adapter="null", rate=100, throttle_recovery=0.01)
     first = RateLimiter(redis_client, namespace, "carrier", limits)
     second = RateLimiter(redis_client, namespace, "carrier", limits)
-    assert await first.report_throttle() == pytest.approx(0.5, abs=0.01)
-    assert await second.report_throttle() == pytest.approx(0.5, abs=0.01), "one overload, one cut"
-    assert await second.current_factor() == pytest.approx(0.5, abs=0.01), "shared by processes"
+    halved = 0.5 * SETTLE  # nothing known about the provider's cap yet: half, and a little room
+    assert await first.report_throttle() == pytest.approx(halved, abs=0.01)
+    assert await second.report_throttle() == pytest.approx(halved, abs=0.01), (
+        "one overload, one cut"
+    )
+    assert await second.current_factor() == pytest.approx(halved, abs=0.01), "shared by processes"
+
+
+async def test_a_throttle_that_goes_on_cuts_to_what_the_provider_took(redis_client, namespace):
+    limits = RouteSettings(adapter="null", rate=1000, throttle_recovery=0.01)
+    limiter = RateLimiter(redis_client, namespace, "carrier", limits)
+    limiter.record(40, 10)
+    started = time.monotonic()
+    assert await limiter.report_throttle() == pytest.approx(0.5 * SETTLE, abs=0.01)
+    # meanwhile the provider took 120 and refused 40 more (told with the next requests, before
+    # the next cut is allowed): it takes about 300 a second
+    await asyncio.sleep(0.2)
+    limiter.record(60, 20)
+    await limiter.acquire(1)
+    await asyncio.sleep(0.2)
+    limiter.record(60, 20)
+    factor = await limiter.report_throttle()
+    took_per_s = 120 / (time.monotonic() - started)
+    # not halved again: straight to what it took, less the margin and the room to settle
+    assert factor == pytest.approx(took_per_s / 1000 * MARGIN * SETTLE, rel=0.15)
+    ceiling = float(await redis_client.hget(limiter.key, "ceiling"))
+    assert ceiling == pytest.approx(took_per_s, rel=0.15), "the provider's cap is remembered"
 
 
 async def test_unlimited_route_never_touches_redis(redis_client, namespace):

@@ -159,9 +159,11 @@ async def test_throttled_route_slows_down_and_recovers(make_settings, redis_clie
         assert final.throttled < final.accepted
         carrier = worker.adapters["carrier"]  # the carrier stops throttling
         carrier.options = carrier.options.model_copy(update={"capacity": 0})  # type: ignore[attr-defined]
+        # near the cap it showed, the route probes gently, then faster every 1.5 s nothing is
+        # refused, and below 1 at throttle_recovery (0.1/s): back from ~0.15 in 15-20 s
         await until(
             lambda: _factor_at_least(redis_client, settings, "carrier", 0.99),
-            20,
+            40,
             "the route's rate to recover",
         )
 

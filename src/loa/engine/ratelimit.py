@@ -24,6 +24,10 @@ class Grant:
 
 # Throttled answers within this long of a cut belong to the same overload: one cut, not many.
 CUT_INTERVAL_US = 250_000
+MEASURE_WINDOW_US = 1_000_000  # what the provider took and refused is measured over this long
+PROBE = 0.01  # above the provider's known cap, probe 1 % of it per second at first
+MARGIN = 0.97  # after a throttle, run this far below what the provider took
+SETTLE = 0.92  # and start from this share of that, while the provider's window fills again
 
 
 class RateLimiter:
@@ -34,14 +38,25 @@ class RateLimiter:
         self.limits = limits
         self._script = redis.register_script(load_script("gcra.lua"))
         self.factor = 1.0
+        # tokens the provider took and refused since this process last asked: they travel
+        # with the next request, so measuring costs no round trip of its own
+        self._took = 0
+        self._refused = 0
 
     @property
     def unlimited(self) -> bool:
         """True when the route has no rate (rate 0): acquire returns at once."""
         return self.limits.rate <= 0
 
+    def record(self, took: int, refused: int = 0) -> None:
+        """Tokens the provider took and refused as throttled, told with the next request."""
+        self._took += took
+        self._refused += refused
+
     async def _ask(self, want: int, throttled: bool) -> Grant:
         limits = self.limits
+        took, refused = self._took, self._refused
+        self._took = self._refused = 0
         args = [
             limits.rate,
             limits.burst,
@@ -50,8 +65,18 @@ class RateLimiter:
             limits.throttle_floor,
             limits.throttle_recovery,
             CUT_INTERVAL_US,
+            took,
+            refused,
+            MEASURE_WINDOW_US,
+            PROBE,
+            MARGIN,
+            SETTLE,
         ]
-        granted, wait_us, factor = await self._script(keys=[self.key], args=args)
+        try:
+            granted, wait_us, factor = await self._script(keys=[self.key], args=args)
+        except BaseException:
+            self.record(took, refused)  # not told: tell them next time
+            raise
         self.factor = int(factor) / 1_000_000
         return Grant(int(granted), int(wait_us) / 1_000_000, self.factor)
 
@@ -93,7 +118,8 @@ class RateLimiter:
             await self._ask(-tokens, throttled=False)
 
     async def report_throttle(self) -> float:
-        """The provider throttled us: halve the route's rate (at most once per 250 ms)."""
+        """The provider throttled us: cut the route's rate to the share of what we offered that
+        it took (told by `record`), at most once per 250 ms; returns the new factor."""
         if self.unlimited:
             return 1.0
         return (await self._ask(0, throttled=True)).factor

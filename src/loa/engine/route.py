@@ -274,6 +274,13 @@ class RouteRunner:
             return
         await self._settle(taken, progress)
 
+    def _tokens(self, batch: Batch, indexes: Sequence[int]) -> int:
+        """What the messages at `indexes` cost in the route's unit."""
+        if self.limits.unit != "parts":
+            return len(indexes)
+        messages = batch.messages
+        return sum(messages[i].parts for i in indexes)
+
     def _slice_end(self, messages: Sequence[Message], start: int) -> int:
         """Where the next send ends: at most `chunk` messages, and on a rate-limited route at
         most the route's burst in tokens (but always one message), whatever `chunk` is."""
@@ -398,15 +405,19 @@ class RouteRunner:
         # the common case, fast: every message taken, none of them sent again in part
         if all(type(result) is Accepted and not result.resent for result in results):
             counts[Outcome.ACCEPTED] += len(results)
+            if not self.limiter.unlimited:
+                self.limiter.record(self._tokens(batch, indexes))
             return
         fallbacks: list[tuple[str, Message]] = []
         last_attempt = batch.attempt + 1 >= self.limits.max_attempts
-        throttled = False
+        accepted: list[int] = []
+        refused: list[int] = []
         for index, result in zip(indexes, results, strict=True):
             kind = type(result)
             if kind is Accepted:
                 assert isinstance(result, Accepted)
                 counts[Outcome.ACCEPTED] += 1
+                accepted.append(index)
                 if (
                     result.resent
                 ):  # parts the provider had taken went again: the person may see them twice
@@ -418,7 +429,7 @@ class RouteRunner:
                 progress.throttle_after = max(progress.throttle_after, result.retry_after or 0.0)
                 if result.resume is not None:
                     progress.resume[index] = result.resume
-                throttled = True
+                refused.append(index)
             elif kind is RetryLater:
                 assert isinstance(result, RetryLater)
                 if last_attempt:
@@ -442,7 +453,9 @@ class RouteRunner:
                     progress.dead.append((index, result.reason))
             else:
                 raise TypeError(f"adapter returned {result!r}, not a SendResult")
-        if throttled:
+        if not self.limiter.unlimited:
+            self.limiter.record(self._tokens(batch, accepted), self._tokens(batch, refused))
+        if refused:
             self.metrics.throttle_events.labels(self.name).inc()
             await self.limiter.report_throttle()
         if fallbacks:
