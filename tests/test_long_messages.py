@@ -135,10 +135,11 @@ async def test_a_resend_the_adapter_could_not_avoid_is_counted_redelivered(
 
 
 def test_a_checkpoint_keeps_the_parts_taken_and_reads_older_ones() -> None:
-    progress = Progress(done=3, resume={2: {"ref": 9, "ids": ["a", "", "c"], "bind": 1}})
+    carry = {2: {RESUME: {"ref": 9, "ids": ["a", "", "c"], "bind": 1}}}
+    progress = Progress(done=3, carry=carry)
     progress.throttled.append(2)
     again = Progress.unpack(progress.pack())
-    assert again.resume == progress.resume and again.throttled == [2]
+    assert again.carry == carry and again.throttled == [2]
     # a checkpoint from before the parts were kept (eight fields) still reads
     older = msgpack.packb([3, {"accepted": 2}, [], [2], [], [], 0.0, 0])
-    assert Progress.unpack(older).resume == {}
+    assert Progress.unpack(older).carry == {}

@@ -62,6 +62,8 @@ class Outcome(enum.StrEnum):
     CANCELLED = "cancelled"  # its campaign was cancelled before it left
     SUPPRESSED = "suppressed"  # the recipient opted out before it left
     FALLBACK = "fallback"  # this channel cannot reach the person: handed to the next channel
+    UNKNOWN = "unknown"  # sent, but no answer came: the provider may have taken it
+    POSSIBLE_DUPLICATE = "possible_duplicate"  # taken (or sent unanswered) again after that
 
 
 FINAL = (
@@ -76,6 +78,7 @@ FINAL = (
 
 
 RESUME = "resume"  # the key of Message.extra holding what an adapter needs to finish a message
+UNANSWERED = "unanswered"  # the key of Message.extra marking a send that got no answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,11 +100,17 @@ class RetryLater:
     `resume` is what the adapter needs to finish the message without repeating what the
     provider already took (the parts of a long SMS it accepted): the engine keeps it with the
     message, in `extra["resume"]`, and hands it back on the next send.
+
+    `unknown` says the request went out but no answer came (a timeout, a connection lost with
+    it in flight): the provider may have taken it. The engine counts it, sends nothing more on
+    the route until the adapter's `ping` succeeds, and counts the next copy taken as a
+    possible duplicate.
     """
 
     reason: str = "temporary failure"
     retry_after: float | None = None
     resume: dict[str, Any] | None = None
+    unknown: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,8 @@ class RouteStatus:
     retried: int = 0
     throttled: int = 0
     redelivered: int = 0
+    unknown: int = 0
+    possible_duplicate: int = 0
 
     @property
     def finished(self) -> int:

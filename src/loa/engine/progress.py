@@ -23,8 +23,9 @@ class Progress:
     requeue: list[int] = field(default_factory=list)  # indexes put back unsent (drain)
     throttle_after: float = 0.0  # the longest retry-after a throttling provider asked for
     hold_until_ms: int = 0  # the requeued rest waits until then (paused, quiet hours)
-    # per index of a message sent again: what its adapter needs to finish it (parts accepted)
-    resume: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # per index of a message sent again: what it carries into its next send, in its `extra`
+    # (the parts of it the provider took, that its last send got no answer)
+    carry: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     def pack(self) -> bytes:
         """Encode for the progress hash."""
@@ -38,7 +39,7 @@ class Progress:
                 self.requeue,
                 self.throttle_after,
                 self.hold_until_ms,
-                list(self.resume.items()),
+                list(self.carry.items()),
             ]
         )
 
@@ -47,9 +48,9 @@ class Progress:
         """Decode a checkpoint written by `pack`."""
         try:
             fields = msgpack.unpackb(data, strict_map_key=False)
-            # a checkpoint written before `resume` existed has eight fields
+            # a checkpoint written before `carry` existed has eight fields
             done, counts, retry, throttled, dead, requeue, throttle_after, hold = fields[:8]
-            resume = fields[8] if len(fields) > 8 else []
+            carry = fields[8] if len(fields) > 8 else []
             return cls(
                 done=int(done),
                 counts=Counter({str(k): int(v) for k, v in counts.items()}),
@@ -59,7 +60,7 @@ class Progress:
                 requeue=[int(i) for i in requeue],
                 throttle_after=float(throttle_after),
                 hold_until_ms=int(hold),
-                resume={int(i): dict(state) for i, state in resume},
+                carry={int(i): dict(extra) for i, extra in carry},
             )
         except (ValueError, TypeError, AttributeError, msgpack.ExtraData) as exc:
             raise EnvelopeError(f"progress checkpoint is malformed: {exc}") from exc

@@ -8,10 +8,11 @@ import dataclasses
 import logging
 import time
 import zlib
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from loa.adapters.base import Adapter
+from loa.adapters.base import Adapter, Pingable
 from loa.campaigns.fallback import next_message
 from loa.engine.backoff import retry_delay, throttle_delay
 from loa.engine.control import Controls, Decision
@@ -24,6 +25,7 @@ from loa.engine.queue import Held, Queues, Taken, dead_letter
 from loa.engine.ratelimit import RateLimiter
 from loa.message import (
     RESUME,
+    UNANSWERED,
     Accepted,
     Failed,
     Lane,
@@ -44,6 +46,8 @@ HELD_BACK_PAUSE = 0.02  # seconds a sender waits while a higher lane is being se
 # How old the route's view of its busiest lane may be when a sender decides to send a lower
 # lane: shared by the senders of a process, so a busy route reads it 100 times a second at most
 TOP_LANE_FRESH = 0.01
+PROBE_PAUSE_MIN = 0.5  # seconds between pings of a provider that stopped answering, at first
+PROBE_PAUSE_MAX = 5.0
 
 
 class RouteRunner:
@@ -86,6 +90,11 @@ class RouteRunner:
         self._top = Lane.BULK
         self._top_read = -TOP_LANE_FRESH
         self._top_lock = asyncio.Lock()
+        # cleared when a send got no answer: nothing more leaves until the provider answers a
+        # ping again, so an outage does not turn every message in it into a duplicate
+        self._healthy = asyncio.Event()
+        self._healthy.set()
+        self._probe: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
         """Run the senders and the claimer until `stopping` is set and in-flight work settled."""
@@ -98,12 +107,17 @@ class RouteRunner:
             loops.append(group.create_task(self._claimer(), name=f"{self.name}-claimer"))
             await asyncio.wait(loops)  # drained: nothing is held any more
             heartbeat.cancel()
+            if self._probe is not None:
+                self._probe.cancel()
+                await asyncio.gather(self._probe, return_exceptions=True)
 
     async def _sender(self, index: int) -> None:
         """Take a batch (higher lanes first), send it, settle it; block on a shard while idle."""
         offset = index % len(self.shards)
         block_ms = max(1, int(self.worker.idle_block * 1000))
         while not self.stopping.is_set():
+            if not await self._until_healthy():
+                continue
             # a lane outranks shard order: while any shard has urgent work, read no lower lane
             lowest = await self.top_lane()
             taken = None
@@ -205,6 +219,47 @@ class RouteRunner:
                 self._top_read = started
         return self._top
 
+    def _suspect(self) -> None:
+        """A send got no answer: hold the route, and ping the provider until it answers."""
+        if not isinstance(self.adapter, Pingable) or not self._healthy.is_set():
+            return
+        self._healthy.clear()
+        log.warning(
+            "a send got no answer: the route holds its messages until the provider answers",
+            extra={"route": self.name},
+        )
+        self._probe = asyncio.create_task(self._ping_until_answered(), name=f"{self.name}-probe")
+
+    async def _ping_until_answered(self) -> None:
+        assert isinstance(self.adapter, Pingable)
+        pause = PROBE_PAUSE_MIN
+        while not self.stopping.is_set():
+            try:
+                async with asyncio.timeout(self.limits.timeout):
+                    await self.adapter.ping()
+            # the plug-in boundary: whatever the ping raised, the provider did not answer
+            except Exception:
+                log.debug("ping unanswered", extra={"route": self.name}, exc_info=True)
+                await self._pause(pause)
+                pause = min(pause * 2, PROBE_PAUSE_MAX)
+                continue
+            log.info("the provider answers again: the route resumes", extra={"route": self.name})
+            self._healthy.set()
+            return
+
+    async def _until_healthy(self) -> bool:
+        """Wait while the route is held for an unanswered send; False when asked to stop."""
+        if self._healthy.is_set():
+            return True
+        healthy = asyncio.ensure_future(self._healthy.wait())
+        stopping = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait([healthy, stopping], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            healthy.cancel()
+            stopping.cancel()
+        return self._healthy.is_set() and not self.stopping.is_set()
+
     async def _outranked(self, lane: Lane) -> bool:
         """True when a higher lane than `lane` has work on the route: `lane` must give way."""
         return lane != Lane.EMERGENCY and await self.top_lane() < lane
@@ -247,6 +302,8 @@ class RouteRunner:
                 progress.requeue.extend(range(progress.done, len(messages)))
                 progress.done = len(messages)
                 break
+            if not await self._until_healthy():
+                continue  # stopping: the batch goes back above
             if taken.lost or not await self._may_leave(batch, progress):
                 break
             if await self._outranked(batch.lane):
@@ -273,6 +330,13 @@ class RouteRunner:
             )
             return
         await self._settle(taken, progress)
+
+    def _count_unanswered(self, message: Message, counts: Counter[str]) -> None:
+        """A send that got no answer: counted, and the route waits until the provider answers."""
+        counts[Outcome.UNKNOWN] += 1
+        if _unanswered(message):  # an earlier copy got no answer either: this one may be extra
+            counts[Outcome.POSSIBLE_DUPLICATE] += 1
+        self._suspect()
 
     def _tokens(self, batch: Batch, indexes: Sequence[int]) -> int:
         """What the messages at `indexes` cost in the route's unit."""
@@ -342,8 +406,9 @@ class RouteRunner:
         try:
             async with asyncio.timeout(self.limits.timeout):  # no extra task, unlike wait_for
                 results = await self.adapter.send(chunk)
-        except TimeoutError:
-            results = [RetryLater(f"adapter took longer than {self.limits.timeout}s")] * len(chunk)
+        except TimeoutError:  # some of the chunk may have left: its outcome is unknown
+            reason = f"adapter took longer than {self.limits.timeout}s"
+            results = [RetryLater(reason, unknown=True)] * len(chunk)
         # the plug-in boundary: an adapter's bug must not take the worker down (logged, retried)
         except Exception as exc:
             log.warning(
@@ -402,8 +467,10 @@ class RouteRunner:
         counts = progress.counts
         if self.correlator is not None and batch.campaign:
             await self._correlate(batch, indexes, results)
-        # the common case, fast: every message taken, none of them sent again in part
-        if all(type(result) is Accepted and not result.resent for result in results):
+        # the common case, fast: every message taken, none of them sent again in any way
+        if all(type(result) is Accepted and not result.resent for result in results) and not (
+            batch.attempt and _unanswered_before(batch, indexes)
+        ):
             counts[Outcome.ACCEPTED] += len(results)
             if not self.limiter.unlimited:
                 self.limiter.record(self._tokens(batch, indexes))
@@ -418,20 +485,24 @@ class RouteRunner:
                 assert isinstance(result, Accepted)
                 counts[Outcome.ACCEPTED] += 1
                 accepted.append(index)
-                if (
-                    result.resent
-                ):  # parts the provider had taken went again: the person may see them twice
+                if result.resent:  # parts the provider had taken went out again
                     counts[Outcome.REDELIVERED] += 1
+                elif _unanswered(batch.messages[index]):  # it may have taken the first copy too
+                    counts[Outcome.POSSIBLE_DUPLICATE] += 1
             elif kind is Throttled:
                 counts[Outcome.THROTTLED] += 1
                 progress.throttled.append(index)
                 assert isinstance(result, Throttled)
                 progress.throttle_after = max(progress.throttle_after, result.retry_after or 0.0)
                 if result.resume is not None:
-                    progress.resume[index] = result.resume
+                    progress.carry[index] = {RESUME: result.resume}
                 refused.append(index)
             elif kind is RetryLater:
                 assert isinstance(result, RetryLater)
+                carry: dict[str, Any] = {} if result.resume is None else {RESUME: result.resume}
+                if result.unknown:
+                    self._count_unanswered(batch.messages[index], counts)
+                    carry[UNANSWERED] = True
                 if last_attempt:
                     counts[Outcome.DEAD] += 1
                     reason = f"gave up after {batch.attempt + 1} attempts: {result.reason}"
@@ -440,8 +511,8 @@ class RouteRunner:
                     counts[Outcome.RETRIED] += 1
                     delay = retry_delay(self.limits, batch.attempt, result.retry_after)
                     progress.retry.append((index, delay))
-                    if result.resume is not None:
-                        progress.resume[index] = result.resume
+                    if carry:
+                        progress.carry[index] = carry
             elif kind is Failed:
                 assert isinstance(result, Failed)
                 handover = self._fallback(batch.messages[index]) if result.fallback else None
@@ -515,17 +586,17 @@ class RouteRunner:
         messages = batch.messages
         now = now_ms()
         requeue: list[tuple[int, Batch]] = []
-        resume = progress.resume
+        carry = progress.carry
         if progress.retry:
             delay = max(d for _, d in progress.retry)
             retry = batch.derive(
-                [_resumable(messages[i], resume.get(i)) for i, _ in progress.retry],
+                [_carrying(messages[i], carry.get(i)) for i, _ in progress.retry],
                 batch.attempt + 1,
             )
             requeue.append((now + int(delay * 1000), retry))
         if progress.throttled:
             again = batch.derive(
-                [_resumable(messages[i], resume.get(i)) for i in progress.throttled],
+                [_carrying(messages[i], carry.get(i)) for i in progress.throttled],
                 batch.attempt,
             )
             again.id += f".t{now}"
@@ -552,8 +623,20 @@ class RouteRunner:
         self.metrics.batches.labels(self.name, lane).inc()
 
 
-def _resumable(message: Message, resume: dict[str, Any] | None) -> Message:
-    """The message to send again, carrying what its adapter needs to finish it, if anything."""
-    if resume is None:
+def _carrying(message: Message, carry: dict[str, Any] | None) -> Message:
+    """The message to send again, with what it carries into its next send (in `extra`): the
+    parts its adapter must still send, that its last send got no answer."""
+    if not carry:
         return message
-    return dataclasses.replace(message, extra={**(message.extra or {}), RESUME: resume})
+    return dataclasses.replace(message, extra={**(message.extra or {}), **carry})
+
+
+def _unanswered(message: Message) -> bool:
+    """True when an earlier send of the message got no answer (it may have been taken)."""
+    return bool(message.extra and message.extra.get(UNANSWERED))
+
+
+def _unanswered_before(batch: Batch, indexes: Sequence[int]) -> bool:
+    """True when any message at `indexes` went out before without an answer."""
+    messages = batch.messages
+    return any(_unanswered(messages[i]) for i in indexes)

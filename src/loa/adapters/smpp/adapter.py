@@ -289,7 +289,8 @@ class SmppAdapter:
                 future.cancel()
             if isinstance(exc, PduError):
                 return Failed(f"cannot be written as SMPP: {exc}")
-            return plan.refused(RetryLater(str(exc)))
+            # parts written before the session closed may have been taken
+            return plan.refused(RetryLater(str(exc), unknown=bool(plan.futures)))
         return plan
 
     def _outcome(self, futures: list[asyncio.Future[Pdu]]) -> SendResult:
@@ -303,12 +304,17 @@ class SmppAdapter:
         return Accepted(ids[0] if len(ids) == 1 else ",".join(ids))
 
     def _answer(self, future: asyncio.Future[Pdu]) -> str | SendResult:
-        """One part's message id, or what its refusal (or missing answer) means."""
+        """One part's message id, or what its refusal (or missing answer) means.
+
+        A submit that was written but never answered (a timeout, the session lost with it in
+        flight, an unreadable answer) has an unknown outcome: the SMSC may have taken it.
+        """
         error = future.exception()
         if error is not None:
             if isinstance(error, TimeoutError):
-                return RetryLater(f"no submit_sm_resp within {self.options.response_timeout}s")
-            return RetryLater(str(error))  # the session closed, or an unreadable response
+                reason = f"no submit_sm_resp within {self.options.response_timeout}s"
+                return RetryLater(reason, unknown=True)
+            return RetryLater(str(error), unknown=True)
         answer = future.result()
         if answer.status or answer.command_id == Command.GENERIC_NACK:
             return self._verdict(answer.status)
@@ -325,7 +331,7 @@ class SmppAdapter:
             answer = self._answer(future)
             if isinstance(answer, str):
                 plan.ids[number - 1] = answer
-            elif refusal is None or isinstance(answer, Failed):
+            elif refusal is None or _outranks(answer, refusal):
                 refusal = answer
         if refusal is not None:
             return plan.refused(refusal)
@@ -458,6 +464,17 @@ class SmppAdapter:
         await asyncio.gather(*(bind.close() for bind in [*self.transmitters, *self.receivers]))
 
 
+def _outranks(answer: SendResult, refusal: SendResult) -> bool:
+    """Which refusal of a long message's parts decides its result: a permanent one, then one
+    whose outcome is unknown (so it is counted and the route held), then the first."""
+    if isinstance(refusal, Failed):
+        return False
+    if isinstance(answer, Failed):
+        return True
+    unknown = isinstance(answer, RetryLater) and answer.unknown
+    return unknown and not (isinstance(refusal, RetryLater) and refusal.unknown)
+
+
 async def _settled(futures: list[asyncio.Future[Pdu]]) -> None:
     """Wait for every response (or its failure: the outcome reads it afterwards)."""
     for future in futures:
@@ -564,7 +581,9 @@ class _Long:
         if isinstance(refusal, Throttled):
             return Throttled(refusal.retry_after, resume=state)
         assert isinstance(refusal, RetryLater)
-        return RetryLater(refusal.reason, refusal.retry_after, resume=state)
+        return RetryLater(
+            refusal.reason, refusal.retry_after, resume=state, unknown=refusal.unknown
+        )
 
 
 def _had_accepted_parts(message: Message) -> bool:
