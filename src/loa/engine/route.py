@@ -12,6 +12,8 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from loa.adapters.base import Adapter, Pingable
 from loa.campaigns.fallback import next_message
 from loa.engine.backoff import retry_delay, throttle_delay
@@ -88,8 +90,8 @@ class RouteRunner:
         # The highest lane with work on any shard of the route, as last read: while a higher
         # lane has batches waiting or being sent anywhere, no lower lane is taken or sent.
         self._top = Lane.BULK
-        self._top_read = -TOP_LANE_FRESH
-        self._top_lock = asyncio.Lock()
+        self._top_read = -1.0  # never read yet
+        self._top_reading: asyncio.Future[None] | None = None
         # cleared when a send got no answer: nothing more leaves until the provider answers a
         # ping again, so an outage does not turn every message in it into a duplicate
         self._healthy = asyncio.Event()
@@ -107,9 +109,10 @@ class RouteRunner:
             loops.append(group.create_task(self._claimer(), name=f"{self.name}-claimer"))
             await asyncio.wait(loops)  # drained: nothing is held any more
             heartbeat.cancel()
-            if self._probe is not None:
-                self._probe.cancel()
-                await asyncio.gather(self._probe, return_exceptions=True)
+            for task in (self._probe, self._top_reading):
+                if task is not None:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
 
     async def _sender(self, index: int) -> None:
         """Take a batch (higher lanes first), send it, settle it; block on a shard while idle."""
@@ -209,15 +212,26 @@ class RouteRunner:
                         taken.lost = True
 
     async def top_lane(self) -> Lane:
-        """The highest lane with work on any shard of the route, at most TOP_LANE_FRESH old."""
-        if time.monotonic() - self._top_read < TOP_LANE_FRESH:
-            return self._top
-        async with self._top_lock:  # one read serves every sender waiting here
-            started = time.monotonic()
-            if started - self._top_read >= TOP_LANE_FRESH:
-                self._top = await self.queues.top_lane(self.shards, now_ms())
-                self._top_read = started
+        """The highest lane with work on any shard of the route, as read at most TOP_LANE_FRESH
+        and a round trip ago. One read at a time serves every sender, and none waits for it
+        (but for the first): a busy route must not queue its senders behind this check."""
+        reading = self._top_reading
+        if reading is None and time.monotonic() - self._top_read >= TOP_LANE_FRESH:
+            reading = self._top_reading = asyncio.ensure_future(self._read_top_lane())
+        if reading is not None and self._top_read < 0:
+            await asyncio.shield(reading)
         return self._top
+
+    async def _read_top_lane(self) -> None:
+        try:
+            self._top = await self.queues.top_lane(self.shards, now_ms())
+        except (RedisError, OSError) as exc:  # the senders' own calls will say it; keep the last
+            log.warning(
+                "could not read the route's lanes", extra={"route": self.name, "error": repr(exc)}
+            )
+        finally:
+            self._top_read = time.monotonic()
+            self._top_reading = None
 
     def _suspect(self) -> None:
         """A send got no answer: hold the route, and ping the provider until it answers."""
