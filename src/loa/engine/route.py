@@ -48,6 +48,7 @@ HELD_BACK_PAUSE = 0.02  # seconds a sender waits while a higher lane is being se
 # How old the route's view of its busiest lane may be when a sender decides to send a lower
 # lane: shared by the senders of a process, so a busy route reads it 100 times a second at most
 TOP_LANE_FRESH = 0.01
+SOON_MS = 1000  # a higher lane's retries due within this long hold lower lanes back already
 PROBE_PAUSE_MIN = 0.5  # seconds between pings of a provider that stopped answering, at first
 PROBE_PAUSE_MAX = 5.0
 
@@ -224,7 +225,9 @@ class RouteRunner:
 
     async def _read_top_lane(self) -> None:
         try:
-            self._top = await self.queues.top_lane(self.shards, now_ms())
+            # retries due very soon count as work: an alert a throttle put back for 50 ms must
+            # not let bulk take the route meanwhile
+            self._top = await self.queues.top_lane(self.shards, now_ms() + SOON_MS)
         except (RedisError, OSError) as exc:  # the senders' own calls will say it; keep the last
             log.warning(
                 "could not read the route's lanes", extra={"route": self.name, "error": repr(exc)}
