@@ -26,6 +26,9 @@ class Progress:
     # per index of a message sent again: what it carries into its next send, in its `extra`
     # (the parts of it the provider took, that its last send got no answer)
     carry: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # the delivery (how many workers had taken the batch) that made the last progress: a batch
+    # taken again and again without any is one that kills its workers
+    delivery: int = 0
 
     def pack(self) -> bytes:
         """Encode for the progress hash."""
@@ -40,6 +43,7 @@ class Progress:
                 self.throttle_after,
                 self.hold_until_ms,
                 list(self.carry.items()),
+                self.delivery,
             ]
         )
 
@@ -48,9 +52,10 @@ class Progress:
         """Decode a checkpoint written by `pack`."""
         try:
             fields = msgpack.unpackb(data, strict_map_key=False)
-            # a checkpoint written before `carry` existed has eight fields
+            # checkpoints written before `carry` and `delivery` existed have fewer fields
             done, counts, retry, throttled, dead, requeue, throttle_after, hold = fields[:8]
             carry = fields[8] if len(fields) > 8 else []
+            delivery = fields[9] if len(fields) > 9 else 0
             return cls(
                 done=int(done),
                 counts=Counter({str(k): int(v) for k, v in counts.items()}),
@@ -61,6 +66,7 @@ class Progress:
                 throttle_after=float(throttle_after),
                 hold_until_ms=int(hold),
                 carry={int(i): dict(extra) for i, extra in carry},
+                delivery=int(delivery),
             )
         except (ValueError, TypeError, AttributeError, msgpack.ExtraData) as exc:
             raise EnvelopeError(f"progress checkpoint is malformed: {exc}") from exc

@@ -20,7 +20,7 @@ from loa.engine.backoff import retry_delay, throttle_delay
 from loa.engine.control import Controls, Decision
 from loa.engine.envelope import Batch, message_row, now_ms
 from loa.engine.events import Correlator
-from loa.engine.keys import shard_keys
+from loa.engine.keys import ShardKeys, shard_keys
 from loa.engine.metrics import Metrics
 from loa.engine.progress import Progress
 from loa.engine.queue import Held, Queues, Taken, dead_letter
@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 CONSUMER_CLEANUP_PERIOD = 300.0  # seconds between sweeps of consumers that left
 CONSUMER_FORGET_MS = 3_600_000  # a consumer with nothing pending, silent for an hour, has left
 CLAIM_PERIOD_MAX = 2.0  # seconds between looks for abandoned batches, at most
+CLAIM_ROUNDS = 64  # batches adopted from one shard per look, at most (one per lane each round)
 HELD_BACK_PAUSE = 0.02  # seconds a sender waits while a higher lane is being sent
 # How old the route's view of its busiest lane may be when a sender decides to send a lower
 # lane: shared by the senders of a process, so a busy route reads it 100 times a second at most
@@ -166,19 +167,34 @@ class RouteRunner:
                 for keys in self.shards:
                     await self.queues.forget_idle_consumers(keys, CONSUMER_FORGET_MS)
             for keys in self.shards:
+                await self._claim_shard(keys, idle_ms)
                 if self.stopping.is_set():
                     return
-                claimed = await self.queues.claim(keys, self.consumer, idle_ms, self.claim_cursors)
-                for taken in self._hold(claimed):
-                    log.info(
-                        "claimed a batch left by a silent worker",
-                        extra={
-                            **self._context(taken.batch),
-                            "entry": taken.entry_id,
-                            "done": taken.progress.done if taken.progress else 0,
-                        },
-                    )
-                    await self.process(taken)
+
+    async def _claim_shard(self, keys: ShardKeys, idle_ms: int) -> None:
+        """Adopt one shard's abandoned batches, one per lane at a time, each sent at once.
+
+        One at a time: a batch adopted and left waiting here would count as taken by this
+        worker too, if it died in turn, and look like a batch that kills its workers.
+        """
+        for _ in range(CLAIM_ROUNDS):
+            if self.stopping.is_set():
+                return
+            claimed = await self.queues.claim(
+                keys, self.consumer, idle_ms, self.claim_cursors, count=1
+            )
+            if not claimed:
+                return
+            for taken in self._hold(claimed):
+                log.info(
+                    "claimed a batch left by a silent worker",
+                    extra={
+                        **self._context(taken.batch),
+                        "entry": taken.entry_id,
+                        "done": taken.progress.done if taken.progress else 0,
+                    },
+                )
+                await self.process(taken)
 
     def _context(self, batch: Batch) -> dict[str, str]:
         """Structured log fields for a batch: its route, and its campaign when it has one."""
@@ -297,9 +313,11 @@ class RouteRunner:
         batch = taken.batch
         messages = batch.messages
         progress = taken.progress or Progress()
-        if taken.deliveries > self.worker.max_deliveries:
-            # every worker that took this batch died on it: stop feeding it to more of them
-            reason = f"batch was taken {taken.deliveries} times and never finished"
+        # workers that took the batch since it last made progress: all of them died on it
+        stalled = taken.deliveries - progress.delivery
+        if stalled > self.worker.max_deliveries:
+            # stop feeding it to more of them
+            reason = f"batch was taken {stalled} times in a row without progress"
             log.error(
                 "poison batch moved to dead letters",
                 extra={**self._context(batch), "entry": taken.entry_id},
@@ -338,6 +356,7 @@ class RouteRunner:
                 results = await self._send(chunk)
                 await self._record(batch, progress, indexes, results)
             progress.done = end
+            progress.delivery = taken.deliveries  # progress made by this worker's delivery
             if progress.done < len(messages) and not await self.queues.checkpoint(taken, progress):
                 taken.lost = True
         if taken.lost:
