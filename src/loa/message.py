@@ -62,6 +62,8 @@ class Outcome(enum.StrEnum):
     CANCELLED = "cancelled"  # its campaign was cancelled before it left
     SUPPRESSED = "suppressed"  # the recipient opted out before it left
     FALLBACK = "fallback"  # this channel cannot reach the person: handed to the next channel
+    UNKNOWN = "unknown"  # sent, but no answer came: the provider may have taken it
+    POSSIBLE_DUPLICATE = "possible_duplicate"  # taken (or sent unanswered) again after that
 
 
 FINAL = (
@@ -75,26 +77,51 @@ FINAL = (
 )
 
 
+RESUME = "resume"  # the key of Message.extra holding what an adapter needs to finish a message
+UNANSWERED = "unanswered"  # the key of Message.extra marking a send that got no answer
+
+
 @dataclass(frozen=True, slots=True)
 class Accepted:
-    """The provider took the message; `provider_id` correlates its receipt later."""
+    """The provider took the message; `provider_id` correlates its receipt later.
+
+    `resent` says parts of it that the provider had already taken went out again (the
+    adapter could not finish it where it stopped): counted as redelivered.
+    """
 
     provider_id: str = ""
+    resent: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class RetryLater:
-    """A temporary failure: send again after a back-off (or `retry_after` seconds)."""
+    """A temporary failure: send again after a back-off (or `retry_after` seconds).
+
+    `resume` is what the adapter needs to finish the message without repeating what the
+    provider already took (the parts of a long SMS it accepted): the engine keeps it with the
+    message, in `extra["resume"]`, and hands it back on the next send.
+
+    `unknown` says the request went out but no answer came (a timeout, a connection lost with
+    it in flight): the provider may have taken it. The engine counts it, sends nothing more on
+    the route until the adapter's `ping` succeeds, and counts the next copy taken as a
+    possible duplicate.
+    """
 
     reason: str = "temporary failure"
     retry_after: float | None = None
+    resume: dict[str, Any] | None = None
+    unknown: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Throttled:
-    """The provider asked us to slow down; the route's rate drops and the message waits."""
+    """The provider asked us to slow down; the route's rate drops and the message waits.
+
+    `resume` as for RetryLater.
+    """
 
     retry_after: float | None = None
+    resume: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

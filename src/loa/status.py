@@ -31,6 +31,8 @@ class RouteStatus:
     retried: int = 0
     throttled: int = 0
     redelivered: int = 0
+    unknown: int = 0
+    possible_duplicate: int = 0
     binds_up: int = 0  # receiving binds (SMPP) up over its live workers
     binds_down: int = 0  # and those down, being bound again
 

@@ -43,7 +43,7 @@ TINY = [
     ),
     pytest.param(
         "emergency", "emergency.py",
-        ["--bulk", "5000", "--alert", "200", "--rate", "500", "--warmup", "0.5", "--tail", "0.2"],
+        ["--alert", "100", "--route-rate", "100", "--warmup", "0.5", "--tail", "0.2"],
         id="emergency",
     ),
 ]  # fmt: skip
@@ -125,33 +125,26 @@ def test_benchmark_json_has_what_the_runner_reads(
     assert text.count("\n| ") == len(rows) + 1  # the header and one line per row
 
 
-def test_emergency_sorts_every_bulk_message_of_the_window() -> None:
+def test_emergency_counts_every_bulk_message_between_the_alerts_first_and_last() -> None:
     emergency = load("emergency.py")
     alert = "KHAN CAP - lu lon"
     lines = [
-        {"route": "sms-a", "id": "1", "ts": 9.0, "body": "bulk"},  # before the launch
-        {"route": "sms-a", "id": "2", "ts": 10.1, "body": "bulk"},  # held at launch
-        {"route": "sms-b", "id": "9", "ts": 10.04, "body": "bulk"},  # taken and sent, planning
-        {"route": "sms-a", "id": "7", "ts": 10.2, "body": alert},
-        {"route": "sms-b", "id": "3", "ts": 10.3, "body": "bulk"},  # taken while planning
-        {"route": "sms-b", "id": "4", "ts": 10.4, "body": "bulk"},  # taken after queued
-        {"route": "sms-b", "id": "8", "ts": 10.5, "body": alert},
-        {"route": "sms-b", "id": "5", "ts": 11.0, "body": "bulk"},  # after the alert
+        {"route": "sms-a", "id": "1", "ts": 9.0, "body": "bulk", "parts": 1},  # before
+        {"route": "sms-a", "id": "7", "ts": 10.2, "body": alert, "parts": 2},
+        {"route": "sms-b", "id": "3", "ts": 10.3, "body": "bulk", "parts": 1},  # before b's first
+        {"route": "sms-a", "id": "2", "ts": 10.3, "body": "bulk", "parts": 1},  # during, on a
+        {"route": "sms-b", "id": "8", "ts": 10.4, "body": alert, "parts": 1},
+        {"route": "sms-a", "id": "9", "ts": 10.5, "body": alert, "parts": 1},
+        {"route": "sms-b", "id": "4", "ts": 10.5, "body": "bulk", "parts": 1},  # after b's last
+        {"route": "sms-b", "id": "5", "ts": 11.0, "body": "bulk", "parts": 1},  # after the alert
     ]
-    scene = {
-        "launched_at": 10.0,
-        "queued_at": 10.05,
-        "held_at_launch": {("sms-a", "1"), ("sms-a", "2"), ("sms-a", "6")},
-        "held_at_queued": {("sms-a", "2"), ("sms-b", "3")},
-        "batch_size": 200,
-    }
-    got = emergency.analyse(scene, lines, senders=16)
-    assert (got["first_message_s"], got["last_message_s"]) == (0.2, 0.5)
-    assert got["bulk_sources"] == {
-        "held_at_launch": 1,
-        "taken_while_planning": 2,
-        "taken_after_queued": 1,
-    }
-    assert got["held_at_launch_unsent"] == 2  # 2 and 6; 1 had left before the launch
+    got = emergency.analyse(lines, 10.0, rate=2.0)
+    assert (got["alert_first_message_s"], got["alert_last_message_s"]) == (0.2, 0.5)
+    assert (got["alert_messages"], got["alert_parts"]) == (3, 4)
+    assert got["bound_s"] == 3.0  # 4 parts at 2/s, plus a second
+    assert got["bulk_sent_during_alert"] == 1
+    assert got["by_route"]["sms-a"]["bulk_sent_during_alert"] == 1
+    assert got["by_route"]["sms-b"]["bulk_sent_during_alert"] == 0
+    assert got["by_route"]["sms-a"]["bound_s"] == 2.5
     assert got["bulk_sent_after_alert"] == 1
-    assert got["alert_sent"] == 2 and got["alert_duplicates"] == 0
+    assert got["alert_duplicates"] == 0

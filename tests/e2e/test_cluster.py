@@ -31,7 +31,7 @@ from loa.engine.metrics import Metrics
 from loa.engine.producer import Producer
 from loa.engine.progress import Progress
 from loa.engine.queue import Queues, Taken
-from loa.engine.ratelimit import RateLimiter
+from loa.engine.ratelimit import SETTLE, RateLimiter
 from loa.engine.worker import Worker
 from loa.errors import EmbeddedServerError
 from loa.message import Inbound, Lane, Message, Receipt
@@ -475,12 +475,12 @@ async def test_rate_limiter_on_cluster(
     assert waited > 0.05, "acquire reported the time it spent waiting for the rate"
 
     factor = await limiter.report_throttle()
-    assert factor == pytest.approx(0.5, abs=0.01)
+    assert factor == pytest.approx(0.5 * SETTLE, abs=0.01)  # a first throttle: half, and room
     assert limiter.factor == factor
     again = await limiter.current_factor()
-    assert 0.5 <= again < 0.6, "the factor is shared state, read back from the cluster"
+    assert factor <= again < 0.6, "the factor is shared state, read back from the cluster"
     other = RateLimiter(client, namespace, "limited", limits)
-    assert 0.5 <= await other.current_factor() < 0.6, "another limiter sees the same factor"
+    assert factor <= await other.current_factor() < 0.6, "another limiter sees the same factor"
     stored = await client.hget(limiter.key, "factor")
     assert stored is not None
     assert float(stored) == pytest.approx(again, abs=0.01)

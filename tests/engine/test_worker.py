@@ -22,6 +22,7 @@ from loa.engine.connection import RedisClient, connect
 from loa.engine.envelope import Batch, now_ms
 from loa.engine.keys import shard_keys
 from loa.engine.metrics import Metrics
+from loa.engine.progress import Progress
 from loa.engine.queue import Queues, Taken
 from loa.engine.ratelimit import RateLimiter
 from loa.engine.route import RouteRunner
@@ -173,9 +174,11 @@ async def test_throttled_route_slows_down_and_recovers(make_settings, redis_clie
         assert final.throttled < final.accepted
         carrier = worker.adapters["carrier"]  # the carrier stops throttling
         carrier.options = carrier.options.model_copy(update={"capacity": 0})  # type: ignore[attr-defined]
+        # near the cap it showed, the route probes gently, then faster every 1.5 s nothing is
+        # refused, and below 1 at throttle_recovery (0.1/s): back from ~0.15 in 15-20 s
         await until(
             lambda: _factor_at_least(redis_client, settings, "carrier", 0.99),
-            20,
+            40,
             "the route's rate to recover",
         )
 
@@ -239,7 +242,32 @@ async def test_a_batch_that_outlives_its_workers_goes_to_dead_letters(make_setti
     final = await status_async(settings, "sms")
     assert (final.dead, final.accepted) == (5, 0)
     letters = await queues.dead_letters(keys)
-    assert {letter.reason for letter in letters} == {"batch was taken 4 times and never finished"}
+    assert {letter.reason for letter in letters} == {
+        "batch was taken 4 times in a row without progress"
+    }
+
+
+async def test_a_batch_whose_workers_die_after_progress_is_not_poison(make_settings, redis_client):
+    # workers killed over and over, each after sending part of the batch: it is not the batch
+    settings = make_settings(worker={"max_deliveries": 3}, routes={"sms": route(shards=1)})
+    keys = shard_keys(settings.namespace, "sms", 1)[0]
+    queues = Queues(redis_client, settings.namespace)
+    await queues.prepare([keys])
+    await enqueue_async(settings, "sms", messages(5, "busy"))
+    stream = keys.stream(Lane.NORMAL)
+    taken = await queues.take(keys, "ghost-0")
+    assert isinstance(taken, Taken)
+    for delivery, ghost in enumerate(("ghost-0", "ghost-1", "ghost-2", "ghost-3"), 1):
+        if delivery > 1:
+            await redis_client.xclaim(stream, "workers", ghost, 0, [taken.entry_id])
+        taken.consumer = ghost
+        progress = Progress(done=1, delivery=delivery)
+        progress.counts["accepted"] = 1
+        assert await queues.checkpoint(taken, progress)
+    async with running(settings, redis_client):
+        await until(lambda: _finished(settings, "sms", 5), 30, "the batch settled")
+    final = await status_async(settings, "sms")
+    assert (final.dead, final.accepted) == (0, 5), "four workers died on it, each after progress"
 
 
 async def test_batches_waiting_on_a_slow_route_are_not_taken_from_a_live_worker(

@@ -53,6 +53,12 @@ class Metrics:
             ["route"],
             registry=reg,
         )
+        self.lane_yields = Counter(
+            "loa_lane_yields",
+            "Batches whose rest went back to their queue because a higher lane had work.",
+            ["route", "lane"],
+            registry=reg,
+        )
         self.receipts = Counter(
             "loa_receipts",
             "Delivery receipts by route and what they said (delivered, undelivered), or "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgpack
 
@@ -25,6 +26,12 @@ class Progress:
     # messages [done, handed) went to the adapter and their outcome is not recorded yet: if the
     # worker dies now, these (and only these) may have reached the provider (0: none did)
     handed: int = 0
+    # per index of a message sent again: what it carries into its next send, in its `extra`
+    # (the parts of it the provider took, that its last send got no answer)
+    carry: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # the delivery (how many workers had taken the batch) that made the last progress: a batch
+    # taken again and again without any is one that kills its workers
+    delivery: int = 0
 
     def pack(self) -> bytes:
         """Encode for the progress hash."""
@@ -39,6 +46,8 @@ class Progress:
                 self.throttle_after,
                 self.hold_until_ms,
                 self.handed,
+                list(self.carry.items()),
+                self.delivery,
             ]
         )
 
@@ -46,10 +55,12 @@ class Progress:
     def unpack(cls, data: bytes) -> Progress:
         """Decode a checkpoint written by `pack`."""
         try:
-            fields = msgpack.unpackb(data)
-            # a checkpoint written before `handed` existed has eight fields
+            fields = msgpack.unpackb(data, strict_map_key=False)
+            # checkpoints written before `handed`, `carry` and `delivery` have fewer fields
             done, counts, retry, throttled, dead, requeue, throttle_after, hold = fields[:8]
             handed = fields[8] if len(fields) > 8 else 0
+            carry = fields[9] if len(fields) > 9 else []
+            delivery = fields[10] if len(fields) > 10 else 0
             return cls(
                 done=int(done),
                 counts=Counter({str(k): int(v) for k, v in counts.items()}),
@@ -60,6 +71,8 @@ class Progress:
                 throttle_after=float(throttle_after),
                 hold_until_ms=int(hold),
                 handed=int(handed),
+                carry={int(i): dict(extra) for i, extra in carry},
+                delivery=int(delivery),
             )
         except (ValueError, TypeError, AttributeError, msgpack.ExtraData) as exc:
             raise EnvelopeError(f"progress checkpoint is malformed: {exc}") from exc

@@ -13,7 +13,7 @@ from typing import Any
 import msgpack
 from redis.exceptions import ResponseError
 
-from loa.engine.connection import RedisClient, text
+from loa.engine.connection import RedisClient, is_cluster, text
 from loa.engine.envelope import Batch, now_ms, pack, unpack
 from loa.engine.keys import LANES, ShardKeys
 from loa.engine.progress import Progress
@@ -29,6 +29,7 @@ FIELD = b"b"
 PROMOTE_PER_TAKE = 16
 SCAN_PAGE = 200  # queue entries read per round trip when looking for a campaign's batches
 DROP_PER_CALL = 500  # batches dropped per script call
+URGENT = LANES[:-1]  # the lanes that hold lower ones back: all but bulk
 
 
 def load_script(name: str) -> str:
@@ -89,6 +90,7 @@ class Queues:
         self._touch = redis.register_script(load_script("touch.lua"))
         self._put_once = redis.register_script(load_script("put_once.lua"))
         self._drop = redis.register_script(load_script("drop.lua"))
+        self._top_lane = redis.register_script(load_script("top_lane.lua"))
 
     async def prepare(self, shards: Iterable[ShardKeys]) -> None:
         """Create each lane stream and its consumer group if missing."""
@@ -155,6 +157,20 @@ class Queues:
         for entry_id, fields in got[1]:
             return await self._decode(keys, lane, text(entry_id), fields, consumer)
         return None
+
+    async def top_lane(self, shards: Sequence[ShardKeys], now: int) -> Lane:
+        """The highest lane with work on any of `shards`: batches waiting or being sent, or
+        retries due (epoch ms `now`). BULK when no higher lane has any. One call on a single
+        server; on a cluster, whose nodes hold different shards, one per shard."""
+        keys = [
+            [*(k.stream(lane) for lane in URGENT), *(k.delayed(lane) for lane in URGENT)]
+            for k in shards
+        ]
+        if is_cluster(self.redis):
+            found = await asyncio.gather(*(self._top_lane(keys=one, args=[now]) for one in keys))
+            return LANES[min(int(index) for index in found)]
+        every = [key for one in keys for key in one]
+        return LANES[int(await self._top_lane(keys=every, args=[now]))]
 
     async def wait_take(self, keys: ShardKeys, consumer: str, block_ms: int) -> list[Taken]:
         """Block up to `block_ms` for new batches of this shard (idle senders wait here).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from loa.engine.connection import RedisClient
@@ -23,6 +24,10 @@ class Grant:
 
 # Throttled answers within this long of a cut belong to the same overload: one cut, not many.
 CUT_INTERVAL_US = 250_000
+MEASURE_WINDOW_US = 1_000_000  # what the provider took and refused is measured over this long
+PROBE = 0.01  # above the provider's known cap, probe 1 % of it per second at first
+MARGIN = 0.97  # after a throttle, run this far below what the provider took
+SETTLE = 0.92  # and start from this share of that, while the provider's window fills again
 
 
 class RateLimiter:
@@ -33,14 +38,25 @@ class RateLimiter:
         self.limits = limits
         self._script = redis.register_script(load_script("gcra.lua"))
         self.factor = 1.0
+        # tokens the provider took and refused since this process last asked: they travel
+        # with the next request, so measuring costs no round trip of its own
+        self._took = 0
+        self._refused = 0
 
     @property
     def unlimited(self) -> bool:
         """True when the route has no rate (rate 0): acquire returns at once."""
         return self.limits.rate <= 0
 
+    def record(self, took: int, refused: int = 0) -> None:
+        """Tokens the provider took and refused as throttled, told with the next request."""
+        self._took += took
+        self._refused += refused
+
     async def _ask(self, want: int, throttled: bool) -> Grant:
         limits = self.limits
+        took, refused = self._took, self._refused
+        self._took = self._refused = 0
         args = [
             limits.rate,
             limits.burst,
@@ -49,13 +65,39 @@ class RateLimiter:
             limits.throttle_floor,
             limits.throttle_recovery,
             CUT_INTERVAL_US,
+            took,
+            refused,
+            MEASURE_WINDOW_US,
+            PROBE,
+            MARGIN,
+            SETTLE,
         ]
-        granted, wait_us, factor = await self._script(keys=[self.key], args=args)
+        try:
+            granted, wait_us, factor = await self._script(keys=[self.key], args=args)
+        except BaseException:
+            self.record(took, refused)  # not told: tell them next time
+            raise
         self.factor = int(factor) / 1_000_000
         return Grant(int(granted), int(wait_us) / 1_000_000, self.factor)
 
-    async def acquire(self, tokens: int) -> float:
-        """Wait until `tokens` may be sent; returns the seconds spent waiting."""
+    def slice_tokens(self) -> int:
+        """The most tokens one send may spend at once: the burst at the route's current rate.
+
+        A carrier counts what arrives in its own per-second window; a chunk's worth of tokens
+        sent at once can overflow it even when the average rate is well below its cap.
+        """
+        if self.unlimited:
+            return 0
+        return max(1, int(self.limits.rate * self.factor * self.limits.burst))
+
+    async def acquire(
+        self, tokens: int, give_way: Callable[[], Awaitable[bool]] | None = None
+    ) -> float | None:
+        """Wait until `tokens` may be sent; returns the seconds spent waiting.
+
+        `give_way` is asked after each wait: when it answers True, the tokens granted so far
+        are given back and None is returned, nothing may be sent.
+        """
         if self.unlimited or tokens <= 0:
             return 0.0
         started = time.monotonic()
@@ -65,10 +107,19 @@ class RateLimiter:
             remaining -= grant.granted
             if remaining > 0 and grant.wait > 0:
                 await asyncio.sleep(grant.wait)
+                if give_way is not None and await give_way():
+                    await self.refund(tokens - remaining)
+                    return None
         return time.monotonic() - started
 
+    async def refund(self, tokens: int) -> None:
+        """Give back tokens that were granted but will not be spent."""
+        if not self.unlimited and tokens > 0:
+            await self._ask(-tokens, throttled=False)
+
     async def report_throttle(self) -> float:
-        """The provider throttled us: halve the route's rate (at most once per 250 ms)."""
+        """The provider throttled us: cut the route's rate to the share of what we offered that
+        it took (told by `record`), at most once per 250 ms; returns the new factor."""
         if self.unlimited:
             return 1.0
         return (await self._ask(0, throttled=True)).factor

@@ -4,23 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import zlib
+from collections import Counter
 from collections.abc import Mapping, Sequence
+from typing import Any
 
-from loa.adapters.base import Adapter
+from redis.exceptions import RedisError
+
+from loa.adapters.base import Adapter, Pingable
 from loa.engine.backoff import retry_delay, throttle_delay
 from loa.engine.control import Controls, Decision
 from loa.engine.envelope import Batch, message_row, now_ms
 from loa.engine.events import Correlator
-from loa.engine.keys import shard_keys
+from loa.engine.keys import ShardKeys, shard_keys
 from loa.engine.metrics import Metrics
 from loa.engine.progress import Progress
 from loa.engine.queue import Held, Queues, Taken, dead_letter
 from loa.engine.ratelimit import RateLimiter
 from loa.fallback import next_message
 from loa.message import (
+    RESUME,
+    UNANSWERED,
     Accepted,
     Failed,
     Lane,
@@ -36,7 +43,15 @@ log = logging.getLogger(__name__)
 
 CONSUMER_CLEANUP_PERIOD = 300.0  # seconds between sweeps of consumers that left
 CONSUMER_FORGET_MS = 3_600_000  # a consumer with nothing pending, silent for an hour, has left
+CLAIM_PERIOD_MAX = 2.0  # seconds between looks for abandoned batches, at most
+CLAIM_ROUNDS = 64  # batches adopted from one shard per look, at most (one per lane each round)
 HELD_BACK_PAUSE = 0.02  # seconds a sender waits while a higher lane is being sent
+# How old the route's view of its busiest lane may be when a sender decides to send a lower
+# lane: shared by the senders of a process, so a busy route reads it 100 times a second at most
+TOP_LANE_FRESH = 0.01
+SOON_MS = 1000  # a higher lane's retries due within this long hold lower lanes back already
+PROBE_PAUSE_MIN = 0.5  # seconds between pings of a provider that stopped answering, at first
+PROBE_PAUSE_MAX = 5.0
 
 
 class RouteRunner:
@@ -74,9 +89,16 @@ class RouteRunner:
         # every batch this runner owns, waiting or sending, kept alive by the heartbeat
         self.held: dict[tuple[str, str], Taken] = {}
         self.claim_cursors: dict[str, str] = {}
-        # While any shard holds urgent work, senders read no lower lane on any shard: a lane
-        # outranks shard order. Reset to BULK once a full round finds nothing that urgent.
-        self.lowest = Lane.BULK
+        # The highest lane with work on any shard of the route, as last read: while a higher
+        # lane has batches waiting or being sent anywhere, no lower lane is taken or sent.
+        self._top = Lane.BULK
+        self._top_read = -1.0  # never read yet
+        self._top_reading: asyncio.Future[None] | None = None
+        # cleared when a send got no answer: nothing more leaves until the provider answers a
+        # ping again, so an outage does not turn every message in it into a duplicate
+        self._healthy = asyncio.Event()
+        self._healthy.set()
+        self._probe: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
         """Run the senders and the claimer until `stopping` is set and in-flight work settled."""
@@ -89,13 +111,20 @@ class RouteRunner:
             loops.append(group.create_task(self._claimer(), name=f"{self.name}-claimer"))
             await asyncio.wait(loops)  # drained: nothing is held any more
             heartbeat.cancel()
+            for task in (self._probe, self._top_reading):
+                if task is not None:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
 
     async def _sender(self, index: int) -> None:
         """Take a batch (higher lanes first), send it, settle it; block on a shard while idle."""
         offset = index % len(self.shards)
         block_ms = max(1, int(self.worker.idle_block * 1000))
         while not self.stopping.is_set():
-            lowest = self.lowest
+            if not await self._until_healthy():
+                continue
+            # a lane outranks shard order: while any shard has urgent work, read no lower lane
+            lowest = await self.top_lane()
             taken = None
             held = False
             for step in range(len(self.shards)):
@@ -108,14 +137,10 @@ class RouteRunner:
                     offset = (offset + step + 1) % len(self.shards)
                     break
             if taken is not None:
-                self.lowest = min(self.lowest, taken.lane)
                 await self.process(self._hold([taken])[0])
                 continue
-            if held:  # urgent batches are still being sent: look again shortly, take no bulk
+            if held or lowest != Lane.BULK:  # urgent batches are being sent: take no lower lane
                 await self._pause(HELD_BACK_PAUSE)
-                continue
-            if lowest != Lane.BULK:
-                self.lowest = Lane.BULK  # the urgent work is done everywhere: all lanes again
                 continue
             # nothing anywhere: wait on one shard's streams (Redis wakes us when a batch lands)
             offset = (offset + 1) % len(self.shards)
@@ -124,30 +149,52 @@ class RouteRunner:
                 await self.process(arrived)
 
     async def _claimer(self) -> None:
-        """Adopt batches whose consumer went silent for `claim_idle` (a crashed worker)."""
+        """Adopt batches whose consumer went silent for `claim_idle` (a crashed worker).
+
+        The first look is at start: a worker that replaces a crashed one adopts what it left
+        at once, however short-lived it turns out to be itself.
+        """
         idle_ms = int(self.worker.claim_idle * 1000)
-        period = max(0.2, min(self.worker.claim_idle / 2, 10.0))
+        period = max(0.2, min(self.worker.claim_idle / 4, CLAIM_PERIOD_MAX))
         last_cleanup = time.monotonic()
+        first = True
         while not self.stopping.is_set():
-            await self._pause(period)
+            if not first:
+                await self._pause(period)
+            first = False
             if time.monotonic() - last_cleanup > CONSUMER_CLEANUP_PERIOD:
                 last_cleanup = time.monotonic()
                 for keys in self.shards:
                     await self.queues.forget_idle_consumers(keys, CONSUMER_FORGET_MS)
             for keys in self.shards:
+                await self._claim_shard(keys, idle_ms)
                 if self.stopping.is_set():
                     return
-                claimed = await self.queues.claim(keys, self.consumer, idle_ms, self.claim_cursors)
-                for taken in self._hold(claimed):
-                    log.info(
-                        "claimed a batch left by a silent worker",
-                        extra={
-                            **self._context(taken.batch),
-                            "entry": taken.entry_id,
-                            "done": taken.progress.done if taken.progress else 0,
-                        },
-                    )
-                    await self.process(taken)
+
+    async def _claim_shard(self, keys: ShardKeys, idle_ms: int) -> None:
+        """Adopt one shard's abandoned batches, one per lane at a time, each sent at once.
+
+        One at a time: a batch adopted and left waiting here would count as taken by this
+        worker too, if it died in turn, and look like a batch that kills its workers.
+        """
+        for _ in range(CLAIM_ROUNDS):
+            if self.stopping.is_set():
+                return
+            claimed = await self.queues.claim(
+                keys, self.consumer, idle_ms, self.claim_cursors, count=1
+            )
+            if not claimed:
+                return
+            for taken in self._hold(claimed):
+                log.info(
+                    "claimed a batch left by a silent worker",
+                    extra={
+                        **self._context(taken.batch),
+                        "entry": taken.entry_id,
+                        "done": taken.progress.done if taken.progress else 0,
+                    },
+                )
+                await self.process(taken)
 
     def _context(self, batch: Batch) -> dict[str, str]:
         """Structured log fields for a batch: its route, and its campaign when it has one."""
@@ -181,6 +228,75 @@ class RouteRunner:
                     if taken.entry_id in lost and (stream, taken.entry_id) in self.held:
                         taken.lost = True
 
+    async def top_lane(self) -> Lane:
+        """The highest lane with work on any shard of the route, as read at most TOP_LANE_FRESH
+        and a round trip ago. One read at a time serves every sender, and none waits for it
+        (but for the first): a busy route must not queue its senders behind this check."""
+        reading = self._top_reading
+        if reading is None and time.monotonic() - self._top_read >= TOP_LANE_FRESH:
+            reading = self._top_reading = asyncio.ensure_future(self._read_top_lane())
+        if reading is not None and self._top_read < 0:
+            await asyncio.shield(reading)
+        return self._top
+
+    async def _read_top_lane(self) -> None:
+        try:
+            # retries due very soon count as work: an alert a throttle put back for 50 ms must
+            # not let bulk take the route meanwhile
+            self._top = await self.queues.top_lane(self.shards, now_ms() + SOON_MS)
+        except (RedisError, OSError) as exc:  # the senders' own calls will say it; keep the last
+            log.warning(
+                "could not read the route's lanes", extra={"route": self.name, "error": repr(exc)}
+            )
+        finally:
+            self._top_read = time.monotonic()
+            self._top_reading = None
+
+    def _suspect(self) -> None:
+        """A send got no answer: hold the route, and ping the provider until it answers."""
+        if not isinstance(self.adapter, Pingable) or not self._healthy.is_set():
+            return
+        self._healthy.clear()
+        log.warning(
+            "a send got no answer: the route holds its messages until the provider answers",
+            extra={"route": self.name},
+        )
+        self._probe = asyncio.create_task(self._ping_until_answered(), name=f"{self.name}-probe")
+
+    async def _ping_until_answered(self) -> None:
+        assert isinstance(self.adapter, Pingable)
+        pause = PROBE_PAUSE_MIN
+        while not self.stopping.is_set():
+            try:
+                async with asyncio.timeout(self.limits.timeout):
+                    await self.adapter.ping()
+            # the plug-in boundary: whatever the ping raised, the provider did not answer
+            except Exception:
+                log.debug("ping unanswered", extra={"route": self.name}, exc_info=True)
+                await self._pause(pause)
+                pause = min(pause * 2, PROBE_PAUSE_MAX)
+                continue
+            log.info("the provider answers again: the route resumes", extra={"route": self.name})
+            self._healthy.set()
+            return
+
+    async def _until_healthy(self) -> bool:
+        """Wait while the route is held for an unanswered send; False when asked to stop."""
+        if self._healthy.is_set():
+            return True
+        healthy = asyncio.ensure_future(self._healthy.wait())
+        stopping = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait([healthy, stopping], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            healthy.cancel()
+            stopping.cancel()
+        return self._healthy.is_set() and not self.stopping.is_set()
+
+    async def _outranked(self, lane: Lane) -> bool:
+        """True when a higher lane than `lane` has work on the route: `lane` must give way."""
+        return lane != Lane.EMERGENCY and await self.top_lane() < lane
+
     async def _pause(self, seconds: float) -> None:
         """Sleep, but wake at once when the worker is asked to stop."""
         with contextlib.suppress(TimeoutError):
@@ -197,9 +313,11 @@ class RouteRunner:
         batch = taken.batch
         messages = batch.messages
         progress = taken.progress or Progress()
-        if taken.deliveries > self.worker.max_deliveries:
-            # every worker that took this batch died on it: stop feeding it to more of them
-            reason = f"batch was taken {taken.deliveries} times and never finished"
+        # workers that took the batch since it last made progress: all of them died on it
+        stalled = taken.deliveries - progress.delivery
+        if stalled > self.worker.max_deliveries:
+            # stop feeding it to more of them
+            reason = f"batch was taken {stalled} times in a row without progress"
             log.error(
                 "poison batch moved to dead letters",
                 extra={**self._context(batch), "entry": taken.entry_id},
@@ -220,13 +338,20 @@ class RouteRunner:
                 progress.requeue.extend(range(progress.done, len(messages)))
                 progress.done = len(messages)
                 break
+            if not await self._until_healthy():
+                continue  # stopping: the batch goes back above
             if taken.lost or not await self._may_leave(batch, progress):
                 break
-            end = min(len(messages), progress.done + self.chunk)
+            if await self._outranked(batch.lane):
+                self._give_way(taken, progress)
+                break
+            end = self._slice_end(messages, progress.done)
             indexes = await self._unsuppressed(batch, range(progress.done, end))
             chunk = [messages[i] for i in indexes]
             if chunk:
-                await self._wait_for_rate(batch, chunk)
+                if not await self._wait_for_rate(batch, chunk):
+                    self._give_way(taken, progress)  # a higher lane came while we waited
+                    break
                 if not await self._may_leave(batch, progress):
                     break  # paused or cancelled while waiting for tokens: nothing left
                 if not await self._handing_over(taken, progress, indexes, unsettled):
@@ -239,6 +364,7 @@ class RouteRunner:
             if opted_out:  # counted with the chunk's results: a checkpoint never runs ahead
                 progress.counts[Outcome.SUPPRESSED] += opted_out
             progress.done = end
+            progress.delivery = taken.deliveries  # progress made by this worker's delivery
             if progress.done < len(messages) and not await self.queues.checkpoint(taken, progress):
                 taken.lost = True
         if taken.lost:
@@ -264,18 +390,74 @@ class RouteRunner:
         progress.handed = indexes[-1] + 1
         return await self.queues.checkpoint(taken, progress)
 
-    async def _wait_for_rate(self, batch: Batch, chunk: Sequence[Message]) -> None:
-        """The route's limit, then the campaign's own cap (in messages) if it has one."""
+    def _count_unanswered(self, message: Message, counts: Counter[str]) -> None:
+        """A send that got no answer: counted, and the route waits until the provider answers."""
+        counts[Outcome.UNKNOWN] += 1
+        if _unanswered(message):  # an earlier copy got no answer either: this one may be extra
+            counts[Outcome.POSSIBLE_DUPLICATE] += 1
+        self._suspect()
+
+    def _tokens(self, batch: Batch, indexes: Sequence[int]) -> int:
+        """What the messages at `indexes` cost in the route's unit."""
+        if self.limits.unit != "parts":
+            return len(indexes)
+        messages = batch.messages
+        return sum(messages[i].parts for i in indexes)
+
+    def _slice_end(self, messages: Sequence[Message], start: int) -> int:
+        """Where the next send ends: at most `chunk` messages, and on a rate-limited route at
+        most the route's burst in tokens (but always one message), whatever `chunk` is."""
+        end = min(len(messages), start + self.chunk)
+        budget = self.limiter.slice_tokens()
+        if not budget:
+            return end
+        if self.limits.unit != "parts":
+            return min(end, start + budget)
+        tokens = messages[start].parts
+        stop = start + 1
+        while stop < end and tokens + messages[stop].parts <= budget:
+            tokens += messages[stop].parts
+            stop += 1
+        return stop
+
+    def _give_way(self, taken: Taken, progress: Progress) -> None:
+        """A higher lane has work: the rest of this batch goes back to its queue, unsent.
+
+        What was sent stays counted and checkpointed; the rest is queued again as a batch of
+        its own, so the sender is free for the higher lane at once.
+        """
+        messages = taken.batch.messages
+        log.debug(
+            "a higher lane has work: the rest of the batch goes back",
+            extra={**self._context(taken.batch), "left": len(messages) - progress.done},
+        )
+        progress.requeue.extend(range(progress.done, len(messages)))
+        progress.done = len(messages)
+        self.metrics.lane_yields.labels(self.name, taken.lane.label).inc()
+
+    async def _wait_for_rate(self, batch: Batch, chunk: Sequence[Message]) -> bool:
+        """The route's limit, then the campaign's own cap (in messages) if it has one.
+
+        False when a higher lane came meanwhile: the route's tokens went back, nothing may leave.
+        """
         waited = 0.0
+        tokens = 0
         if not self.limiter.unlimited:
             tokens = sum(m.parts for m in chunk) if self.limits.unit == "parts" else len(chunk)
-            waited += await self.limiter.acquire(tokens)
+            spent = await self.limiter.acquire(tokens, lambda: self._outranked(batch.lane))
+            if spent is None:
+                return False
+            waited += spent
         if self.controls is not None and batch.campaign:
             capped = await self.controls.campaign_limiter(batch.campaign)
             if capped is not None:
-                waited += await capped.acquire(len(chunk))
+                waited += await capped.acquire(len(chunk)) or 0.0
         if waited:
             self.metrics.ratelimit_wait.labels(self.name).inc(waited)
+        if waited and await self._outranked(batch.lane):
+            await self.limiter.refund(tokens)  # the tokens are the higher lane's now
+            return False
+        return True
 
     async def _send(self, chunk: Sequence[Message]) -> Sequence[SendResult]:
         """Call the adapter: the plug-in boundary, where its failures become retries."""
@@ -283,8 +465,9 @@ class RouteRunner:
         try:
             async with asyncio.timeout(self.limits.timeout):  # no extra task, unlike wait_for
                 results = await self.adapter.send(chunk)
-        except TimeoutError:
-            results = [RetryLater(f"adapter took longer than {self.limits.timeout}s")] * len(chunk)
+        except TimeoutError:  # some of the chunk may have left: its outcome is unknown
+            reason = f"adapter took longer than {self.limits.timeout}s"
+            results = [RetryLater(reason, unknown=True)] * len(chunk)
         # the plug-in boundary: an adapter's bug must not take the worker down (logged, retried)
         except Exception as exc:
             log.warning(
@@ -340,27 +523,43 @@ class RouteRunner:
         counts = progress.counts
         if self.correlator is not None and batch.campaign:
             await self._correlate(batch, indexes, results)
-        if all(type(result) is Accepted for result in results):  # the common case, fast
+        # the common case, fast: every message taken, none of them sent again in any way
+        if all(type(result) is Accepted and not result.resent for result in results) and not (
+            batch.attempt and _unanswered_before(batch, indexes)
+        ):
             counts[Outcome.ACCEPTED] += len(results)
             await self._reached(batch, indexes)
+            if not self.limiter.unlimited:
+                self.limiter.record(self._tokens(batch, indexes))
             return
-        accepted: list[int] = []
         fallbacks: list[tuple[str, Message]] = []
         last_attempt = batch.attempt + 1 >= self.limits.max_attempts
-        throttled = False
+        accepted: list[int] = []
+        refused: list[int] = []
         for index, result in zip(indexes, results, strict=True):
             kind = type(result)
             if kind is Accepted:
+                assert isinstance(result, Accepted)
                 counts[Outcome.ACCEPTED] += 1
                 accepted.append(index)
+                if result.resent:  # parts the provider had taken went out again
+                    counts[Outcome.REDELIVERED] += 1
+                elif _unanswered(batch.messages[index]):  # it may have taken the first copy too
+                    counts[Outcome.POSSIBLE_DUPLICATE] += 1
             elif kind is Throttled:
                 counts[Outcome.THROTTLED] += 1
                 progress.throttled.append(index)
                 assert isinstance(result, Throttled)
                 progress.throttle_after = max(progress.throttle_after, result.retry_after or 0.0)
-                throttled = True
+                if result.resume is not None:
+                    progress.carry[index] = {RESUME: result.resume}
+                refused.append(index)
             elif kind is RetryLater:
                 assert isinstance(result, RetryLater)
+                carry: dict[str, Any] = {} if result.resume is None else {RESUME: result.resume}
+                if result.unknown:
+                    self._count_unanswered(batch.messages[index], counts)
+                    carry[UNANSWERED] = True
                 if last_attempt:
                     counts[Outcome.DEAD] += 1
                     reason = f"gave up after {batch.attempt + 1} attempts: {result.reason}"
@@ -369,6 +568,8 @@ class RouteRunner:
                     counts[Outcome.RETRIED] += 1
                     delay = retry_delay(self.limits, batch.attempt, result.retry_after)
                     progress.retry.append((index, delay))
+                    if carry:
+                        progress.carry[index] = carry
             elif kind is Failed:
                 assert isinstance(result, Failed)
                 handover = self._fallback(batch.messages[index]) if result.fallback else None
@@ -380,7 +581,9 @@ class RouteRunner:
                     progress.dead.append((index, result.reason))
             else:
                 raise TypeError(f"adapter returned {result!r}, not a SendResult")
-        if throttled:
+        if not self.limiter.unlimited:
+            self.limiter.record(self._tokens(batch, accepted), self._tokens(batch, refused))
+        if refused:
             self.metrics.throttle_events.labels(self.name).inc()
             await self.limiter.report_throttle()
         if fallbacks:
@@ -446,12 +649,19 @@ class RouteRunner:
         messages = batch.messages
         now = now_ms()
         requeue: list[tuple[int, Batch]] = []
+        carry = progress.carry
         if progress.retry:
             delay = max(d for _, d in progress.retry)
-            retry = batch.derive([messages[i] for i, _ in progress.retry], batch.attempt + 1)
+            retry = batch.derive(
+                [_carrying(messages[i], carry.get(i)) for i, _ in progress.retry],
+                batch.attempt + 1,
+            )
             requeue.append((now + int(delay * 1000), retry))
         if progress.throttled:
-            again = batch.derive([messages[i] for i in progress.throttled], batch.attempt)
+            again = batch.derive(
+                [_carrying(messages[i], carry.get(i)) for i in progress.throttled],
+                batch.attempt,
+            )
             again.id += f".t{now}"
             delay = throttle_delay(progress.throttle_after or None)
             requeue.append((now + int(delay * 1000), again))
@@ -474,3 +684,22 @@ class RouteRunner:
         if progress.dead:
             self.metrics.dead_letters.labels(self.name).inc(len(progress.dead))
         self.metrics.batches.labels(self.name, lane).inc()
+
+
+def _carrying(message: Message, carry: dict[str, Any] | None) -> Message:
+    """The message to send again, with what it carries into its next send (in `extra`): the
+    parts its adapter must still send, that its last send got no answer."""
+    if not carry:
+        return message
+    return dataclasses.replace(message, extra={**(message.extra or {}), **carry})
+
+
+def _unanswered(message: Message) -> bool:
+    """True when an earlier send of the message got no answer (it may have been taken)."""
+    return bool(message.extra and message.extra.get(UNANSWERED))
+
+
+def _unanswered_before(batch: Batch, indexes: Sequence[int]) -> bool:
+    """True when any message at `indexes` went out before without an answer."""
+    messages = batch.messages
+    return any(_unanswered(messages[i]) for i in indexes)

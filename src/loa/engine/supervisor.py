@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
 from multiprocessing.context import SpawnProcess
 from types import FrameType
+from typing import Any
 
 import redis
 from prometheus_client import CollectorRegistry, multiprocess
@@ -25,13 +26,19 @@ from prometheus_client.registry import Collector
 from loa.adapters.registry import check_routes
 from loa.engine.connection import CLUSTER_SCHEME, RedisClient, connect
 from loa.engine.embedded import EmbeddedRedis
+from loa.engine.keys import LANES, shard_keys
 from loa.engine.metrics import QueueCollector
 from loa.engine.worker import process_main
 from loa.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# A child that keeps dying is restarted after 0.2, 0.4, ... seconds, at most RESTART_BACKOFF_MAX
+# while nothing is queued (a crash loop on a bad set-up costs little), but at most
+# RESTART_BACKOFF_BUSY while batches wait or are held: a replacement must live long enough to
+# adopt what the dead one left, even when workers are killed every few seconds.
 RESTART_BACKOFF_MAX = 10.0
+RESTART_BACKOFF_BUSY = 2.0
 CHORE_PERIOD = 1.0  # seconds between two rounds of background chores
 
 # a background chore of the supervisor, given its Redis client each round (the campaign clock)
@@ -47,10 +54,10 @@ class _Child:
     respawn_at: float | None = None  # set once it died: when its replacement starts
 
 
-def _sync_client(url: str) -> redis.Redis | redis.RedisCluster:
+def _sync_client(url: str, **options: Any) -> redis.Redis | redis.RedisCluster:
     if url.startswith(CLUSTER_SCHEME):
-        return redis.RedisCluster.from_url("redis://" + url[len(CLUSTER_SCHEME) :])
-    return redis.Redis.from_url(url)
+        return redis.RedisCluster.from_url("redis://" + url[len(CLUSTER_SCHEME) :], **options)
+    return redis.Redis.from_url(url, **options)
 
 
 class Supervisor:
@@ -78,6 +85,8 @@ class Supervisor:
         self.http: ThreadingHTTPServer | None = None
         self.collectors: list[Collector] = []  # more series for /metrics, added before start()
         self._context = multiprocessing.get_context("spawn")
+        self._sync: redis.Redis | redis.RedisCluster | None = None
+        self._sync_url = ""
 
     @property
     def metrics_port(self) -> int:
@@ -188,7 +197,7 @@ class Supervisor:
                         child.process.pid, self.metrics_dir.name
                     )
                 child.failures = 0 if now - child.started > 60 else child.failures + 1
-                delay = min(RESTART_BACKOFF_MAX, 0.1 * 2**child.failures) if child.failures else 0
+                delay = restart_delay(child.failures, self._has_work)
                 child.respawn_at = now + delay
                 log.error(
                     "worker process exited; restarting",
@@ -196,6 +205,36 @@ class Supervisor:
                 )
             if now >= child.respawn_at:
                 self.children[position] = self._spawn(child.index, child.failures)
+
+    def _has_work(self) -> bool:
+        """True when any route of ours has batches queued, held or due later (or we cannot
+        tell: Redis is down or restarting, and the work is surely still there)."""
+        try:
+            client = self._client()
+            pipe = client.pipeline(transaction=False)
+            for name in self.routes:
+                for keys in shard_keys(
+                    self.settings.namespace, name, self.settings.route(name).shards
+                ):
+                    for lane in LANES:
+                        pipe.xlen(keys.stream(lane))
+                        pipe.zcard(keys.delayed(lane))
+            return any(int(n) for n in pipe.execute())
+        except redis.RedisError:
+            return True
+
+    def _client(self) -> redis.Redis | redis.RedisCluster:
+        if self._sync is None or self._sync_url != self.redis_url:
+            self._close_client()
+            # the watch loop must not hang on a server that stopped answering
+            client = _sync_client(self.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+            self._sync, self._sync_url = client, self.redis_url
+        return self._sync
+
+    def _close_client(self) -> None:
+        if self._sync is not None:
+            self._sync.close()
+            self._sync = None
 
     def run_until_stopped(self) -> None:
         """Watch the children until SIGTERM/SIGINT or `request_stop()`."""
@@ -212,6 +251,7 @@ class Supervisor:
         if self._chore_thread is not None:
             self._chore_thread.join(CHORE_PERIOD * 10)  # a chore ends before the server does
             self._chore_thread = None
+        self._close_client()
         if self.http is not None:
             self.http.shutdown()
             self.http.server_close()
@@ -244,6 +284,18 @@ class Supervisor:
     def pids(self) -> list[int]:
         """The process ids of the live worker children."""
         return [c.process.pid for c in self.children if c.process.pid and c.process.is_alive()]
+
+
+def restart_delay(failures: int, has_work: Callable[[], bool]) -> float:
+    """Seconds before a child that died after `failures` short lives in a row is restarted."""
+    if not failures:
+        return 0.0
+    delay = min(RESTART_BACKOFF_MAX, 0.1 * 2.0**failures)
+    if delay > RESTART_BACKOFF_BUSY and has_work():
+        return RESTART_BACKOFF_BUSY
+    return delay
+
+
 
 
 def _name(chore: Chore) -> str:

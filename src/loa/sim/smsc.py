@@ -134,6 +134,9 @@ class SmscOptions(ConfigModel):
     latency_jitter: float = Field(default=0.0, ge=0, le=3600, description="uniform extra seconds")
     tps: float = Field(default=0.0, ge=0, description="submits per second over all binds; 0 = any")
     tps_burst: float = Field(default=1.0, gt=0, le=60, description="seconds of tps taken at once")
+    throttle_every: int = Field(
+        default=0, ge=0, description="refuse every Nth submit as throttled, whatever the rate"
+    )
     error_ratio: float = Field(default=0.0, ge=0, le=1)
     error_status: int = Field(default=Status.RSYSERR, ge=1, le=0xFFFFFFFF)
     bad_destination_ratio: float = Field(
@@ -372,6 +375,7 @@ class SmscSimulator:
             self.options.tps, max(1.0, self.options.tps * self.options.tps_burst)
         )
         self._bad_salt = zlib.crc32(str(self.options.seed).encode())
+        self._judged = 0  # submits given a verdict, for throttle_every
         self._pending: dict[tuple[bytes, bytes, int], _Pending] = {}
         self._seen: OrderedDict[int, None] = OrderedDict()
         self._queued: dict[str, deque[_Receipt]] = {}
@@ -643,7 +647,11 @@ class SmscSimulator:
     def _verdict(self, pdu: Pdu) -> int:
         """The status to refuse the submit with, or 0 to take it."""
         options = self.options
+        self._judged += 1
         if options.tps and not self._bucket.take():
+            self._count["throttled"] += 1
+            return Status.RTHROTTLED
+        if options.throttle_every and self._judged % options.throttle_every == 0:
             self._count["throttled"] += 1
             return Status.RTHROTTLED
         if options.bad_destination_ratio and self._bad_destination(pdu.fields["destination_addr"]):

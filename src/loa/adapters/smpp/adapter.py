@@ -21,6 +21,7 @@ from loa.adapters.smpp.receipt import canonical_id, is_intermediate, is_receipt,
 from loa.adapters.smpp.session import BindConfig, Session
 from loa.errors import PduError, SessionClosed, SmppError
 from loa.message import (
+    RESUME,
     Accepted,
     Failed,
     Inbound,
@@ -259,57 +260,104 @@ class SmppAdapter:
         if not messages:
             return []
         self.listen()
-        pending: list[list[asyncio.Future[Pdu]] | SendResult] = []
+        pending: list[list[asyncio.Future[Pdu]] | _Long | SendResult] = []
         for message in messages:
             pending.append(await self._begin(message))
         results: list[SendResult] = []
         for entry in pending:
             if isinstance(entry, list):
-                for future in entry:
-                    if not future.done():
-                        # the outcome reads the error below; here we only wait for it
-                        with contextlib.suppress(SmppError, TimeoutError):
-                            await future
+                await _settled(entry)
                 results.append(self._outcome(entry))
+            elif isinstance(entry, _Long):
+                await _settled(entry.futures)
+                results.append(self._long_outcome(entry))
             else:
                 results.append(entry)
         return results
 
-    async def _begin(self, message: Message) -> list[asyncio.Future[Pdu]] | SendResult:
+    async def _begin(self, message: Message) -> list[asyncio.Future[Pdu]] | _Long | SendResult:
         """Write a message's submit_sm PDUs; or its result, when it cannot be written."""
         try:
-            pdus = self._submits(message)
+            plan = self._submits(message)
         except (ValueError, PduError) as exc:
             return Failed(f"cannot be written as SMPP: {exc}")
+        if isinstance(plan, _Long):
+            return await self._begin_long(plan)
         session = await self._session()
         if session is None:
             return RetryLater(f"no SMPP bind is up: {self._last_error()}")
-        futures: list[asyncio.Future[Pdu]] = []
         try:
-            for pdu in pdus:  # every part on one bind: SMSCs reassemble per bind
-                futures.append(await session.begin(self._encode, pdu))
+            return [await session.begin(self._encode, plan)]
         except (SessionClosed, PduError) as exc:
-            for future in futures:
-                future.cancel()
             if isinstance(exc, PduError):  # a field the encoder refused (an address too long)
                 return Failed(f"cannot be written as SMPP: {exc}")
             return RetryLater(str(exc))
-        return futures
+
+    async def _begin_long(self, plan: _Long) -> _Long | SendResult:
+        """Write the parts of a long message the SMSC has not taken yet, on one bind.
+
+        Every part on one bind, the bind that took its earlier parts when it is still up:
+        some SMSCs reassemble per bind.
+        """
+        session, plan.bind = await self._session_at(plan.bind)
+        if session is None:
+            return plan.refused(RetryLater(f"no SMPP bind is up: {self._last_error()}"))
+        try:
+            for number in plan.todo():
+                plan.futures.append(await session.begin(self._encode, plan.pdu(number)))
+                plan.numbers.append(number)
+        except (SessionClosed, PduError) as exc:
+            for future in plan.futures:
+                future.cancel()
+            if isinstance(exc, PduError):
+                return Failed(f"cannot be written as SMPP: {exc}")
+            # parts written before the session closed may have been taken
+            return plan.refused(RetryLater(str(exc), unknown=bool(plan.futures)))
+        return plan
 
     def _outcome(self, futures: list[asyncio.Future[Pdu]]) -> SendResult:
         """The result from the parts' settled responses: accepted only if every part was."""
         ids: list[str] = []
         for future in futures:
-            error = future.exception()
-            if error is not None:
-                if isinstance(error, TimeoutError):
-                    return RetryLater(f"no submit_sm_resp within {self.options.response_timeout}s")
-                return RetryLater(str(error))  # the session closed, or an unreadable response
-            answer = future.result()
-            if answer.status or answer.command_id == Command.GENERIC_NACK:
-                return self._verdict(answer.status)
-            ids.append(canonical_id(answer.text("message_id"), self.options.submit_id))
+            answer = self._answer(future)
+            if not isinstance(answer, str):
+                return answer
+            ids.append(answer)
         return Accepted(ids[0] if len(ids) == 1 else ",".join(ids))
+
+    def _answer(self, future: asyncio.Future[Pdu]) -> str | SendResult:
+        """One part's message id, or what its refusal (or missing answer) means.
+
+        A submit that was written but never answered (a timeout, the session lost with it in
+        flight, an unreadable answer) has an unknown outcome: the SMSC may have taken it.
+        """
+        error = future.exception()
+        if error is not None:
+            if isinstance(error, TimeoutError):
+                reason = f"no submit_sm_resp within {self.options.response_timeout}s"
+                return RetryLater(reason, unknown=True)
+            return RetryLater(str(error), unknown=True)
+        answer = future.result()
+        if answer.status or answer.command_id == Command.GENERIC_NACK:
+            return self._verdict(answer.status)
+        return canonical_id(answer.text("message_id"), self.options.submit_id)
+
+    def _long_outcome(self, plan: _Long) -> SendResult:
+        """A long message is accepted once every part is, over however many sends it takes.
+
+        Parts the SMSC took are remembered (with the reference) in the result, so the next
+        send carries only the rest; a permanent refusal of any part fails the message.
+        """
+        refusal: SendResult | None = None
+        for number, future in zip(plan.numbers, plan.futures, strict=True):
+            answer = self._answer(future)
+            if isinstance(answer, str):
+                plan.ids[number - 1] = answer
+            elif refusal is None or _outranks(answer, refusal):
+                refusal = answer
+        if refusal is not None:
+            return plan.refused(refusal)
+        return Accepted(",".join(plan.ids), resent=plan.resent)
 
     def _verdict(self, status: int) -> SendResult:
         verdict = self.verdicts.get(status, "retry")
@@ -319,6 +367,21 @@ class SmppAdapter:
         if verdict == "failed":
             return Failed(f"SMSC refused it: {name}")
         return RetryLater(f"SMSC answered {name}")
+
+    async def _session_at(self, preferred: int) -> tuple[Session | None, int]:
+        """The session of bind `preferred` if it is up, else the next live bind in turn."""
+        binds = self.transmitters
+        if 0 <= preferred < len(binds):
+            session = binds[preferred].session
+            if session is not None and session.alive:
+                return session, preferred
+        start = next(self._turn)
+        for step in range(len(binds)):
+            index = (start + step) % len(binds)
+            session = await binds[index].ready()
+            if session is not None:
+                return session, index
+        return None, -1
 
     async def _session(self) -> Session | None:
         """The next live bind in turn; one that is down is skipped (and reconnected in turn)."""
@@ -350,49 +413,26 @@ class SmppAdapter:
             "registered_delivery": 1 if options.registered_delivery else 0,
         }
 
-    def _submits(self, message: Message) -> list[Pdu]:
-        """The submit_sm PDUs of one message: one, or one per part of a long message."""
+    def _submits(self, message: Message) -> Pdu | _Long:
+        """The submit_sm of one message, or the plan of a long message's parts."""
         options = self.options
         coding, data = encode_chosen(message.body, options.data_coding)
         destination = _destination(message.to)
         if len(data) <= SINGLE_LIMIT[coding]:  # the common case: one part
             fields = {"destination_addr": destination, "data_coding": coding, "short_message": data}
-            return [Pdu(Command.SUBMIT_SM, 0, 0, fields)]
+            return Pdu(Command.SUBMIT_SM, 0, 0, fields)
         base = {"destination_addr": destination, "data_coding": coding}
-        parts = split_parts(data, coding)
         if options.long_messages == "payload":
             tlvs: dict[int, bytes] = {Tag.MESSAGE_PAYLOAD: data}
-            return [Pdu(Command.SUBMIT_SM, 0, fields={**base, "short_message": b""}, tlvs=tlvs)]
-        reference = next(self._reference) & 0xFF
-        total = len(parts)
-        if total > 255:
-            raise ValueError(f"the text needs {total} parts; SMS allows 255")
-        if options.long_messages == "udh":
-            return [
-                Pdu(
-                    Command.SUBMIT_SM,
-                    0,
-                    fields={
-                        **base,
-                        "esm_class": 0x40,
-                        "short_message": udh(reference, total, n) + part,
-                    },
-                )
-                for n, part in enumerate(parts, 1)
-            ]
-        return [
-            Pdu(
-                Command.SUBMIT_SM,
-                0,
-                fields={**base, "short_message": part},
-                tlvs={
-                    Tag.SAR_MSG_REF_NUM: reference.to_bytes(2, "big"),
-                    Tag.SAR_TOTAL_SEGMENTS: bytes((total,)),
-                    Tag.SAR_SEGMENT_SEQNUM: bytes((number,)),
-                },
-            )
-            for number, part in enumerate(parts, 1)
-        ]
+            return Pdu(Command.SUBMIT_SM, 0, fields={**base, "short_message": b""}, tlvs=tlvs)
+        parts = split_parts(data, coding)
+        if len(parts) > 255:
+            raise ValueError(f"the text needs {len(parts)} parts; SMS allows 255")
+        plan = _Long.resumed(message, options.long_messages, base, parts)
+        if plan is None:  # nothing taken yet (or nothing we can continue): a new reference
+            plan = _Long(options.long_messages, base, parts, next(self._reference) & 0xFF)
+            plan.resent = _had_accepted_parts(message)
+        return plan
 
     def on_request(self, pdu: Pdu) -> int | asyncio.Future[None]:
         """A deliver_sm from the SMSC: a receipt or a person's reply, handed to the sink.
@@ -456,6 +496,135 @@ class SmppAdapter:
             await asyncio.gather(self._keeper, return_exceptions=True)
             self._keeper = None
         await asyncio.gather(*(bind.close() for bind in [*self.transmitters, *self.receivers]))
+
+
+def _outranks(answer: SendResult, refusal: SendResult) -> bool:
+    """Which refusal of a long message's parts decides its result: a permanent one, then one
+    whose outcome is unknown (so it is counted and the route held), then the first."""
+    if isinstance(refusal, Failed):
+        return False
+    if isinstance(answer, Failed):
+        return True
+    unknown = isinstance(answer, RetryLater) and answer.unknown
+    return unknown and not (isinstance(refusal, RetryLater) and refusal.unknown)
+
+
+async def _settled(futures: list[asyncio.Future[Pdu]]) -> None:
+    """Wait for every response (or its failure: the outcome reads it afterwards)."""
+    for future in futures:
+        if not future.done():
+            with contextlib.suppress(SmppError, TimeoutError):
+                await future
+
+
+class _Long:
+    """A long message's parts with their reference, and which of them the SMSC has taken.
+
+    Kept across sends in the message's `extra["resume"]`: {"ref": reference, "ids": one id per
+    part, "" for a part not taken yet, "bind": the bind that took them, "resent": true when
+    parts taken earlier had to go out again}.
+    """
+
+    __slots__ = (
+        "base",
+        "bind",
+        "futures",
+        "ids",
+        "method",
+        "numbers",
+        "parts",
+        "reference",
+        "resent",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        base: dict[str, Any],
+        parts: list[bytes],
+        reference: int,
+        ids: list[str] | None = None,
+        bind: int = -1,
+    ) -> None:
+        self.method = method
+        self.base = base
+        self.parts = parts
+        self.reference = reference
+        self.ids = ids if ids is not None else [""] * len(parts)
+        self.bind = bind
+        self.numbers: list[int] = []  # the part numbers written by this send
+        self.futures: list[asyncio.Future[Pdu]] = []
+        self.resent = False
+
+    @classmethod
+    def resumed(
+        cls, message: Message, method: str, base: dict[str, Any], parts: list[bytes]
+    ) -> _Long | None:
+        """The plan that finishes a message whose earlier parts were taken, if it still fits."""
+        state = (message.extra or {}).get(RESUME)
+        if not isinstance(state, dict):
+            return None
+        reference, ids, bind = state.get("ref"), state.get("ids"), state.get("bind", -1)
+        if not (
+            type(reference) is int
+            and 0 <= reference <= 0xFF
+            and isinstance(ids, list)
+            and len(ids) == len(parts)
+            and all(isinstance(one, str) for one in ids)
+            and type(bind) is int
+        ):
+            return None  # written for another text or route: it cannot be continued
+        plan = cls(method, base, parts, reference, list(ids), bind)
+        plan.resent = state.get("resent") is True
+        return plan
+
+    def todo(self) -> list[int]:
+        """The numbers (from 1) of the parts not taken yet."""
+        return [number for number, one in enumerate(self.ids, 1) if not one]
+
+    def pdu(self, number: int) -> Pdu:
+        """The submit_sm of part `number`, with the message's reference."""
+        part, total, reference = self.parts[number - 1], len(self.parts), self.reference
+        if self.method == "udh":
+            fields = {
+                **self.base,
+                "esm_class": 0x40,
+                "short_message": udh(reference, total, number),
+            }
+            fields["short_message"] += part
+            return Pdu(Command.SUBMIT_SM, 0, fields=fields)
+        return Pdu(
+            Command.SUBMIT_SM,
+            0,
+            fields={**self.base, "short_message": part},
+            tlvs={
+                Tag.SAR_MSG_REF_NUM: reference.to_bytes(2, "big"),
+                Tag.SAR_TOTAL_SEGMENTS: bytes((total,)),
+                Tag.SAR_SEGMENT_SEQNUM: bytes((number,)),
+            },
+        )
+
+    def refused(self, refusal: SendResult) -> SendResult:
+        """The message's result when not every part was taken: the refusal, carrying the parts
+        taken so far (and the reference), so the next send finishes the same message."""
+        if not any(self.ids) or isinstance(refusal, Failed | Accepted):
+            return refusal
+        state: dict[str, Any] = {"ref": self.reference, "ids": list(self.ids), "bind": self.bind}
+        if self.resent:  # counted once the message is taken
+            state["resent"] = True
+        if isinstance(refusal, Throttled):
+            return Throttled(refusal.retry_after, resume=state)
+        assert isinstance(refusal, RetryLater)
+        return RetryLater(
+            refusal.reason, refusal.retry_after, resume=state, unknown=refusal.unknown
+        )
+
+
+def _had_accepted_parts(message: Message) -> bool:
+    """True when the message carries parts taken earlier that cannot be continued."""
+    state = (message.extra or {}).get(RESUME)
+    ids = state.get("ids") if isinstance(state, dict) else None
+    return isinstance(ids, list) and any(ids)
 
 
 def _source_numbering(options: SmppOptions) -> tuple[int, int]:
