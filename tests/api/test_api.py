@@ -323,6 +323,8 @@ CASES = [
     ),
     Case("POST", "/api/v1/campaigns/{campaign_id}/cancel", Role.OPERATOR, on_campaign("/cancel")),
     Case("GET", "/api/v1/campaigns/{campaign_id}/failed", Role.OPERATOR, on_campaign("/failed")),
+    Case("GET", "/api/v1/campaigns/{campaign_id}/answers", Role.VIEWER, on_campaign("/answers")),
+    Case("POST", "/api/v1/followups/sync", Role.OPERATOR, at("/api/v1/followups/sync")),
     Case("POST", "/api/v1/cap", Role.OPERATOR, cap_ack("/api/v1/cap")),
     Case("POST", "/api/v1/cap/validate", Role.OPERATOR, cap_ack("/api/v1/cap/validate")),
     Case("GET", "/api/v1/whoami", Role.VIEWER, at("/api/v1/whoami")),

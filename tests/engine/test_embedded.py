@@ -7,6 +7,8 @@ import gc
 import os
 import signal
 import stat
+import subprocess
+import sys
 import uuid
 import warnings
 from collections.abc import Awaitable, Callable, Iterator
@@ -266,6 +268,38 @@ def test_a_joiner_brings_the_server_back_when_its_owner_leaves(tmp_path: Path) -
         assert answers(joiner.url)
         with contextlib.closing(_client(joiner.url)) as client:
             assert client.get("kept") == b"yes", "the append-only file carried the data over"
+
+
+@needs_server
+def test_a_server_whose_owner_was_killed_is_adopted_and_stopped(tmp_path: Path) -> None:
+    # the owner is a process of its own (a `loa server`), killed with -9 after it started
+    script = (
+        "import sys, time; from pathlib import Path; from loa.engine.embedded import EmbeddedRedis;"
+        "EmbeddedRedis(Path(sys.argv[1])).start(); print('up', flush=True); time.sleep(120)"
+    )
+    owner = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert owner.stdout is not None and owner.stdout.readline().strip() == "up"
+        os.kill(owner.pid, signal.SIGKILL)
+        owner.wait(10)
+        url = (tmp_path / "url").read_text()
+        assert answers(url), "the server outlived its owner"
+        with servers() as started:
+            heir = EmbeddedRedis(tmp_path)
+            started.append(heir)
+            assert heir.start() == url
+            assert heir.owner and heir.adopted
+            heir.stop()
+            assert not answers(url), "the adopter stopped it: nothing is left running"
+            assert not (tmp_path / "url").exists()
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait(10)
+        if owner.stdout is not None:
+            owner.stdout.close()
 
 
 @needs_server

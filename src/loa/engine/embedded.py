@@ -63,7 +63,9 @@ class EmbeddedRedis:
     """Starts, supervises and stops a private server whose data lives in `data_dir`.
 
     When a server started by another loa process already serves `data_dir`, it is reused and
-    left running on exit; only the process that started the server stops it.
+    left running on exit; only the process that started the server stops it. A server whose
+    owner died (a `loa server` killed with -9) is adopted: the process that finds it becomes
+    its owner and stops it in turn, so no server is left behind with nobody to stop it.
     """
 
     def __init__(self, data_dir: Path, binary: str | None = None) -> None:
@@ -72,11 +74,12 @@ class EmbeddedRedis:
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.restarts = 0
+        self.adopted = False  # joined a server whose owner had died: ours to stop now
 
     @property
     def owner(self) -> bool:
-        """True when this object started the server (and so will stop it)."""
-        return self.process is not None
+        """True when this object started or adopted the server (and so will stop it)."""
+        return self.process is not None or self.adopted
 
     def start(self, timeout: float = 15.0) -> str:
         """Start (or join) the server; returns its URL."""
@@ -85,10 +88,23 @@ class EmbeddedRedis:
             existing = self._existing_url()
             if existing:
                 self.url = existing
-                log.debug("joined the embedded server", extra={"url": existing})
+                self.adopted = not _alive(self._owner_pid())
+                if self.adopted:
+                    log.info("adopted the embedded server its dead owner left running")
+                    write_private(self.data_dir / OWNER_NAME, str(os.getpid()))
+                else:
+                    log.debug("joined the embedded server", extra={"url": existing})
                 return existing
             self._launch(timeout)
+            write_private(self.data_dir / OWNER_NAME, str(os.getpid()))
         return self.url
+
+    def _owner_pid(self) -> int:
+        """The pid of the process that owns the running server (0: not known)."""
+        try:
+            return int((self.data_dir / OWNER_NAME).read_text().strip() or 0)
+        except (OSError, ValueError):
+            return 0
 
     def _launch(self, timeout: float) -> None:
         binary = self.binary or find_server_binary()
@@ -222,7 +238,11 @@ class EmbeddedRedis:
         return True
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop the server if we started it; SHUTDOWN makes it write its append-only file first."""
+        """Stop the server if we own it; SHUTDOWN makes it write its append-only file first."""
+        if self.adopted:
+            self.adopted = False
+            self._shutdown_adopted(timeout)
+            return
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return
@@ -243,6 +263,18 @@ class EmbeddedRedis:
             process.wait()
         (self.data_dir / "url").unlink(missing_ok=True)
 
+    def _shutdown_adopted(self, timeout: float) -> None:
+        """SHUTDOWN a server we did not start (no process handle): wait until it stops answering."""
+        with contextlib.suppress(redis.ConnectionError), contextlib.closing(
+            redis.Redis.from_url(self.url, socket_timeout=timeout)
+        ) as client:
+            client.shutdown(nosave=False)
+        deadline = time.monotonic() + timeout
+        while answers(self.url) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (self.data_dir / "url").unlink(missing_ok=True)
+        (self.data_dir / OWNER_NAME).unlink(missing_ok=True)
+
     def __enter__(self) -> EmbeddedRedis:
         self.start()
         return self
@@ -254,6 +286,20 @@ class EmbeddedRedis:
 
 
 _PRIVATE_FILE = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+OWNER_NAME = "owner.pid"  # the process that stops the server: its starter, or who adopted it
+
+
+def _alive(pid: int) -> bool:
+    """True when a process with this pid runs (an unknown owner, 0, counts as alive)."""
+    if pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def private_dir(path: Path) -> None:
