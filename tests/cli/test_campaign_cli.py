@@ -97,6 +97,8 @@ def test_validate_create_approve_launch_status(config, plan, redis_url, namespac
     assert set(STATUS_KEYS) <= set(data)
     assert (data["state"], data["total"], data["queued"], data["invalid"]) == (
         "running", 41, 40, 1)
+    # nothing crashed or went unanswered: no duplicate is possible, and status says so
+    assert (data["redelivered"], data["unknown"], data["possible_duplicate"]) == (0, 0, 0)
     listed = orjson.loads(loa("campaign", "list", "-c", config, "--json").stdout)
     assert [row["id"] for row in listed] == [campaign]
     assert audit_trail(config) == [

@@ -173,6 +173,8 @@ class RouteRow(BaseModel):
     retried: int
     throttled: int
     redelivered: int
+    unknown: int = Field(default=0, description="sent, but no answer came")
+    possible_duplicate: int = Field(default=0, description="taken again after no answer")
     binds_up: int = Field(default=0, description="receiving binds (SMPP) up over live workers")
     binds_down: int = Field(default=0, description="receiving binds down, being bound again")
 

@@ -387,6 +387,10 @@ class Campaigns:
             status[name] = campaign.counter(name)
         status["hold"], status["held_until"] = hold_of(campaign, _now())
         status["retried"] = sending[Outcome.RETRIED]
+        # duplicates, as far as loa can know them: sent again after a crash or a partial
+        # refusal, and sends whose answer never came (and those of them taken again)
+        for outcome in (Outcome.REDELIVERED, Outcome.UNKNOWN, Outcome.POSSIBLE_DUPLICATE):
+            status[outcome.value] = sending[outcome]
         status["finished"] = sum(sending[o] for o in FINAL_OUTCOMES)
         by_route = await self._route_counts(campaign_id)
         for route, counts in receipts.items():

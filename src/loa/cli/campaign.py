@@ -210,7 +210,16 @@ def status(
         return
     rows = [
         [key, _cell(current[key])]
-        for key in (*STATUS_KEYS, "cancelled", "filtered", "capped", "retried")
+        for key in (
+            *STATUS_KEYS,
+            "cancelled",
+            "filtered",
+            "capped",
+            "retried",
+            "redelivered",
+            "unknown",
+            "possible_duplicate",
+        )
     ]
     show(f"campaign {campaign_id}: {current['name']}", ["counter", "value"], rows)
 

@@ -24,6 +24,8 @@ WIDE_COUNTERS = (
     ("retried", "retried"),
     ("throttled", "throttled"),
     ("redelivered", "redelivered"),
+    ("unknown", "unknown"),
+    ("possible dup", "possible_duplicate"),
 )
 
 
