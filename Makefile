@@ -67,10 +67,10 @@ pytest: $(DEV)
 	exit $$rc
 
 # every benchmark against its peer, results in benchmarks/results/<date>.json and .md
-bench: $(DEV)
+bench: $(DEV) tools
 	$(BIN)/python benchmarks/run.py
 
-bench-quick: $(DEV)
+bench-quick: $(DEV) tools
 	$(BIN)/python benchmarks/run.py --quick
 
 # the dev lock first, then the runtime lock held to its versions

@@ -152,8 +152,7 @@ def node_server() -> Iterator[PeerServer]:
     if shutil.which("node") is None:
         raise SystemExit("node is not installed: the benchmark's SMPP server is the npm smpp one")
     if not (PEERS / "node_modules" / "smpp" / "package.json").is_file():
-        npm = shutil.which("npm") or "npm"
-        subprocess.run([npm, "ci", "--prefix", str(PEERS), "--no-audit", "--no-fund"], check=True)
+        raise SystemExit("the npm smpp server is not installed: `make tools` installs it")
     server = PeerServer(["node", str(NODE_SERVER), "0"], "node-smpp")
     try:
         yield server

@@ -22,12 +22,10 @@ from loa.cli.common import (
     JsonOption,
     RedisOption,
     TokenOption,
-    audited,
-    load_settings,
+    audited_on,
     print_json,
-    with_redis,
+    run_on,
 )
-from loa.engine.connection import RedisClient
 
 T = TypeVar("T")
 
@@ -43,8 +41,7 @@ DriveWork = Callable[[Appointments, Principal, Note], Awaitable[T]]
 
 
 def _run(config: Path | None, redis: str | None, work: Callable[[Appointments], Awaitable[T]]) -> T:
-    settings = load_settings(config, redis)
-    return with_redis(settings, lambda client: work(Appointments(settings, client)))
+    return run_on(config, redis, Appointments, work)
 
 
 def _audited(
@@ -56,12 +53,7 @@ def _audited(
     role: Role = Role.OPERATOR,
 ) -> T:
     """A change to appointments, as the caller, audited (see loa.cli.common.audited)."""
-    settings = load_settings(config, redis)
-
-    def run(client: RedisClient, who: Principal, note: Note) -> Awaitable[T]:
-        return work(Appointments(settings, client), who, note)
-
-    return audited(settings, token, action, "", run, role)
+    return audited_on(config, redis, token, action, "", Appointments, work, role)
 
 
 def _day(value: str | None, option: str) -> date | None:

@@ -23,13 +23,11 @@ from loa.cli.common import (
     JsonOption,
     RedisOption,
     TokenOption,
-    audited,
-    load_settings,
+    audited_on,
     print_json,
-    with_redis,
+    run_on,
 )
 from loa.cli.tables import show
-from loa.engine.connection import RedisClient
 
 T = TypeVar("T")
 
@@ -49,8 +47,7 @@ CampaignWork = Callable[[Campaigns, Principal, Note], Awaitable[T]]
 
 
 def _run(config: Path | None, redis: str | None, work: Callable[[Campaigns], Awaitable[T]]) -> T:
-    settings = load_settings(config, redis)
-    return with_redis(settings, lambda client: work(Campaigns(settings, client)))
+    return run_on(config, redis, Campaigns, work)
 
 
 def _audited(
@@ -63,12 +60,7 @@ def _audited(
     role: Role = Role.OPERATOR,
 ) -> T:
     """A change to campaigns, as the caller, audited (see loa.cli.common.audited)."""
-    settings = load_settings(config, redis)
-
-    def run(client: RedisClient, who: Principal, note: Note) -> Awaitable[T]:
-        return work(Campaigns(settings, client), who, note)
-
-    return audited(settings, token, action, campaign, run, role)
+    return audited_on(config, redis, token, action, campaign, Campaigns, work, role)
 
 
 @app.command()

@@ -25,6 +25,7 @@ from loa.errors import AuthError
 from loa.settings import Settings
 
 T = TypeVar("T")
+S = TypeVar("S")  # a service of loa built on settings and a client: Campaigns, Inbox, ...
 
 ConfigOption = Annotated[
     Path | None,
@@ -123,6 +124,36 @@ def audited(
             return await work(redis, who, note)
 
     return with_redis(settings, run)
+
+
+def run_on(
+    config: Path | None,
+    redis: str | None,
+    service: Callable[[Settings, RedisClient], S],
+    work: Callable[[S], Awaitable[T]],
+) -> T:
+    """Run `work` with a `service` (Campaigns, Inbox, ...) made on the settings' Redis."""
+    settings = load_settings(config, redis)
+    return with_redis(settings, lambda client: work(service(settings, client)))
+
+
+def audited_on(
+    config: Path | None,
+    redis: str | None,
+    token: str | None,
+    action: str,
+    campaign: str,
+    service: Callable[[Settings, RedisClient], S],
+    work: Callable[[S, Principal, Note], Awaitable[T]],
+    role: Role = Role.OPERATOR,
+) -> T:
+    """`audited`, for a change made through a `service` (Campaigns, Appointments, ...)."""
+    settings = load_settings(config, redis)
+
+    def run(client: RedisClient, who: Principal, note: Note) -> Awaitable[T]:
+        return work(service(settings, client), who, note)
+
+    return audited(settings, token, action, campaign, run, role)
 
 
 def print_json(data: Any) -> None:

@@ -17,9 +17,8 @@ from loa.cli.common import (
     ConfigOption,
     JsonOption,
     RedisOption,
-    load_settings,
     print_json,
-    with_redis,
+    run_on,
 )
 from loa.followups.service import Followups
 
@@ -31,8 +30,7 @@ app = typer.Typer(
 )
 
 def _run(config: Path | None, redis: str | None, work: Callable[[Followups], Awaitable[T]]) -> T:
-    settings = load_settings(config, redis)
-    return with_redis(settings, lambda client: work(Followups(settings, client)))
+    return run_on(config, redis, Followups, work)
 
 
 @app.command()

@@ -23,7 +23,7 @@ from loa.cli.common import (
     audited,
     load_settings,
     print_json,
-    with_redis,
+    run_on,
 )
 from loa.engine.connection import RedisClient
 from loa.inbox.service import Inbox, SyncReport
@@ -39,8 +39,7 @@ InboxWork = Callable[[Inbox, Principal, Note], Awaitable[T]]
 
 
 def _run(config: Path | None, redis: str | None, work: Callable[[Inbox], Awaitable[T]]) -> T:
-    settings = load_settings(config, redis)
-    return with_redis(settings, lambda client: work(Inbox(settings, client)))
+    return run_on(config, redis, Inbox, work)
 
 
 def _as(
