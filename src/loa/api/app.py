@@ -48,10 +48,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 def create_app(settings: Settings, redis_client_factory: RedisFactory | None = None) -> FastAPI:
     """The API on `settings`; `redis_client_factory` makes its client (default: redis_url)."""
     webhooks.check_secrets(settings)
+    known_test_numbers(settings.api.test_numbers)  # a bad one stops the API at start, named
     ctx = ApiContext(
         settings=settings,
         factory=redis_client_factory or _default_factory(settings),
-        tests=known_test_numbers(settings.api.test_numbers),
         uploads=uploads_root(settings.data_dir),
     )
     checks = RouteChecks(settings, ctx.events, lambda: ctx.services.redis)

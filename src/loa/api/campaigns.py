@@ -35,7 +35,7 @@ from loa.api.models import (
     dry_run,
 )
 from loa.api.security import Approver, Operator, Viewer
-from loa.campaigns.service import NOT_REQUIRED
+from loa.campaigns.service import needs_two
 from loa.campaigns.store import Campaign, State
 from loa.engine.embedded import private_dir
 from loa.errors import ApiError, CampaignError
@@ -59,7 +59,7 @@ async def _campaign(ctx: ApiContext, campaign_id: str) -> Campaign:
 def approval_of(fields: dict[str, str]) -> Approval:
     """The two-person rule as stored with a campaign (one made outside the API needs approval)."""
     return Approval(
-        required=fields.get("approval") != NOT_REQUIRED or fields.get("lane") == "emergency",
+        required=needs_two(fields),
         reason=fields.get("approval_reason", "created outside the API"),
         creator=fields.get("creator", ""),
         approved_by=fields.get("approved_by", ""),

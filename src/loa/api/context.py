@@ -48,7 +48,6 @@ class ApiContext:
 
     settings: Settings
     factory: RedisFactory
-    tests: frozenset[str]
     uploads: Path
     planning: dict[str, asyncio.Task[Report]] = field(default_factory=dict)
     metrics: Metrics = field(default_factory=Metrics)  # receipts taken in by webhooks and pings

@@ -184,7 +184,7 @@ class Campaigns:
                 code="forbidden",
                 status=403,
             )
-        if _needs_two(campaign):
+        if needs_two(campaign.fields):
             author = _author(campaign)
             why = same_person(author, by) if author else None
             if why:
@@ -198,7 +198,7 @@ class Campaigns:
     async def approve_automatically(self, campaign_id: str) -> str:
         """Approve a draft the two-person rule does not cover (its launch does); the reason."""
         campaign = await self.store.get(campaign_id)
-        if _needs_two(campaign):
+        if needs_two(campaign.fields):
             reason = campaign.fields.get("approval_reason", "created outside the API")
             raise ApprovalRequired(
                 f"campaign {campaign_id} needs approval by a second person before launch "
@@ -585,11 +585,10 @@ def _ended_ms(campaign: Campaign) -> int:
     return int(campaign.fields.get(f"{campaign.state}_ms", 0) or 0)
 
 
-def _needs_two(campaign: Campaign) -> bool:
-    """Emergency campaigns always do; others as assessed at create (or when made before)."""
-    return campaign.fields.get("lane") == "emergency" or (
-        campaign.fields.get("approval") != NOT_REQUIRED
-    )
+def needs_two(fields: Mapping[str, str]) -> bool:
+    """Whether a stored campaign needs a second person's approval: an emergency always does,
+    others as assessed at create (one made before that was assessed does too)."""
+    return fields.get("lane") == "emergency" or fields.get("approval") != NOT_REQUIRED
 
 
 def _author(campaign: Campaign) -> Author | None:
