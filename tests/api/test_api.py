@@ -35,7 +35,7 @@ from loa.api.app import openapi_json
 from loa.api.context import ApiContext
 from loa.engine.connection import connect
 from loa.engine.embedded import free_port
-from loa.engine.events import inbound_key
+from loa.engine.keys import inbound_key
 
 pytestmark = pytest.mark.anyio
 

@@ -22,7 +22,8 @@ from loa.api import create_app
 from loa.api.context import ApiContext
 from loa.engine.connection import RedisClient, connect
 from loa.engine.embedded import free_port
-from loa.engine.events import inbound_key, read_inbound, receipts_key
+from loa.engine.events import read_inbound
+from loa.engine.keys import inbound_key, receipts_key
 from loa.errors import ConfigError
 from loa.message import Message
 from loa.settings import Settings

@@ -1001,7 +1001,7 @@ async def test_drives_on_redis_cluster(cluster: Cluster, tmp_path: Path) -> None
     two drives land on different nodes."""
     from redis.asyncio import RedisCluster
 
-    from loa.appointments.ledger import drive_prefix
+    from loa.engine.keys import drive_prefix
 
     namespace = f"t{uuid.uuid4().hex[:8]}"
     settings = Settings.from_mapping(

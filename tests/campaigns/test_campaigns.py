@@ -20,8 +20,7 @@ from loa.campaigns.service import Campaigns
 from loa.campaigns.store import State
 from loa.campaigns.templates import TemplateRefused
 from loa.engine.connection import RedisClient
-from loa.engine.control import suppression_key
-from loa.engine.keys import shard_keys
+from loa.engine.keys import shard_keys, suppression_key
 from loa.errors import CampaignError
 from loa.privacy.retention import RetentionSweep
 from loa.settings import Settings

@@ -14,9 +14,8 @@ from loa.campaigns.plan import load_plan
 from loa.campaigns.planner import Checkpoint, Planner, Report, plan_audience
 from loa.campaigns.service import Campaigns
 from loa.engine.connection import RedisClient
-from loa.engine.control import suppression_key
 from loa.engine.envelope import unpack
-from loa.engine.keys import shard_keys
+from loa.engine.keys import shard_keys, suppression_key
 from loa.settings import Settings
 
 pytestmark = pytest.mark.anyio

@@ -29,8 +29,9 @@ from loa.cap.mapping import lane_of, literal, plan_mapping, to_toml
 from loa.cap.model import Info
 from loa.cap.parse import MAX_BYTES, parse_alert
 from loa.cap.provinces import near, province
-from loa.cap.service import CapIntake, Submitted, check_alert, index_key
+from loa.cap.service import CapIntake, Submitted, check_alert
 from loa.engine.connection import RedisClient, connect
+from loa.engine.keys import cap_index_key
 from loa.errors import CapError
 from loa.message import Lane
 from loa.settings import CapZaloSettings, Settings
@@ -539,7 +540,7 @@ async def test_an_alert_becomes_a_draft_a_second_person_approves_then_reaches_it
     campaign = await intake.campaigns.store.get(result.campaign)
     assert campaign.fields["lane"] == "emergency"
     assert campaign.fields["cap_identifier"] == "VN-NCHMF-2026-1204-0007"
-    index = await redis_client.hgetall(index_key(intake.settings.namespace))
+    index = await redis_client.hgetall(cap_index_key(intake.settings.namespace))
     assert {v.decode() for v in index.values()} == {result.campaign}
     review = await intake.campaigns.review(result.campaign)
     assert (review.total, review.queued, review.filtered) == (14, 8, 6)
@@ -669,7 +670,8 @@ async def test_what_cannot_be_sent_is_refused_with_the_reason(intake, settings, 
     )
     with pytest.raises(CapError, match=r"go only to api\.test_numbers: none set"):
         await CapIntake(no_tests, redis_client, log).submit(fresh("typhoon-exercise"), OPERATOR)
-    assert await redis_client.hlen(index_key(settings.namespace)) == 0, "a refusal leaves no trace"
+    index = cap_index_key(settings.namespace)
+    assert await redis_client.hlen(index) == 0, "a refusal leaves no trace"
 
 
 async def test_an_ack_is_recorded_and_sends_nothing(intake, redis_client):

@@ -25,8 +25,8 @@ from redis.asyncio import RedisCluster
 
 from loa.engine.connection import RedisClient, connect, is_cluster
 from loa.engine.envelope import Batch, now_ms
-from loa.engine.events import EventWriter, read_inbound, receipt_key, receipts_key
-from loa.engine.keys import LANES, ShardKeys, limiter_key, shard_keys
+from loa.engine.events import EventWriter, read_inbound
+from loa.engine.keys import LANES, ShardKeys, limiter_key, receipt_key, receipts_key, shard_keys
 from loa.engine.metrics import Metrics
 from loa.engine.producer import Producer
 from loa.engine.progress import Progress

@@ -20,8 +20,8 @@ from loa.adapters.smpp.adapter import SmppAdapter
 from loa.api import create_app
 from loa.engine.binds import read_binds
 from loa.engine.connection import RedisClient, connect
-from loa.engine.control import suppression_key
 from loa.engine.events import EventWriter, read_inbound
+from loa.engine.keys import suppression_key
 from loa.engine.metrics import Metrics
 from loa.engine.worker import process_main
 from loa.settings import EventSettings, Settings

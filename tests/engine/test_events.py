@@ -16,17 +16,9 @@ from loa.adapters import registry
 from loa.adapters.base import EventSink
 from loa.cli.campaign import inbound_app
 from loa.engine.connection import RedisClient, connect
-from loa.engine.control import campaign_key, suppression_key
 from loa.engine.embedded import free_port
-from loa.engine.events import (
-    EventsNotWritten,
-    EventWriter,
-    inbound_key,
-    is_optout,
-    read_inbound,
-    receipt_key,
-    receipts_key,
-)
+from loa.engine.events import EventsNotWritten, EventWriter, is_optout, read_inbound
+from loa.engine.keys import campaign_key, inbound_key, receipt_key, receipts_key, suppression_key
 from loa.engine.metrics import Metrics
 from loa.message import Accepted, Failed, Inbound, Message, Receipt, SendResult
 from loa.settings import EventSettings, Settings

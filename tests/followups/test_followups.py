@@ -12,8 +12,9 @@ from loa.access.identity import local_principal
 from loa.campaigns.plan import Plan
 from loa.campaigns.service import Campaigns
 from loa.engine.connection import RedisClient
-from loa.engine.control import DAY_SECONDS, REGION, Controls, asked_key
+from loa.engine.control import DAY_SECONDS, REGION, Controls
 from loa.engine.events import EventWriter
+from loa.engine.keys import asked_key
 from loa.engine.metrics import Metrics
 from loa.errors import PlanError
 from loa.followups.service import Followups

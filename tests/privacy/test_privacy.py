@@ -12,10 +12,10 @@ import pytest
 
 from loa.campaigns.suppression import Suppression
 from loa.engine.connection import RedisClient, text
-from loa.engine.control import Controls, frequency_key, suppression_key
+from loa.engine.control import Controls
 from loa.engine.envelope import Batch, unpack
-from loa.engine.events import EventWriter, inbound_key
-from loa.engine.keys import ShardKeys
+from loa.engine.events import EventWriter
+from loa.engine.keys import ShardKeys, frequency_key, inbound_key, suppression_key
 from loa.engine.metrics import Metrics
 from loa.engine.queue import Queues, dead_letter
 from loa.inbox import Inbox

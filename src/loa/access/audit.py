@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from loa.access.identity import Principal
 from loa.engine.connection import RedisClient, text
+from loa.engine.envelope import now_ms
+from loa.engine.keys import audit_key
 from loa.errors import LoaError
 from loa.settings import Settings
 
@@ -25,11 +26,6 @@ LOCAL = "local"  # where a command-line action comes from
 
 REPEAT_WINDOW = 60  # seconds: one entry per (who, where, what, outcome) refused in a window
 DAY_MS = 86_400_000
-
-
-def audit_key(namespace: str) -> str:
-    """The audit stream: entries older than the retention are trimmed, nothing else deletes."""
-    return f"{namespace}:audit"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +62,7 @@ class AuditLog:
         values: dict[Any, Any] = {
             f.name: getattr(entry, f.name) for f in fields(entry) if f.name not in ("id", "at")
         }
-        now = int(time.time() * 1000)
+        now = now_ms()
         values["at"] = entry.at or now
         oldest = max(0, now - self.retention_ms)
         return text(

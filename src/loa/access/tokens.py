@@ -30,13 +30,14 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-import time
 from dataclasses import asdict, dataclass
 
 import orjson
 
 from loa.access.identity import Principal, Role, lineage_of
 from loa.engine.connection import RedisClient, text
+from loa.engine.envelope import now_ms
+from loa.engine.keys import token_names_key, tokens_key
 from loa.errors import ApiError, AuthError
 
 TOKEN_PREFIX = "loa_"
@@ -86,8 +87,8 @@ class Tokens:
     def __init__(self, redis: RedisClient, namespace: str, max_days: float = 0) -> None:
         self.redis = redis
         self.max_days = max_days  # every token expires within this many days (0: no limit)
-        self.by_digest = f"{namespace}:api:tokens"  # digest -> JSON record
-        self.by_name = f"{namespace}:api:token-names"  # name -> digest: names are unique
+        self.by_digest = tokens_key(namespace)  # digest -> JSON record
+        self.by_name = token_names_key(namespace)  # name -> digest: names are unique
 
     async def create(
         self,
@@ -118,7 +119,7 @@ class Tokens:
         key = digest(token)
         if not await self.redis.hsetnx(self.by_name, name, key):
             raise ApiError(f"a token named {name!r} exists already", code="name_taken", status=409)
-        now = int(time.time() * 1000)
+        now = now_ms()
         expires = self._expiry(now, days)
         record = TokenRecord(
             name, role.label, minter.person, now, 0, person, lineage_of(minter), expires
@@ -134,7 +135,7 @@ class Tokens:
         record = TokenRecord.load(raw)
         if record.revoked_ms:
             raise AuthError("this API token was revoked", code="revoked_token")
-        if record.expires_ms and record.expires_ms <= time.time() * 1000:
+        if record.expires_ms and record.expires_ms <= now_ms():
             raise AuthError("this API token expired: ask for another", code="expired_token")
         return record.principal()
 
@@ -159,6 +160,6 @@ class Tokens:
             raise ApiError(f"no token named {name!r}", code="token_not_found", status=404)
         record = TokenRecord.load(raw)
         if not record.revoked_ms:
-            record = TokenRecord(**{**asdict(record), "revoked_ms": int(time.time() * 1000)})
+            record = TokenRecord(**{**asdict(record), "revoked_ms": now_ms()})
             await self.redis.hset(self.by_digest, text(key), orjson.dumps(asdict(record)))
         return record

@@ -11,6 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from loa.access.audit import AuditEntry
 from loa.access.identity import Principal, Role
 from loa.api.context import client_ip, context
+from loa.engine.keys import auth_failures_key
 from loa.errors import ApiError, AuthError
 
 bearer = HTTPBearer(
@@ -55,7 +56,7 @@ class FailureGuard:
         self.request = request
         ctx = context(request)
         self.limit = ctx.settings.api.auth_failures_per_minute
-        self.key = f"{ctx.settings.namespace}:api:auth-failures:{client_ip(request)}"
+        self.key = auth_failures_key(ctx.settings.namespace, client_ip(request))
 
     async def check(self) -> None:
         """429 while this address is over its budget of failures for the minute."""

@@ -13,14 +13,14 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import orjson
-from redis.exceptions import NoScriptError
 
 from loa.appointments.inputs import Session, Site
 from loa.engine.connection import RedisClient, text
+from loa.engine.keys import drive_prefix, drives_key
+from loa.engine.scripts import scripts
 from loa.errors import AppointmentError
 
 DRIVE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
@@ -42,22 +42,6 @@ def check_drive(name: str) -> str:
             "and '_', at most 63 characters, e.g. 'hcm-2026-12'"
         )
     return name
-
-
-def drive_prefix(namespace: str, drive: str) -> str:
-    """Every key of a drive starts with this; its hash tag keeps them in one slot."""
-    return f"{namespace}:{{appt:{drive}}}"
-
-
-def drives_key(namespace: str) -> str:
-    """The set of drive names."""
-    return f"{namespace}:appointments"
-
-
-def _script(name: str) -> str:
-    """A script of lua/, with common.lua (the keys and helpers it uses) in front of it."""
-    folder = resources.files("loa.appointments").joinpath("lua")
-    return folder.joinpath("common.lua").read_text() + "\n" + folder.joinpath(name).read_text()
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,35 +130,18 @@ def order_key(group: int, registered_ms: int, run: int, line: int) -> str:
 
 
 class _Script:
-    """A script of lua/, run by its SHA; loaded again if the server forgot it (a restart)."""
+    """A script of lua/ whose only key is the drive's prefix."""
 
     def __init__(self, redis: RedisClient, name: str) -> None:
-        self.redis = redis
-        self.source = _script(name)
-        self.sha = ""
+        self.script = scripts(redis, "loa.appointments")[name]
 
     async def run(self, prefix: str, args: list[Any]) -> Any:
         """One call."""
         return (await self.run_many(prefix, [args]))[0]
 
     async def run_many(self, prefix: str, calls: list[list[Any]]) -> list[Any]:
-        """Several calls in one round trip, in order (a call is atomic, the batch is not).
-
-        Retrying after NOSCRIPT is safe: a server without the script ran none of the calls.
-        """
-        if not self.sha:
-            self.sha = text(await self.redis.script_load(self.source))
-        for attempt in (1, 2):
-            pipe = self.redis.pipeline(transaction=False)
-            for args in calls:
-                pipe.evalsha(self.sha, 1, prefix, *args)
-            try:
-                return list(await pipe.execute())
-            except NoScriptError:
-                if attempt == 2:
-                    raise
-                self.sha = text(await self.redis.script_load(self.source))
-        raise AssertionError("unreachable")
+        """Several calls in one round trip, in order (a call is atomic, the batch is not)."""
+        return await self.script.run_many([([prefix], args) for args in calls])
 
 
 class Ledger:
@@ -185,10 +152,10 @@ class Ledger:
         self.namespace = namespace
         self.drive = check_drive(drive)
         self.prefix = drive_prefix(namespace, drive)
-        self._sites = _Script(redis, "sites.lua")
-        self._allocate = _Script(redis, "allocate.lua")
-        self._change = _Script(redis, "change.lua")
-        self._fields = _Script(redis, "fields.lua")
+        self._sites = _Script(redis, "sites")
+        self._allocate = _Script(redis, "allocate")
+        self._change = _Script(redis, "change")
+        self._fields = _Script(redis, "fields")
 
     def key(self, suffix: str) -> str:
         """One of the drive's keys."""

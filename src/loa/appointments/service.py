@@ -32,11 +32,12 @@ from loa.appointments.inputs import (
     open_registrants,
     read_sites,
 )
-from loa.appointments.ledger import Change, Ledger, SessionState, check_drive, drives_key, order_key
+from loa.appointments.ledger import Change, Ledger, SessionState, check_drive, order_key
 from loa.appointments.replies import reply_action
 from loa.campaigns.service import Campaigns
 from loa.engine.connection import RedisClient, text
-from loa.engine.events import inbound_key, read_inbound
+from loa.engine.events import read_inbound
+from loa.engine.keys import drives_key, inbound_key
 from loa.engine.quiet import DEFAULT_TIMEZONE, zone
 from loa.errors import AppointmentError, InvalidPhone
 from loa.phone import canonical, normalize

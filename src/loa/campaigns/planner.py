@@ -35,7 +35,6 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +51,12 @@ from loa.campaigns.templates import (
     TemplateRefused,
 )
 from loa.engine.connection import RedisClient, text
-from loa.engine.control import PERSON, REGION, frequency_key, opted_out, suppression_key
+from loa.engine.control import PERSON, REGION, opted_out
 from loa.engine.envelope import Batch
-from loa.engine.keys import ShardKeys, shard_keys
+from loa.engine.keys import ShardKeys, campaign_seen_key, frequency_key, shard_keys, suppression_key
 from loa.engine.producer import Producer
 from loa.engine.queue import Queues
+from loa.engine.scripts import scripts
 from loa.errors import InvalidPhone, PlanError, TemplateError
 from loa.message import Message
 from loa.phone import normalize
@@ -512,7 +512,7 @@ class RedisChecks:
         self.campaign = campaign
         self.window = frequency_window  # seconds; None: this campaign has no cap
         self.opt_outs = False  # the opt-out set had members at the last look
-        self._seen = redis.register_script(_script("seen.lua"))
+        self._seen = scripts(redis, "loa.campaigns")["seen"]
 
     async def filter(self, group: Group) -> bytearray:
         """One flag per candidate of `group` (1: plan it); duplicates, opted-out and
@@ -699,7 +699,7 @@ async def plan_audience(
     checks = RedisChecks(
         redis,
         namespace,
-        f"{namespace}:{{camp:{planner.campaign}}}:seen",
+        campaign_seen_key(namespace, planner.campaign),
         planner.campaign,
         int(window.total_seconds()) if window else None,
     )
@@ -789,11 +789,6 @@ async def _abandon(task: asyncio.Task[None]) -> None:
     await asyncio.wait([task])
     if not task.cancelled():
         task.exception()  # retrieved: it is the other failure that is raised
-
-
-def _script(name: str) -> str:
-    """A Lua script shipped beside this module."""
-    return resources.files("loa.campaigns").joinpath("lua", name).read_text()
 
 
 def _now_ms() -> int:

@@ -14,7 +14,8 @@ from pydantic import ValidationError
 
 from loa.campaigns.plan import MAX_FOLLOWUP_WINDOW, Followup, FollowupOption
 from loa.engine.connection import RedisClient, text
-from loa.engine.control import DAY_SECONDS, asked_key, campaign_key
+from loa.engine.control import DAY_SECONDS
+from loa.engine.keys import asked_key, campaign_key
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,8 +35,7 @@ from loa.campaigns.planner import (
 )
 from loa.campaigns.store import ACTIVE, ENDED, Campaign, CampaignStore, State, new_campaign_id
 from loa.engine.connection import RedisClient, text
-from loa.engine.events import receipts_key
-from loa.engine.keys import ShardKeys, shard_keys
+from loa.engine.keys import ShardKeys, campaign_seen_key, receipts_key, shard_keys
 from loa.engine.queue import Queues
 from loa.engine.quiet import QuietHours
 from loa.errors import ApprovalRequired, AuthError, CampaignError, PlanError
@@ -114,7 +113,7 @@ class Campaigns:
                 planner, self.redis, queue=False, checkpoint=Checkpoint(None, report, {})
             )
         finally:
-            await self.redis.delete(f"{self.settings.namespace}:{{camp:{planner.campaign}}}:seen")
+            await self.redis.delete(campaign_seen_key(self.settings.namespace, planner.campaign))
         report.warnings = _timing_warnings(report) + _language_warnings(plan, report)
         return report
 
@@ -248,7 +247,7 @@ class Campaigns:
                 await asyncio.to_thread(shutil.rmtree, directory, True)
                 removed += 1
             # whom it deduplicated: numbers, kept as long as the audience they came from
-            await self.redis.delete(f"{self.settings.namespace}:{{camp:{campaign_id}}}:seen")
+            await self.redis.delete(campaign_seen_key(self.settings.namespace, campaign_id))
             await self.store.update(campaign_id, {"audience_removed_ms": now_ms})
         return removed
 

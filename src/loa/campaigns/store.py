@@ -7,13 +7,14 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import orjson
 
 from loa.engine.connection import RedisClient, text
-from loa.engine.control import campaign_key
+from loa.engine.envelope import now_ms
+from loa.engine.keys import active_campaigns_key, campaign_key, campaigns_key
+from loa.engine.scripts import scripts
 from loa.errors import CampaignError
 
 
@@ -88,18 +89,17 @@ class CampaignStore:
     def __init__(self, redis: RedisClient, namespace: str) -> None:
         self.redis = redis
         self.namespace = namespace
-        source = resources.files("loa.campaigns").joinpath("lua", "transition.lua").read_text()
-        self._transition = redis.register_script(source)
+        self._transition = scripts(redis, "loa.campaigns")["transition"]
 
     @property
     def index_key(self) -> str:
         """A sorted set of campaign ids by creation time."""
-        return f"{self.namespace}:campaigns"
+        return campaigns_key(self.namespace)
 
     @property
     def active_key(self) -> str:
         """A set of the ids of campaigns that may be active (scheduled, running or paused)."""
-        return f"{self.namespace}:campaigns:active"
+        return active_campaigns_key(self.namespace)
 
     async def active_ids(self) -> list[str]:
         """The campaigns the clock looks at: every one that may be scheduled, running or paused."""
@@ -136,7 +136,7 @@ class CampaignStore:
     ) -> Campaign:
         """Store a new draft campaign (under `campaign_id`, or a new id); returns it."""
         campaign_id = campaign_id or new_campaign_id()
-        now = int(time.time() * 1000)
+        now = now_ms()
         values = {
             **{k: str(v) for k, v in fields.items()},
             "id": campaign_id,
@@ -169,7 +169,7 @@ class CampaignStore:
     ) -> State:
         """Carry out a lifecycle action, setting `fields` too; refused if the state forbids it."""
         allowed, target = TRANSITIONS[action]
-        now = str(int(time.time() * 1000))
+        now = str(now_ms())
         pairs = [str(item) for pair in (fields or {}).items() for item in pair]
         if target in ACTIVE:
             # watched before it can be active, so the clock never misses one; a refused action

@@ -6,7 +6,8 @@ import secrets
 from collections.abc import Iterable
 
 from loa.engine.connection import RedisClient
-from loa.engine.control import opted_out, optout_digest, optout_salt_key, suppression_key
+from loa.engine.control import opted_out, optout_digest
+from loa.engine.keys import optout_salt_key, suppression_key
 from loa.errors import InvalidPhone
 from loa.phone import canonical
 

@@ -43,16 +43,12 @@ from loa.cap.mapping import Mapped, map_alert, plan_mapping, to_toml
 from loa.cap.model import Alert
 from loa.cap.parse import parse_alert
 from loa.engine.connection import RedisClient, text
+from loa.engine.keys import cap_index_key
 from loa.errors import CampaignError, CapError
 from loa.settings import Settings
 
 PENDING = "pending"  # an index entry while its alert is being submitted
 MAX_CHAIN = 100  # superseded campaigns followed from one Cancel, at most
-
-
-def index_key(namespace: str) -> str:
-    """The hash from CAP message key to campaign id."""
-    return f"{namespace}:cap:alerts"
 
 
 def check_alert(data: bytes, settings: Settings, now: datetime | None = None) -> Mapped:
@@ -111,7 +107,7 @@ class CapIntake:
         self.redis = redis
         self.campaigns = Campaigns(settings, redis)
         self.log = log
-        self.index = index_key(settings.namespace)
+        self.index = cap_index_key(settings.namespace)
 
     async def submit(self, data: bytes, by: Principal, *, ip: str = LOCAL) -> Submitted:
         """Act on one CAP message (see the module); CapError or CampaignError when refused."""

@@ -18,9 +18,8 @@ from loa.demo.country import CARRIERS, SMS_ROUTES, ZALO_ROUTE
 from loa.demo.people import Facts
 from loa.demo.simulators import Simulators
 from loa.engine.connection import RedisClient, connect
-from loa.engine.control import suppression_key
 from loa.engine.events import read_inbound
-from loa.engine.keys import shard_keys
+from loa.engine.keys import shard_keys, suppression_key
 from loa.engine.queue import GROUP
 from loa.message import Lane
 from loa.settings import Settings

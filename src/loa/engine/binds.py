@@ -21,6 +21,8 @@ from redis.exceptions import RedisError
 
 from loa.adapters.base import BindState, Listens
 from loa.engine.connection import RedisClient, text
+from loa.engine.envelope import now_ms
+from loa.engine.keys import binds_key
 from loa.engine.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -28,11 +30,6 @@ log = logging.getLogger(__name__)
 REPORT_PERIOD = 1.0  # seconds between a worker's reports
 STALE_AFTER = 5.0  # seconds after which a worker's report no longer counts
 KEY_TTL = 60  # seconds the hash outlives its last report (a route nobody serves any more)
-
-
-def binds_key(namespace: str, route: str) -> str:
-    """The hash of a route's bind states, one field per worker process."""
-    return f"{namespace}:binds:{route}"
 
 
 @dataclass(slots=True)
@@ -83,7 +80,7 @@ class BindReporter:
 
     async def report(self) -> None:
         """Set the gauges and write the states; Redis away only delays the written part."""
-        now = int(time.time() * 1000)
+        now = now_ms()
         pipe = self.redis.pipeline(transaction=False)
         for route, adapter in self.adapters.items():
             states = list(adapter.binds())

@@ -28,9 +28,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from loa.engine.connection import RedisClient, text
-from loa.engine.queue import load_script
+from loa.engine.keys import asked_key, campaign_key, frequency_key, optout_salt_key, suppression_key
 from loa.engine.quiet import QuietHours
 from loa.engine.ratelimit import RateLimiter
+from loa.engine.scripts import scripts
 from loa.message import Lane, Message
 from loa.settings import RouteSettings
 
@@ -41,21 +42,6 @@ DAY_SECONDS = 86_400
 RUNNING = "running"
 SCHEDULED = "scheduled"
 CANCELLED = "cancelled"
-
-
-def campaign_key(namespace: str, campaign: str) -> str:
-    """The hash that holds one campaign's state and settings."""
-    return f"{namespace}:{{camp:{campaign}}}"
-
-
-def suppression_key(namespace: str) -> str:
-    """The set of opted-out addresses (E.164 numbers, e-mail addresses, OTT ids)."""
-    return f"{namespace}:suppressed"
-
-
-def optout_salt_key(namespace: str) -> str:
-    """The salt of the opt-out list's digests; absent until a number is first erased."""
-    return f"{suppression_key(namespace)}:salt"
 
 
 def optout_digest(salt: bytes, address: str) -> str:
@@ -81,20 +67,6 @@ async def opted_out(redis: RedisClient, namespace: str, addresses: Sequence[str]
         hashed = await redis.smismember(suppression_key(namespace), digests)
         flags = [a or bool(b) for a, b in zip(flags, hashed, strict=True)]
     return flags
-
-
-def frequency_key(namespace: str, epoch: float) -> str:
-    """Whom campaigns reached on one UTC day: a hash, person -> `campaign@epoch`.
-
-    One hash a day, not one key a person: a chunk is one HSET, and a planner's look for a
-    group of rows one HMGET per day of the window, instead of a command per person.
-    """
-    return f"{namespace}:freq:{time.strftime('%Y%m%d', time.gmtime(epoch))}"
-
-
-def asked_key(namespace: str, epoch: float) -> str:
-    """The questions campaigns opened on one UTC day: a hash, person -> the question (ask.lua)."""
-    return f"{namespace}:asked:{time.strftime('%Y%m%d', time.gmtime(epoch))}"
 
 
 def person_of(message: Message) -> str:
@@ -153,8 +125,9 @@ class Controls:
         self.ttl = ttl
         self.memory = memory  # seconds a person reached is remembered (0: nobody is)
         self._cache: dict[str, _Entry] = {}
-        self._remember = redis.register_script(load_script("remember.lua"))
-        self._ask = redis.register_script(load_script("ask.lua"))
+        table = scripts(redis)
+        self._remember = table["remember"]
+        self._ask = table["ask"]
 
     async def verdict(self, campaign: str, lane: Lane, now_ms: int) -> Verdict:
         """May a chunk of `campaign` leave now?"""

@@ -28,18 +28,23 @@ import asyncio
 import collections
 import logging
 import re
-import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from importlib import resources
-from typing import Any
 
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
 from loa.engine.connection import RedisClient, text
-from loa.engine.control import campaign_key, suppression_key
+from loa.engine.envelope import now_ms
+from loa.engine.keys import (
+    inbound_key,
+    receipt_key,
+    receipts_key,
+    seen_key,
+    suppression_key,
+)
 from loa.engine.metrics import Metrics
+from loa.engine.scripts import scripts
 from loa.errors import InvalidPhone, LoaError
 from loa.message import Inbound, Message, Receipt
 from loa.phone import canonical
@@ -58,30 +63,6 @@ class EventsNotWritten(LoaError):
     """Receipts or replies that Redis did not take: their provider must send them again."""
 
 
-def _script(name: str) -> str:
-    return resources.files("loa.engine").joinpath("lua", name).read_text()
-
-
-def receipt_key(namespace: str, route: str, provider_id: str) -> str:
-    """The key that meets a message and its receipt."""
-    return f"{namespace}:{{rcpt:{route}:{provider_id}}}"
-
-
-def receipts_key(namespace: str, campaign: str) -> str:
-    """A campaign's receipt counters: fields `ROUTE:delivered` and `ROUTE:undelivered`."""
-    return f"{campaign_key(namespace, campaign)}:receipts"
-
-
-def inbound_key(namespace: str) -> str:
-    """The stream of replies and other inbound messages."""
-    return f"{namespace}:inbound"
-
-
-def seen_key(namespace: str, route: str, provider_id: str) -> str:
-    """Marks a reply as stored, by its provider id; in the inbound stream's hash slot."""
-    return f"{{{inbound_key(namespace)}}}:seen:{route}:{provider_id}"
-
-
 @dataclass(frozen=True, slots=True)
 class Written:
     """What one write kept, and the repeats of events it had kept before."""
@@ -95,33 +76,6 @@ def is_optout(message: str, keywords: Sequence[str]) -> bool:
     """True when a reply is one of the opt-out keywords, whatever its case and diacritics."""
     words = _WORD.sub(" ", to_ascii(message).upper()).strip()
     return any(words == _WORD.sub(" ", to_ascii(k).upper()).strip() for k in keywords)
-
-
-class Script:
-    """A Lua script run many times in one pipelined round trip, on a server or a cluster."""
-
-    def __init__(self, redis: RedisClient, name: str) -> None:
-        self.redis = redis
-        self.source = _script(name)
-        self.sha = ""
-
-    async def run_many(
-        self, calls: Sequence[tuple[Sequence[str], Sequence[str | int]]]
-    ) -> list[Any]:
-        """Run it once per (keys, args) call; the replies in order."""
-        if not self.sha:
-            self.sha = text(await self.redis.script_load(self.source))
-        for attempt in (1, 2):
-            pipe = self.redis.pipeline(transaction=False)
-            for keys, args in calls:
-                pipe.evalsha(self.sha, len(keys), *keys, *args)
-            try:
-                return list(await pipe.execute())
-            except NoScriptError:  # the server restarted and forgot its scripts
-                if attempt == 2:
-                    raise
-                self.sha = text(await self.redis.script_load(self.source))
-        raise AssertionError("unreachable")
 
 
 def optout_address(reply: Inbound) -> str | None:
@@ -146,7 +100,7 @@ class Correlator:
         self.namespace = namespace
         self.ttl = int(settings.receipt_ttl)
         self.dedupe_ttl = int(settings.dedupe_ttl)
-        self.script = Script(redis, "correlate.lua")
+        self.script = scripts(redis)["correlate"]
 
     async def meet(self, calls: Sequence[tuple[str, str, str]]) -> list[bytes | int | None]:
         """Run correlate.lua for (key, half, value) calls in one pipelined round trip."""
@@ -217,7 +171,7 @@ class EventWriter:
         self.settings = settings
         self.metrics = metrics
         self.correlator = Correlator(redis, namespace, settings)
-        self._inbound = Script(redis, "inbound.lua")
+        self._inbound = scripts(redis)["inbound"]
         self._batches: collections.deque[_Batch] = collections.deque()  # waiting, oldest first
         self._waiting = 0
         self._writing: asyncio.Task[None] | None = None
@@ -353,7 +307,7 @@ class EventWriter:
             # before the reply is stored: if we die between, its repeat opts out again
             await self.redis.sadd(suppression_key(self.namespace), *optouts)
             log.info("opt-out replies applied", extra={"count": len(optouts)})
-        now = int(time.time() * 1000)
+        now = now_ms()
         stream = inbound_key(self.namespace)
         calls: list[tuple[list[str], list[str | int]]] = []
         for reply in fresh:

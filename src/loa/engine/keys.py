@@ -1,7 +1,14 @@
-"""Redis key names: every key one script touches shares the hash tag {route:shard}."""
+"""Every Redis key name of loa, built here and nowhere else.
+
+Every key starts with the namespace (`loa` by default). Keys one script touches together share
+a hash tag, so the script runs on Redis Cluster: a route's shard `{route:shard}`, a campaign
+`{camp:ID}`, a receipt `{rcpt:ROUTE:ID}`, the inbox `{inbox}`, a drive `{appt:NAME}`, a
+campaign's answers `{fu:ID}`.
+"""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from loa.message import Lane
@@ -72,3 +79,127 @@ def shard_keys(namespace: str, route: str, shards: int) -> list[ShardKeys]:
 def limiter_key(namespace: str, route: str) -> str:
     """The shared rate-limiter state of a route (a hash: tat, factor, updated, cut)."""
     return f"{namespace}:{{rl:{route}}}"
+
+
+def campaign_key(namespace: str, campaign: str) -> str:
+    """The hash that holds one campaign's state and settings."""
+    return f"{namespace}:{{camp:{campaign}}}"
+
+
+def campaign_seen_key(namespace: str, campaign: str) -> str:
+    """The people a campaign's planner has queued already (seen.lua), so none is queued twice."""
+    return f"{campaign_key(namespace, campaign)}:seen"
+
+
+def campaigns_key(namespace: str) -> str:
+    """A sorted set of campaign ids by creation time."""
+    return f"{namespace}:campaigns"
+
+
+def active_campaigns_key(namespace: str) -> str:
+    """A set of the ids of campaigns that may be active (scheduled, running or paused)."""
+    return f"{campaigns_key(namespace)}:active"
+
+
+def suppression_key(namespace: str) -> str:
+    """The set of opted-out addresses (E.164 numbers, e-mail addresses, OTT ids)."""
+    return f"{namespace}:suppressed"
+
+
+def optout_salt_key(namespace: str) -> str:
+    """The salt of the opt-out list's digests; absent until a number is first erased."""
+    return f"{suppression_key(namespace)}:salt"
+
+
+def frequency_key(namespace: str, epoch: float) -> str:
+    """Whom campaigns reached on one UTC day: a hash, person -> `campaign@epoch`.
+
+    One hash a day, not one key a person: a chunk is one HSET, and a planner's look for a
+    group of rows one HMGET per day of the window, instead of a command per person.
+    """
+    return f"{namespace}:freq:{time.strftime('%Y%m%d', time.gmtime(epoch))}"
+
+
+def asked_key(namespace: str, epoch: float) -> str:
+    """The questions campaigns opened on one UTC day: a hash, person -> the question (ask.lua)."""
+    return f"{namespace}:asked:{time.strftime('%Y%m%d', time.gmtime(epoch))}"
+
+
+def receipt_key(namespace: str, route: str, provider_id: str) -> str:
+    """The key that meets a message and its receipt."""
+    return f"{namespace}:{{rcpt:{route}:{provider_id}}}"
+
+
+def receipt_pattern(namespace: str) -> str:
+    """A SCAN pattern that matches every receipt key."""
+    return f"{namespace}:{{rcpt:*"
+
+
+def receipts_key(namespace: str, campaign: str) -> str:
+    """A campaign's receipt counters: fields `ROUTE:delivered` and `ROUTE:undelivered`."""
+    return f"{campaign_key(namespace, campaign)}:receipts"
+
+
+def inbound_key(namespace: str) -> str:
+    """The stream of replies and other inbound messages."""
+    return f"{namespace}:inbound"
+
+
+def seen_key(namespace: str, route: str, provider_id: str) -> str:
+    """Marks a reply as stored, by its provider id; in the inbound stream's hash slot."""
+    return f"{{{inbound_key(namespace)}}}:seen:{route}:{provider_id}"
+
+
+def binds_key(namespace: str, route: str) -> str:
+    """The hash of a route's bind states, one field per worker process."""
+    return f"{namespace}:binds:{route}"
+
+
+def audit_key(namespace: str) -> str:
+    """The audit stream: entries older than the retention are trimmed, nothing else deletes."""
+    return f"{namespace}:audit"
+
+
+def tokens_key(namespace: str) -> str:
+    """The API tokens: a hash, digest -> JSON record."""
+    return f"{namespace}:api:tokens"
+
+
+def token_names_key(namespace: str) -> str:
+    """The API tokens' names: a hash, name -> digest (names are unique)."""
+    return f"{namespace}:api:token-names"
+
+
+def auth_failures_key(namespace: str, client: str) -> str:
+    """The failed API logins of one client address, counted for its lock-out."""
+    return f"{namespace}:api:auth-failures:{client}"
+
+
+def inbox_prefix(namespace: str) -> str:
+    """Every inbox key starts with this; the hash tag keeps them in one slot."""
+    return f"{namespace}:{{inbox}}"
+
+
+def drive_prefix(namespace: str, drive: str) -> str:
+    """Every key of a drive starts with this; its hash tag keeps them in one slot."""
+    return f"{namespace}:{{appt:{drive}}}"
+
+
+def drives_key(namespace: str) -> str:
+    """The set of drive names."""
+    return f"{namespace}:appointments"
+
+
+def followup_prefix(namespace: str, campaign: str) -> str:
+    """Every key of one campaign's answers starts with this; the hash tag keeps them together."""
+    return f"{namespace}:{{fu:{campaign}}}"
+
+
+def followups_cursor_key(namespace: str) -> str:
+    """How far the follow-ups have read the inbound stream."""
+    return f"{namespace}:{{followups}}:cursor"
+
+
+def cap_index_key(namespace: str) -> str:
+    """The hash from CAP message key to campaign id."""
+    return f"{namespace}:cap:alerts"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -11,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from loa.engine.envelope import now_ms
 from loa.engine.keys import LANES, limiter_key, shard_keys
 from loa.engine.queue import GROUP
 
@@ -106,14 +106,14 @@ class QueueCollector(Collector):
             "Share of the configured rate in force (throttling).",
             labels=["route"],
         )
-        now_ms = time.time() * 1000
+        now = now_ms()
         for route, shards in self.routes.items():
             for lane in LANES:
                 streams = [k.stream(lane) for k in shard_keys(self.namespace, route, shards)]
                 count, oldest = self._depth(streams)
                 depth.add_metric([route, lane.label], count)
                 age.add_metric(
-                    [route, lane.label], max(0.0, (now_ms - oldest) / 1000) if oldest else 0
+                    [route, lane.label], max(0.0, (now - oldest) / 1000) if oldest else 0
                 )
             later = [
                 k.delayed(lane) for k in shard_keys(self.namespace, route, shards) for lane in LANES

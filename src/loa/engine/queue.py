@@ -7,7 +7,6 @@ import enum
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import msgpack
@@ -17,12 +16,11 @@ from loa.engine.connection import RedisClient, is_cluster, text
 from loa.engine.envelope import Batch, now_ms, pack, unpack
 from loa.engine.keys import LANES, ShardKeys
 from loa.engine.progress import Progress
+from loa.engine.scripts import ScriptArg, scripts
 from loa.errors import EnvelopeError
 from loa.message import Lane, Outcome
 
 log = logging.getLogger(__name__)
-
-ScriptArg = str | int | float | bytes
 
 GROUP = "workers"
 FIELD = b"b"
@@ -30,11 +28,6 @@ PROMOTE_PER_TAKE = 16
 SCAN_PAGE = 200  # queue entries read per round trip when looking for a campaign's batches
 DROP_PER_CALL = 500  # batches dropped per script call
 URGENT = LANES[:-1]  # the lanes that hold lower ones back: all but bulk
-
-
-def load_script(name: str) -> str:
-    """The text of a Lua script shipped beside this package."""
-    return resources.files("loa.engine").joinpath("lua", name).read_text()
 
 
 @dataclass(slots=True)
@@ -84,13 +77,14 @@ class Queues:
     def __init__(self, redis: RedisClient, namespace: str) -> None:
         self.redis = redis
         self.namespace = namespace
-        self._take = redis.register_script(load_script("take.lua"))
-        self._checkpoint = redis.register_script(load_script("checkpoint.lua"))
-        self._settle = redis.register_script(load_script("settle.lua"))
-        self._touch = redis.register_script(load_script("touch.lua"))
-        self._put_once = redis.register_script(load_script("put_once.lua"))
-        self._drop = redis.register_script(load_script("drop.lua"))
-        self._top_lane = redis.register_script(load_script("top_lane.lua"))
+        table = scripts(redis)
+        self._take = table["take"]
+        self._checkpoint = table["checkpoint"]
+        self._settle = table["settle"]
+        self._touch = table["touch"]
+        self._put_once = table["put_once"]
+        self._drop = table["drop"]
+        self._top_lane = table["top_lane"]
 
     async def prepare(self, shards: Iterable[ShardKeys]) -> None:
         """Create each lane stream and its consumer group if missing."""

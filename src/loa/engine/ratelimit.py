@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from loa.engine.connection import RedisClient
 from loa.engine.keys import limiter_key
-from loa.engine.queue import load_script
+from loa.engine.scripts import scripts
 from loa.settings import RouteSettings
 
 
@@ -36,7 +36,7 @@ class RateLimiter:
     def __init__(self, redis: RedisClient, namespace: str, route: str, limits: RouteSettings):
         self.key = limiter_key(namespace, route)
         self.limits = limits
-        self._script = redis.register_script(load_script("gcra.lua"))
+        self._script = scripts(redis)["gcra"]
         self.factor = 1.0
         # tokens the provider took and refused since this process last asked: they travel
         # with the next request, so measuring costs no round trip of its own

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import resources
 from typing import Any
 
 import orjson
@@ -22,6 +21,8 @@ from loa.campaigns.questions import Open, Questions
 from loa.campaigns.service import Campaigns
 from loa.engine.connection import RedisClient, text
 from loa.engine.events import read_inbound
+from loa.engine.keys import followup_prefix, followups_cursor_key
+from loa.engine.scripts import scripts
 from loa.errors import InvalidPhone
 from loa.inbox.service import Inbox, mask
 from loa.phone import canonical
@@ -29,11 +30,6 @@ from loa.settings import Settings
 
 PAGE = 500  # inbound messages read per round trip
 UNPARSED_SHOWN = 100  # the newest unparsed replies a summary lists
-
-
-def followup_prefix(namespace: str, campaign: str) -> str:
-    """Every key of one campaign's answers starts with this; the hash tag keeps them together."""
-    return f"{namespace}:{{fu:{campaign}}}"
 
 
 @dataclass
@@ -60,13 +56,12 @@ class Followups:
         self.redis = redis
         self.namespace = settings.namespace
         self.questions = Questions(redis, settings.namespace)
-        source = resources.files("loa.followups").joinpath("lua", "answer.lua").read_text()
-        self._answer = redis.register_script(source)
+        self._answer = scripts(redis, "loa.followups")["answer"]
 
     @property
     def cursor_key(self) -> str:
         """The last inbound stream id read by `sync`."""
-        return f"{self.namespace}:{{followups}}:cursor"
+        return followups_cursor_key(self.namespace)
 
     async def sync(self, limit: int = 100_000) -> SyncReport:
         """Store the replies that came since the last time (see the module)."""

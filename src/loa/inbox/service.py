@@ -21,23 +21,22 @@ from __future__ import annotations
 
 import re
 import secrets
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
 import orjson
 
-from loa.appointments.ledger import drives_key
 from loa.appointments.replies import reply_action
 from loa.campaigns.questions import Questions
 from loa.campaigns.suppression import Suppression
 from loa.engine.connection import RedisClient, text
+from loa.engine.envelope import now_ms
 from loa.engine.events import read_inbound
-from loa.engine.keys import shard_keys
+from loa.engine.keys import drive_prefix, drives_key, inbox_prefix, shard_keys
 from loa.engine.producer import Producer
 from loa.engine.queue import Queues
+from loa.engine.scripts import scripts
 from loa.errors import ApiError, InvalidPhone
 from loa.message import Lane, Message
 from loa.phone import canonical, normalize
@@ -48,11 +47,6 @@ STATES = ("open", "assigned", "answered", "closed")
 MAX_REPLY = 1000  # characters in an operator's answer: seven SMS parts at most
 PAGE = 500  # inbound messages taken in per round trip
 _WORD = re.compile(r"[^A-Z0-9]+")
-
-
-def inbox_prefix(namespace: str) -> str:
-    """Every inbox key starts with this; the hash tag keeps them in one slot."""
-    return f"{namespace}:{{inbox}}"
 
 
 def mask(phone: str) -> str:
@@ -159,9 +153,9 @@ class Inbox:
         self.redis = redis
         self.namespace = settings.namespace
         self.prefix = inbox_prefix(settings.namespace)
-        folder = resources.files("loa.inbox").joinpath("lua")
-        self._ingest = redis.register_script(folder.joinpath("ingest.lua").read_text())
-        self._case = redis.register_script(folder.joinpath("case.lua").read_text())
+        table = scripts(redis, "loa.inbox")
+        self._ingest = table["ingest"]
+        self._case = table["case"]
         self._questions = Questions(redis, settings.namespace)
 
     def key(self, suffix: str) -> str:
@@ -204,7 +198,7 @@ class Inbox:
                 await Suppression(self.redis, self.namespace).remove([phone])
                 await self._confirm(entry, phone, self.settings.inbox.optin_text, report)
             return
-        at = int(entry.get("at", 0) or 0) or int(time.time() * 1000)
+        at = int(entry.get("at", 0) or 0) or now_ms()
         if await self._answers_a_question(phone, message, at):
             report.answers += 1
             return
@@ -238,7 +232,7 @@ class Inbox:
     ) -> str:
         """Add a message to a number's conversation from elsewhere than the inbound stream
         (an urgent answer to a question opens a case at once); the case's id."""
-        at = int(time.time() * 1000)
+        at = now_ms()
         log = {"at": at, "dir": "in", "text": message, "id": ""}
         case, _ = await self._ingest(
             [self.prefix],
@@ -262,7 +256,7 @@ class Inbox:
         if reply_action(message) is None:
             return False
         for drive in await self.redis.smembers(drives_key(self.namespace)):
-            people = f"{self.namespace}:{{appt:{text(drive)}}}:people"
+            people = f"{drive_prefix(self.namespace, text(drive))}:people"
             if await self.redis.hexists(people, phone):
                 return True
         return False
@@ -327,7 +321,7 @@ class Inbox:
 
     async def _step(self, action: str, case_id: str, who: str, entry: str = "") -> str:
         outcome, before = await self._case(
-            [self.prefix], [action, case_id, int(time.time() * 1000), who, entry]
+            [self.prefix], [action, case_id, now_ms(), who, entry]
         )
         if text(outcome) == "unknown":
             raise ApiError(f"no case {case_id!r}", code="case_not_found", status=404)
@@ -362,7 +356,7 @@ class Inbox:
             ) from None
         parts = await self._send(route, phone, body, message_id)
         entry = {
-            "at": int(time.time() * 1000),
+            "at": now_ms(),
             "dir": "out",
             "text": body,
             "by": by,

@@ -15,8 +15,8 @@ from typing import Any
 import redis
 
 from loa.engine.connection import text
-from loa.engine.control import campaign_key
 from loa.engine.envelope import unpack
+from loa.engine.keys import campaign_key, campaigns_key
 from loa.engine.progress import Progress
 from loa.engine.queue import FIELD, GROUP
 from loa.errors import EnvelopeError
@@ -175,7 +175,7 @@ def _count_results(client: redis.Redis, key: str, found: Contents) -> None:
 
 
 def _campaign_states(client: redis.Redis, namespace: str, found: Contents) -> None:
-    ids: Any = client.zrange(f"{namespace}:campaigns", 0, -1)
+    ids: Any = client.zrange(campaigns_key(namespace), 0, -1)
     for raw in ids:
         campaign = text(raw)
         state = client.hget(campaign_key(namespace, campaign), "state")

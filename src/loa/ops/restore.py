@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from loa.engine.connection import connect_sync, text
-from loa.engine.control import campaign_key
 from loa.engine.embedded import answers
+from loa.engine.keys import campaign_key, campaigns_key
 from loa.errors import BackupError
 from loa.ops.archive import Manifest, place, read_archive
 from loa.ops.scratch import ScratchServer, copy_keys, keys_of, write_append_only
@@ -155,7 +155,7 @@ def move_pinned_paths(client: Any, manifest: Manifest, data_dir: Path) -> int:
     if old == new:
         return 0
     moved = 0
-    ids: Any = client.zrange(f"{manifest.namespace}:campaigns", 0, -1)
+    ids: Any = client.zrange(campaigns_key(manifest.namespace), 0, -1)
     for raw in ids:
         key = campaign_key(manifest.namespace, text(raw))
         fields: Any = client.hmget(key, ["audience", "audience_copied"])

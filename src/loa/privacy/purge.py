@@ -23,23 +23,32 @@ import shutil
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import asdict, dataclass
-from importlib import resources
 from typing import Any
 
 import msgpack
 from redis.exceptions import RedisError, ResponseError
 
-from loa.appointments.ledger import Ledger, drives_key
+from loa.appointments.ledger import Ledger
 from loa.campaigns.store import ENDED, CampaignStore, State
 from loa.campaigns.suppression import Suppression
 from loa.engine.connection import RedisClient, text
-from loa.engine.control import frequency_key, optout_salt_key, suppression_key
-from loa.engine.envelope import Batch, pack, unpack
-from loa.engine.events import inbound_key
-from loa.engine.keys import LANES, ShardKeys, shard_keys
+from loa.engine.envelope import Batch, now_ms, pack, unpack
+from loa.engine.keys import (
+    LANES,
+    ShardKeys,
+    campaign_seen_key,
+    drives_key,
+    frequency_key,
+    inbound_key,
+    inbox_prefix,
+    optout_salt_key,
+    receipt_pattern,
+    shard_keys,
+    suppression_key,
+)
 from loa.engine.queue import GROUP, Queues
+from loa.engine.scripts import scripts
 from loa.errors import CampaignError, EnvelopeError
-from loa.inbox.service import inbox_prefix
 from loa.message import Message, Outcome
 from loa.phone import canonical
 from loa.settings import Settings
@@ -147,8 +156,7 @@ class Purge:
         self.settings = settings
         self.redis = redis
         self.namespace = settings.namespace
-        source = resources.files("loa.privacy").joinpath("lua", "swap.lua").read_text()
-        self._swap = redis.register_script(source)
+        self._swap = scripts(redis, "loa.privacy")["swap"]
 
     async def number(self, number: str) -> NumberPurged:
         """Every trace of `number` (see the module); an opt-out stays, as a salted digest."""
@@ -317,8 +325,8 @@ class Purge:
         for keys in shards:
             done.dead_letters += await self._drop_dead(keys.dead, campaign_id)
         ns = _glob(self.namespace)
-        done.dedup = await self.redis.delete(f"{self.namespace}:{{camp:{campaign_id}}}:seen")
-        async for key in scan(self.redis, f"{ns}:{{rcpt:*"):
+        done.dedup = await self.redis.delete(campaign_seen_key(self.namespace, campaign_id))
+        async for key in scan(self.redis, receipt_pattern(ns)):
             value = text(await self.redis.get(key))
             if value[:2] in ("s:", "m:") and value[2:].split("|", 1)[0] == campaign_id:
                 done.receipts += await self.redis.delete(key)
@@ -327,7 +335,7 @@ class Purge:
         if directory.exists():
             await asyncio.to_thread(shutil.rmtree, directory, True)
             done.audience = True
-            await store.update(campaign_id, {"audience_removed_ms": int(time.time() * 1000)})
+            await store.update(campaign_id, {"audience_removed_ms": now_ms()})
         return done
 
     async def _drop_dead(self, key: str, campaign_id: str) -> int:

@@ -15,14 +15,12 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from loa.appointments.ledger import drive_prefix, drives_key
 from loa.campaigns.clock import CampaignClock
 from loa.campaigns.service import Campaigns
 from loa.engine.connection import RedisClient, text
-from loa.engine.events import inbound_key
-from loa.engine.keys import shard_keys
+from loa.engine.envelope import now_ms as clock_ms
+from loa.engine.keys import drive_prefix, drives_key, inbound_key, inbox_prefix, shard_keys
 from loa.engine.supervisor import Chore
-from loa.inbox.service import inbox_prefix
 from loa.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,7 +52,7 @@ async def sweep(
     settings: Settings, redis: RedisClient, now_ms: int | None = None, budget: int = BUDGET
 ) -> Swept:
     """Delete what is past its retention, at most `budget` items of each kind."""
-    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    now_ms = clock_ms() if now_ms is None else now_ms
     keep = settings.retention
     swept = Swept()
     inbound_cut = now_ms - int(keep.inbound_days * DAY_MS)

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import Field
 
+from loa.engine.envelope import now_ms
 from loa.settings import ConfigModel
 from loa.sim.options import load_options
 
@@ -373,7 +374,7 @@ class HttpSimulator:
         stats.outcomes["accepted"] += 1
         data = {
             "msg_id": msg_id.hexdigest(),
-            "sent_time": str(int(time.time() * 1000)),
+            "sent_time": str(now_ms()),
             "quota": {"dailyQuota": "500000", "remainingQuota": "499999"},
         }
         return _json({"error": 0, "message": "Success", "data": data})
