@@ -52,7 +52,7 @@ from common import (
 from loa.adapters.smpp.adapter import SmppAdapter
 from loa.engine.connection import connect
 from loa.engine.keys import limiter_key
-from loa.engine.ratelimit import RateLimiter
+from loa.engine.ratelimit import RateLimiter, RateSpec
 from loa.message import Message
 from loa.settings import RouteSettings
 
@@ -294,7 +294,7 @@ async def bench_cap(server: PeerServer, args: argparse.Namespace, burst: float) 
     adapter = loa_adapter(server.port, args)
     finished: list[tuple[float, int]] = []
     try:
-        limiter = RateLimiter(redis, namespace, ROUTE, limits)
+        limiter = RateLimiter(redis, namespace, ROUTE, RateSpec.of(limits))
         await warm_up(adapter, args.binds)
         started = time.perf_counter()
         outcomes = await drive(adapter, messages, args.chunk, args.concurrency, limiter, finished)

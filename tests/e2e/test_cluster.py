@@ -31,7 +31,7 @@ from loa.engine.metrics import Metrics
 from loa.engine.producer import Producer
 from loa.engine.progress import Progress
 from loa.engine.queue import Queues, Taken
-from loa.engine.ratelimit import SETTLE, RateLimiter
+from loa.engine.ratelimit import SETTLE, RateLimiter, RateSpec
 from loa.engine.worker import Worker
 from loa.errors import EmbeddedServerError
 from loa.message import Inbound, Lane, Message, Receipt
@@ -459,7 +459,7 @@ async def test_rate_limiter_on_cluster(
     client: RedisClient, cluster: Cluster, namespace: str
 ) -> None:
     limits = RouteSettings(adapter="null", rate=200, burst=0.05, throttle_recovery=0.01)
-    limiter = RateLimiter(client, namespace, "limited", limits)
+    limiter = RateLimiter(client, namespace, "limited", RateSpec.of(limits))
     assert await limiter.current_factor() == 1.0
     home = _key_port(cluster, limiter.key)
     assert _exists_on(home, limiter.key), "the limiter state lives on its slot's node"
@@ -479,7 +479,7 @@ async def test_rate_limiter_on_cluster(
     assert limiter.factor == factor
     again = await limiter.current_factor()
     assert factor <= again < 0.6, "the factor is shared state, read back from the cluster"
-    other = RateLimiter(client, namespace, "limited", limits)
+    other = RateLimiter(client, namespace, "limited", RateSpec.of(limits))
     assert factor <= await other.current_factor() < 0.6, "another limiter sees the same factor"
     stored = await client.hget(limiter.key, "factor")
     assert stored is not None

@@ -7,8 +7,7 @@ import time
 
 import pytest
 
-from loa.engine.ratelimit import MARGIN, SETTLE, RateLimiter
-from loa.settings import RouteSettings
+from loa.engine.ratelimit import MARGIN, SETTLE, RateLimiter, RateSpec
 
 pytestmark = pytest.mark.anyio
 
@@ -16,7 +15,7 @@ pytestmark = pytest.mark.anyio
 @pytest.mark.parametrize("rate", [0.5, 3, 12, 17, 19])
 async def test_slow_and_odd_rates_grant_tokens_at_their_rate(redis_client, namespace, rate):
     # at these rates a token fits the tolerance exactly; float rounding once made it never fit
-    limiter = RateLimiter(redis_client, namespace, "slow", RouteSettings(adapter="null", rate=rate))
+    limiter = RateLimiter(redis_client, namespace, "slow", RateSpec(rate))
     tokens = 3
     started = time.monotonic()
     for _ in range(tokens):
@@ -27,7 +26,7 @@ async def test_slow_and_odd_rates_grant_tokens_at_their_rate(redis_client, names
 
 
 async def test_a_large_request_is_granted_in_leases(redis_client, namespace):
-    limits = RouteSettings(adapter="null", rate=1000, burst=0.05)
+    limits = RateSpec(rate=1000, burst=0.05)
     limiter = RateLimiter(redis_client, namespace, "big", limits)
     started = time.monotonic()
     waited = await asyncio.wait_for(limiter.acquire(300), 10)
@@ -37,7 +36,7 @@ async def test_a_large_request_is_granted_in_leases(redis_client, namespace):
 
 
 async def test_a_first_throttle_halves_the_shared_rate_once_per_window(redis_client, namespace):
-    limits = RouteSettings(adapter="null", rate=100, throttle_recovery=0.01)
+    limits = RateSpec(rate=100, throttle_recovery=0.01)
     first = RateLimiter(redis_client, namespace, "carrier", limits)
     second = RateLimiter(redis_client, namespace, "carrier", limits)
     halved = 0.5 * SETTLE  # nothing known about the provider's cap yet: half, and a little room
@@ -49,7 +48,7 @@ async def test_a_first_throttle_halves_the_shared_rate_once_per_window(redis_cli
 
 
 async def test_a_throttle_that_goes_on_cuts_to_what_the_provider_took(redis_client, namespace):
-    limits = RouteSettings(adapter="null", rate=1000, throttle_recovery=0.01)
+    limits = RateSpec(rate=1000, throttle_recovery=0.01)
     limiter = RateLimiter(redis_client, namespace, "carrier", limits)
     limiter.record(40, 10)
     started = time.monotonic()
@@ -70,13 +69,13 @@ async def test_a_throttle_that_goes_on_cuts_to_what_the_provider_took(redis_clie
 
 
 async def test_unlimited_route_never_touches_redis(redis_client, namespace):
-    limiter = RateLimiter(redis_client, namespace, "free", RouteSettings(adapter="null"))
+    limiter = RateLimiter(redis_client, namespace, "free", RateSpec(0.0))
     assert await limiter.acquire(10_000) == 0.0
     assert not await redis_client.exists(limiter.key)
 
 
 async def test_tokens_given_back_are_granted_again_at_once(redis_client, namespace):
-    limits = RouteSettings(adapter="null", rate=20, burst=0.5)  # 10 tokens at once
+    limits = RateSpec(rate=20, burst=0.5)  # 10 tokens at once
     limiter = RateLimiter(redis_client, namespace, "refund", limits)
     assert limiter.slice_tokens() == 10
     assert await limiter.acquire(10) == pytest.approx(0.0, abs=0.05)
@@ -86,7 +85,7 @@ async def test_tokens_given_back_are_granted_again_at_once(redis_client, namespa
 
 
 async def test_a_wait_for_tokens_gives_way_and_returns_what_it_held(redis_client, namespace):
-    limits = RouteSettings(adapter="null", rate=10, burst=1.0)  # 10 tokens at once
+    limits = RateSpec(rate=10, burst=1.0)  # 10 tokens at once
     limiter = RateLimiter(redis_client, namespace, "give-way", limits)
 
     async def give_way() -> bool:

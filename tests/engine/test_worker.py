@@ -19,12 +19,13 @@ from helpers import (
 )
 from loa.adapters.file import FileAdapter, FileOptions
 from loa.engine.connection import RedisClient, connect
+from loa.engine.context import RouteContext
 from loa.engine.envelope import Batch, now_ms
 from loa.engine.keys import shard_keys
 from loa.engine.metrics import Metrics
 from loa.engine.progress import Progress
 from loa.engine.queue import Queues, Taken
-from loa.engine.ratelimit import RateLimiter
+from loa.engine.ratelimit import RateLimiter, RateSpec
 from loa.engine.route import RouteRunner
 from loa.engine.worker import connections_needed
 from loa.message import Lane, Message, SendResult
@@ -211,9 +212,9 @@ async def _accepted_at_least(settings: Settings, name: str, count: int) -> bool:
 async def _factor_at_least(
     client: RedisClient, settings: Settings, name: str, floor: float
 ) -> bool:
-    from loa.engine.ratelimit import RateLimiter
+    from loa.engine.ratelimit import RateLimiter, RateSpec
 
-    limiter = RateLimiter(client, settings.namespace, name, settings.route(name))
+    limiter = RateLimiter(client, settings.namespace, name, RateSpec.of(settings.route(name)))
     return await limiter.current_factor() >= floor
 
 
@@ -391,15 +392,17 @@ async def test_a_chunk_handed_to_a_dead_workers_adapter_is_counted_when_sent_aga
     await enqueue_async(settings, "sms", messages(30))
     queues = Queues(redis_client, settings.namespace)
     stalled = RouteRunner(
-        "sms",
-        limits,
-        StallingFileAdapter("sms", FileOptions(path=str(sink / "stalled.jsonl"))),
-        queues,
-        RateLimiter(redis_client, settings.namespace, "sms", limits),
-        Metrics(),
-        "killed-worker",
-        settings.worker,
-        asyncio.Event(),
+        RouteContext(
+            "sms",
+            limits,
+            StallingFileAdapter("sms", FileOptions(path=str(sink / "stalled.jsonl"))),
+            queues,
+            RateLimiter(redis_client, settings.namespace, "sms", RateSpec.of(limits)),
+            Metrics(),
+            "killed-worker",
+            settings.worker,
+            asyncio.Event(),
+        )
     )
     killed = asyncio.create_task(stalled.run())
     try:

@@ -30,10 +30,9 @@ from datetime import UTC, datetime
 from loa.engine.connection import RedisClient, text
 from loa.engine.keys import asked_key, campaign_key, frequency_key, optout_salt_key, suppression_key
 from loa.engine.quiet import QuietHours
-from loa.engine.ratelimit import RateLimiter
+from loa.engine.ratelimit import RateLimiter, RateSpec
 from loa.engine.scripts import scripts
 from loa.message import Lane, Message
-from loa.settings import RouteSettings
 
 CACHE_SECONDS = 0.5
 PERSON = "person"  # the key of Message.extra naming the person when `to` is not their phone
@@ -221,8 +220,8 @@ class Controls:
         hours = QuietHours.parse(quiet, zone or "UTC") if quiet else None
         limiter = cached.limiter if cached else None
         if rate and (limiter is None or limiter.limits.rate != float(rate)):
-            limits = RouteSettings(adapter="campaign", rate=float(rate), unit="messages")
-            limiter = RateLimiter(self.redis, self.namespace, f"campaign.{campaign}", limits)
+            spec = RateSpec(float(rate))  # in messages: a campaign's cap counts people reached
+            limiter = RateLimiter(self.redis, self.namespace, f"campaign.{campaign}", spec)
         entry = _Entry(
             time.monotonic(),
             state,

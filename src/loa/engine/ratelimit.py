@@ -13,6 +13,26 @@ from loa.engine.scripts import scripts
 from loa.settings import RouteSettings
 
 
+def _default(name: str) -> float:
+    """A route's default for one limiter setting: one source for both kinds of limit."""
+    return float(RouteSettings.model_fields[name].default)
+
+
+@dataclass(frozen=True, slots=True)
+class RateSpec:
+    """What a limiter holds to: tokens a second (0: unlimited), burst, and throttle recovery."""
+
+    rate: float
+    burst: float = _default("burst")  # seconds of rate that may be sent at once
+    throttle_floor: float = _default("throttle_floor")  # the lowest share a throttle cuts to
+    throttle_recovery: float = _default("throttle_recovery")  # share regained per second
+
+    @classmethod
+    def of(cls, route: RouteSettings) -> RateSpec:
+        """A route's limit, in its own unit (SMS parts or messages)."""
+        return cls(route.rate, route.burst, route.throttle_floor, route.throttle_recovery)
+
+
 @dataclass(frozen=True, slots=True)
 class Grant:
     """One answer of the shared limiter."""
@@ -33,7 +53,7 @@ SETTLE = 0.92  # and start from this share of that, while the provider's window 
 class RateLimiter:
     """GCRA over leases: one round trip buys many tokens; throttle reports slow the route down."""
 
-    def __init__(self, redis: RedisClient, namespace: str, route: str, limits: RouteSettings):
+    def __init__(self, redis: RedisClient, namespace: str, route: str, limits: RateSpec):
         self.key = limiter_key(namespace, route)
         self.limits = limits
         self._script = scripts(redis)["gcra"]

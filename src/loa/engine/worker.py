@@ -18,12 +18,13 @@ from loa.adapters.base import Adapter, EmitsEvents, Listens
 from loa.adapters.registry import create_adapter
 from loa.engine.binds import BindReporter
 from loa.engine.connection import RedisClient, connect
+from loa.engine.context import RouteContext
 from loa.engine.control import Controls
 from loa.engine.events import EventWriter
 from loa.engine.keys import shard_keys
 from loa.engine.metrics import Metrics
 from loa.engine.queue import Queues
-from loa.engine.ratelimit import RateLimiter
+from loa.engine.ratelimit import RateLimiter, RateSpec
 from loa.engine.route import RouteRunner
 from loa.log import setup_logging
 from loa.settings import Settings
@@ -86,28 +87,29 @@ class Worker:
                     adapter.listen()  # replies arrive whether or not this route ever sends
                     listening[name] = adapter
                 await self.queues.prepare(shard_keys(self.settings.namespace, name, limits.shards))
-                limiter = RateLimiter(self.redis, self.settings.namespace, name, limits)
+                limiter = RateLimiter(
+                    self.redis, self.settings.namespace, name, RateSpec.of(limits)
+                )
                 controls = Controls(
                     self.redis,
                     self.settings.namespace,
                     memory=self.settings.planning.frequency_memory,
                 )
-                runners.append(
-                    RouteRunner(
-                        name,
-                        limits,
-                        adapter,
-                        self.queues,
-                        limiter,
-                        self.metrics,
-                        self.consumer,
-                        self.settings.worker,
-                        self.stopping,
-                        controls,
-                        correlator,
-                        route_shards,
-                    )
+                context = RouteContext(
+                    name,
+                    limits,
+                    adapter,
+                    self.queues,
+                    limiter,
+                    self.metrics,
+                    self.consumer,
+                    self.settings.worker,
+                    self.stopping,
+                    controls=controls,
+                    correlator=correlator,
+                    route_shards=route_shards,
                 )
+                runners.append(RouteRunner(context))
             log.info(
                 "worker started", extra={"routes": self.route_names, "consumer": self.consumer}
             )
