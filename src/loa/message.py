@@ -83,14 +83,26 @@ UNANSWERED = "unanswered"  # the key of Message.extra marking a send that got no
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
-    """The provider took the message; `provider_id` correlates its receipt later.
+    """The provider took the message; its `provider_ids` correlate its receipts later.
 
+    A message has one provider id, or one per part when a long SMS went as several submits
+    (the first part's receipt speaks for it), or none when the provider gave none.
     `resent` says parts of it that the provider had already taken went out again (the
     adapter could not finish it where it stopped): counted as redelivered.
     """
 
-    provider_id: str = ""
+    provider_ids: tuple[str, ...] = ()
     resent: bool = False
+
+    @property
+    def provider_id(self) -> str:
+        """The id its receipt comes back under: the first part's ("" when none was given)."""
+        return self.provider_ids[0] if self.provider_ids else ""
+
+    @classmethod
+    def one(cls, provider_id: str, resent: bool = False) -> Accepted:
+        """Accepted under one provider id; "" when the provider gave none."""
+        return cls((provider_id,) if provider_id else (), resent)
 
 
 @dataclass(frozen=True, slots=True)

@@ -91,7 +91,7 @@ async def test_file_writes_one_json_line_per_message_at_once(tmp_path: Path) -> 
     ]
     try:
         results = await adapter.send(messages)
-        assert results == [Accepted("a1"), Accepted("a2")], "provider id is the message id"
+        assert results == [Accepted.one("a1"), Accepted.one("a2")], "provider id is the message id"
         # read it back before closing: a killed worker must lose nothing it reported as sent
         path = tmp_path / "sms-vt.jsonl"
         lines = path.read_bytes().splitlines()
@@ -323,7 +323,7 @@ class ShoutAdapter:
         self.closed = 0
 
     async def send(self, messages):
-        return [Accepted(m.body.upper() + self.suffix) for m in messages]
+        return [Accepted.one(m.body.upper() + self.suffix) for m in messages]
 
     async def ping(self):
         pass
@@ -393,7 +393,7 @@ def test_plugin_is_listed_and_builtins_cannot_be_shadowed(plugins: Path) -> None
 async def test_plugin_is_built_and_sends(plugins: Path) -> None:
     adapter = registry.create_adapter("sms-shout", "shout", {"suffix": "?"})
     assert type(adapter).__module__ == "shout_adapter"
-    assert await adapter.send([Message("s1", PHONE, "xin chào")]) == [Accepted("XIN CHÀO?")]
+    assert await adapter.send([Message("s1", PHONE, "xin chào")]) == [Accepted.one("XIN CHÀO?")]
     await adapter.aclose()
 
 
@@ -448,7 +448,7 @@ def anyio_backend(request):
 
 class Echo:
     async def send(self, messages):
-        return [Accepted(m.id) for m in messages]
+        return [Accepted.one(m.id) for m in messages]
 
     async def aclose(self):
         pass
@@ -456,7 +456,7 @@ class Echo:
 
 class Short(Echo):
     async def send(self, messages):
-        return [Accepted(m.id) for m in messages][:-1]
+        return [Accepted.one(m.id) for m in messages][:-1]
 
 
 class TestEcho(AdapterContract):

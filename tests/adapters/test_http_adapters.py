@@ -576,7 +576,7 @@ async def test_hostile_answers_are_retry_later_with_a_reason(
 async def test_kannel_text_answer_and_national_numbers(sim: HttpSimulator, closing: Any) -> None:
     adapter = closing(kannel(sim))
     results = await adapter.send(messages(3))
-    assert results == [Accepted("")] * 3
+    assert results == [Accepted.one("")] * 3
     sent = [doc for name, doc in sim.requests if name == "kannel"]
     by_id = {doc["id"]: doc for doc in sent}  # sent concurrently: any arrival order
     assert [by_id[f"m{i}"]["to"] for i in range(3)] == ["0912000000", "0912000001", "0912000002"]
@@ -592,7 +592,7 @@ async def test_kannel_wrong_password_fails(sim: HttpSimulator, closing: Any) -> 
 
 async def test_kannel_regex_names_the_provider_id(sim: HttpSimulator, closing: Any) -> None:
     adapter = closing(kannel(sim, success_regex=r"^(?P<id>\d+): Accepted"))
-    assert await adapter.send(messages(1)) == [Accepted("0")]
+    assert await adapter.send(messages(1)) == [Accepted.one("0")]
 
 
 async def test_gateway_refusal_and_missing_fields(sim: HttpSimulator, closing: Any) -> None:
@@ -602,7 +602,7 @@ async def test_gateway_refusal_and_missing_fields(sim: HttpSimulator, closing: A
     [odd] = await closing(gateway(sim, success_field="result.state")).send(messages(1))
     assert odd == RetryLater("gateway answer has no field 'result.state'")
     [no_id] = await closing(gateway(sim, id_field="data.nothing")).send(messages(1))
-    assert no_id == Accepted("")
+    assert no_id == Accepted.one("")
 
 
 async def test_gateway_form_and_query_formats(sim: HttpSimulator, closing: Any) -> None:
@@ -610,7 +610,7 @@ async def test_gateway_form_and_query_formats(sim: HttpSimulator, closing: Any) 
         adapter = closing(
             kannel(sim, method="POST", format=fmt, success_regex="^0: Accepted for delivery$")
         )
-        assert await adapter.send(messages(1, fmt)) == [Accepted("")]
+        assert await adapter.send(messages(1, fmt)) == [Accepted.one("")]
     sent = [doc for name, doc in sim.requests if name == "kannel"]
     assert [doc["id"] for doc in sent] == ["form0", "query0"]  # one send after the other
 

@@ -59,7 +59,7 @@ async def test_only_the_refused_part_goes_again_with_the_same_reference(method: 
         whole = smsc.messages
     assert isinstance(result, Accepted) and not result.resent
     assert sends == 3  # part 2 refused twice (submits 2 and 4), then taken (submit 5)
-    assert len(result.provider_id.split(",")) == 3, "one id per part, in order"
+    assert len(result.provider_ids) == 3, "one id per part, in order"
     assert [m.text for m in whole] == [LONG_TEXT], "the phone gets one whole message"
     assert (stats["accepted"], stats["throttled"], stats["duplicate_parts"]) == (3, 2, 0)
     assert stats["abandoned_messages"] == 0

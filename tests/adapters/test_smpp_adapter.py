@@ -401,7 +401,7 @@ async def test_long_messages_reassemble_on_the_server(smsc34: Smsc34, long_messa
     for message, result in zip(messages, results, strict=True):
         got = whole[message.to.removeprefix("+")]
         assert got.text == message.body
-        assert result.provider_id == ",".join(str(i) for i in got.ids), "one id per part, in order"
+        assert result.provider_ids == tuple(str(i) for i in got.ids), "one id per part, in order"
         assert got.data_coding == (GSM7 if message.id == "gsm" else UCS2)
     long_ones = [whole[m.to.removeprefix("+")] for m in messages[:3]]
     if long_messages == "payload":
@@ -500,7 +500,7 @@ async def test_hex_submit_ids_meet_decimal_receipt_ids(smsc34: Smsc34) -> None:
     async with opened(smsc34.port, sink, submit_id="hex", receipt_id="decimal") as adapter:
         [result] = await send(adapter, numbered(1))
         assert smsc34.submits[0].message_id == "1A2B"
-        assert result == Accepted("6699"), "read as hex, given back in decimal"
+        assert result == Accepted.one("6699"), "read as hex, given back in decimal"
         await smsc34.esmes[0].deliver_sm(
             "BoYTe", b"id:6699 sub:001 dlvrd:001 stat:DELIVRD err:000", esm_class=0x04
         )
@@ -709,7 +709,7 @@ async def test_node_long_messages(
     options = node_options(system_id, long_messages=long_messages)
     async with opened(node_smsc.port, sink, **options) as adapter:
         results = await send(adapter, messages)
-        parts = sum(len(r.provider_id.split(",")) for r in results)
+        parts = sum(len(r.provider_ids) for r in results)
         await until(lambda: len(sink.receipts) == parts, "a receipt per part")
     # the server's record of a reassembled message is read from its output, which may trail
     # the receipts on a loaded machine
@@ -721,14 +721,14 @@ async def test_node_long_messages(
         event = recorded[message.to[1:]]
         assert event["text"] == message.body
         ids = [str(int(i, 16)) for i in event["ids"]]
-        assert result.provider_id == ",".join(ids)
+        assert result.provider_ids == tuple(ids)
         if long_messages == "payload":
             assert event["parts"] == 1 and event["payload"] is True
         else:
             assert event["parts"] == len(ids) > 1
             assert event["concatenation"] == long_messages
     assert {r.provider_id for r in sink.receipts} == {
-        i for r in results for i in r.provider_id.split(",")
+        i for r in results for i in r.provider_ids
     }
 
 
@@ -942,7 +942,7 @@ async def test_an_unreadable_response_settles_its_request_at_once(
     async with ScriptedSmsc(script) as smsc, opened(smsc.port, response_timeout=120) as adapter:
         results = await send(adapter, numbered(2), timeout=20)
     if accepted:  # the SMSC took it: sending it again would deliver it twice
-        assert results[0] == Accepted(""), "accepted, with an id nobody can read"
+        assert results[0] == Accepted.one(""), "accepted, with an id nobody can read"
     else:
         assert isinstance(results[0], RetryLater) and "unreadable response" in results[0].reason
     assert isinstance(results[1], Accepted)
@@ -1123,7 +1123,7 @@ async def test_unbind_from_the_server() -> None:
 
     async with ScriptedSmsc(script) as smsc, opened(smsc.port) as adapter:
         [first] = await send(adapter, numbered(1))
-        assert first == Accepted("before-unbind")
+        assert first == Accepted.one("before-unbind")
         await until(lambda: bool(answers), "the unbind_resp")
         await until(lambda: not bound(adapter), "the session to end")
         [second] = await send(adapter, numbered(1))
@@ -1176,7 +1176,7 @@ async def test_receipt_before_the_submit_resp_and_for_unknown_ids() -> None:
     async with ScriptedSmsc(script) as smsc, opened(smsc.port, sink) as adapter:
         [result] = await send(adapter, numbered(1))
         await until(lambda: len(resps) == 4, "four deliver_sm_resp")
-    assert result == Accepted("early-1")
+    assert result == Accepted.one("early-1")
     assert sink.receipts == [
         Receipt(ROUTE, "early-1", True, "DELIVRD", ""),
         Receipt(ROUTE, "nobody-knows", False, "UNDELIV", "001"),

@@ -193,7 +193,9 @@ async def test_a_signed_zalo_receipt_counts_delivered_for_its_campaign_once(hook
 
 async def test_loa_receipt_batches_count_delivered_and_undelivered_once(hook):
     correlator = hook.ctx.events().correlator
-    accepted = [(Message(f"m{i}", f"push-token-{i}"), f"projects/p/messages/{i}") for i in range(3)]
+    accepted = [
+        (Message(f"m{i}", f"push-token-{i}"), (f"projects/p/messages/{i}",)) for i in range(3)
+    ]
     await correlator.sent("push", "c-push", accepted)
     receipts = [
         {"id": "projects/p/messages/0", "delivered": True, "state": "DELIVERED"},
@@ -214,7 +216,7 @@ async def test_a_receipt_that_beats_its_message_counts_when_the_message_arrives(
     assert response.status_code == 200
     assert await hook.delivered("c-early") == {}
     correlator = hook.ctx.events().correlator
-    early = await correlator.sent("push", "c-early", [(Message("m1", "t"), "early-1")])
+    early = await correlator.sent("push", "c-early", [(Message("m1", "t"), ("early-1",))])
     assert early == {"push:delivered": 1}
 
 
@@ -278,7 +280,7 @@ async def test_a_replayed_signed_webhook_is_stored_once(hook):
     ]
     # and loa's own form: a receipt batch replayed byte for byte counts once
     correlator = hook.ctx.events().correlator
-    await correlator.sent("push", "c-replay", [(Message("m1", "token-1"), "push-id-1")])
+    await correlator.sent("push", "c-replay", [(Message("m1", "token-1"), ("push-id-1",))])
     batch = orjson.dumps({"receipts": [{"id": "push-id-1", "delivered": True}]})
     signed_batch = signed(batch)
     for duplicates in (0, 1, 1):
@@ -359,8 +361,8 @@ async def test_a_webhook_is_answered_503_when_its_events_cannot_be_written(hook,
 
 async def test_unsigned_or_badly_signed_callbacks_are_401_and_count_nothing(hook):
     correlator = hook.ctx.events().correlator
-    await correlator.sent("push", "c-bad", [(Message("m1", "t"), "bad-1")])
-    await correlator.sent("zalo-zns", "c-bad", [(Message("m2", "+84912000001"), "zbad-1")])
+    await correlator.sent("push", "c-bad", [(Message("m1", "t"), ("bad-1",))])
+    await correlator.sent("zalo-zns", "c-bad", [(Message("m2", "+84912000001"), ("zbad-1",))])
     event = received("zbad-1")
     body = orjson.dumps(event)
     good = zalo_signature(body, event, ZALO_SECRET)

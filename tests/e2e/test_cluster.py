@@ -440,7 +440,7 @@ async def test_receipts_and_replies_kept_once_on_cluster(
     client: RedisClient, cluster: Cluster, namespace: str
 ) -> None:
     events = EventWriter(client, namespace, EventSettings(), Metrics())
-    sent = [(Message(f"m{i}", f"+8491000000{i}"), f"id-{i}") for i in range(6)]
+    sent = [(Message(f"m{i}", f"+8491000000{i}"), (f"id-{i}",)) for i in range(6)]
     await events.correlator.sent("sms-a", "c-cluster", sent)
     receipts = [Receipt("sms-a", f"id-{i}", True, "DELIVRD") for i in range(6)]
     reply = Inbound("zalo", "zalo-user-1", "STOP", channel="zalo", provider_id="z-1")

@@ -61,7 +61,7 @@ TABLE: list[Row] = [
         "all taken",
         [None, None],
         0,
-        [Accepted("p0"), Accepted("p1")],
+        [Accepted.one("p0"), Accepted.one("p1")],
         counts(accepted=2),
         [0, 1],
         [],

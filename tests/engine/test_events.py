@@ -59,7 +59,7 @@ async def test_receipt_after_the_message_counts_once(
 ) -> None:
     events = writer(redis_client, namespace)
     message = Message("7", "+84912345678", "hi")
-    early = await events.correlator.sent("sms-a", "c1", [(message, "abc")])
+    early = await events.correlator.sent("sms-a", "c1", [(message, ("abc",))])
     assert not early
     events.receipt(Receipt("sms-a", "abc", True, "DELIVRD"))
     events.receipt(Receipt("sms-a", "abc", True, "DELIVRD"))  # the SMSC sent it twice
@@ -80,7 +80,7 @@ async def test_receipt_before_the_submit_response_is_kept_and_met(
     events.receipt(Receipt("sms-a", "9f", False, "UNDELIV", "001"))
     await events.drained()
     assert await redis_client.hgetall(receipts_key(namespace, "c2")) == {}
-    early = await events.correlator.sent("sms-a", "c2", [(Message("1", "+84912345678"), "9f")])
+    early = await events.correlator.sent("sms-a", "c2", [(Message("1", "+84912345678"), ("9f",))])
     await events.correlator.count("c2", early)
     assert counts(await redis_client.hgetall(receipts_key(namespace, "c2"))) == {
         "sms-a:undelivered": 1
@@ -93,7 +93,9 @@ async def test_a_long_message_counts_once_by_its_first_part(
     redis_client: RedisClient, namespace: str
 ) -> None:
     events = writer(redis_client, namespace)
-    await events.correlator.sent("sms-a", "c3", [(Message("1", "+84912345678"), "p1,p2,p3")])
+    await events.correlator.sent(
+        "sms-a", "c3", [(Message("1", "+84912345678"), ("p1", "p2", "p3"))]
+    )
     for part in ("p1", "p2", "p3"):
         events.receipt(Receipt("sms-a", part, True, "DELIVRD"))
     await events.drained()
@@ -106,7 +108,7 @@ async def test_same_id_on_two_routes_does_not_meet(
     redis_client: RedisClient, namespace: str
 ) -> None:
     events = writer(redis_client, namespace)
-    await events.correlator.sent("sms-a", "c4", [(Message("1", "+84912345678"), "1")])
+    await events.correlator.sent("sms-a", "c4", [(Message("1", "+84912345678"), ("1",))])
     events.receipt(Receipt("sms-b", "1", True, "DELIVRD"))  # another SMSC's id 1
     await events.drained()
     assert await redis_client.hgetall(receipts_key(namespace, "c4")) == {}
@@ -163,7 +165,7 @@ async def test_a_receipt_repeated_after_it_was_counted_counts_nothing(
     redis_client: RedisClient, namespace: str
 ) -> None:
     events = writer(redis_client, namespace)
-    await events.correlator.sent("sms-a", "c5", [(Message("1", "+84912345678"), "r-1")])
+    await events.correlator.sent("sms-a", "c5", [(Message("1", "+84912345678"), ("r-1",))])
     receipt = Receipt("sms-a", "r-1", True, "DELIVRD")
     assert (await events.store([receipt], [])).duplicates == 0
     # the SMSC did not hear our answer and sends it again, later
@@ -243,7 +245,7 @@ class ReceiptingAdapter:
             provider_id = f"{self.route}-{message.id}"
             if self.count % 2:  # half the receipts beat the response, as carriers' do
                 self.sink.receipt(Receipt(self.route, provider_id, True, "DELIVRD"))
-            results.append(Accepted(provider_id))
+            results.append(Accepted.one(provider_id))
         await asyncio.sleep(0.01)
         for message in messages[1::2]:
             self.sink.receipt(Receipt(self.route, f"{self.route}-{message.id}", False, "UNDELIV"))

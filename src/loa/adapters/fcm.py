@@ -257,7 +257,7 @@ class FcmAdapter(HttpAdapterBase):
                 return RetryLater(f"fcm {exc}")
             if not isinstance(name, str) or not name:
                 return RetryLater(f"fcm answer has no message name: {reply.snippet()!r}")
-            return Accepted(name)
+            return Accepted.one(name)
         try:
             error = reply.json_object().get("error")
         except BadAnswer:

@@ -79,7 +79,7 @@ class FileAdapter:
             view = view[os.write(fd, view) :]
         if self.fsync:
             os.fsync(fd)
-        return [Accepted(m.id) for m in messages]
+        return [Accepted.one(m.id) for m in messages]
 
     async def ping(self) -> None:
         """The file can be opened for appending."""

@@ -273,7 +273,7 @@ class HttpAdapter(HttpAdapterBase):
                 return RetryLater(f"gateway answer not recognised as accepted: {reply.snippet()!r}")
             provider_id = (found.groupdict().get("id") or "").strip()
         if self.options.success_field is None and self.options.id_field is None:
-            return Accepted(provider_id)
+            return Accepted.one(provider_id)
         try:
             return self._judge_json(reply.json(), provider_id)
         except BadAnswer as exc:
@@ -292,7 +292,7 @@ class HttpAdapter(HttpAdapterBase):
         if opts.id_field is not None:
             with contextlib.suppress(KeyError):  # accepted all the same, just not matchable
                 provider_id = str(lookup(doc, opts.id_field))
-        return Accepted(provider_id)
+        return Accepted.one(provider_id)
 
 
 class _AnyValue:

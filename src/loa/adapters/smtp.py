@@ -620,7 +620,7 @@ class SmtpAdapter:
             session.discard()
             self._warn("SMTP session lost", exc)
             return RetryLater(f"connection lost: {_describe(exc)}")
-        return Accepted(provider_id(reply, job.message_id))
+        return Accepted.one(provider_id(reply, job.message_id))
 
     def _refused(
         self, session: _Session, code: int, text: str, *, sender_stage: bool = False

@@ -201,7 +201,7 @@ class ZaloAdapter(HttpAdapterBase):
         if msg_id is None:
             return RetryLater(f"zalo answer has no data.msg_id: {reply.snippet()!r}")
         self._token_warned = False
-        return Accepted(str(msg_id))
+        return Accepted.one(str(msg_id))
 
     def _refused(self, code: int, text: str) -> SendResult:
         action = self.errors.get(code, "retry")

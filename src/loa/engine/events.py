@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from redis.exceptions import RedisError
 
 from loa.engine.connection import RedisClient, text
+from loa.engine.correlation import Heard, Sent
 from loa.engine.envelope import now_ms
 from loa.engine.keys import (
     inbound_key,
@@ -109,24 +110,26 @@ class Correlator:
         )
 
     async def sent(
-        self, route: str, campaign: str, accepted: Sequence[tuple[Message, str]]
+        self, route: str, campaign: str, accepted: Sequence[tuple[Message, tuple[str, ...]]]
     ) -> Counter[str]:
         """Record accepted messages (with their provider ids); count receipts that beat them."""
         calls: list[tuple[str, str, str]] = []
-        parts: list[int] = []
+        records: list[Sent] = []
         for message, provider_ids in accepted:
             # a long SMS has one id per part; its first part's receipt speaks for it
-            for part, provider_id in enumerate(provider_ids.split(",")):
-                key = receipt_key(self.namespace, route, provider_id)
-                calls.append((key, "sent", f"{campaign}|{message.id}|{part}"))
-                parts.append(part)
+            for part, provider_id in enumerate(provider_ids):
+                record = Sent(campaign, message.id, part)
+                calls.append(
+                    (receipt_key(self.namespace, route, provider_id), "sent", record.encode())
+                )
+                records.append(record)
         early: Counter[str] = Counter()
         if not calls:
             return early
-        for part, reply in zip(parts, await self.meet(calls), strict=True):
-            if isinstance(reply, bytes) and part == 0:
-                delivered, _, _state = text(reply).partition("|")
-                early[f"{route}:{'delivered' if delivered == '1' else 'undelivered'}"] += 1
+        for record, reply in zip(records, await self.meet(calls), strict=True):
+            if isinstance(reply, bytes) and record.speaks:
+                heard = Heard.decode(text(reply))
+                early[f"{route}:{'delivered' if heard.delivered else 'undelivered'}"] += 1
         return early
 
     async def count(self, campaign: str, counts: Counter[str]) -> None:
@@ -260,7 +263,7 @@ class EventWriter:
             else:
                 first[key] = receipt
         calls = [
-            (key, "receipt", f"{1 if receipt.delivered else 0}|{receipt.state}")
+            (key, "receipt", Heard(receipt.delivered, receipt.state).encode())
             for key, receipt in first.items()
         ]
         by_campaign: dict[str, Counter[str]] = {}
@@ -274,9 +277,9 @@ class EventWriter:
                 continue
             met.append(key)
             seen[receipt.route, outcome] += 1
-            campaign, _, rest = text(reply).partition("|")
-            if rest.endswith("|0"):  # the first part speaks for a long message
-                counts = by_campaign.setdefault(campaign, Counter())
+            sent = Sent.decode(text(reply))
+            if sent.speaks:  # the first part speaks for a long message
+                counts = by_campaign.setdefault(sent.campaign, Counter())
                 counts[f"{receipt.route}:{outcome}"] += 1
         if met:
             await self._count(by_campaign, met)

@@ -277,9 +277,9 @@ class RouteRunner:
         correlator = self.ctx.correlator
         assert correlator is not None
         accepted = [
-            (batch.messages[index], result.provider_id)
+            (batch.messages[index], result.provider_ids)
             for index, result in zip(indexes, results, strict=True)
-            if type(result) is Accepted and result.provider_id
+            if type(result) is Accepted and result.provider_ids
         ]
         if accepted:
             early = await correlator.sent(self.name, batch.campaign, accepted)

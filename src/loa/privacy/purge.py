@@ -32,6 +32,7 @@ from loa.appointments.ledger import Ledger
 from loa.campaigns.store import ENDED, CampaignStore, State
 from loa.campaigns.suppression import Suppression
 from loa.engine.connection import RedisClient, text
+from loa.engine.correlation import stored_sent
 from loa.engine.envelope import Batch, now_ms, pack, unpack
 from loa.engine.keys import (
     LANES,
@@ -327,8 +328,8 @@ class Purge:
         ns = _glob(self.namespace)
         done.dedup = await self.redis.delete(campaign_seen_key(self.namespace, campaign_id))
         async for key in scan(self.redis, receipt_pattern(ns)):
-            value = text(await self.redis.get(key))
-            if value[:2] in ("s:", "m:") and value[2:].split("|", 1)[0] == campaign_id:
+            sent = stored_sent(text(await self.redis.get(key)))
+            if sent is not None and sent.campaign == campaign_id:
                 done.receipts += await self.redis.delete(key)
         done.frequency = await self._forget_reached(campaign_id)
         directory = self.settings.data_dir / "campaigns" / campaign_id

@@ -54,7 +54,7 @@ The test module (or its conftest.py) must provide the `anyio_backend` fixture as
 the subclass `Test...` so pytest collects it. `AdapterContract` itself is not collected.
 Override `send_timeout` (seconds) if one `send` to your test peer may take longer than 30 s.
 The contract cannot see whether results are in the right order: check that in your own tests,
-for example by matching `Accepted.provider_id` values against your test peer's records.
+for example by matching `Accepted.provider_ids` values against your test peer's records.
 """
 
 from __future__ import annotations

@@ -323,7 +323,7 @@ class SmppAdapter:
             if not isinstance(answer, str):
                 return answer
             ids.append(answer)
-        return Accepted(ids[0] if len(ids) == 1 else ",".join(ids))
+        return Accepted.one(ids[0]) if len(ids) == 1 else Accepted(tuple(ids))
 
     def _answer(self, future: asyncio.Future[Pdu]) -> str | SendResult:
         """One part's message id, or what its refusal (or missing answer) means.
@@ -357,7 +357,7 @@ class SmppAdapter:
                 refusal = answer
         if refusal is not None:
             return plan.refused(refusal)
-        return Accepted(",".join(plan.ids), resent=plan.resent)
+        return Accepted(tuple(plan.ids), resent=plan.resent)
 
     def _verdict(self, status: int) -> SendResult:
         verdict = self.verdicts.get(status, "retry")
