@@ -56,6 +56,26 @@ class EmitsEvents(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What an adapter's provider does besides taking messages, declared by the adapter class
+    as `capabilities` (an adapter that declares none has the defaults).
+
+    `receipts` and `replies`: they come on the adapter's own connection (it `attach`es the
+    worker's sink). `webhook`: the name of the callback format its provider sends, as the
+    registry knows it; "loa" is loa's own signed receipt batch, which any provider that can be
+    configured to send it may use. A route takes callbacks only with a secret
+    (`api.webhook_secrets`), and then its accepted messages are remembered for their receipts.
+    """
+
+    receipts: bool = False
+    replies: bool = False
+    webhook: str = "loa"
+
+
+DEFAULT_CAPABILITIES = Capabilities()
+
+
+@dataclass(frozen=True, slots=True)
 class BindState:
     """One connection a provider sends on: its kind (an SMPP bind mode), up or not, and why not."""
 

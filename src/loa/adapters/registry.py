@@ -10,7 +10,14 @@ from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
 
-from loa.adapters.base import Adapter, AdapterFactory
+from loa.adapters.base import (
+    DEFAULT_CAPABILITIES,
+    Adapter,
+    AdapterFactory,
+    Capabilities,
+    EmitsEvents,
+)
+from loa.adapters.inbound import LoaWebhook, Webhook
 from loa.errors import AdapterContractError, AdapterNotFound, ConfigError
 from loa.settings import Settings, describe_errors
 
@@ -28,7 +35,7 @@ def _builtins() -> dict[str, AdapterFactory]:
     from loa.adapters.null import NullAdapter
     from loa.adapters.smpp.adapter import SmppAdapter
     from loa.adapters.smtp import SmtpAdapter
-    from loa.adapters.zalo import ZaloAdapter
+    from loa.adapters.zalo.adapter import ZaloAdapter
 
     return {
         "null": NullAdapter.create,
@@ -61,6 +68,46 @@ def _load(point: EntryPoint, key: str = "") -> AdapterFactory:
     if not callable(factory):
         raise ConfigError(f"{head}adapter plug-in {point.name!r} ({where}) is not callable")
     return cast(AdapterFactory, factory)
+
+
+def webhook_formats() -> dict[str, Webhook]:
+    """Every callback format by name: a provider's own beside its adapter, and loa's."""
+    from loa.adapters.zalo.webhook import ZaloWebhook
+
+    return {"zalo": ZaloWebhook(), "loa": LoaWebhook()}
+
+
+def capabilities(adapter: str) -> Capabilities:
+    """What the adapter named `adapter` declares it can do, without building one."""
+    factory = _builtins().get(adapter)
+    if factory is None:
+        point = _plugins().get(adapter)
+        if point is None:
+            return DEFAULT_CAPABILITIES
+        factory = _load(point)
+    owner = getattr(factory, "__self__", factory)  # a classmethod's class, or the factory
+    declared = getattr(owner, "capabilities", DEFAULT_CAPABILITIES)
+    return declared if isinstance(declared, Capabilities) else DEFAULT_CAPABILITIES
+
+
+def webhook(adapter: str) -> Webhook:
+    """The callback format of the adapter named `adapter`'s provider."""
+    name = capabilities(adapter).webhook
+    found = webhook_formats().get(name)
+    if found is None:
+        raise ConfigError(f"adapter {adapter!r} declares webhook format {name!r}, which loa lacks")
+    return found
+
+
+def receives_receipts(settings: Settings, route: str, adapter: Adapter) -> bool:
+    """True when receipts come back for the route's messages: on its adapter's own connection,
+    or by its provider's webhook, which a secret for the route turns on."""
+    declared = getattr(adapter, "capabilities", DEFAULT_CAPABILITIES)
+    if isinstance(adapter, EmitsEvents) or (
+        isinstance(declared, Capabilities) and declared.receipts
+    ):
+        return True
+    return route in settings.api.webhook_secrets
 
 
 def names() -> list[str]:

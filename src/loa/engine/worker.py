@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import uvloop
 
 from loa.adapters.base import Adapter, EmitsEvents, Listens
-from loa.adapters.registry import create_adapter
+from loa.adapters.registry import create_adapter, receives_receipts
 from loa.engine.binds import BindReporter
 from loa.engine.connection import RedisClient, connect
 from loa.engine.context import RouteContext
@@ -80,9 +80,8 @@ class Worker:
                 correlator = None
                 if isinstance(adapter, EmitsEvents):
                     adapter.attach(events)
+                if receives_receipts(self.settings, name, adapter):
                     correlator = events.correlator
-                elif name in self.settings.api.webhook_secrets:
-                    correlator = events.correlator  # its receipts come by the API's webhook
                 if isinstance(adapter, Listens):
                     adapter.listen()  # replies arrive whether or not this route ever sends
                     listening[name] = adapter

@@ -9,11 +9,11 @@ import logging
 import random
 import ssl
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from loa.adapters.base import BindState, EventSink
+from loa.adapters.base import BindState, Capabilities, EventSink
 from loa.adapters.registry import parse_options
 from loa.adapters.smpp.coding import SINGLE_LIMIT, decode_text, encode_chosen, split_parts, udh
 from loa.adapters.smpp.pdu import Command, Pdu, Status, SubmitEncoder, Tag, status_name
@@ -201,6 +201,9 @@ class Bind:
 
 class SmppAdapter:
     """Sends each message as one or more submit_sm over a route's binds to its SMSC."""
+
+    # delivery receipts and replies come as deliver_sm on the adapter's own binds
+    capabilities: ClassVar[Capabilities] = Capabilities(receipts=True, replies=True)
 
     def __init__(self, route: str, options: SmppOptions) -> None:
         self.route = route

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from loa.adapters.base import Capabilities
 from loa.adapters.httpclient import BadAnswer, HttpAdapterBase, HttpOptions, Reply, check_url
 from loa.adapters.httpclient import status_result as http_status_result
 from loa.adapters.registry import parse_options
@@ -16,7 +17,7 @@ from loa.errors import ConfigError
 from loa.log import mask
 from loa.message import Accepted, Failed, Message, RetryLater, SendResult, Throttled
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("loa.adapters.zalo")  # the package: what operators filter on
 
 DEFAULT_BASE_URL = "https://business.openapi.zalo.me"
 ACCESS_TOKEN_INVALID = -124
@@ -110,6 +111,9 @@ class ZaloOptions(HttpOptions):
 
 class ZaloAdapter(HttpAdapterBase):
     """POST {base_url}/message/template for each message; Message.to is the E.164 phone."""
+
+    # receipts and replies come by Zalo's OA webhook (adapters/zalo/webhook.py)
+    capabilities: ClassVar[Capabilities] = Capabilities(webhook="zalo")
 
     provider = "zalo"
 
