@@ -49,6 +49,7 @@ from common import (
 )
 from engine import delete_namespace
 from loa.access.identity import Role, program
+from loa.campaigns.controls import campaign_controls
 from loa.campaigns.service import Campaigns
 from loa.engine.connection import connect
 from loa.engine.embedded import EmbeddedRedis
@@ -302,7 +303,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         try:
             settings = bench_settings(args, url, workdir, namespace)
             allowance = in_adapter_hands(args, workdir)
-            supervisor = Supervisor(settings, processes=args.processes)
+            supervisor = Supervisor(settings, processes=args.processes, controls=campaign_controls)
             supervisor.start()
             try:
                 wall = time.perf_counter()

@@ -33,6 +33,7 @@ from common import (
     source_version,
     write_results,
 )
+from loa.campaigns.controls import campaign_controls
 from loa.engine.connection import connect
 from loa.engine.embedded import EmbeddedRedis
 from loa.engine.keys import ShardKeys, shard_keys
@@ -393,7 +394,7 @@ def delete_namespace(client: redis.Redis, namespace: str) -> None:
 
 def run_supervisor(settings: Settings, processes: int) -> Supervisor:
     """Start the worker processes (the server is ours, so the supervisor leaves it alone)."""
-    supervisor = Supervisor(settings, processes=processes)
+    supervisor = Supervisor(settings, processes=processes, controls=campaign_controls)
     supervisor.start()
     return supervisor
 

@@ -37,6 +37,7 @@ from common import (
     write_results,
 )
 from engine import MB, RssSampler
+from loa.campaigns.controls import campaign_controls
 from loa.engine.connection import connect
 from loa.engine.keys import shard_keys
 from loa.engine.queue import Queues
@@ -69,7 +70,7 @@ async def _finished(url: str, settings: Settings) -> int:
 def drain(args: argparse.Namespace, url: str, settings: Settings, queued: int) -> dict[str, Any]:
     """Worker processes send the queued campaign to the null adapter; their RSS is sampled."""
     client = redis.Redis.from_url(url)
-    supervisor = Supervisor(settings, processes=args.workers)
+    supervisor = Supervisor(settings, processes=args.workers, controls=campaign_controls)
     supervisor.start()
     try:
         pids = supervisor.pids()

@@ -47,6 +47,7 @@ from common import (
 from engine import RssSampler
 from loa.access.identity import Role, program
 from loa.campaigns.audience import BadRow, open_audience
+from loa.campaigns.controls import campaign_controls
 from loa.campaigns.plan import load_plan
 from loa.campaigns.planner import Group, Planner, Report
 from loa.campaigns.service import Campaigns
@@ -261,7 +262,9 @@ def run_child(
     client = redis.Redis.from_url(url)
     try:
         if args.drain_workers:
-            supervisor = Supervisor(settings, processes=args.drain_workers)
+            supervisor = Supervisor(
+                settings, processes=args.drain_workers, controls=campaign_controls
+            )
             supervisor.start()
         command = [
             sys.executable, str(Path(__file__).resolve()), "--child", str(audience),

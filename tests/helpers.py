@@ -14,8 +14,9 @@ import orjson
 
 from loa.access.identity import Role, program
 from loa.campaigns.clock import run_clock
+from loa.campaigns.controls import campaign_controls
+from loa.campaigns.record import Campaign
 from loa.campaigns.service import Campaigns
-from loa.campaigns.store import Campaign
 from loa.engine.connection import RedisClient, connect
 from loa.engine.keys import shard_keys
 from loa.engine.producer import Enqueued, Producer
@@ -112,7 +113,7 @@ def id_counts(lines: Iterable[dict[str, Any]]) -> Counter[str]:
 async def running(settings: Settings, client: RedisClient) -> AsyncIterator[Worker]:
     """A worker in this process serving every route of `settings`, with the campaign clock a
     supervisor runs beside its workers; drained when the block ends."""
-    worker = Worker(settings, client)
+    worker = Worker(settings, client, controls=campaign_controls)
     task = asyncio.create_task(worker.run())
     stopping = asyncio.Event()
     clock = asyncio.create_task(run_clock(settings, client, stopping, period=0.1))

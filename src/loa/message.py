@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +76,12 @@ FINAL = (
     Outcome.SUPPRESSED,
     Outcome.FALLBACK,
 )
+
+
+def finished(counts: Mapping[str, int]) -> int:
+    """How many messages have their final outcome, over every route of a campaign: each FINAL
+    outcome but FALLBACK, whose message is counted again where it ends, on its next channel."""
+    return sum(counts.get(outcome, 0) for outcome in FINAL if outcome is not Outcome.FALLBACK)
 
 
 RESUME = "resume"  # the key of Message.extra holding what an adapter needs to finish a message

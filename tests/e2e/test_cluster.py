@@ -23,6 +23,7 @@ import pytest
 import redis
 from redis.asyncio import RedisCluster
 
+from loa.campaigns.controls import campaign_controls
 from loa.engine.connection import RedisClient, connect, is_cluster
 from loa.engine.envelope import Batch, now_ms
 from loa.engine.events import EventWriter, read_inbound
@@ -393,7 +394,7 @@ async def test_worker_end_to_end_on_cluster(
         assert enqueued.batches == -(-per_route // 75)
     total = len(expected)
 
-    worker = Worker(settings, client)
+    worker = Worker(settings, client, controls=campaign_controls)
     task = asyncio.create_task(worker.run())
     try:
         deadline = time.monotonic() + 120

@@ -21,6 +21,7 @@ import uvicorn
 from loa.access.identity import Role, program
 from loa.access.tokens import Tokens
 from loa.api import create_app
+from loa.campaigns.controls import campaign_controls
 from loa.engine.connection import connect
 from loa.engine.embedded import free_port
 from loa.engine.worker import Worker, connections_needed
@@ -97,7 +98,7 @@ def worker_thread(settings: Settings) -> Background:
         redis = connect(
             settings.redis_url or "", max_connections=connections_needed(settings, None)
         )
-        worker = Worker(settings, redis)
+        worker = Worker(settings, redis, controls=campaign_controls)
         me.loop, me.stop_soon = asyncio.get_running_loop(), worker.stop
         me.ready.set()
         try:

@@ -17,6 +17,7 @@ import redis
 
 from helpers import approved, enqueue, id_counts, messages, read_sink, status, wait_for
 from loa.campaigns.clock import CampaignClock
+from loa.campaigns.controls import campaign_controls
 from loa.campaigns.service import Campaigns
 from loa.campaigns.store import CampaignStore
 from loa.engine.connection import connect
@@ -45,7 +46,7 @@ def test_kill_9_loses_nothing_and_counts_duplicates(make_settings, tmp_path):
     settings = make_settings(routes={"sms": file_route(sink, rate=3000, unit="messages")})
     total = 12_000
     enqueue(settings, "sms", messages(total))
-    supervisor = Supervisor(settings, processes=2)
+    supervisor = Supervisor(settings, processes=2, controls=campaign_controls)
     supervisor.start()
     try:
         wait_for(lambda: status(settings, "sms").accepted >= 2000, 30, "sending under way")
@@ -75,7 +76,7 @@ def test_two_processes_share_the_route_rate(make_settings, tmp_path):
     settings = make_settings(routes={"sms": file_route(sink, rate=rate, chunk=10)})
     count = 5000  # 1.5 parts on average: 7,500 parts, 7.5 s at the configured rate
     enqueue(settings, "sms", messages(count, parts=lambda n: 1 + n % 2))
-    supervisor = Supervisor(settings, processes=2)
+    supervisor = Supervisor(settings, processes=2, controls=campaign_controls)
     supervisor.start()
     try:
         wait_for(lambda: status(settings, "sms").finished >= count, 60, "every message")
@@ -145,7 +146,7 @@ def _toml(settings: Settings) -> str:
 
 def test_workers_restart_after_crash_and_stop_cleanly(make_settings, tmp_path):
     settings = make_settings(routes={"sms": file_route(tmp_path / "sink")})
-    supervisor = Supervisor(settings, processes=1)
+    supervisor = Supervisor(settings, processes=1, controls=campaign_controls)
     supervisor.start()
     try:
         first = supervisor.pids()
@@ -169,7 +170,12 @@ def test_the_supervisor_ends_a_campaign_nobody_reads(make_settings, tmp_path):
     people = tmp_path / "a.csv"
     people.write_text("phone\n" + "".join(f"091{n:07d}\n" for n in range(300)))
     campaign_id = asyncio.run(_launch(settings, plan, people))
-    supervisor = Supervisor(settings, processes=1, chores=[CampaignClock(settings).tick])
+    supervisor = Supervisor(
+        settings,
+        processes=1,
+        chores=[CampaignClock(settings).tick],
+        controls=campaign_controls,
+    )
     supervisor.start()
     try:
         wait_for(lambda: asyncio.run(_stored_state(settings, campaign_id)) == "done", 30,

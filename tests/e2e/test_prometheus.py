@@ -29,6 +29,7 @@ from test_deploy_files import (
 
 from helpers import enqueue, enqueue_async, messages, running, status_async, until, wait_for
 from loa.adapters.registry import create_adapter
+from loa.campaigns.controls import campaign_controls
 from loa.engine.embedded import free_port
 from loa.engine.keys import shard_keys
 from loa.engine.queue import Queues
@@ -215,7 +216,7 @@ def test_prometheus_sees_the_rate_of_sent_messages(prometheus_tools, make_settin
     enqueue(settings, "sms", messages(COUNT))
     started = time.monotonic()
     with prometheus(binary, tmp_path / "prometheus", [f"127.0.0.1:{metrics_port}"]) as server:
-        supervisor = Supervisor(settings, processes=2)
+        supervisor = Supervisor(settings, processes=2, controls=campaign_controls)
         supervisor.start()
         try:
             wait_for(lambda: server.value('up{job="loa"}') == 1, 30, "the loa target up")

@@ -18,6 +18,7 @@ from helpers import TcpProxy, running, status_async, until
 from loa.adapters import registry
 from loa.adapters.smpp.adapter import SmppAdapter
 from loa.api import create_app
+from loa.campaigns.controls import campaign_controls
 from loa.engine.binds import read_binds
 from loa.engine.connection import RedisClient, connect
 from loa.engine.events import EventWriter, read_inbound
@@ -174,7 +175,8 @@ async def test_a_worker_killed_between_receiving_a_reply_and_writing_it_loses_no
     context = multiprocessing.get_context("spawn")
 
     def spawn(settings: Settings) -> multiprocessing.process.BaseProcess:
-        process = context.Process(target=process_main, args=(settings, proxy.url, ["sms"]))
+        arguments = (settings, proxy.url, ["sms"], campaign_controls)
+        process = context.Process(target=process_main, args=arguments)
         process.start()
         return process
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from helpers import enqueue, enqueue_async, messages, read_sink, running, status, until
+from loa.campaigns.controls import campaign_controls
 from loa.engine.connection import RedisClient
 from loa.engine.keys import shard_keys
 from loa.engine.queue import GROUP, Queues, Taken
@@ -110,7 +111,7 @@ def test_a_campaign_keeps_moving_while_its_worker_is_killed_every_second(
     )
     total = 3000
     enqueue(settings, "sms", messages(total))
-    supervisor = Supervisor(settings, processes=1)
+    supervisor = Supervisor(settings, processes=1, controls=campaign_controls)
     supervisor.start()
     kills = sent = 0
     try:

@@ -11,6 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from helpers import enqueue, messages, status, wait_for
+from loa.campaigns.controls import campaign_controls
 from loa.engine.embedded import free_port
 from loa.engine.supervisor import Supervisor
 from loa.log import JsonFormatter, mask, mask_address
@@ -46,7 +47,7 @@ def test_metrics_of_all_processes_on_one_endpoint(make_settings):
         },
     )
     enqueue(settings, "sms", messages(3000))
-    supervisor = Supervisor(settings, processes=2)
+    supervisor = Supervisor(settings, processes=2, controls=campaign_controls)
     supervisor.start()
     try:
         during = _scrape(port)

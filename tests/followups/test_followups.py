@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 
 from loa.access.identity import local_principal
+from loa.campaigns.controls import Controls
 from loa.campaigns.plan import Plan
 from loa.campaigns.service import Campaigns
 from loa.engine.connection import RedisClient
-from loa.engine.control import DAY_SECONDS, REGION, Controls
+from loa.engine.control import DAY_SECONDS, REGION
 from loa.engine.events import EventWriter
 from loa.engine.keys import asked_key
 from loa.engine.metrics import Metrics

@@ -10,9 +10,9 @@ from typing import Any
 import msgpack
 import pytest
 
+from loa.campaigns.controls import Controls
 from loa.campaigns.suppression import Suppression
 from loa.engine.connection import RedisClient, text
-from loa.engine.control import Controls
 from loa.engine.envelope import Batch, unpack
 from loa.engine.events import EventWriter
 from loa.engine.keys import ShardKeys, frequency_key, inbound_key, suppression_key

@@ -35,8 +35,8 @@ from loa.api.models import (
     dry_run,
 )
 from loa.api.security import Approver, Operator, Viewer
+from loa.campaigns.record import Campaign, State
 from loa.campaigns.service import needs_two
-from loa.campaigns.store import Campaign, State
 from loa.engine.embedded import private_dir
 from loa.errors import ApiError, CampaignError
 

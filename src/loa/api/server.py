@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from loa.api.app import create_app
 from loa.api.deadline import header_deadline
+from loa.campaigns.controls import campaign_controls
 from loa.engine.backup_status import BackupCollector
 from loa.engine.connection import connect
 from loa.engine.embedded import redis_url_for
@@ -42,7 +43,9 @@ def run_server(
 
     Returns the exit code: 1 when a worker had to be killed rather than drained.
     """
-    supervisor = Supervisor(settings, processes, routes, chores(settings))
+    supervisor = Supervisor(
+        settings, processes, routes, chores(settings), controls=campaign_controls
+    )
     backups = BackupScheduler(settings)
     supervisor.collectors.append(BackupCollector(settings.data_dir, backups.interval))
     _keep_running_after_signals(supervisor.request_stop)

@@ -14,8 +14,8 @@ import logging
 
 from redis.exceptions import RedisError
 
+from loa.campaigns.record import State
 from loa.campaigns.service import Campaigns
-from loa.campaigns.store import State
 from loa.engine.connection import RedisClient
 from loa.settings import Settings
 

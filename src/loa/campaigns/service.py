@@ -33,13 +33,14 @@ from loa.campaigns.planner import (
     Report,
     plan_audience,
 )
-from loa.campaigns.store import ACTIVE, ENDED, Campaign, CampaignStore, State, new_campaign_id
+from loa.campaigns.record import ACTIVE, ENDED, Campaign, State, new_campaign_id
+from loa.campaigns.store import CampaignStore
 from loa.engine.connection import RedisClient, text
 from loa.engine.keys import ShardKeys, campaign_seen_key, receipts_key, shard_keys
 from loa.engine.queue import Queues
 from loa.engine.quiet import QuietHours
 from loa.errors import ApprovalRequired, AuthError, CampaignError, PlanError
-from loa.message import Outcome
+from loa.message import Outcome, finished
 from loa.settings import Settings
 
 # what `loa campaign status --json` always has
@@ -65,14 +66,6 @@ STATUS_KEYS = (
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 NOT_REQUIRED = "not_required"
 STEERING = frozenset({"pause", "resume", "cancel"})
-# a message counted under one of these has its final outcome for this campaign
-FINAL_OUTCOMES = (
-    Outcome.ACCEPTED,
-    Outcome.FAILED,
-    Outcome.DEAD,
-    Outcome.EXPIRED,
-    Outcome.SUPPRESSED,
-)
 
 
 class Campaigns:
@@ -395,7 +388,7 @@ class Campaigns:
         # refusal, and sends whose answer never came (and those of them taken again)
         for outcome in (Outcome.REDELIVERED, Outcome.UNKNOWN, Outcome.POSSIBLE_DUPLICATE):
             status[outcome.value] = sending[outcome]
-        status["finished"] = sum(sending[o] for o in FINAL_OUTCOMES)
+        status["finished"] = finished(sending)
         by_route = await self._route_counts(campaign_id)
         for route, counts in receipts.items():
             by_route.setdefault(route, {}).update(counts)
@@ -437,7 +430,7 @@ class Campaigns:
             return state
         if state is State.RUNNING and campaign.fields.get("planned") == "1":
             sending = await self._sending_counts(campaign.id)
-            if sum(sending[o] for o in FINAL_OUTCOMES) >= campaign.counter("queued"):
+            if finished(sending) >= campaign.counter("queued"):
                 return await self.store.apply(campaign.id, "finish")
         return state
 

@@ -2,85 +2,23 @@
 
 from __future__ import annotations
 
-import enum
-import secrets
-import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
+from loa.campaigns.record import (
+    ACTIVE,
+    ENDED,
+    TRANSITIONS,
+    Campaign,
+    Field,
+    State,
+    new_campaign_id,
+)
 from loa.engine.connection import RedisClient, text
 from loa.engine.envelope import now_ms
 from loa.engine.keys import active_campaigns_key, campaign_key, campaigns_key
 from loa.engine.scripts import scripts
 from loa.errors import CampaignError
-
-
-class State(enum.StrEnum):
-    """draft -> approved -> scheduled -> running <-> paused -> done | cancelled | expired."""
-
-    DRAFT = "draft"
-    APPROVED = "approved"
-    SCHEDULED = "scheduled"
-    RUNNING = "running"
-    PAUSED = "paused"
-    DONE = "done"
-    CANCELLED = "cancelled"
-    EXPIRED = "expired"
-
-
-ENDED = frozenset({State.DONE, State.CANCELLED, State.EXPIRED})
-# the states the campaign clock watches: time or counters may move them on
-ACTIVE = frozenset({State.SCHEDULED, State.RUNNING, State.PAUSED})
-
-# action -> (states it may start from, state it leads to)
-TRANSITIONS: dict[str, tuple[frozenset[State], State]] = {
-    "approve": (frozenset({State.DRAFT}), State.APPROVED),
-    "schedule": (frozenset({State.APPROVED}), State.SCHEDULED),
-    "start": (frozenset({State.APPROVED, State.SCHEDULED}), State.RUNNING),
-    "pause": (frozenset({State.SCHEDULED, State.RUNNING}), State.PAUSED),
-    "resume": (frozenset({State.PAUSED}), State.RUNNING),
-    "cancel": (
-        frozenset({State.DRAFT, State.APPROVED, State.SCHEDULED, State.RUNNING, State.PAUSED}),
-        State.CANCELLED,
-    ),
-    "finish": (frozenset({State.RUNNING}), State.DONE),
-    "expire": (frozenset({State.SCHEDULED, State.RUNNING, State.PAUSED}), State.EXPIRED),
-}
-
-
-def new_campaign_id() -> str:
-    """Short, sortable and unguessable: `20261122-3f9a1c`."""
-    return f"{time.strftime('%Y%m%d', time.gmtime())}-{secrets.token_hex(3)}"
-
-
-@dataclass(slots=True)
-class Campaign:
-    """A campaign as stored: everything is text in Redis, typed here."""
-
-    id: str
-    fields: dict[str, str]
-
-    @property
-    def state(self) -> State:
-        """Its current state."""
-        return State(self.fields["state"])
-
-    @property
-    def name(self) -> str:
-        """The plan's name."""
-        return self.fields.get("name", "")
-
-    def counter(self, name: str) -> int:
-        """A planning counter (0 when not set)."""
-        return int(self.fields.get(name, 0) or 0)
-
-    def json(self, key: str) -> Any:
-        """A field stored as JSON."""
-        raw = self.fields.get(key)
-        return orjson.loads(raw) if raw else None
 
 
 class CampaignStore:
@@ -120,7 +58,7 @@ class CampaignStore:
             some = ids[start : start + 500]
             pipe = self.redis.pipeline(transaction=False)
             for campaign_id in some:
-                pipe.hget(self.key(campaign_id), "state")
+                pipe.hget(self.key(campaign_id), Field.STATE)
             states = await pipe.execute()
             found += [i for i, state in zip(some, states, strict=True) if text(state) in ACTIVE]
         if found:

@@ -38,8 +38,8 @@ from loa.access.audit import LOCAL, AuditLog, audited
 from loa.access.identity import Principal
 from loa.campaigns.audience import open_audience
 from loa.campaigns.plan import CHANNELS, Plan
+from loa.campaigns.record import ENDED, Campaign, State
 from loa.campaigns.service import Campaigns
-from loa.campaigns.store import ENDED, Campaign, State
 from loa.cap.mapping import Mapped, map_alert, plan_mapping, to_toml
 from loa.cap.model import Alert
 from loa.cap.parse import parse_alert

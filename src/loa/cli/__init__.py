@@ -62,6 +62,7 @@ def worker(
     ] = None,
 ) -> None:
     """Run worker processes until SIGTERM or SIGINT, then drain and exit."""
+    from loa.campaigns.controls import campaign_controls
     from loa.engine import supervisor
     from loa.privacy.retention import chores
 
@@ -69,7 +70,9 @@ def worker(
     names = [r.strip() for r in routes.split(",") if r.strip()] if routes else None
     if not settings.routes:
         raise LoaError("no routes configured: add [routes.NAME] tables to the settings file")
-    raise typer.Exit(supervisor.run(settings, processes, names, chores(settings)))
+    raise typer.Exit(supervisor.run(
+            settings, processes, names, chores(settings), controls=campaign_controls
+        ))
 
 
 @app.command()

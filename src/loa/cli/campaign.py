@@ -16,8 +16,8 @@ from rich.console import Console
 from loa.access.audit import AuditLog, Note
 from loa.access.identity import Principal, Role
 from loa.campaigns.planner import PLANNING_COUNTERS, Report
+from loa.campaigns.record import State
 from loa.campaigns.service import STATUS_KEYS, Campaigns, safe_cell
-from loa.campaigns.store import State
 from loa.cli.common import (
     ConfigOption,
     JsonOption,

@@ -13,6 +13,7 @@ import orjson
 import uvloop
 from rich.console import Console
 
+from loa.campaigns.controls import campaign_controls
 from loa.demo.config import (
     default_duration,
     demo_settings,
@@ -114,7 +115,9 @@ class _Demo:
         config = self.work / "loa.toml"
         previous = _previous_namespace(config)
         write_settings(settings, config)
-        supervisor = Supervisor(settings, self.processes, chores=chores(settings))
+        supervisor = Supervisor(
+            settings, self.processes, chores=chores(settings), controls=campaign_controls
+        )
         supervisor.start()
         try:
             facts = self._audience()

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from loa.adapters.base import Adapter
-from loa.engine.control import Controls
+from loa.engine.control import CampaignControls
 from loa.engine.envelope import Batch
 from loa.engine.events import Correlator
 from loa.engine.keys import ShardKeys, shard_keys
@@ -31,7 +31,7 @@ class RouteContext:
     consumer: str
     worker: WorkerSettings
     stopping: asyncio.Event
-    controls: Controls | None = None
+    controls: CampaignControls | None = None
     correlator: Correlator | None = None  # set when the adapter's provider sends receipts
     route_shards: Mapping[str, int] = field(default_factory=dict)  # fallback targets' shards
     shards: list[ShardKeys] = field(init=False)

@@ -1,11 +1,8 @@
-"""What a campaign's operators decided, as workers see it before each chunk leaves.
+"""What a campaign's operators decided, as workers ask it before each chunk leaves.
 
-The campaign layer writes one hash per campaign, `{namespace}:{camp:ID}`; the engine reads
-these fields: `state` (only "running" sends, and "scheduled" once `start_ms` has come;
-"cancelled" drops what is left; any other state holds it), `start_ms`, `quiet_hours`
-("21:00-07:00", empty for none), `timezone` (IANA name) and `rate` (the campaign's own cap in
-messages per second across every route and worker, empty for none).
-Reads are cached for `ttl` seconds, so a pause reaches every worker within that time.
+The engine knows no campaign state: it declares what it asks (`CampaignControls`: may this
+chunk leave, at what campaign rate, who opted out, whom it reached) and the campaign layer
+answers (`loa.campaigns.controls`), built in each worker by the `ControlsFactory` it is given.
 Opt-outs live in one set, `{namespace}:suppressed`, checked per chunk: an address as it is, or,
 for a person whose data was erased, `h:` and a salted digest of it (`optout_digest`), so they
 stay opted out with no number kept; the salt is `{namespace}:suppressed:salt`.
@@ -22,25 +19,18 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from typing import Protocol
 
-from loa.engine.connection import RedisClient, text
-from loa.engine.keys import asked_key, campaign_key, frequency_key, optout_salt_key, suppression_key
-from loa.engine.quiet import QuietHours
-from loa.engine.ratelimit import RateLimiter, RateSpec
-from loa.engine.scripts import scripts
+from loa.engine.connection import RedisClient
+from loa.engine.keys import optout_salt_key, suppression_key
+from loa.engine.ratelimit import RateLimiter
 from loa.message import Lane, Message
 
-CACHE_SECONDS = 0.5
 PERSON = "person"  # the key of Message.extra naming the person when `to` is not their phone
 REGION = "region"  # the key of Message.extra with the person's region, when a campaign asks
 DAY_SECONDS = 86_400
-RUNNING = "running"
-SCHEDULED = "scheduled"
-CANCELLED = "cancelled"
 
 
 def optout_digest(salt: bytes, address: str) -> str:
@@ -99,136 +89,28 @@ SEND = Verdict(Decision.SEND)
 HOLD_RETRY_MS = 1000  # a paused campaign's batches come back to look every second
 
 
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    read_at: float
-    state: str
-    start_ms: int
-    quiet: QuietHours | None
-    limiter: RateLimiter | None
-    followup: int = 0  # seconds a reply counts as an answer to its question (0: it asks none)
-
-
-class Controls:
-    """The per-process cache of campaign controls and the suppression check."""
-
-    def __init__(
-        self,
-        redis: RedisClient,
-        namespace: str,
-        ttl: float = CACHE_SECONDS,
-        memory: float = 0.0,
-    ) -> None:
-        self.redis = redis
-        self.namespace = namespace
-        self.ttl = ttl
-        self.memory = memory  # seconds a person reached is remembered (0: nobody is)
-        self._cache: dict[str, _Entry] = {}
-        table = scripts(redis)
-        self._remember = table["remember"]
-        self._ask = table["ask"]
+class CampaignControls(Protocol):
+    """What a worker asks about a campaign before and after each chunk (one per process)."""
 
     async def verdict(self, campaign: str, lane: Lane, now_ms: int) -> Verdict:
-        """May a chunk of `campaign` leave now?"""
-        if not campaign:
-            return SEND
-        entry = await self._entry(campaign)
-        if entry is None:
-            return SEND  # not a managed campaign: plain engine traffic
-        if entry.state == CANCELLED:
-            return Verdict(Decision.CANCEL)
-        started = entry.state == SCHEDULED and 0 < entry.start_ms <= now_ms
-        if entry.state != RUNNING and not started:
-            return Verdict(Decision.HOLD, now_ms + HOLD_RETRY_MS)
-        if entry.quiet is not None and lane is not Lane.EMERGENCY:
-            moment = datetime.fromtimestamp(now_ms / 1000, UTC)
-            if entry.quiet.contains(moment):
-                return Verdict(Decision.HOLD, int(entry.quiet.next_end(moment).timestamp() * 1000))
-        return SEND
+        """May a chunk of `campaign` leave now? SEND for traffic of no stored campaign."""
+        ...
 
     async def campaign_limiter(self, campaign: str) -> RateLimiter | None:
-        """The campaign's own rate limit, shared by all its routes, if it has one."""
-        entry = await self._entry(campaign) if campaign else None
-        return entry.limiter if entry else None
+        """The campaign's own rate limit (in messages), shared by all its routes, if any."""
+        ...
 
     async def suppressed(self, addresses: Sequence[str]) -> list[bool]:
-        """Which of `addresses` opted out (one round trip)."""
-        return await opted_out(self.redis, self.namespace, addresses)
+        """Which of `addresses` opted out."""
+        ...
 
     async def reached(
         self, campaign: str, messages: Sequence[Message], accepted: Sequence[int]
     ) -> None:
-        """Remember that the provider accepted `messages[i]` for each i in `accepted`, for
-        other campaigns' frequency caps: what `campaign` sent, not what it planned; and open
-        the campaign's question for them, if it asks one."""
-        if not (accepted and campaign):
-            return
-        entry = await self._entry(campaign)
-        if entry is None:
-            return  # plain engine traffic, not a campaign: no cap ever asks about it
-        now = time.time()
-        if entry.followup:
-            await self._open_question(campaign, entry.followup, messages, accepted, now)
-        if not self.memory:
-            return
-        await self._remember(
-            keys=[frequency_key(self.namespace, now)],
-            args=[
-                f"{campaign}@{int(now)}",
-                ",".join(person_of(messages[i]) for i in accepted),
-                int(self.memory) + DAY_SECONDS,  # the day's last entry is kept its full memory
-            ],
-        )
+        """The provider accepted `messages[i]` for each i in `accepted`."""
+        ...
 
-    async def _open_question(
-        self,
-        campaign: str,
-        window: int,
-        messages: Sequence[Message],
-        accepted: Sequence[int],
-        now: float,
-    ) -> None:
-        """The people reached have the campaign's question open for `window` seconds."""
-        at_ms = int(now * 1000)
-        people = []
-        for i in accepted:
-            message = messages[i]
-            region = message.extra.get(REGION, "") if message.extra else ""
-            people.append(f"{person_of(message)}|{message.id}|{region}")
-        await self._ask(
-            keys=[asked_key(self.namespace, now)],
-            args=[
-                f"{campaign}|{at_ms}|{at_ms + window * 1000}",
-                ",".join(people),
-                window + DAY_SECONDS,
-            ],
-        )
 
-    async def _entry(self, campaign: str) -> _Entry | None:
-        cached = self._cache.get(campaign)
-        if cached is not None and time.monotonic() - cached.read_at < self.ttl:
-            return cached if cached.state else None
-        fields = await self.redis.hmget(
-            campaign_key(self.namespace, campaign),
-            ["state", "start_ms", "quiet_hours", "timezone", "rate", "followup_window"],
-        )
-        state, start, quiet, zone, rate, followup = (text(value) for value in fields)
-        if not state:
-            # not a stored campaign (plain engine traffic): remembered as such for `ttl` too
-            self._cache[campaign] = _Entry(time.monotonic(), "", 0, None, None)
-            return None
-        hours = QuietHours.parse(quiet, zone or "UTC") if quiet else None
-        limiter = cached.limiter if cached else None
-        if rate and (limiter is None or limiter.limits.rate != float(rate)):
-            spec = RateSpec(float(rate))  # in messages: a campaign's cap counts people reached
-            limiter = RateLimiter(self.redis, self.namespace, f"campaign.{campaign}", spec)
-        entry = _Entry(
-            time.monotonic(),
-            state,
-            int(start or 0),
-            hours,
-            limiter if rate else None,
-            int(followup or 0),
-        )
-        self._cache[campaign] = entry
-        return entry
+# how a worker builds its controls: (its Redis client, the namespace, seconds a person reached
+# is remembered for frequency caps); a module-level function, so it crosses to worker processes
+ControlsFactory = Callable[[RedisClient, str, float], CampaignControls]

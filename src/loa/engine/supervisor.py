@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector
 
 from loa.adapters.registry import check_routes
 from loa.engine.connection import CLUSTER_SCHEME, RedisClient, connect
+from loa.engine.control import ControlsFactory
 from loa.engine.embedded import EmbeddedRedis
 from loa.engine.keys import LANES, shard_keys
 from loa.engine.metrics import QueueCollector
@@ -69,8 +70,11 @@ class Supervisor:
         processes: int | None = None,
         routes: Sequence[str] | None = None,
         chores: Sequence[Chore] = (),
+        *,
+        controls: ControlsFactory | None,
     ) -> None:
         self.settings = settings
+        self.controls = controls  # built in each worker process (see Worker)
         self.chores = list(chores)
         self._chore_thread: threading.Thread | None = None
         self.count = processes or settings.worker.process_count()
@@ -115,7 +119,7 @@ class Supervisor:
     def _spawn(self, index: int, failures: int = 0) -> _Child:
         process = self._context.Process(
             target=process_main,
-            args=(self.settings, self.redis_url, self.routes),
+            args=(self.settings, self.redis_url, self.routes, self.controls),
             name=f"loa-worker-{index}",
             daemon=False,
         )
@@ -296,8 +300,6 @@ def restart_delay(failures: int, has_work: Callable[[], bool]) -> float:
     return delay
 
 
-
-
 def _name(chore: Chore) -> str:
     return getattr(chore, "__qualname__", type(chore).__name__)
 
@@ -307,9 +309,11 @@ def run(
     processes: int | None,
     routes: Sequence[str] | None,
     chores: Sequence[Chore] = (),
+    *,
+    controls: ControlsFactory | None,
 ) -> int:
     """Run workers in the foreground until SIGTERM or SIGINT; returns the exit code."""
-    supervisor = Supervisor(settings, processes, routes, chores)
+    supervisor = Supervisor(settings, processes, routes, chores, controls=controls)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         supervisor.request_stop()

@@ -19,7 +19,7 @@ from loa.adapters.registry import create_adapter, receives_receipts
 from loa.engine.binds import BindReporter
 from loa.engine.connection import RedisClient, connect
 from loa.engine.context import RouteContext
-from loa.engine.control import Controls
+from loa.engine.control import ControlsFactory
 from loa.engine.events import EventWriter
 from loa.engine.keys import shard_keys
 from loa.engine.metrics import Metrics
@@ -48,9 +48,14 @@ class Worker:
         redis: RedisClient,
         routes: Sequence[str] | None = None,
         metrics: Metrics | None = None,
+        *,
+        controls: ControlsFactory | None,
     ) -> None:
         self.settings = settings
         self.redis = redis
+        # what campaigns' operators decided, asked before each chunk; None: no campaign layer,
+        # every batch is plain engine traffic
+        self.controls = controls
         self.route_names = list(routes or settings.routes)
         for name in self.route_names:
             settings.route(name)  # refuse unknown routes before anything starts
@@ -89,11 +94,10 @@ class Worker:
                 limiter = RateLimiter(
                     self.redis, self.settings.namespace, name, RateSpec.of(limits)
                 )
-                controls = Controls(
-                    self.redis,
-                    self.settings.namespace,
-                    memory=self.settings.planning.frequency_memory,
-                )
+                controls = None
+                if self.controls is not None:
+                    memory = self.settings.planning.frequency_memory
+                    controls = self.controls(self.redis, self.settings.namespace, memory)
                 context = RouteContext(
                     name,
                     limits,
@@ -141,9 +145,14 @@ def connections_needed(settings: Settings, routes: Sequence[str] | None) -> int:
     return sum(settings.route(name).concurrency + 2 for name in names) + 8
 
 
-async def _serve(settings: Settings, redis_url: str, routes: Sequence[str] | None) -> None:
+async def _serve(
+    settings: Settings,
+    redis_url: str,
+    routes: Sequence[str] | None,
+    controls: ControlsFactory | None,
+) -> None:
     redis = connect(redis_url, max_connections=connections_needed(settings, routes))
-    worker = Worker(settings, redis, routes)
+    worker = Worker(settings, redis, routes, controls=controls)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)
@@ -174,7 +183,12 @@ def _stop_with_supervisor(loop: asyncio.AbstractEventLoop, worker: Worker) -> No
     loop.add_reader(sentinel, orphaned)
 
 
-def process_main(settings: Settings, redis_url: str, routes: Sequence[str] | None) -> None:
+def process_main(
+    settings: Settings,
+    redis_url: str,
+    routes: Sequence[str] | None,
+    controls: ControlsFactory | None,
+) -> None:
     """Entry point of a worker child process."""
     setup_logging()
-    uvloop.run(_serve(settings, redis_url, routes))
+    uvloop.run(_serve(settings, redis_url, routes, controls))

@@ -29,7 +29,8 @@ import msgpack
 from redis.exceptions import RedisError, ResponseError
 
 from loa.appointments.ledger import Ledger
-from loa.campaigns.store import ENDED, CampaignStore, State
+from loa.campaigns.record import ENDED, State
+from loa.campaigns.store import CampaignStore
 from loa.campaigns.suppression import Suppression
 from loa.engine.connection import RedisClient, text
 from loa.engine.correlation import stored_sent
