@@ -74,45 +74,9 @@ class Worker:
         events = EventWriter(
             self.redis, self.settings.namespace, self.settings.events, self.metrics
         )
-        route_shards = {name: limits.shards for name, limits in self.settings.routes.items()}
-        runners = []
         listening: dict[str, Listens] = {}
         try:
-            for name in self.route_names:
-                limits = self.settings.route(name)
-                adapter = create_adapter(name, limits.adapter, limits.options)
-                self.adapters[name] = adapter
-                correlator = None
-                if isinstance(adapter, EmitsEvents):
-                    adapter.attach(events)
-                if receives_receipts(self.settings, name, adapter):
-                    correlator = events.correlator
-                if isinstance(adapter, Listens):
-                    adapter.listen()  # replies arrive whether or not this route ever sends
-                    listening[name] = adapter
-                await self.queues.prepare(shard_keys(self.settings.namespace, name, limits.shards))
-                limiter = RateLimiter(
-                    self.redis, self.settings.namespace, name, RateSpec.of(limits)
-                )
-                controls = None
-                if self.controls is not None:
-                    memory = self.settings.planning.frequency_memory
-                    controls = self.controls(self.redis, self.settings.namespace, memory)
-                context = RouteContext(
-                    name,
-                    limits,
-                    adapter,
-                    self.queues,
-                    limiter,
-                    self.metrics,
-                    self.consumer,
-                    self.settings.worker,
-                    self.stopping,
-                    controls=controls,
-                    correlator=correlator,
-                    route_shards=route_shards,
-                )
-                runners.append(RouteRunner(context))
+            runners = [await self._runner(name, events, listening) for name in self.route_names]
             log.info(
                 "worker started", extra={"routes": self.route_names, "consumer": self.consumer}
             )
@@ -133,6 +97,42 @@ class Worker:
             await self._close_adapters()
             await events.drained()
             log.info("worker stopped", extra={"consumer": self.consumer})
+
+    async def _runner(
+        self, name: str, events: EventWriter, listening: dict[str, Listens]
+    ) -> RouteRunner:
+        """One route's adapter (listening already, when it receives), queues and runner."""
+        settings = self.settings
+        limits = settings.route(name)
+        adapter = create_adapter(name, limits.adapter, limits.options)
+        self.adapters[name] = adapter
+        if isinstance(adapter, EmitsEvents):
+            adapter.attach(events)
+        correlator = events.correlator if receives_receipts(settings, name, adapter) else None
+        if isinstance(adapter, Listens):
+            adapter.listen()  # replies arrive whether or not this route ever sends
+            listening[name] = adapter
+        await self.queues.prepare(shard_keys(settings.namespace, name, limits.shards))
+        limiter = RateLimiter(self.redis, settings.namespace, name, RateSpec.of(limits))
+        controls = None
+        if self.controls is not None:
+            memory = settings.planning.frequency_memory
+            controls = self.controls(self.redis, settings.namespace, memory)
+        context = RouteContext(
+            name,
+            limits,
+            adapter,
+            self.queues,
+            limiter,
+            self.metrics,
+            self.consumer,
+            settings.worker,
+            self.stopping,
+            controls=controls,
+            correlator=correlator,
+            route_shards={route: each.shards for route, each in settings.routes.items()},
+        )
+        return RouteRunner(context)
 
     async def _close_adapters(self) -> None:
         for adapter in self.adapters.values():
