@@ -37,8 +37,8 @@ PEOPLE_HEADER = ["phone", "priority_group", "registered_at", "site_id", "provinc
 
 
 @pytest.fixture
-def redis_url(service_url: str) -> str:
-    return service_url
+def redis_url(service_or_cluster_url: str) -> str:
+    return service_or_cluster_url
 
 
 @pytest.fixture

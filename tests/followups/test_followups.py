@@ -41,8 +41,8 @@ options = [
 
 
 @pytest.fixture
-def redis_url(service_url: str) -> str:
-    return service_url
+def redis_url(service_or_cluster_url: str) -> str:
+    return service_or_cluster_url
 
 
 @pytest.fixture

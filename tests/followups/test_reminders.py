@@ -33,6 +33,11 @@ HOUR_MS = 3_600_000
 
 
 @pytest.fixture
+def redis_url(service_or_cluster_url: str) -> str:
+    return service_or_cluster_url
+
+
+@pytest.fixture
 def settings(make_settings: Any, tmp_path: Path) -> Settings:
     route = {"adapter": "file", "options": {"path": str(tmp_path / "sink" / "{route}.jsonl")}}
     return make_settings(  # type: ignore[no-any-return]
