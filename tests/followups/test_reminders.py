@@ -7,13 +7,15 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from test_followups import PLAN, e164, inbound
 
-from loa.access.identity import local_principal
+from loa.access.identity import Role, local_principal, program
+from loa.api import create_app
 from loa.campaigns.plan import Plan
 from loa.campaigns.service import Campaigns
-from loa.engine.connection import RedisClient
+from loa.engine.connection import RedisClient, connect
 from loa.engine.control import DAY_SECONDS, REGION, Controls, reminders_key, reminding_key
 from loa.engine.envelope import unpack
 from loa.engine.keys import shard_keys
@@ -70,7 +72,9 @@ async def queued(settings: Settings, client: RedisClient) -> list[Message]:
     return found
 
 
-async def test_whoever_has_not_answered_is_reminded_once(settings, redis_client, tmp_path):
+async def test_whoever_has_not_answered_is_reminded_once(
+    settings, redis_client, redis_url, tmp_path
+):
     campaign_id = await reminding_campaign(settings, redis_client, tmp_path)
     await reach(settings, redis_client, campaign_id, range(1, 7))
     due: Any = await redis_client.zrange(reminders_key(settings.namespace, campaign_id), 0, -1)
@@ -105,6 +109,24 @@ async def test_whoever_has_not_answered_is_reminded_once(settings, redis_client,
 
     summary = await Followups(settings, redis_client).summary(campaign_id)
     assert summary["reminder"] == {"after": "1d", "sent": 5, "skipped": 2}
+    assert await shown_by_the_api(settings, redis_url, campaign_id) == summary["reminder"]
+
+
+async def shown_by_the_api(settings: Settings, redis_url: str, campaign_id: str) -> Any:
+    """The reminder's counts as a viewer reads them from the API."""
+    app = create_app(settings, lambda: connect(redis_url))
+    async with app.router.lifespan_context(app):
+        services = app.state.loa.services
+        minter = program("boss", Role.ADMIN)
+        token = (await services.tokens.create("viewer-1", Role.VIEWER, minter))[0]
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://loa.test") as client:
+            answer = await client.get(
+                f"/api/v1/campaigns/{campaign_id}/answers",
+                headers={"Authorization": f"Bearer {token}"},
+            )
+    assert answer.status_code == 200, answer.text
+    return answer.json()["reminder"]
 
 
 async def test_no_reminder_after_the_window_or_for_a_cancelled_campaign(
