@@ -80,8 +80,12 @@ async def test_whoever_has_not_answered_is_reminded_once(
     due: Any = await redis_client.zrange(reminders_key(settings.namespace, campaign_id), 0, -1)
     assert len(due) == 6
     assert campaign_id.encode() in await redis_client.smembers(reminding_key(settings.namespace))
-    # 1 and 2 answer, 3 writes something that is no answer (it still counts as not answered)
-    await inbound(settings, redis_client, [(1, "1"), (2, "Khỏe"), (3, "bao gio tiem?")])
+    # 1 and 2 answer, 3 writes something that is no answer (it still counts as not answered),
+    # 8 (reached too) opts out: no reminder for them
+    await reach(settings, redis_client, campaign_id, range(8, 9))
+    await inbound(
+        settings, redis_client, [(1, "1"), (2, "Khỏe"), (3, "bao gio tiem?"), (8, "STOP")]
+    )
     await Followups(settings, redis_client).sync()
 
     reminders = Reminders(settings)
@@ -91,7 +95,7 @@ async def test_whoever_has_not_answered_is_reminded_once(
     }  # fmt: skip
     assert await queued(settings, redis_client) == []
     done = await reminders.tick(redis_client, now + 25 * HOUR_MS)
-    assert (done.sent, done.skipped) == (4, 2)
+    assert (done.sent, done.skipped) == (4, 3)
     sent = await queued(settings, redis_client)
     assert sorted(m.to for m in sent) == [e164(n) for n in range(3, 7)]
     assert {m.body for m in sent} == {"Bo Y te: ban chua tra loi. Soan 1, 2 hoac 3."}
@@ -108,7 +112,7 @@ async def test_whoever_has_not_answered_is_reminded_once(
     assert len(sent) == 5 and all(e164(7) not in m.id for m in sent), "no number in an id"
 
     summary = await Followups(settings, redis_client).summary(campaign_id)
-    assert summary["reminder"] == {"after": "1d", "sent": 5, "skipped": 2}
+    assert summary["reminder"] == {"after": "1d", "sent": 5, "skipped": 3}
     assert await shown_by_the_api(settings, redis_url, campaign_id) == summary["reminder"]
 
 
@@ -161,6 +165,7 @@ def test_the_supervisor_runs_the_reminders(settings) -> None:
         ('reminder = "Tra loi nhe"\n', "go together"),
         ('remind_after = "72h"\nreminder = "Tra loi nhe"\n', "must end before the window"),
         ('remind_after = "0s"\nreminder = "Tra loi nhe"\n', "is zero"),
+        ('remind_after = "1h"\nreminder = "{{ name }} oi, tra loi nhe"\n', "cannot use"),
     ],
 )
 def test_bad_reminders_are_refused(reminder: str, error: str) -> None:

@@ -425,6 +425,8 @@ class Followup(ConfigModel):
     def _reminder(self) -> Followup:
         if (self.remind_after is None) != (self.reminder is None or not self.reminder.strip()):
             raise ValueError("remind_after and reminder (its text) go together, or neither")
+        if self.reminder is not None and ("{{" in self.reminder or "{%" in self.reminder):
+            raise ValueError("reminder is sent as it is written: it cannot use {{ }} fields")
         if self.remind_after is not None and self.remind_after >= self.window:
             raise ValueError(
                 f"remind_after ({format_duration(self.remind_after)}) must end before the "

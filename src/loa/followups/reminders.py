@@ -7,7 +7,7 @@ person a campaign reached in the campaign's reminders to come (loa.engine.contro
 - their question is still open (its window has not closed, and no newer campaign asked them
   something since) and they have not answered: the reminder is queued as an SMS on their
   carrier's route, under an id made of the campaign and the person (`put_once`), then counted;
-- otherwise they are taken off the list, counted as skipped.
+- otherwise (or they opted out since) they are taken off the list, counted as skipped.
 
 A crash between the queueing and the counting is harmless: the next tick queues the same id
 again, which the queue refuses, and counts it then; so nobody is reminded twice and the count
@@ -29,7 +29,13 @@ from loa.campaigns.carriers import CarrierTable, SmsRouting
 from loa.campaigns.questions import Questions
 from loa.campaigns.store import State
 from loa.engine.connection import RedisClient, text
-from loa.engine.control import DAY_SECONDS, campaign_key, reminders_key, reminding_key
+from loa.engine.control import (
+    DAY_SECONDS,
+    campaign_key,
+    opted_out,
+    reminders_key,
+    reminding_key,
+)
 from loa.engine.envelope import Batch
 from loa.engine.keys import shard_keys
 from loa.engine.queue import Queues
@@ -129,11 +135,18 @@ class Reminders:
             phone = text(raw)
             question = await self.questions.open_for(phone, now_ms)
             still = question is not None and question.asked.campaign == campaign
-            if still and not await redis.hexists(f"{prefix}:answers", phone):
+            # the engine checks opt-outs only for a campaign's batches: a reminder has none
+            if still and await self._unanswered(redis, prefix, phone):
                 await self._queue(campaign, phone, followup.reminder)
                 done.sent += int(await self._settle([prefix], [phone, "sent", int(keep)]))
             else:
                 done.skipped += int(await self._settle([prefix], [phone, "skipped", int(keep)]))
+
+    async def _unanswered(self, redis: RedisClient, prefix: str, phone: str) -> bool:
+        """Whether `phone` neither answered nor opted out (a STOP is an answer of a kind)."""
+        if await redis.hexists(f"{prefix}:answers", phone):
+            return False
+        return not (await opted_out(redis, self.namespace, [phone]))[0]
 
     async def _queue(self, campaign: str, phone: str, body: str) -> None:
         """The reminder as a one-message batch, queued once whatever the attempts."""
