@@ -144,6 +144,13 @@ async def test_no_reminder_after_the_window_or_for_a_cancelled_campaign(
     assert (late.sent, late.skipped) == (0, 2)
     assert await queued(settings, redis_client) == []
 
+    # someone reached by a Zalo id that is no number: no SMS can remind them
+    zalo = Message("z", "zalo-user-17", "x", extra={REGION: "79"})
+    await Controls(redis_client, settings.namespace).reached(campaign_id, [zalo], [0])
+    ids = await Reminders(settings).tick(redis_client, now + 25 * HOUR_MS)
+    assert (ids.sent, ids.skipped) == (0, 1)
+    assert await queued(settings, redis_client) == []
+
     other = await reminding_campaign(settings, redis_client, tmp_path / "..")
     await reach(settings, redis_client, other, range(5, 7))
     await Campaigns(settings, redis_client).store.update(other, {"state": "cancelled"})

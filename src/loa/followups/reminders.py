@@ -144,6 +144,8 @@ class Reminders:
 
     async def _unanswered(self, redis: RedisClient, prefix: str, phone: str) -> bool:
         """Whether `phone` neither answered nor opted out (a STOP is an answer of a kind)."""
+        if not phone.startswith("+"):
+            return False  # reached by an id that is no number (a Zalo id): no SMS to send
         if await redis.hexists(f"{prefix}:answers", phone):
             return False
         return not (await opted_out(redis, self.namespace, [phone]))[0]
