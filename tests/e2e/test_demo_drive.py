@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
-from test_demo import _env
+from test_demo import _env, _loa
 
 from loa.appointments.service import RepliesReport, RunReport
 from loa.demo.drive import DRIVE, HOTLINE, URGENT_CODE, citizen_scripts, write_drive
@@ -61,6 +61,9 @@ def test_the_second_act_reconciles_with_what_the_citizens_did(
         f"answer:{code}" for code in ("1", "2", "3")
     }
     assert drive["citizens"]["failed"] == 0 and drive["citizens"]["waiting"] == 0
+    assert drive["next"]["the check-in's answers"].startswith(
+        f"loa campaign answers {drive['campaigns']['check-in']['id']} -c "
+    )
 
 
 def test_the_drive_keeps_capacity_and_priority(run: tuple[Path, dict[str, Any]]) -> None:
@@ -132,3 +135,21 @@ def test_the_citizens_answer_what_the_drive_sends() -> None:
     assert scripts["to"] == HOTLINE
     kinds = {reply["kind"] for script in scripts["scripts"] for reply in script["replies"]}
     assert {"cancel", "hotline", "free", f"answer:{URGENT_CODE}"} <= kinds
+
+
+def test_the_commands_it_names_show_the_same_afterwards(run: tuple[Path, dict[str, Any]]) -> None:
+    data, summary = run
+    drive = summary["drive"]
+    config = str(data / "demo" / "loa.toml")
+    checkin = drive["campaigns"]["check-in"]["id"]
+    shown = _loa(data, "campaign", "answers", checkin, "--json", "-c", config, timeout=120)
+    assert shown.returncode == 0, shown.stderr.decode()[-2000:]
+    answers = orjson.loads(shown.stdout)
+    assert answers["options"] == drive["answers"]["options"]
+    assert answers["unparsed_count"] == drive["answers"]["unparsed_count"] > 0
+    cases = _loa(data, "inbox", "list", "--closed", "--json", "-c", config, timeout=120)
+    assert cases.returncode == 0, cases.stderr.decode()[-2000:]
+    listed = orjson.loads(cases.stdout)
+    assert len(listed) == drive["cases"]["opened"]
+    assert sum(1 for case in listed if case["urgent"]) == drive["cases"]["urgent"]
+    assert listed[0]["urgent"], "urgent cases on top"

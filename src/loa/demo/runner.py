@@ -112,7 +112,7 @@ class _Demo:
         first = self.drive.sims_before if self.drive else final or state.sims
         summary = build(state, self.rates, first, meta)
         if self.drive is not None:
-            summary["drive"] = drive_summary(self.drive)
+            summary["drive"] = drive_summary(self.drive, self.work / "loa.toml")
             summary["reconciled"] = summary["reconciled"] and summary["drive"]["reconciled"]
         if self.options.as_json:
             print(orjson.dumps(summary).decode())

@@ -287,8 +287,9 @@ def _replies_since(drive: DriveRun) -> list[dict[str, str]]:
     return replies[len(_citizens(drive.sims_before)["replies"]) :]
 
 
-def drive_summary(drive: DriveRun) -> dict[str, Any]:
-    """The second act as JSON-ready data; `reconciled` is its verdict."""
+def drive_summary(drive: DriveRun, config: Path | None = None) -> dict[str, Any]:
+    """The second act as JSON-ready data; `reconciled` is its verdict; `next` the commands that
+    show it again afterwards with the demo's settings file `config`."""
     found = checks(drive)
     allocation = drive.allocation.to_json() if drive.allocation else {}
     return {
@@ -310,6 +311,17 @@ def drive_summary(drive: DriveRun) -> dict[str, Any]:
         | {"by_kind": _kinds_since(drive)},
         "checks": [c.as_json() for c in found],
         "events": [{"at_s": at, "event": text} for at, text in drive.events],
+        "next": _next_steps(drive, config) if config else {},
+    }
+
+
+def _next_steps(drive: DriveRun, config: Path) -> dict[str, str]:
+    checkin = drive.campaigns.get("check-in", {}).get("id", "ID")
+    return {
+        "the drive's sessions and groups": f"loa appointments status -d {DRIVE} -c {config}",
+        "every change to it": f"loa appointments history -d {DRIVE} -c {config}",
+        "the check-in's answers": f"loa campaign answers {checkin} -c {config}",
+        "the hotline's cases, urgent on top": f"loa inbox list -c {config}",
     }
 
 
@@ -331,4 +343,7 @@ def drive_tables(summary: dict[str, Any]) -> list[RenderableType]:
         if summary["reconciled"]
         else f"[bold red]the second act does not reconcile[/bold red] {summary['gave_up']}"
     )
-    return [table, verdict]
+    steps = Table(title="where to look next", box=None, title_justify="left", show_header=False)
+    for what, command in summary.get("next", {}).items():
+        steps.add_row(f"  {what}", command)
+    return [table, verdict, steps]
