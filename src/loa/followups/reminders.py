@@ -124,16 +124,21 @@ class Reminders:
             datetime.fromtimestamp(now_ms / 1000, UTC)
         ):
             return  # after the quiet hours, not during them
-        due: list[Any] = await redis.zrangebyscore(key, "-inf", now_ms, 0, BUDGET)
+        due: list[Any] = await redis.zrangebyscore(key, "-inf", now_ms, 0, BUDGET, withscores=True)
         if not due:
             if state in (State.DONE, State.EXPIRED) and not await redis.zcard(key):
                 await redis.srem(reminding_key(self.namespace), campaign)
             return
         keep = followup.window.total_seconds() + DAY_SECONDS
         prefix = followup_prefix(self.namespace, campaign)
-        for raw in due:
+        remind_ms = (
+            int(followup.remind_after.total_seconds() * 1000) if followup.remind_after else 0
+        )
+        for raw, due_ms in due:
             phone = text(raw)
-            question = await self.questions.open_for(phone, now_ms)
+            # asked `remind_after` before it was due: no older day needs reading
+            asked_ms = int(due_ms) - remind_ms
+            question = await self.questions.open_for(phone, now_ms, since_ms=asked_ms)
             still = question is not None and question.asked.campaign == campaign
             # the engine checks opt-outs only for a campaign's batches: a reminder has none
             if still and await self._unanswered(redis, prefix, phone):
