@@ -113,9 +113,9 @@ def test_one_answer_of_difference_fails_the_reconciliation(tmp_path: Path) -> No
     }
     drive.cases = [{"id": "c1", "urgent": True, "state": "open"}, {"id": "c2", "urgent": False}]
     replies = [
-        {"phone": "a", "kind": "answer:3"},
-        {"phone": "b", "kind": "free"},
-        {"phone": "b", "kind": "hotline"},  # the same person: one case
+        {"who": "a", "kind": "answer:3"},
+        {"who": "b", "kind": "free"},
+        {"who": "b", "kind": "hotline"},  # the same person: one case
     ]
     kinds = {"confirm": 3, "cancel": 2, "answer:1": 5, "answer:3": 1, "free": 1, "hotline": 1}
     drive.citizens = {

@@ -248,7 +248,7 @@ def checks(drive: DriveRun) -> list[Check]:
     over = sum(1 for s in drive.sessions if s["booked"] > s["capacity"])
     options = {o["code"]: o["count"] for o in drive.answers.get("options", [])}
     urgent = sum(1 for case in drive.cases if case["urgent"])
-    phones = {r["phone"] for r in _replies_since(drive) if r["kind"] in CASE_KINDS}
+    people = {r["who"] for r in _replies_since(drive) if r["kind"] in CASE_KINDS}
     sent = drive.citizens["sent"] - _citizens(drive.sims_before)["sent"]
     rows: list[tuple[str, int, int, str]] = [
         ("drive: sessions over capacity", over, 0, "drive"),
@@ -266,7 +266,7 @@ def checks(drive: DriveRun) -> list[Check]:
         ("check-in: unparsed replies", int(drive.answers.get("unparsed_count", 0)),
          kinds.get("free", 0), ""),
         ("hotline: urgent cases", urgent, kinds.get(f"answer:{URGENT_CODE}", 0), ""),
-        ("hotline: cases opened", len(drive.cases), len(phones), ""),
+        ("hotline: cases opened", len(drive.cases), len(people), ""),
         ("citizens' replies stored by loa", drive.inbound, sent, ""),
         ("citizens' replies the SMSCs could not deliver", drive.citizens["failed"], 0, ""),
     ]  # fmt: skip

@@ -14,6 +14,7 @@ again).
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 from collections import Counter
@@ -75,7 +76,7 @@ class Citizens:
     sent: int = 0
     failed: int = 0
     by_kind: Counter[str] = field(default_factory=Counter)  # replies the simulator delivered
-    replies: list[dict[str, str]] = field(default_factory=list)
+    replies: list[dict[str, str]] = field(default_factory=list)  # in memory only: numbers
     _heard: set[tuple[str, int]] = field(default_factory=set)
     _matches: list[str] = field(default_factory=list)
 
@@ -117,15 +118,24 @@ class Citizens:
         return self.scheduled - self.sent - self.failed
 
     def stats(self) -> dict[str, Any]:
-        """What the citizens did, as plain data."""
+        """What the citizens did, as plain data; each reply names its sender by `who`, a digest
+        of the number (the same for the same number), never the number itself."""
         return {
             "scheduled": self.scheduled,
             "sent": self.sent,
             "failed": self.failed,
             "waiting": self.waiting,
             "by_kind": dict(self.by_kind),
-            "replies": list(self.replies),
+            "replies": [
+                {"who": who(reply["phone"]), "kind": reply["kind"], "text": reply["text"]}
+                for reply in self.replies
+            ],
         }
+
+
+def who(phone: str) -> str:
+    """A citizen as reports name them: a digest of their number (84... and +84... alike)."""
+    return hashlib.sha256(phone.lstrip("+").encode()).hexdigest()[:16]
 
 
 def _words(text: str) -> str:
