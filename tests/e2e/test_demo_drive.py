@@ -122,6 +122,7 @@ def test_one_answer_of_difference_fails_the_reconciliation(tmp_path: Path) -> No
         "sent": 13, "failed": 0, "waiting": 0, "by_kind": kinds, "replies": replies,
     }  # fmt: skip
     drive.inbound = 13
+    drive.changed_after_checkin = 0
     summary = drive_summary(drive)
     assert summary["reconciled"], [c for c in summary["checks"] if not c["ok"]]
     drive.answers["options"][0]["count"] = 4  # one answer loa never stored

@@ -60,6 +60,7 @@ class DriveRun:
     cases: list[dict[str, Any]] = field(default_factory=list)
     citizens: dict[str, Any] = field(default_factory=dict)
     inbound: int = 0  # replies the inbound stream took during the act
+    changed_after_checkin: int = -1  # appointment changes the check-in's answers made (none)
     events: list[tuple[float, str]] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     gave_up: str = ""
@@ -145,6 +146,9 @@ class SecondAct:
             f"check-in answers stored: {synced.answers}, {synced.unparsed} unparsed, "
             f"{synced.urgent} urgent; hotline messages taken in: {taken.messages}"
         )
+        # the check-in's "1" and "2" are its answers: applying replies again changes no place
+        again = await appointments.apply_replies(DRIVE, DEMO_OPERATOR)
+        drive.changed_after_checkin = sum(again.outcomes.values())
         await self._look(redis, drive)
         drive.inbound = int(await redis.xlen(inbound_key(settings.namespace))) - inbound_before
 
@@ -261,6 +265,7 @@ def checks(drive: DriveRun) -> list[Check]:
          given, ""),
         ("drive: places booked at the end", booked, placed - cancels + given, ""),
         ("check-in: messages with an outcome", _done(drive, "check-in"), booked, "drive"),
+        ("check-in: answers taken as appointment replies", drive.changed_after_checkin, 0, ""),
         *[(f"check-in: answer {code}", count, kinds.get(f"answer:{code}", 0), "")
           for code, count in sorted(options.items())],
         ("check-in: unparsed replies", int(drive.answers.get("unparsed_count", 0)),
