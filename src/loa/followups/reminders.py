@@ -2,7 +2,8 @@
 
 A plan's `[followup]` may set `remind_after` and `reminder` (its text). The engine lists each
 person a campaign reached in the campaign's reminders to come (loa.engine.control,
-`reminders_key`) with the time the reminder is due. Each tick takes the due ones and, for each:
+`reminders_key`) with the time the reminder is due. Each tick with reminders due first stores
+the answers that came in (loa.followups `sync`), then takes the due ones and, for each:
 
 - their question is still open (its window has not closed, and no newer campaign asked them
   something since) and they have not answered: the reminder is queued as an SMS on their
@@ -40,7 +41,7 @@ from loa.engine.envelope import Batch
 from loa.engine.keys import shard_keys
 from loa.engine.queue import Queues
 from loa.engine.quiet import QuietHours
-from loa.followups.service import followup_prefix
+from loa.followups.service import Followups, followup_prefix
 from loa.message import Lane, Message
 from loa.settings import Settings
 from loa.sms import analyse
@@ -78,6 +79,7 @@ class Reminders:
         self._prepared: set[str] = set()
         self._routing = _sms_routing(settings)
         self._warned = False
+        self._synced = False
 
     def _bind(self, redis: RedisClient) -> None:
         if self._redis is not redis:
@@ -93,6 +95,7 @@ class Reminders:
         self._bind(redis)
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         done = Reminded()
+        self._synced = False
         campaigns: set[bytes | str] = await redis.smembers(reminding_key(self.namespace))
         for campaign in sorted(text(c) for c in campaigns):
             await self._campaign(redis, campaign, now_ms, done)
@@ -129,6 +132,11 @@ class Reminders:
             if state in (State.DONE, State.EXPIRED) and not await redis.zcard(key):
                 await redis.srem(reminding_key(self.namespace), campaign)
             return
+        if not self._synced:
+            # the answers that came in since the last `sync` count: nobody who answered is
+            # reminded because no one has stored their answer yet
+            await Followups(self.settings, redis).sync()
+            self._synced = True
         keep = followup.window.total_seconds() + DAY_SECONDS
         prefix = followup_prefix(self.namespace, campaign)
         remind_ms = (
