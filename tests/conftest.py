@@ -75,7 +75,6 @@ def namespace(redis_url: str) -> Iterator[str]:
             client.delete(*keys)
 
 
-
 WORKFLOW_SERVERS = [
     "service",
     pytest.param(

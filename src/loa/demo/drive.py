@@ -99,7 +99,7 @@ def _numbers(rng: random.Random, count: int, avoid: set[str]) -> list[str]:
 
 def appointment_plan() -> str:
     """Each placed registrant's own appointment."""
-    return f'''# Written by `loa demo`: each registrant's appointment, from the drive's schedule.
+    return f"""# Written by `loa demo`: each registrant's appointment, from the drive's schedule.
 name = "Lịch tiêm sởi"
 lane = "normal"
 channels = ["sms"]
@@ -113,12 +113,12 @@ where = {{ status = "placed" }}
 
 [schedule]
 expires = "6h"
-'''  # noqa: E501
+"""  # noqa: E501
 
 
 def new_appointment_plan() -> str:
     """The appointment of whoever a cancelled place went to."""
-    return '''# Written by `loa demo`: a new appointment, for whoever a cancelled place went to.
+    return """# Written by `loa demo`: a new appointment, for whoever a cancelled place went to.
 name = "Lịch tiêm mới"
 lane = "normal"
 channels = ["sms"]
@@ -129,7 +129,7 @@ sms = "Bo Y te: ban da co LICH MOI {{ appointment.date }} {{ appointment.start }
 
 [schedule]
 expires = "6h"
-'''  # noqa: E501
+"""  # noqa: E501
 
 
 def checkin_plan() -> str:
