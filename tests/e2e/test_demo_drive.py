@@ -132,8 +132,9 @@ def test_one_answer_of_difference_fails_the_reconciliation(tmp_path: Path) -> No
 
 
 def test_the_citizens_answer_what_the_drive_sends() -> None:
-    scripts = citizen_scripts(1)
+    scripts = citizen_scripts(1, 5000)
     assert scripts["to"] == HOTLINE
+    assert scripts["keep"] >= 2 * 5000, "every reply listed: each person answers two scripts"
     kinds = {reply["kind"] for script in scripts["scripts"] for reply in script["replies"]}
     assert {"cancel", "hotline", "free", f"answer:{URGENT_CODE}"} <= kinds
 

@@ -100,7 +100,7 @@ def demo(
         typer.Option(
             "--drive",
             min=0,
-            max=100_000,
+            max=50_000,
             help="Registrants of the second act's vaccination drive (0: no second act).",
         ),
     ] = 300,

@@ -160,8 +160,9 @@ options = [
 '''  # noqa: E501
 
 
-def citizen_scripts(seed: int) -> dict[str, Any]:
-    """The simulated citizens: who answers the appointment and the check-in, and how.
+def citizen_scripts(seed: int, people: int) -> dict[str, Any]:
+    """The simulated citizens of a drive of `people`: who answers the appointment and the
+    check-in, and how (every reply is listed: each person answers each script at most once).
 
     Every reply's kind says what loa must make of it: `confirm` and `cancel` (the appointment),
     `hotline` (a question for the hotline: a case), `answer:C` (option C of the check-in;
@@ -170,6 +171,7 @@ def citizen_scripts(seed: int) -> dict[str, Any]:
     return {
         "seed": seed,
         "to": HOTLINE,
+        "keep": 2 * people + 100,
         "scripts": [
             {
                 "match": APPOINTMENT_WORDS,

@@ -70,7 +70,8 @@ class _Demo:
         load = expected_load(options.people, Mix())
         self.rates = rates_for(load, self.duration, self.processes)
         self.endpoints = Endpoints.pick([c.name for c in CARRIERS if c.route])
-        citizens = {"citizens": citizen_scripts(options.seed)} if options.drive else {}
+        drive = options.drive
+        citizens = {"citizens": citizen_scripts(options.seed, drive)} if drive else {}
         self.sims = Simulators(
             {
                 c.name: {
