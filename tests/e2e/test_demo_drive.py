@@ -61,6 +61,9 @@ def test_the_second_act_reconciles_with_what_the_citizens_did(
         f"answer:{code}" for code in ("1", "2", "3")
     }
     assert drive["citizens"]["failed"] == 0 and drive["citizens"]["waiting"] == 0
+    by_channel = drive["replies_by_channel"]
+    assert by_channel["zalo"] > 0 and by_channel["sms"] > 0, "replies by Zalo and by SMS"
+    assert checks["of those, by Zalo (signed webhooks)"]["loa"] == by_channel["zalo"]
     assert drive["next"]["the check-in's answers"].startswith(
         f"loa campaign answers {drive['campaigns']['check-in']['id']} -c "
     )
@@ -122,6 +125,7 @@ def test_one_answer_of_difference_fails_the_reconciliation(tmp_path: Path) -> No
         "sent": 13, "failed": 0, "waiting": 0, "by_kind": kinds, "replies": replies,
     }  # fmt: skip
     drive.inbound = 13
+    drive.by_channel = {"sms": 13}
     drive.changed_after_checkin = 0
     summary = drive_summary(drive)
     assert summary["reconciled"], [c for c in summary["checks"] if not c["ok"]]

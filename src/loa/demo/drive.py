@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from loa.demo.country import CARRIERS, FAMILY_NAMES, GIVEN_NAMES, MIDDLE_NAMES
+from loa.demo.simulators import ZALO_TEMPLATE
 from loa.engine.quiet import DEFAULT_TIMEZONE, zone
 
 DRIVE = "demo-sot"  # the drive's name
@@ -27,6 +28,7 @@ SITES = (
 )
 SESSIONS = (("08:00", "11:00"), ("13:30", "16:30"))
 PLACES = 0.7  # places for this share of the registrants: the others wait
+ZALO = 0.4  # registrants with a Zalo account: their messages go by Zalo, their replies too
 GROUPS = (1, 2, 3)
 GROUP_SHARES = (0.2, 0.3, 0.5)
 APPOINTMENT_WORDS = "LICH HEN TIEM"  # what the appointment message says, and citizens answer
@@ -75,13 +77,14 @@ def write_drive(work: Path, people: int, seed: int, avoid: set[str]) -> DriveFac
     numbers = _numbers(rng, people, avoid)
     with facts.people.open("w", newline="", encoding="utf-8") as handle:
         out = csv.writer(handle, lineterminator="\n")
-        out.writerow(["phone", "priority_group", "registered_at", "province", "name"])
+        out.writerow(["phone", "priority_group", "registered_at", "province", "name", "zalo_id"])
         for line, phone in enumerate(numbers):
             group = rng.choices(GROUPS, GROUP_SHARES)[0]
             facts.by_group[group] = facts.by_group.get(group, 0) + 1
             at = (registered + timedelta(minutes=line)).isoformat()
             parts = (rng.choice(FAMILY_NAMES), rng.choice(MIDDLE_NAMES), rng.choice(GIVEN_NAMES))
-            out.writerow([phone, group, at, PROVINCE, " ".join(parts)])
+            zalo = f"{rng.getrandbits(60):d}" if rng.random() < ZALO else ""
+            out.writerow([phone, group, at, PROVINCE, " ".join(parts), zalo])
     facts.registrants = people
     return facts
 
@@ -102,10 +105,11 @@ def appointment_plan() -> str:
     return f"""# Written by `loa demo`: each registrant's appointment, from the drive's schedule.
 name = "Lịch tiêm sởi"
 lane = "normal"
-channels = ["sms"]
+channels = ["zalo", "sms"]
 sms_ascii = true
 
 [templates]
+zalo = {{ template_id = "{ZALO_TEMPLATE}", data = {{ what = "{APPOINTMENT_WORDS}", date = "{{{{ appointment.date }}}}", start = "{{{{ appointment.start }}}}", site = "{{{{ appointment.site_name }}}}" }} }}
 sms = "Bo Y te: {APPOINTMENT_WORDS} {{{{ appointment.date }}}} {{{{ appointment.start }}}} tai {{{{ appointment.site_name }}}}. Tra loi 1 xac nhan, 2 huy lich."
 
 [audience]
@@ -118,14 +122,15 @@ expires = "6h"
 
 def new_appointment_plan() -> str:
     """The appointment of whoever a cancelled place went to."""
-    return """# Written by `loa demo`: a new appointment, for whoever a cancelled place went to.
+    return f"""# Written by `loa demo`: a new appointment, for whoever a cancelled place went to.
 name = "Lịch tiêm mới"
 lane = "normal"
-channels = ["sms"]
+channels = ["zalo", "sms"]
 sms_ascii = true
 
 [templates]
-sms = "Bo Y te: ban da co LICH MOI {{ appointment.date }} {{ appointment.start }} tai {{ appointment.site_name }}. Tra loi 1 xac nhan."
+zalo = {{ template_id = "{ZALO_TEMPLATE}", data = {{ what = "LICH MOI", date = "{{{{ appointment.date }}}}", start = "{{{{ appointment.start }}}}", site = "{{{{ appointment.site_name }}}}" }} }}
+sms = "Bo Y te: ban da co LICH MOI {{{{ appointment.date }}}} {{{{ appointment.start }}}} tai {{{{ appointment.site_name }}}}. Tra loi 1 xac nhan."
 
 [schedule]
 expires = "6h"
@@ -137,10 +142,11 @@ def checkin_plan() -> str:
     return f'''# Written by `loa demo`: the check-in after the shot, whose answers are counted.
 name = "Theo dõi sau tiêm"
 lane = "normal"
-channels = ["sms"]
+channels = ["zalo", "sms"]
 sms_ascii = true
 
 [templates]
+zalo = {{ template_id = "{ZALO_TEMPLATE}", data = {{ what = "{CHECKIN_WORDS}", ask = "1 binh thuong, 2 dau nhe, 3 sot cao / kho tho" }} }}
 sms = "Bo Y te: {CHECKIN_WORDS}. Ban thay the nao? Tra loi 1 binh thuong, 2 dau nhe, 3 sot cao/kho tho."
 
 [audience]

@@ -28,11 +28,13 @@ from loa.demo.second_act import DriveRun, SecondAct, drive_summary, drive_tables
 from loa.demo.simulators import Endpoints, Simulators, smsc_options, zalo_options
 from loa.demo.summary import build
 from loa.demo.view import LiveView, summary_tables
+from loa.demo.webhook import WEBHOOK_SECRET, WebhookServer, webhook_url
+from loa.engine.embedded import free_port
 from loa.engine.supervisor import Supervisor
 from loa.log import setup_logging
 from loa.privacy.retention import chores
 from loa.settings import Settings
-from loa.sim.http import HttpSimulator
+from loa.sim.http import HttpSimulator, SimOptions
 
 NAMESPACE_PREFIX = "demo-"
 
@@ -72,6 +74,17 @@ class _Demo:
         self.endpoints = Endpoints.pick([c.name for c in CARRIERS if c.route])
         drive = options.drive
         citizens = {"citizens": citizen_scripts(options.seed, drive)} if drive else {}
+        self.webhook_port = free_port()  # the second act's Zalo replies come in there
+        zalo = zalo_options(options.seed, self.rates.provider[ZALO_ROUTE])
+        if drive:
+            zalo = SimOptions.model_validate(
+                {
+                    **zalo.model_dump(),
+                    **citizens,
+                    "webhook_url": webhook_url(self.webhook_port),
+                    "webhook_secret": WEBHOOK_SECRET,
+                }
+            )
         self.sims = Simulators(
             {
                 c.name: {
@@ -81,7 +94,7 @@ class _Demo:
                 for n, c in enumerate(CARRIERS)
                 if c.route
             },
-            zalo_options(options.seed, self.rates.provider[ZALO_ROUTE]),
+            zalo,
             self.endpoints,
         )
         self.timings: dict[str, float] = {}
@@ -183,7 +196,12 @@ class _Demo:
             avoid={*state.facts.opted_out, state.facts.replier_phone},
             patience=120.0 + 2 * self.duration,
         )
-        drive = uvloop.run(act.run())
+        hook = WebhookServer(settings, redis_url, self.webhook_port)
+        hook.start()
+        try:
+            drive = uvloop.run(act.run())
+        finally:
+            hook.stop()
         for at, text in drive.events:
             self.console.print(f"  {at:6.2f}s  {text}")
         return drive

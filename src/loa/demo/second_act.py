@@ -2,12 +2,13 @@
 
 On the workers and simulators the first act left running: registrants are allocated to the
 sessions of a few sites by priority group (loa.appointments), each placed person gets their
-appointment through a normal campaign, the simulators' scripted citizens answer (confirm,
-cancel, ask the hotline), the cancelled places go to the next waiting, who get their new
-appointment through a campaign of their own; then a check-in with a question goes to everyone
-holding a place, the citizens answer it (some urgently, some with free text), loa stores the
-answers (loa.followups) and opens hotline cases (loa.inbox). The end compares, count by count,
-the slots, answers and cases loa has with what the simulated citizens did.
+appointment through a normal campaign (Zalo first, SMS fallback), the simulators' scripted
+citizens answer (confirm, cancel, ask the hotline: by SMS through their carrier's SMSC, or by
+Zalo through the webhook loa.demo.webhook serves), the cancelled places go to the next waiting,
+who get their new appointment through a campaign of their own; then a check-in with a question
+goes to everyone holding a place, the citizens answer it (some urgently, some with free text),
+loa stores the answers (loa.followups) and opens hotline cases (loa.inbox). The end compares,
+count by count, the slots, answers and cases loa has with what the simulated citizens did.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ from loa.demo.drive import (
 from loa.demo.scenario import DEMO_APPROVER, DEMO_OPERATOR
 from loa.demo.simulators import Simulators
 from loa.demo.summary import Check
-from loa.engine.connection import RedisClient, connect
-from loa.engine.events import inbound_key
+from loa.engine.connection import RedisClient, connect, text
+from loa.engine.events import inbound_key, read_inbound
 from loa.followups.service import Followups
 from loa.inbox.service import Inbox
 from loa.settings import Settings
@@ -59,8 +60,10 @@ class DriveRun:
     answers: dict[str, Any] = field(default_factory=dict)
     cases: list[dict[str, Any]] = field(default_factory=list)
     citizens: dict[str, Any] = field(default_factory=dict)
+    zalo_sent: int = 0  # of the citizens' replies, those sent by Zalo
     inbound: int = 0  # replies the inbound stream took during the act
     changed_after_checkin: int = -1  # appointment changes the check-in's answers made (none)
+    by_channel: dict[str, int] = field(default_factory=dict)  # those replies, per channel
     events: list[tuple[float, str]] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     gave_up: str = ""
@@ -105,7 +108,9 @@ class SecondAct:
             drive.gave_up = str(exc)
             drive.say(f"gave up: {exc}")
         finally:
-            drive.citizens = _citizens(await self.sims.stats())
+            stats = await self.sims.stats()
+            drive.citizens = _citizens(stats)
+            drive.zalo_sent = _sent_by_zalo(stats)
             await redis.aclose()
         return drive
 
@@ -114,6 +119,8 @@ class SecondAct:
         appointments = Appointments(settings, redis)
         campaigns = Campaigns(settings, redis)
         inbound_before = int(await redis.xlen(inbound_key(settings.namespace)))
+        newest: Any = await redis.xrevrange(inbound_key(settings.namespace), count=1)
+        last_before = text(newest[0][0]) if newest else "-"
         replies_before = _citizens(drive.sims_before)["sent"]
         schedule = self.work / "schedule.csv"
         drive.allocation = await appointments.allocate(
@@ -151,6 +158,12 @@ class SecondAct:
         drive.changed_after_checkin = sum(again.outcomes.values())
         await self._look(redis, drive)
         drive.inbound = int(await redis.xlen(inbound_key(settings.namespace))) - inbound_before
+        after = last_before
+        while page := await read_inbound(redis, settings.namespace, after, 1000):
+            for entry in page:
+                channel = entry.get("channel", "sms")
+                drive.by_channel[channel] = drive.by_channel.get(channel, 0) + 1
+            after = page[-1]["id"]
 
     async def _send(
         self, campaigns: Campaigns, drive: DriveRun, key: str, plan_text: str, audience: Path
@@ -222,13 +235,19 @@ class SecondAct:
         drive.cases = [{"id": c.id, "urgent": c.urgent, "state": c.state} for c in cases]
 
 
+def _sent_by_zalo(stats: dict[str, Any]) -> int:
+    """Replies the Zalo simulator's citizens sent (webhooks loa answered 200)."""
+    return int((stats.get("zalo_citizens") or {}).get("sent", 0))
+
+
 def _citizens(stats: dict[str, Any]) -> dict[str, Any]:
-    """Every SMSC's scripted citizens together: counts, kinds and the replies they sent."""
+    """The scripted citizens of every SMSC and of Zalo together: counts, kinds, replies."""
     total: dict[str, Any] = {"scheduled": 0, "sent": 0, "failed": 0, "waiting": 0}
     kinds: dict[str, int] = {}
     replies: list[dict[str, str]] = []
-    for smsc in stats.get("smsc", {}).values():
-        citizens = smsc.get("citizens") or {}
+    sims = [smsc.get("citizens") for smsc in stats.get("smsc", {}).values()]
+    for citizens in [*sims, stats.get("zalo_citizens")]:
+        citizens = citizens or {}
         for name in ("scheduled", "sent", "failed", "waiting"):
             total[name] += int(citizens.get(name, 0))
         for kind, count in (citizens.get("by_kind") or {}).items():
@@ -254,6 +273,7 @@ def checks(drive: DriveRun) -> list[Check]:
     urgent = sum(1 for case in drive.cases if case["urgent"])
     people = {r["who"] for r in _replies_since(drive) if r["kind"] in CASE_KINDS}
     sent = drive.citizens["sent"] - _citizens(drive.sims_before)["sent"]
+    by_zalo = drive.zalo_sent - _sent_by_zalo(drive.sims_before)
     rows: list[tuple[str, int, int, str]] = [
         ("drive: sessions over capacity", over, 0, "drive"),
         ("drive: placed at allocation", placed, min(facts.capacity, facts.registrants), "drive"),
@@ -273,6 +293,8 @@ def checks(drive: DriveRun) -> list[Check]:
         ("hotline: urgent cases", urgent, kinds.get(f"answer:{URGENT_CODE}", 0), ""),
         ("hotline: cases opened", len(drive.cases), len(people), ""),
         ("citizens' replies stored by loa", drive.inbound, sent, ""),
+        ("of those, by Zalo (signed webhooks)", drive.by_channel.get("zalo", 0), by_zalo, "zalo"),
+        ("of those, by SMS (deliver_sm)", drive.by_channel.get("sms", 0), sent - by_zalo, "smsc"),
         ("citizens' replies the SMSCs could not deliver", drive.citizens["failed"], 0, ""),
     ]  # fmt: skip
     return [Check(what, loa, other, source or "citizens") for what, loa, other, source in rows]
@@ -312,6 +334,7 @@ def drive_summary(drive: DriveRun, config: Path | None = None) -> dict[str, Any]
         },
         "answers": {k: v for k, v in drive.answers.items() if k != "unparsed"},
         "cases": {"opened": len(drive.cases), "urgent": sum(c["urgent"] for c in drive.cases)},
+        "replies_by_channel": dict(drive.by_channel),
         "citizens": {k: v for k, v in drive.citizens.items() if k != "replies"}
         | {"by_kind": _kinds_since(drive)},
         "checks": [c.as_json() for c in found],
