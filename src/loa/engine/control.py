@@ -199,11 +199,16 @@ class Controls:
         return await opted_out(self.redis, self.namespace, addresses)
 
     async def reached(
-        self, campaign: str, messages: Sequence[Message], accepted: Sequence[int]
+        self,
+        campaign: str,
+        messages: Sequence[Message],
+        accepted: Sequence[int],
+        sent_at: float | None = None,
     ) -> None:
         """Remember that the provider accepted `messages[i]` for each i in `accepted`, for
         other campaigns' frequency caps: what `campaign` sent, not what it planned; and open
-        the campaign's question for them, if it asks one."""
+        the campaign's question for them, if it asks one, as asked at `sent_at` (epoch
+        seconds; default now): a reply can come before the provider's answer was read."""
         if not (accepted and campaign):
             return
         entry = await self._entry(campaign)
@@ -211,9 +216,10 @@ class Controls:
             return  # plain engine traffic, not a campaign: no cap ever asks about it
         now = time.time()
         if entry.followup:
-            await self._open_question(campaign, entry.followup, messages, accepted, now)
+            asked = min(now, sent_at) if sent_at else now
+            await self._open_question(campaign, entry.followup, messages, accepted, asked)
             if entry.remind:
-                await self._plan_reminders(campaign, entry, messages, accepted, now)
+                await self._plan_reminders(campaign, entry, messages, accepted, asked)
         if not self.memory:
             return
         await self._remember(
