@@ -11,6 +11,7 @@ import httpx
 import pytest
 from test_followups import PLAN, e164, inbound
 
+from helpers import read_sink, running, until
 from loa.access.identity import Role, local_principal, program
 from loa.api import create_app
 from loa.campaigns.plan import Plan
@@ -179,3 +180,23 @@ def test_bad_reminders_are_refused(reminder: str, error: str) -> None:
     text = PLAN.replace('window = "72h"\n', 'window = "72h"\n' + reminder)
     with pytest.raises(PlanError, match=error):
         Plan.from_mapping(tomllib.loads(text))
+
+
+async def test_a_worker_sends_the_reminders(settings, redis_client, tmp_path):
+    campaign_id = await reminding_campaign(settings, redis_client, tmp_path)
+    await reach(settings, redis_client, campaign_id, range(1, 3))
+    now = int(time.time() * 1000)
+    assert (await Reminders(settings).tick(redis_client, now + 25 * HOUR_MS)).sent == 2
+    sink = tmp_path / "sink"
+    async with running(settings, redis_client):
+        await until(lambda_async(lambda: len(read_sink(sink)) >= 2), 30, "the reminders sent")
+    lines = read_sink(sink)
+    assert sorted(line["to"] for line in lines) == [e164(1), e164(2)]
+    assert {line["id"] for line in lines} == {reminder_id(campaign_id, e164(n)) for n in (1, 2)}
+
+
+def lambda_async(check: Any) -> Any:
+    async def wrapped() -> bool:
+        return bool(check())
+
+    return wrapped
