@@ -36,7 +36,14 @@ def batch(*extras: dict[str, Any] | None, attempt: int = 0) -> Batch:
     return Batch("sms", Lane.NORMAL, messages, campaign="c1", id="b1", attempt=attempt)
 
 
-def to_email(message: Message) -> tuple[str, Message] | None:
+def to_email(message: Message, failed: Failed | None) -> tuple[str, Message] | None:
+    """A next channel for a person this one cannot reach (not for a message that gave up)."""
+    if failed is None or not failed.fallback:
+        return None
+    return "email", Message(message.id, "a@example.org", "hi")
+
+
+def to_email_always(message: Message, failed: Failed | None) -> tuple[str, Message] | None:
     return "email", Message(message.id, "a@example.org", "hi")
 
 
@@ -280,3 +287,15 @@ def test_an_all_taken_chunk_is_the_common_case() -> None:
     outcome = classify([Accepted()] * 3, batch(None, None, None), range(3), LIMITS)
     assert outcome == ChunkOutcome(counts(accepted=3), range(3))
     assert not outcome.unanswered
+
+
+def test_a_failure_that_is_not_the_persons_is_asked_about_and_kept_here() -> None:
+    outcome = classify([Failed("bad template")], batch(None), [0], LIMITS, to_email)
+    assert (outcome.counts, outcome.fallbacks) == (counts(failed=1), [])
+
+
+def test_a_message_that_gave_up_goes_on_when_the_route_hands_it_over() -> None:
+    outcome = classify([RetryLater("busy")], batch(None, attempt=2), [0], LIMITS, to_email_always)
+    assert outcome.counts == counts(fallback=1)
+    assert [(route, m.id) for route, m in outcome.fallbacks] == [("email", "m0")]
+    assert outcome.dead == []

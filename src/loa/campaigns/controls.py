@@ -10,6 +10,9 @@ look for the people another campaign messaged within a frequency cap.
 A campaign whose record has `followup_window` (seconds) asks a question: each person it reached
 has it open from then for that long, in one hash a UTC day, `{namespace}:asked:YYYYMMDD`,
 person -> `campaign|at_ms|closes_ms|message|region` (see ask.lua; loa.followups reads it).
+One that also has `followup_remind` (seconds) lists each person reached in a sorted set by when
+their reminder is due (`reminders_key`), and the campaign in `reminding_key`, for the reminder
+chore of loa.followups.
 """
 
 from __future__ import annotations
@@ -32,7 +35,13 @@ from loa.engine.control import (
     opted_out,
     person_of,
 )
-from loa.engine.keys import asked_key, campaign_key, frequency_key
+from loa.engine.keys import (
+    asked_key,
+    campaign_key,
+    frequency_key,
+    reminders_key,
+    reminding_key,
+)
 from loa.engine.quiet import QuietHours
 from loa.engine.ratelimit import RateLimiter, RateSpec
 from loa.engine.scripts import scripts
@@ -46,6 +55,7 @@ READ = [
     Field.TIMEZONE,
     Field.RATE,
     Field.FOLLOWUP_WINDOW,
+    Field.FOLLOWUP_REMIND,
 ]
 
 
@@ -62,6 +72,7 @@ class _Entry:
     quiet: QuietHours | None
     limiter: RateLimiter | None
     followup: int = 0  # seconds a reply counts as an answer to its question (0: it asks none)
+    remind: int = 0  # seconds after the question a reminder is due (0: none)
 
 
 class Controls:
@@ -111,11 +122,16 @@ class Controls:
         return await opted_out(self.redis, self.namespace, addresses)
 
     async def reached(
-        self, campaign: str, messages: Sequence[Message], accepted: Sequence[int]
+        self,
+        campaign: str,
+        messages: Sequence[Message],
+        accepted: Sequence[int],
+        sent_at: float | None = None,
     ) -> None:
         """Remember that the provider accepted `messages[i]` for each i in `accepted`, for
         other campaigns' frequency caps: what `campaign` sent, not what it planned; and open
-        the campaign's question for them, if it asks one."""
+        the campaign's question for them, if it asks one, as asked at `sent_at` (epoch
+        seconds; default now): a reply can come before the provider's answer was read."""
         if not (accepted and campaign):
             return
         entry = await self._entry(campaign)
@@ -123,7 +139,10 @@ class Controls:
             return  # plain engine traffic, not a campaign: no cap ever asks about it
         now = time.time()
         if entry.followup:
-            await self._open_question(campaign, entry.followup, messages, accepted, now)
+            asked = min(now, sent_at) if sent_at else now
+            await self._open_question(campaign, entry.followup, messages, accepted, asked)
+            if entry.remind:
+                await self._plan_reminders(campaign, entry, messages, accepted, asked)
         if not self.memory:
             return
         await self._remember(
@@ -159,12 +178,30 @@ class Controls:
             ],
         )
 
+    async def _plan_reminders(
+        self,
+        campaign: str,
+        entry: _Entry,
+        messages: Sequence[Message],
+        accepted: Sequence[int],
+        now: float,
+    ) -> None:
+        """Each person reached is due a reminder `remind` seconds from now, if they do not
+        answer; a chunk sent again (after a crash) or a fallback keeps the first due time."""
+        due_ms = int(now * 1000) + entry.remind * 1000
+        key = reminders_key(self.namespace, campaign)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zadd(key, {person_of(messages[i]): due_ms for i in accepted}, nx=True)
+        pipe.expire(key, entry.followup + DAY_SECONDS)
+        pipe.sadd(reminding_key(self.namespace), campaign)
+        await pipe.execute()
+
     async def _entry(self, campaign: str) -> _Entry | None:
         cached = self._cache.get(campaign)
         if cached is not None and time.monotonic() - cached.read_at < self.ttl:
             return cached if cached.state else None
         fields = await self.redis.hmget(campaign_key(self.namespace, campaign), READ)
-        state, start, quiet, zone, rate, followup = (text(value) for value in fields)
+        state, start, quiet, zone, rate, followup, remind = (text(value) for value in fields)
         if not state:
             # not a stored campaign (plain engine traffic): remembered as such for `ttl` too
             self._cache[campaign] = _Entry(time.monotonic(), "", 0, None, None)
@@ -181,6 +218,7 @@ class Controls:
             hours,
             limiter if rate else None,
             int(followup or 0),
+            int(remind or 0),
         )
         self._cache[campaign] = entry
         return entry

@@ -38,6 +38,7 @@ class Field(enum.StrEnum):
     TIMEZONE = "timezone"  # IANA name the quiet hours are in
     RATE = "rate"  # the campaign's own cap, messages per second over every route; empty: none
     FOLLOWUP_WINDOW = "followup_window"  # seconds a reply answers its question; absent: asks none
+    FOLLOWUP_REMIND = "followup_remind"  # seconds after asking a reminder is due; absent: none
 
 
 class State(enum.StrEnum):

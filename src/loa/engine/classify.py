@@ -24,10 +24,12 @@ from loa.message import (
 )
 from loa.settings import RouteSettings
 
-Fallback = Callable[[Message], tuple[str, Message] | None]
+# the message on its next channel (route, message), or None: asked for a message that failed
+# here (with its Failed), or that gave up after its attempts (None)
+Fallback = Callable[[Message, Failed | None], tuple[str, Message] | None]
 
 
-def no_fallback(message: Message) -> None:
+def no_fallback(message: Message, failed: Failed | None) -> None:
     """A route that hands nothing to another channel."""
     return None
 
@@ -69,7 +71,7 @@ def classify(
         elif isinstance(result, Throttled):
             _throttled(outcome, index, result)
         elif isinstance(result, RetryLater):
-            _retry_later(outcome, index, message, result, batch.attempt, limits, rng)
+            _retry_later(outcome, index, message, result, batch.attempt, limits, rng, fallback)
         elif isinstance(result, Failed):
             _failed(outcome, index, message, result, fallback)
         else:
@@ -103,6 +105,7 @@ def _retry_later(
     attempt: int,
     limits: RouteSettings,
     rng: random.Random | None,
+    fallback: Fallback,
 ) -> None:
     carry: dict[str, Any] = {} if result.resume is None else {RESUME: result.resume}
     if result.unknown:  # counted, and the route waits until the provider answers
@@ -112,6 +115,11 @@ def _retry_later(
         outcome.unanswered = True
         carry[UNANSWERED] = True
     if attempt + 1 >= limits.max_attempts:
+        handover = fallback(message, None)
+        if handover is not None:  # gave up here: the next channel takes it
+            outcome.counts[Outcome.FALLBACK] += 1
+            outcome.fallbacks.append(handover)
+            return
         outcome.counts[Outcome.DEAD] += 1
         outcome.dead.append((index, f"gave up after {attempt + 1} attempts: {result.reason}"))
         return
@@ -124,7 +132,7 @@ def _retry_later(
 def _failed(
     outcome: ChunkOutcome, index: int, message: Message, result: Failed, fallback: Fallback
 ) -> None:
-    handover = fallback(message) if result.fallback else None
+    handover = fallback(message, result)
     if handover is not None:
         outcome.counts[Outcome.FALLBACK] += 1
         outcome.fallbacks.append(handover)

@@ -105,9 +105,14 @@ class CampaignControls(Protocol):
         ...
 
     async def reached(
-        self, campaign: str, messages: Sequence[Message], accepted: Sequence[int]
+        self,
+        campaign: str,
+        messages: Sequence[Message],
+        accepted: Sequence[int],
+        sent_at: float | None = None,
     ) -> None:
-        """The provider accepted `messages[i]` for each i in `accepted`."""
+        """The provider accepted `messages[i]` for each i in `accepted`, sent at `sent_at`
+        (epoch seconds; default now): a reply can come before the provider's answer was read."""
         ...
 
 

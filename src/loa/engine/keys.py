@@ -195,6 +195,17 @@ def followup_prefix(namespace: str, campaign: str) -> str:
     return f"{namespace}:{{fu:{campaign}}}"
 
 
+def reminders_key(namespace: str, campaign: str) -> str:
+    """A campaign's reminders to come: person -> when it is due (epoch ms). It shares the
+    hash tag of the campaign's answers (loa.followups), so one script reads both."""
+    return f"{followup_prefix(namespace, campaign)}:remind"
+
+
+def reminding_key(namespace: str) -> str:
+    """The campaigns with reminders to send: a set."""
+    return f"{namespace}:{{followups}}:reminding"
+
+
 def followups_cursor_key(namespace: str) -> str:
     """How far the follow-ups have read the inbound stream."""
     return f"{namespace}:{{followups}}:cursor"

@@ -25,7 +25,7 @@ from loa.engine.ownership import Ownership
 from loa.engine.progress import Progress
 from loa.engine.queue import Held, Taken, dead_letter
 from loa.fallback import next_message
-from loa.message import Accepted, Lane, Message, Outcome, RetryLater, SendResult
+from loa.message import Accepted, Failed, Lane, Message, Outcome, RetryLater, SendResult
 
 log = logging.getLogger(__name__)
 
@@ -170,9 +170,10 @@ class RouteRunner:
             if not await self._handing_over(taken, progress, indexes, unsettled):
                 taken.lost = True
                 return False  # another worker has it now: sending would duplicate
+            sent_at = time.time()  # a reply to it can come no earlier
             results = await self._send(chunk)
             progress.handed = 0
-            await self._record(batch, progress, indexes, results)
+            await self._record(batch, progress, indexes, results, sent_at)
         opted_out = end - progress.done - len(indexes)
         if opted_out:  # counted with the chunk's results: a checkpoint never runs ahead
             progress.counts[Outcome.SUPPRESSED] += opted_out
@@ -245,9 +246,11 @@ class RouteRunner:
         progress: Progress,
         indexes: Sequence[int],
         results: Sequence[SendResult],
+        sent_at: float | None = None,
     ) -> None:
-        """Fold one chunk's results (for the messages at `indexes`) into the batch's progress,
-        and tell the limiter, the campaign's controls and the fallback routes."""
+        """Fold one chunk's results (for the messages at `indexes`, sent at `sent_at`, epoch
+        seconds) into the batch's progress, and tell the limiter, the campaign's controls and
+        the fallback routes."""
         ctx = self.ctx
         if ctx.correlator is not None and batch.campaign:
             await self._correlate(batch, indexes, results)
@@ -267,8 +270,11 @@ class RouteRunner:
         if outcome.fallbacks:
             await self._hand_over(batch, indexes[0], outcome.fallbacks)
         if ctx.controls is not None and batch.campaign and outcome.accepted:
-            # whom the campaign reached, for other campaigns' frequency caps
-            await ctx.controls.reached(batch.campaign, batch.messages, outcome.accepted)
+            # whom the campaign reached, for other campaigns' frequency caps, and its question
+            # opened for them as asked when the chunk was sent
+            await ctx.controls.reached(
+                batch.campaign, batch.messages, outcome.accepted, sent_at
+            )
 
     async def _correlate(
         self, batch: Batch, indexes: Sequence[int], results: Sequence[SendResult]
@@ -285,8 +291,12 @@ class RouteRunner:
             early = await correlator.sent(self.name, batch.campaign, accepted)
             await correlator.count(batch.campaign, early)
 
-    def _fallback(self, message: Message) -> tuple[str, Message] | None:
-        """The message on its campaign's next channel, if it has one this worker can route."""
+    def _fallback(self, message: Message, failed: Failed | None) -> tuple[str, Message] | None:
+        """The message on its campaign's next channel, if this failure (None: it gave up after
+        its attempts) belongs to the person on this channel and it has one this worker can
+        route."""
+        if failed is None or not failed.fallback:
+            return None
         handover = next_message(message)
         if handover is None or handover[0] not in self.ctx.route_shards:
             return None

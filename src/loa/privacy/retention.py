@@ -21,6 +21,7 @@ from loa.engine.connection import RedisClient, text
 from loa.engine.envelope import now_ms as clock_ms
 from loa.engine.keys import drive_prefix, drives_key, inbound_key, inbox_prefix, shard_keys
 from loa.engine.supervisor import Chore
+from loa.followups.reminders import Reminders
 from loa.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -154,5 +155,6 @@ class RetentionSweep:
 
 
 def chores(settings: Settings) -> list[Chore]:
-    """What every supervisor runs beside its workers: the campaign clock, the retention sweep."""
-    return [CampaignClock(settings).tick, RetentionSweep(settings).tick]
+    """What every supervisor runs beside its workers: the campaign clock, the retention sweep,
+    the follow-up reminders."""
+    return [CampaignClock(settings).tick, RetentionSweep(settings).tick, Reminders(settings).tick]
