@@ -34,7 +34,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -53,9 +53,7 @@ from loa.campaigns.templates import (
 )
 from loa.engine.connection import RedisClient, text
 from loa.engine.control import PERSON, REGION, frequency_key, opted_out, suppression_key
-from loa.engine.envelope import Batch
-from loa.engine.keys import ShardKeys, shard_keys
-from loa.engine.producer import Producer
+from loa.engine.enqueue import Enqueuer, Numbered, Origin
 from loa.engine.queue import Queues
 from loa.errors import InvalidPhone, PlanError, TemplateError
 from loa.message import Message
@@ -615,16 +613,15 @@ class Checkpoint:
 
 
 class Batcher:
-    """Packs planned messages into batches per (route, due time) with deterministic ids."""
+    """Packs planned messages into batches per (route, due time) and numbers them per route;
+    the engine's Enqueuer names, places and queues them."""
 
-    def __init__(self, planner: Planner, queues: Queues | None, sequence: dict[str, int]):
+    def __init__(self, planner: Planner, enqueuer: Enqueuer | None, sequence: dict[str, int]):
         self.planner = planner
-        self.queues = queues
+        self.enqueuer = enqueuer
         self.sequence = sequence
         self.pending: dict[Bucket, list[Message]] = {}
         self.size = planner.settings.queue.batch_size
-        self._shards: dict[str, list[ShardKeys]] = {}
-        self._producer = Producer(queues, planner.settings) if queues is not None else None
 
     def add(
         self, messages: Iterable[Message], buckets: Iterable[Bucket]
@@ -647,35 +644,17 @@ class Batcher:
         await self.put(items)
 
     async def put(self, items: list[tuple[Bucket, list[Message]]]) -> None:
-        """Queue batches: one look for room on their streams, then one put for them all."""
+        """Number the batches per route and hand them to the engine."""
         if not items:
             return
-        planner = self.planner
-        queued: list[tuple[ShardKeys, Batch, int]] = []
-        now_ms = _now_ms()
+        start_ms = self.planner.start_ms
+        numbered = []
         for (route, due_ms), messages in items:
             number = self.sequence.get(route, 0)
             self.sequence[route] = number + 1
-            shards = self._route_shards(route)
-            batch = Batch(
-                route=route,
-                lane=planner.plan.lane,
-                messages=messages,
-                campaign=planner.campaign,
-                id=f"{planner.campaign}.{route}.{number}",
-                expires_ms=planner.expires_ms,
-            )
-            due = due_ms if due_ms > planner.start_ms else planner.start_ms
-            queued.append((shards[number % len(shards)], batch, due if due > now_ms else 0))
-        if self.queues is not None and self._producer is not None:
-            await self._producer.wait_for_room([(keys, batch) for keys, batch, _ in queued])
-            await self.queues.put_once(queued)
-
-    def _route_shards(self, route: str) -> list[ShardKeys]:
-        if route not in self._shards:
-            limits = self.planner.settings.route(route)
-            self._shards[route] = shard_keys(self.planner.settings.namespace, route, limits.shards)
-        return self._shards[route]
+            numbered.append(Numbered(route, number, messages, max(due_ms, start_ms)))
+        if self.enqueuer is not None:
+            await self.enqueuer.put(numbered)
 
 
 async def plan_audience(
@@ -703,11 +682,12 @@ async def plan_audience(
         planner.campaign,
         int(window.total_seconds()) if window else None,
     )
-    queues = Queues(redis, namespace) if queue else None
-    if queues is not None:
-        for route, limits in planner.settings.routes.items():
-            await queues.prepare(shard_keys(namespace, route, limits.shards))
-    batcher = Batcher(planner, queues, state.sequence)
+    enqueuer = None
+    if queue:
+        origin = Origin(planner.campaign, planner.campaign, planner.plan.lane, planner.expires_ms)
+        enqueuer = Enqueuer(Queues(redis, namespace), planner.settings, origin)
+        await enqueuer.prepare()
+    batcher = Batcher(planner, enqueuer, state.sequence)
     items = planner.items(state.resume)
     since_checkpoint = 0
     settling: tuple[asyncio.Task[None], Group] | None = None
@@ -794,10 +774,6 @@ async def _abandon(task: asyncio.Task[None]) -> None:
 def _script(name: str) -> str:
     """A Lua script shipped beside this module."""
     return resources.files("loa.campaigns").joinpath("lua", name).read_text()
-
-
-def _now_ms() -> int:
-    return int(datetime.now(UTC).timestamp() * 1000)
 
 
 __all__ = ["Checkpoint", "Group", "PlanError", "Planner", "Report", "plan_audience"]

@@ -7,7 +7,6 @@ import contextlib
 import dataclasses
 import logging
 import time
-import zlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -17,6 +16,7 @@ from redis.exceptions import RedisError
 from loa.adapters.base import Adapter, Pingable
 from loa.engine.backoff import retry_delay, throttle_delay
 from loa.engine.control import Controls, Decision
+from loa.engine.enqueue import pick_shard
 from loa.engine.envelope import Batch, message_row, now_ms
 from loa.engine.events import Correlator
 from loa.engine.keys import ShardKeys, shard_keys
@@ -639,7 +639,7 @@ class RouteRunner:
                 expires_ms=batch.expires_ms,
             )
             shards = shard_keys(self.queues.namespace, route, self.route_shards[route])
-            keys = shards[zlib.crc32(handed.id.encode()) % len(shards)]
+            keys = pick_shard(shards, handed.id)
             items.append((keys, handed, 0))
         await self.queues.put_once(items)
 
