@@ -144,7 +144,11 @@ class Report:
 
     def count_queued(self, kinds: Iterable[Kind], regions: Iterable[str]) -> None:
         """Count queued messages: per distinct kind and region, not per message."""
-        for (route, channel, carrier, encoding, parts, language), n in Counter(kinds).items():
+        self.count_kinds(Counter(kinds), Counter(regions))
+
+    def count_kinds(self, kinds: Counter[Kind], regions: Counter[str]) -> None:
+        """Count queued messages already counted per kind and per raw region cell."""
+        for (route, channel, carrier, encoding, parts, language), n in kinds.items():
             self.queued += n
             self.parts += parts * n
             self.by_route[route] += n
@@ -155,7 +159,7 @@ class Report:
             if encoding:
                 self.by_encoding[str(encoding)] += n  # an Encoding: its value
                 self.sms_parts_by_language[language] += parts * n
-        for raw, n in Counter(regions).items():
+        for raw, n in regions.items():
             self.by_region[raw.strip().upper() or "?"] += n
 
     def count_due(self, buckets: Iterable[Bucket], start_ms: int) -> None:
@@ -518,7 +522,9 @@ class RedisChecks:
         if not group.phones:
             return bytearray()
         seen, opted, blocked = await asyncio.gather(
-            self._fresh(group), self._opted(group), self._blocked(group)
+            self._fresh(group),
+            self.opted([m.to for m in group.messages]),
+            self.blocked(group.phones),
         )
         counts = group.counts
         counts.duplicate += seen.count(0)
@@ -542,17 +548,20 @@ class RedisChecks:
             raise RuntimeError(f"seen.lua answered {len(flags)} flags for {len(group.phones)}")
         return flags
 
-    async def _opted(self, group: Group) -> list[int] | None:
-        """Who opted out (None: nobody); the set is only asked about once it has members."""
-        key = suppression_key(self.namespace)
+    async def any_opt_outs(self) -> bool:
+        """Whether anyone opted out (asked until someone has, then known)."""
         if not self.opt_outs:
-            if not await self.redis.exists(key):
-                return None
-            self.opt_outs = True
-        found = await opted_out(self.redis, self.namespace, [m.to for m in group.messages])
+            self.opt_outs = bool(await self.redis.exists(suppression_key(self.namespace)))
+        return self.opt_outs
+
+    async def opted(self, addresses: list[str]) -> list[int] | None:
+        """Who opted out (None: nobody); the set is only asked about once it has members."""
+        if not await self.any_opt_outs():
+            return None
+        found = await opted_out(self.redis, self.namespace, addresses)
         return [int(flag) for flag in found]
 
-    async def _blocked(self, group: Group) -> list[bool] | None:
+    async def blocked(self, phones: list[str]) -> list[bool] | None:
         """Whom another campaign reached within the window (None: no cap).
 
         Workers remember each person a provider accepted a campaign's message for: a campaign
@@ -567,8 +576,8 @@ class RedisChecks:
         )
         pipe = self.redis.pipeline(transaction=False)
         for key in days:
-            pipe.hmget(key, group.phones)
-        blocked = [False] * len(group.phones)
+            pipe.hmget(key, phones)
+        blocked = [False] * len(phones)
         for answers in await pipe.execute():
             for index, last in enumerate(answers):
                 if last is None:
@@ -587,6 +596,8 @@ class Checkpoint:
     report: Report
     sequence: dict[str, int]
     finished: bool = False
+    columnar: bool = False  # planned by the columnar path, which must then go on with it
+    seen_blobs: int = 0  # deltas of the columnar path's seen numbers this checkpoint counts
 
     def to_json(self) -> bytes:
         """Encode for the campaign hash."""
@@ -596,6 +607,8 @@ class Checkpoint:
                 "report": self.report.to_json(),
                 "sequence": self.sequence,
                 "finished": self.finished,
+                "columnar": self.columnar,
+                "seen_blobs": self.seen_blobs,
             }
         )
 
@@ -609,6 +622,8 @@ class Checkpoint:
             Report.from_json(data["report"]),
             dict(data["sequence"]),
             bool(data["finished"]),
+            bool(data.get("columnar", False)),
+            int(data.get("seen_blobs", 0)),
         )
 
 
@@ -636,6 +651,24 @@ class Batcher:
             batch.append(message)
             if len(batch) >= size:
                 full.append((bucket, pending.pop(bucket)))
+        return full
+
+    def add_route(
+        self, bucket: Bucket, messages: list[Message]
+    ) -> list[tuple[Bucket, list[Message]]]:
+        """Take planned messages of one bucket, in order; returns the batches they filled."""
+        batch = self.pending.setdefault(bucket, [])
+        full: list[tuple[Bucket, list[Message]]] = []
+        start = 0
+        while start < len(messages):
+            room = self.size - len(batch)
+            batch.extend(messages[start : start + room])
+            start += room
+            if len(batch) >= self.size:
+                full.append((bucket, self.pending.pop(bucket)))
+                batch = self.pending.setdefault(bucket, [])
+        if not batch:
+            del self.pending[bucket]
         return full
 
     async def flush(self) -> None:
