@@ -11,9 +11,11 @@ decide (odd spellings, foreign numbers) take the row path's functions, one at a 
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -198,22 +200,32 @@ class ColumnarPlanner:
         return found
 
     def messages(self, picked: Candidates, kept: Any, tos: list[str]) -> dict[str, list[Message]]:
-        """The kept candidates' messages per route, in line order."""
+        """The kept candidates' messages per route, each route's in line order."""
+        targets = picked.targets[kept]
+        order = np.argsort(targets, kind="stable")
+        ids = pc.cast(pa.array(picked.lines[kept][order]), pa.string()).to_pylist()
+        tos = [tos[i] for i in order.tolist()]
+        contents = picked.contents[kept][order].tolist()
+        bodies = [picked.bodies[i] for i in kept[order].tolist()] if picked.bodies else None
+        edges = np.flatnonzero(np.diff(targets[order])) + 1
         out: dict[str, list[Message]] = {}
-        lines = picked.lines[kept].tolist()
-        targets, contents = picked.targets[kept].tolist(), picked.contents[kept].tolist()
-        bodies = picked.bodies
-        rows = kept.tolist()
-        rows_of = zip(lines, tos, targets, contents, strict=True)
-        for n, (line, to, target, content) in enumerate(rows_of):
-            body, parts, _ = self.contents[content]
-            message = Message(str(line), to, bodies[rows[n]] if bodies else body, parts)
-            route = self.targets[target][0]
-            found = out.get(route)
-            if found is None:
-                found = out[route] = []
-            found.append(message)
+        for a, b in zip([0, *edges.tolist()], [*edges.tolist(), len(order)], strict=True):
+            route = self.targets[int(targets[order[a]])][0]
+            texts = bodies[a:b] if bodies else None
+            out.setdefault(route, []).extend(
+                self._messages(ids[a:b], tos[a:b], contents[a:b], texts)
+            )
         return out
+
+    def _messages(
+        self, ids: list[str], tos: list[str], contents: list[int], bodies: list[str] | None
+    ) -> Iterator[Message]:
+        if bodies is None and len(set(contents)) == 1:  # one text for all: built in C
+            body, parts, _ = self.contents[contents[0]]
+            return map(Message, ids, tos, repeat(body), repeat(parts))
+        counts = [self.contents[c][1] for c in contents]
+        texts = bodies or [self.contents[c][0] for c in contents]
+        return itertools.starmap(Message, zip(ids, tos, texts, counts, strict=True))
 
     def count(self, picked: Candidates, kept: Any) -> None:
         """Count the kept candidates as queued."""

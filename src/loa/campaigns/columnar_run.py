@@ -82,6 +82,11 @@ class Run:
             kept, tos = await self._drop(picked, kept, tos, self.checks.opted, "suppressed")
             kept, tos = await self._drop(picked, kept, tos, self.checks.blocked, "capped")
         self.work.count(picked, kept)
+        if len(kept) and not counts.samples:
+            first = int(kept[0])
+            body = picked.bodies[first] if picked.bodies else self.work.contents[0][0]
+            language = self.planner.plan.language
+            counts.sample("sms", language, e164(picked.values[kept[:1]])[0], body)
         if self.queue and len(kept):
             for route, messages in self.work.messages(picked, kept, tos).items():
                 await batcher.put(batcher.add_route((route, 0), messages))

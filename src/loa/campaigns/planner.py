@@ -34,7 +34,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -123,6 +123,10 @@ class Report:
     by_encoding: Counter[str] = field(default_factory=Counter)
     by_language: Counter[str] = field(default_factory=Counter)  # recipients
     sms_parts_by_language: Counter[str] = field(default_factory=Counter)  # their first SMS
+    parts_by_route: Counter[str] = field(default_factory=Counter)  # for the dry run's ETA
+    send_times: Counter[str] = field(default_factory=Counter)  # send_at plans: when they go
+    samples: dict[str, dict[str, str]] = field(default_factory=dict)  # "channel/language"
+    eta_s: dict[str, float | None] = field(default_factory=dict)  # per route (dry run)
     problems: list[str] = field(default_factory=list)  # plan-level: missing columns, routes
     warnings: list[str] = field(default_factory=list)  # it would go, but not as one may think
 
@@ -139,8 +143,16 @@ class Report:
         room = FIRST_ERRORS - len(self.errors)
         if room > 0:
             self.errors.extend(other.errors[:room])
-        for name in (*BREAKDOWNS, *LANGUAGE_BREAKDOWNS):
+        for name in (*BREAKDOWNS, *LANGUAGE_BREAKDOWNS, "parts_by_route", "send_times"):
             getattr(self, name).update(getattr(other, name))
+        for key, sample in other.samples.items():
+            self.samples.setdefault(key, sample)
+
+    def sample(self, channel: str, language: str, to: str, body: str) -> None:
+        """Keep the first message of each channel and language (its number masked)."""
+        key = f"{channel}/{language}"
+        if key not in self.samples:
+            self.samples[key] = {"to": mask(to), "body": body}
 
     def count_queued(self, kinds: Iterable[Kind], regions: Iterable[str]) -> None:
         """Count queued messages: per distinct kind and region, not per message."""
@@ -152,6 +164,7 @@ class Report:
             self.queued += n
             self.parts += parts * n
             self.by_route[route] += n
+            self.parts_by_route[route] += parts * n
             self.by_channel[channel] += n
             self.by_language[language] += n
             if carrier:
@@ -162,13 +175,20 @@ class Report:
         for raw, n in regions.items():
             self.by_region[raw.strip().upper() or "?"] += n
 
-    def count_due(self, buckets: Iterable[Bucket], start_ms: int) -> None:
-        """Count queued messages with a send time of their own: later than the start, or not."""
+    def count_due(self, buckets: Iterable[Bucket], start_ms: int, day_end_ms: int = 0) -> None:
+        """Count queued messages with a send time of their own: later than the start, or not;
+        and when they go: past due, the start's day, the next 7 days, later."""
+        week_ms = start_ms + 7 * 86_400_000
         for _, due_ms in buckets:
             if due_ms > start_ms:
                 self.scheduled += 1
+                when = "today" if due_ms < day_end_ms else "later"
+                if when == "later" and due_ms <= week_ms:
+                    when = "next_7_days"
+                self.send_times[when] += 1
             else:
                 self.past_due += 1
+                self.send_times["past_due"] += 1
 
     def to_json(self) -> dict[str, Any]:
         """Plain data for --json and for the checkpoint."""
@@ -182,6 +202,11 @@ class Report:
         }
         data["problems"] = list(self.problems)
         data["warnings"] = list(self.warnings)
+        if self.send_times:
+            data["send_times"] = {**dict(self.send_times), "after_expiry": self.after_expiry}
+        for name in ("samples", "eta_s"):
+            if getattr(self, name):
+                data[name] = dict(getattr(self, name))
         return data
 
     @classmethod
@@ -250,6 +275,7 @@ class Planner:
         expires = plan.schedule.expires_at(launched)
         self.expires_ms = int(expires.timestamp() * 1000) if expires else 0
         self.tz = plan.schedule.tz
+        self.day_end_ms = _day_end_ms(plan.schedule.starts_at(launched), self.tz)
         rules = plan.audience
         self._filtering = bool(rules.regions is not None or rules.tags is not None or rules.where)
         self._by_language = {
@@ -461,6 +487,20 @@ class Planner:
     def _channel_route(self, channel: str) -> str | None:
         spec = self.settings.channels.get(channel)  # type: ignore[call-overload]
         return spec.default if spec else None
+
+
+def _day_end_ms(start: datetime, tz: Any) -> int:
+    """Midnight after `start` in the plan's time zone, in epoch milliseconds."""
+    local = start.astimezone(tz)
+    midnight = local.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    return int(midnight.timestamp() * 1000)
+
+
+def mask(address: str) -> str:
+    """A number or address with its middle hidden, for samples shown to operators."""
+    if len(address) <= 6:
+        return "*" * len(address)
+    return address[:5] + "*" * (len(address) - 7) + address[-2:]
 
 
 def recipient_key(address: str) -> str:
@@ -788,11 +828,21 @@ async def _settle(group: Group, checks: RedisChecks, batcher: Batcher, queue: bo
     group.counts.count_queued(compress(group.kinds, flags), compress(group.regions, flags))
     planner = batcher.planner
     if planner.plan.schedule.send_at is not None:
-        group.counts.count_due(compress(group.buckets, flags), planner.start_ms)
+        due = compress(group.buckets, flags)
+        group.counts.count_due(due, planner.start_ms, planner.day_end_ms)
+    _sample(group, flags)
     if not queue:
         return
     full = batcher.add(compress(group.messages, flags), compress(group.buckets, flags))
     await batcher.put(full)
+
+
+def _sample(group: Group, flags: bytearray) -> None:
+    """One message per channel and language for the report (the first few queued only)."""
+    pairs = zip(group.messages, group.kinds, strict=True)
+    picked = itertools.islice(itertools.compress(pairs, flags), 50)
+    for message, kind in picked:
+        group.counts.sample(kind[1], kind[5], message.to, message.body)
 
 
 async def _abandon(task: asyncio.Task[None]) -> None:

@@ -17,6 +17,7 @@ import msgpack
 import orjson
 
 from loa.access.identity import Author, Principal, Role, same_person
+from loa.campaigns import dry_run
 from loa.campaigns.approval import Need, assess, known_test_numbers
 from loa.campaigns.audience import open_audience
 from loa.campaigns.columnar_run import plan_any, seen_key
@@ -124,6 +125,8 @@ class Campaigns:
                 f"{ns}:{{camp:{planner.campaign}}}:seen", seen_key(ns, planner.campaign)
             )
         report.warnings = _timing_warnings(report) + _language_warnings(plan, report)
+        report.warnings += dry_run.warnings(plan, report)
+        report.eta_s = dry_run.eta(report, self.settings)
         return report
 
     async def create(
@@ -263,7 +266,8 @@ class Campaigns:
     def _planner(self, plan: Plan, audience: Path, campaign: str) -> tuple[Planner, list[str]]:
         """A planner for the plan, and its problems with the audience's columns (blocking)."""
         planner = Planner(self.settings, plan, campaign, audience, _now())
-        return planner, planner.check(open_audience(audience).columns)
+        columns = open_audience(audience).columns
+        return planner, planner.check(columns) + dry_run.missing_columns(plan, columns)
 
     async def act(self, campaign_id: str, action: str) -> State:
         """pause, resume or cancel (which drops what it still had queued); approval goes

@@ -41,6 +41,7 @@ class CsvForm(enum.StrEnum):
     EXCEL = "csv-excel"
     PLAIN = "csv"
 
+
 app = typer.Typer(help="Validate, create, launch and steer campaigns.", no_args_is_help=True)
 
 AudienceOption = Annotated[
@@ -406,8 +407,23 @@ def _print_report(report: Report, title: str = "dry run: nothing queued") -> Non
             markup=False,
             highlight=False,
         )
+    _print_extras(console, report)
     for line, reason in report.errors[:20]:
         console.print(f"line {line}: {reason}")
+
+
+def _print_extras(console: Console, report: Report) -> None:
+    """The dry run's ETA per route, send times and samples (numbers masked)."""
+    if report.eta_s:
+        times = [
+            f"{r} {'no limit' if s is None else f'{s:,.0f}s'}" for r, s in report.eta_s.items()
+        ]
+        console.print("sending time per route: " + ", ".join(times), markup=False)
+    if report.send_times:
+        times = [f"{k} {v:,}" for k, v in report.send_times.items()]
+        console.print("send times: " + ", ".join(times), markup=False)
+    for key, sample in report.samples.items():
+        console.print(f"sample {key} to {sample['to']}: {sample['body']}", markup=False)
 
 
 suppression_app = typer.Typer(
@@ -458,9 +474,7 @@ def suppression_remove(
     token: TokenOption = None,
 ) -> None:
     """Opt numbers or addresses back in."""
-    gone = _audited(
-        config, redis, token, "suppression.remove", "", _suppress("remove", addresses)
-    )
+    gone = _audited(config, redis, token, "suppression.remove", "", _suppress("remove", addresses))
     typer.echo(f"{gone} removed")
 
 

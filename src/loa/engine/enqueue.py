@@ -21,6 +21,8 @@ from loa.errors import QueueFull
 from loa.message import Lane, Message
 from loa.settings import Settings
 
+PIPELINE = 32  # batches put together: one connection each while they are in flight
+
 
 def pick_shard(shards: Sequence[ShardKeys], key: int | str) -> ShardKeys:
     """The shard for a batch: by its number, or by a stable hash of its id (never by chance,
@@ -98,10 +100,14 @@ class Enqueuer:
         return self._shards[route]
 
     async def put(self, items: Sequence[Numbered]) -> int:
-        """Queue the batches: one look for room on their streams, one put for them all.
-        Returns how many were new (the others were queued before a restart)."""
-        if not items:
-            return 0
+        """Queue the batches, PIPELINE at a time: one look for room on their streams, then one
+        put for them. Returns how many were new (the others were queued before a restart)."""
+        new = 0
+        for start in range(0, len(items), PIPELINE):
+            new += await self._put(items[start : start + PIPELINE])
+        return new
+
+    async def _put(self, items: Sequence[Numbered]) -> int:
         origin, now = self.origin, now_ms()
         queued: list[tuple[ShardKeys, Batch, int]] = []
         for item in items:
