@@ -155,7 +155,7 @@ class ColumnarPlanner:
 
     def _candidates(self, batch: Columns, rows: Any, values: Any, counts: Report) -> Candidates:
         picked = values[rows]
-        region = batch.fields.get("region")
+        region = batch.get("region")
         return Candidates(
             counts,
             batch.lines[rows],
@@ -247,6 +247,6 @@ def _rows(batch: Columns, chosen: Any) -> list[dict[str, str]]:
     if not len(chosen):
         return []
     taken = pa.array(chosen)
-    names = list(batch.fields)
-    columns = [batch.fields[name].take(taken).to_pylist() for name in names]
+    names = batch.names
+    columns = [batch.get(name).take(taken).to_pylist() for name in names]
     return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]

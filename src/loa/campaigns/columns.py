@@ -34,21 +34,34 @@ ITEM_ROWS = 16_384  # rows of the row reader turned into one batch
 
 @dataclass(slots=True)
 class Columns:
-    """One batch of an audience: good rows as columns of raw text, and the bad rows."""
+    """One batch of an audience: good rows as columns of raw text, and the bad rows.
+
+    A CSV batch keeps its rows split into fields and takes a column out only when it is asked
+    for: most plans read the phone and region columns alone.
+    """
 
     lines: Any  # numpy int64: the line of each good row
-    fields: dict[str, Any]  # column -> pyarrow string array, one value per good row
+    names: list[str]  # the audience's columns
     bad: list[tuple[int, str]] = field(default_factory=list)  # (line, reason), in line order
     checkpoint: tuple[int, int] | None = None  # resume point after this batch
+    fields: dict[str, Any] = field(default_factory=dict)  # column -> pyarrow strings, taken
+    split: Any = None  # pyarrow list<string>: each good row's fields, when not taken yet
 
     @property
     def rows(self) -> int:
         """Rows in the batch, good and bad (blank lines are no rows)."""
         return len(self.lines) + len(self.bad)
 
+    def get(self, name: str) -> Any:
+        """A column's values (pyarrow strings, one per good row), or None without the column."""
+        found = self.fields.get(name)
+        if found is None and self.split is not None and name in self.names:
+            found = self.fields[name] = pc.list_element(self.split, self.names.index(name))
+        return found
+
     def column(self, name: str) -> Any:
         """A column's values, or "" for each row when the audience has no such column."""
-        found = self.fields.get(name)
+        found = self.get(name)
         if found is None:
             return pa.array([""] * len(self.lines), pa.string())
         return found
@@ -95,7 +108,7 @@ def _columns_of(columns: list[str], items: list[Item]) -> Columns:
         for index, name in enumerate(columns):
             values[index].append(item.fields[name])
     fields = {name: pa.array(v, pa.string()) for name, v in zip(columns, values, strict=True)}
-    return Columns(np.array(lines, np.int64), fields, bad, items[-1].checkpoint)
+    return Columns(np.array(lines, np.int64), columns, bad, items[-1].checkpoint, fields)
 
 
 class _Splitter:
@@ -136,6 +149,6 @@ class _Splitter:
         ]
         if not good.all():
             split = split.filter(pa.array(good))
-        fields = {name: pc.list_element(split, i) for i, name in enumerate(self.columns)}
         end = chunk.offset + len(chunk.data)
-        return Columns(numbers[good], fields, bad, (end, chunk.first_line + len(lines) - 1))
+        last = chunk.first_line + len(lines) - 1
+        return Columns(numbers[good], self.columns, bad, (end, last), split=split)

@@ -37,10 +37,11 @@ class Numbers:
 def read_numbers(cells: Any) -> Numbers:
     """The numbers of a pyarrow string column of phone cells."""
     cells = pc.fill_null(cells, "")
-    fast = _fast(cells)
+    cleaned = _cleaned(cells)
+    fast = _fast(cells, cleaned)
     values = np.zeros(len(cells), np.int64)
     if fast.any():
-        national = pc.utf8_slice_codeunits(_cleaned(cells).filter(pa.array(fast)), -9)
+        national = pc.utf8_slice_codeunits(cleaned.filter(pa.array(fast)), -9)
         values[fast] = pc.cast(national, pa.int64()).to_numpy() + VN
     valid = fast.copy()
     reasons: dict[int, str] = {}
@@ -61,14 +62,18 @@ def _cleaned(cells: Any) -> Any:
     spelled = pc.invert(pc.ascii_is_decimal(cells))
     if not pc.any(spelled).as_py():
         return cells
-    fixed = pc.replace_substring_regex(cells.filter(spelled), _SEPARATORS, "")
+    fixed = pc.replace_substring(cells.filter(spelled), " ", "")  # the commonest separator
+    odd = pc.invert(pc.ascii_is_decimal(fixed))
+    if pc.any(odd).as_py():  # dots, dashes, brackets, a plus: what is left of them
+        fixed = pc.replace_with_mask(
+            fixed, odd, pc.replace_substring_regex(fixed.filter(odd), _SEPARATORS, "")
+        )
     return pc.replace_with_mask(cells, spelled, fixed)
 
 
-def _fast(cells: Any) -> Any:
+def _fast(cells: Any, cleaned: Any) -> Any:
     """A mask: the cells that are a Vietnamese mobile in one of the common spellings."""
     short = pc.less_equal(pc.utf8_length(cells), _MAX_INPUT)
-    cleaned = _cleaned(cells)
     size = pc.binary_length(cleaned)
     head = pc.or_(
         pc.or_(
