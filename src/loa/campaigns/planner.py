@@ -224,6 +224,11 @@ class Report:
             report.sms_parts_by_language[language] = counts["sms_parts"]
         report.problems = list(data.get("problems", []))
         report.warnings = list(data.get("warnings", []))
+        report.samples = dict(data.get("samples", {}))
+        report.eta_s = dict(data.get("eta_s", {}))
+        times = dict(data.get("send_times", {}))
+        times.pop("after_expiry", None)  # a counter of its own, shown beside them
+        report.send_times = Counter(times)
         return report
 
 

@@ -179,6 +179,14 @@ def launch(
     token: TokenOption = None,
     json_output: JsonOption = False,
     partitions: PartitionsOption = 1,
+    here: Annotated[
+        bool,
+        typer.Option(
+            "--here/--elsewhere",
+            help="with --partitions: plan them in processes here, or only start the campaign "
+            "and plan each with `loa campaign plan ID --partition k/P` where you choose",
+        ),
+    ] = True,
 ) -> None:
     """Plan the audience onto the queues; run again after a crash to continue where it was.
 
@@ -200,6 +208,9 @@ def launch(
         return report
 
     report = _audited(config, redis, token, "campaign.launch", campaign_id, work)
+    if count > 1 and not here:
+        typer.echo(f"started in {count} partitions: plan each with --partition k/{count}")
+        return
     if count > 1:
         report = _plan_partitions(campaign_id, count, config, redis, token)
     if json_output:
