@@ -130,13 +130,24 @@ def settings(make_settings: Any) -> Settings:
     )
 
 
-@pytest.mark.parametrize("template", [STATIC, NAMED, LONG], ids=["static", "named", "long"])
+@pytest.mark.parametrize(
+    ("template", "ascii"),
+    [
+        (STATIC, "false"),
+        (NAMED, "false"),
+        (NAMED, "true"),  # folded to ASCII: each name folded once
+        (LONG, "false"),  # ends in a space: rendered row by row
+        (LONG + "het.", "true"),  # too many parts for some names, filled a column at a time
+        ("{{ name }} oi, tiem vac-xin", "false"),  # starts with a name: row by row
+    ],
+    ids=["static", "named", "named-ascii", "long", "long-filled", "name-first"],
+)
 def test_columns_and_rows_plan_the_same_hostile_files(
-    settings, redis_url, tmp_path, monkeypatch, template
+    settings, redis_url, tmp_path, monkeypatch, template, ascii
 ):
     monkeypatch.setattr(planner_module, "GROUP_ROWS", 7)
     monkeypatch.setattr(columns_module, "CHUNK_BYTES", 97)  # chunks end everywhere
-    plan = plan_file(tmp_path / "p.toml", template)
+    plan = plan_file(tmp_path / "p.toml", template, ascii)
     assert eligible(Planner(settings, load_plan(plan), "x", tmp_path, datetime.now(UTC)))
 
     @hsettings(

@@ -23,10 +23,11 @@ import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.compute as pc  # type: ignore[import-untyped]
 
 from loa.campaigns.columns import Columns
+from loa.campaigns.fill import fill, fillable
 from loa.campaigns.numbers import read_numbers
 from loa.campaigns.partitions import Partition
 from loa.campaigns.planner import Kind, Planner, Report
-from loa.campaigns.templates import TemplateRefused
+from loa.campaigns.templates import Slots, TemplateRefused
 from loa.errors import TemplateError
 from loa.message import Message
 from loa.sms import analyse
@@ -57,7 +58,7 @@ class Candidates:
     values: Any  # numpy int64: each candidate's number
     targets: Any  # numpy int64: index into ColumnarPlanner.targets
     contents: Any  # numpy int64: index into ColumnarPlanner.contents
-    bodies: list[str] | None  # per candidate, when the text reads fields
+    bodies: Any  # pyarrow strings, per candidate, when the text reads fields; else None
     regions: Any  # pyarrow strings: the raw `region` cell; None without the column
 
 
@@ -112,9 +113,39 @@ class ColumnarPlanner:
                 reason = str(planner._too_long(parts))
                 invalid.extend((int(batch.lines[i]), reason) for i in chosen)
             self._contents = [self._content(body, parts, encoding)] * len(chosen) if ok else []
-            self._bodies: list[str] | None = None
+            self._bodies: Any = None
             return np.full(len(chosen), ok, bool)
+        slots = self.planner.templates.sms_slots
+        if slots is not None and fillable(slots) and len(chosen):
+            return self._render_slots(batch, chosen, invalid, slots)
         return self._render_each(batch, chosen, invalid)
+
+    def _render_slots(
+        self, batch: Columns, chosen: Any, invalid: list[tuple[int, str]], slots: Slots
+    ) -> Any:
+        """Texts of slots filled a column at a time; parts counted once per distinct text."""
+        taken = pa.array(chosen)
+        cells = [batch.column(name).take(taken) for _, name in slots.slots]
+        texts, reasons = fill(slots, cells)
+        encoded = pc.dictionary_encode(texts)
+        contents, failures = [], {}
+        for index, body in enumerate(encoded.dictionary.to_pylist()):
+            try:
+                known = self._content_of.get(body)
+                contents.append(self._measure(body) if known is None else known)
+            except TemplateError as exc:
+                contents.append(-1)
+                failures[index] = str(exc)
+        per_row = np.array(contents, np.int64)[encoded.indices.to_numpy(zero_copy_only=False)]
+        for position, reason in enumerate(reasons):
+            if reason is None and per_row[position] < 0:
+                reasons[position] = failures[int(encoded.indices[position].as_py())]
+        found = np.array([reason is None for reason in reasons], bool)
+        lines = batch.lines[chosen]
+        invalid.extend((int(lines[i]), str(reasons[i])) for i in np.flatnonzero(~found).tolist())
+        self._contents = per_row[found].tolist()
+        self._bodies = texts.filter(pa.array(found))
+        return found
 
     def _render_each(self, batch: Columns, chosen: Any, invalid: list[tuple[int, str]]) -> Any:
         render: Callable[[Mapping[str, str]], str] = self.planner._sms_body
@@ -136,7 +167,7 @@ class ColumnarPlanner:
                 continue
             contents.append(content)
             bodies.append(body)
-        self._contents, self._bodies = contents, bodies
+        self._contents, self._bodies = contents, pa.array(bodies, pa.string())
         return found
 
     def _measure(self, body: str) -> int:
@@ -206,7 +237,9 @@ class ColumnarPlanner:
         ids = pc.cast(pa.array(picked.lines[kept][order]), pa.string()).to_pylist()
         tos = [tos[i] for i in order.tolist()]
         contents = picked.contents[kept][order].tolist()
-        bodies = [picked.bodies[i] for i in kept[order].tolist()] if picked.bodies else None
+        bodies = None
+        if picked.bodies is not None:
+            bodies = picked.bodies.take(pa.array(kept[order])).to_pylist()
         edges = np.flatnonzero(np.diff(targets[order])) + 1
         out: dict[str, list[Message]] = {}
         for a, b in zip([0, *edges.tolist()], [*edges.tolist(), len(order)], strict=True):

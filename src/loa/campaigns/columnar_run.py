@@ -84,7 +84,7 @@ class Run:
         self.work.count(picked, kept)
         if len(kept) and not counts.samples:
             first = int(kept[0])
-            body = picked.bodies[first] if picked.bodies else self.work.contents[0][0]
+            body = self.work.contents[int(picked.contents[first])][0]
             language = self.planner.plan.language
             counts.sample("sms", language, e164(picked.values[kept[:1]])[0], body)
         if self.queue and len(kept):
