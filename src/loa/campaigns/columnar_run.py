@@ -9,6 +9,9 @@ previous checkpoint with exactly the memory it had there.
 
 from __future__ import annotations
 
+import contextlib
+import gc
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -31,6 +34,8 @@ from loa.engine.connection import RedisClient
 from loa.engine.enqueue import Enqueuer, Origin
 from loa.engine.queue import Queues
 from loa.errors import PlanError
+
+GC_ALLOCATIONS = 50_000  # allocations between collections of the youngest generation
 
 
 def seen_key(namespace: str, campaign: str) -> str:
@@ -120,6 +125,30 @@ async def plan_columns(
     partition: Partition | None = None,
 ) -> Report:
     """Plan (or, in a dry run, count) the audience a column batch at a time."""
+    with _few_collections():
+        return await _plan_columns(planner, redis, queue, checkpoint, save, partition)
+
+
+@contextlib.contextmanager
+def _few_collections() -> Iterator[None]:
+    """Planning makes millions of short-lived messages and no cycles: the collector's default
+    (a collection every 700 allocations) would cost a quarter of its time."""
+    before = gc.get_threshold()
+    gc.set_threshold(GC_ALLOCATIONS, *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+
+
+async def _plan_columns(
+    planner: Planner,
+    redis: RedisClient,
+    queue: bool,
+    checkpoint: Checkpoint | None,
+    save: Any,
+    partition: Partition | None,
+) -> Report:
     run = Run(planner, redis, partition or Partition(), queue)
     state = checkpoint or Checkpoint(None, Report(), {}, columnar=True)
     state.columnar = True
