@@ -224,3 +224,77 @@ def test_seen_numbers_survive_their_deltas() -> None:
         True,
         False,
     ]
+
+
+def _formats(tmp_path: Path) -> list[Path]:
+    """The same people in every format and spelling the row reader knows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    phones = ["0961234567", "+84 912 345 678", "0961234567", "12345", "", "84971234567"]
+    names = ["An", "Bình", "Chi", "Dũng", "Hà", "  "]
+    out = []
+    for name, delimiter, bom in (
+        ("semi.csv", ";", b""),
+        ("tab.csv", "\t", b""),
+        ("bom.csv", ",", b"\xef\xbb\xbf"),
+    ):
+        rows = [delimiter.join(["Phone", "NAME", "region"])]
+        rows += [delimiter.join([p, n, "79"]) for p, n in zip(phones, names, strict=True)]
+        rows.append(delimiter.join(["0981234567", "Lan"]))  # a field short
+        path = tmp_path / name
+        path.write_bytes(bom + ("\n".join(rows) + "\n").encode())
+        out.append(path)
+    jsonl = tmp_path / "people.jsonl"
+    lines = [
+        f'{{"phone": "{p}", "name": "{n}", "region": "79"}}'
+        for p, n in zip(phones, names, strict=True)
+    ]
+    lines += ['{"phone": 84981234567, "name": "Lan", "region": 79}', "[1, 2]", "not json", ""]
+    jsonl.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out.append(jsonl)
+    parquet = tmp_path / "people.parquet"
+    table = pa.table(
+        {
+            "phone": pa.array([84961234567.0, None, 84912345678.0, 12345.0], pa.float64()),
+            "name": pa.array(["An", "Bình", None, "Dũng"]),
+            "region": pa.array([[1], [2], [3], [4]]),  # lists: every row is a bad row
+        }
+    )
+    pq.write_table(table, parquet)
+    good = tmp_path / "good.parquet"
+    pq.write_table(table.drop(["region"]), good)
+    return [*out, parquet, good]
+
+
+def test_every_format_plans_the_same_both_ways(settings, redis_url, tmp_path):
+    plan = plan_file(tmp_path / "p.toml", NAMED, "true")
+    for people in _formats(tmp_path):
+        rows, cols, by_rows, by_cols = asyncio.run(both(settings, redis_url, plan, people))
+        assert cols.to_json() == rows.to_json(), people.name
+        assert by_cols == by_rows, people.name
+        assert rows.total > 0, people.name
+
+
+@pytest.mark.parametrize("text", ["4/4", "x", "0/0", "1/300", "-1/2", "1/"])
+def test_a_partition_is_k_of_p(text: str) -> None:
+    from loa.campaigns.partitions import Partition
+    from loa.errors import PlanError
+
+    assert Partition.parse("3/4") == Partition(3, 4)
+    with pytest.raises(PlanError, match="partition"):
+        Partition.parse(text)
+
+
+def test_a_number_always_falls_in_the_same_partition_and_they_share_the_numbers() -> None:
+    import numpy as np
+
+    from loa.campaigns.partitions import Partition, partition_of
+
+    numbers = np.arange(84_900_000_000, 84_900_040_000, dtype=np.int64)
+    first, again = partition_of(numbers, 4), partition_of(numbers[::-1], 4)[::-1]
+    assert (first == again).all()
+    counts = np.bincount(first, minlength=4)
+    assert counts.min() > 9000, "neighbouring numbers spread over every partition"
+    masks = [Partition(k, 4).mine(numbers) for k in range(4)]
+    assert (sum(mask.astype(int) for mask in masks) == 1).all(), "each in exactly one"
