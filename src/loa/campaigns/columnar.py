@@ -136,11 +136,12 @@ class ColumnarPlanner:
             except TemplateError as exc:
                 contents.append(-1)
                 failures[index] = str(exc)
-        per_row = np.array(contents, np.int64)[encoded.indices.to_numpy(zero_copy_only=False)]
-        for position, reason in enumerate(reasons):
-            if reason is None and per_row[position] < 0:
-                reasons[position] = failures[int(encoded.indices[position].as_py())]
-        found = np.array([reason is None for reason in reasons], bool)
+        which = encoded.indices.to_numpy(zero_copy_only=False)
+        per_row = np.array(contents, np.int64)[which]
+        unmeasured = (per_row < 0) & (reasons == None)  # noqa: E711 (numpy, element-wise)
+        for position in np.flatnonzero(unmeasured).tolist():
+            reasons[position] = failures[int(which[position])]
+        found = reasons == None  # noqa: E711
         lines = batch.lines[chosen]
         invalid.extend((int(lines[i]), str(reasons[i])) for i in np.flatnonzero(~found).tolist())
         self._contents = per_row[found].tolist()

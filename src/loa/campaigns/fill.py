@@ -23,9 +23,9 @@ def fillable(slots: Slots) -> bool:
     return bool(first and last and not first[0].isspace() and not last[-1].isspace())
 
 
-def fill(slots: Slots, columns: list[Any]) -> tuple[Any, list[str | None]]:
-    """Each row's text (pyarrow strings) and its reason to be invalid (None: it is not);
-    `columns` holds each slot's cells, in the order of `slots.slots`."""
+def fill(slots: Slots, columns: list[Any]) -> tuple[Any, Any]:
+    """Each row's text (pyarrow strings) and its reason to be invalid (a numpy array of
+    objects, None where it is not); `columns` holds each slot's cells, in slot order."""
     rows = len(columns[0])
     reasons = np.full(rows, None, object)
     parts: list[Any] = [pa.scalar(piece, pa.string()) for piece in slots.pieces]
@@ -36,7 +36,7 @@ def fill(slots: Slots, columns: list[Any]) -> tuple[Any, list[str | None]]:
     lengths = pc.utf8_length(texts).to_numpy(zero_copy_only=False)
     for row in np.flatnonzero((lengths > MAX_TEXT) & (reasons == None)).tolist():  # noqa: E711
         reasons[row] = slots.too_long(int(lengths[row]))
-    return texts, reasons.tolist()
+    return texts, reasons
 
 
 def _filled(slots: Slots, cells: Any) -> tuple[Any, Any]:
