@@ -618,13 +618,16 @@ def _timing_warnings(report: Report) -> list[str]:
 
 
 def _followup_fields(plan: Plan) -> dict[str, str]:
-    """The plan's question as the engine (`followup_window`, seconds) and loa.followups
-    (`followup`, JSON) read it from the campaign's hash; none for a plan that asks nothing."""
+    """The plan's question as the engine (`followup_window` and `followup_remind`, seconds)
+    and loa.followups (`followup`, JSON) read it from the campaign's hash; none for a plan that
+    asks nothing."""
     if plan.followup is None:
         return {}
+    remind = plan.followup.remind_after
     return {
         "followup": plan.followup.model_dump_json(),
         "followup_window": str(int(plan.followup.window.total_seconds())),
+        "followup_remind": str(int(remind.total_seconds())) if remind else "0",
     }
 
 
