@@ -91,6 +91,12 @@ def campaign_seen_key(namespace: str, campaign: str) -> str:
     return f"{campaign_key(namespace, campaign)}:seen"
 
 
+def campaign_seen_numbers_key(namespace: str, campaign: str) -> str:
+    """The columnar planner's seen numbers of a campaign: a hash of bitmap deltas, fields
+    `k/P:n` (partition, delta number)."""
+    return f"{campaign_key(namespace, campaign)}:seen-numbers"
+
+
 def campaigns_key(namespace: str) -> str:
     """A sorted set of campaign ids by creation time."""
     return f"{namespace}:campaigns"

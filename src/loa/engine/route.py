@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import zlib
 from collections.abc import Sequence
 
 from loa.engine.backoff import throttle_delay
 from loa.engine.classify import ChunkOutcome, carrying, classify
 from loa.engine.context import RouteContext
+from loa.engine.enqueue import pick_shard
 from loa.engine.envelope import Batch, message_row, now_ms
 from loa.engine.gate import ChunkGate
 from loa.engine.health import ProviderHealth
@@ -326,7 +326,7 @@ class RouteRunner:
                 expires_ms=batch.expires_ms,
             )
             shards = shard_keys(queues.namespace, route, self.ctx.route_shards[route])
-            keys = shards[zlib.crc32(handed.id.encode()) % len(shards)]
+            keys = pick_shard(shards, handed.id)
             items.append((keys, handed, 0))
         await queues.put_once(items)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import zlib
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +28,7 @@ from loa.campaigns.questions import Questions
 from loa.campaigns.record import State
 from loa.engine.connection import RedisClient, text
 from loa.engine.control import DAY_SECONDS, opted_out
+from loa.engine.enqueue import pick_shard
 from loa.engine.envelope import Batch
 from loa.engine.envelope import now_ms as clock_ms
 from loa.engine.keys import campaign_key, followup_prefix, reminders_key, reminding_key, shard_keys
@@ -169,7 +169,7 @@ class Reminders:
         # no campaign on the batch: a reminder neither asks the question again nor counts as
         # one of the campaign's messages; its own count is the follow-up's `reminded`
         batch = Batch(route=route, lane=Lane.NORMAL, messages=[message], id=message_id)
-        keys = shards[zlib.crc32(batch.id.encode()) % len(shards)]
+        keys = pick_shard(shards, batch.id)
         await self.queues.put_once([(keys, batch, 0)])
 
 

@@ -39,6 +39,7 @@ from loa.engine.keys import (
     LANES,
     ShardKeys,
     campaign_seen_key,
+    campaign_seen_numbers_key,
     drives_key,
     frequency_key,
     inbound_key,
@@ -327,7 +328,10 @@ class Purge:
         for keys in shards:
             done.dead_letters += await self._drop_dead(keys.dead, campaign_id)
         ns = _glob(self.namespace)
-        done.dedup = await self.redis.delete(campaign_seen_key(self.namespace, campaign_id))
+        done.dedup = await self.redis.delete(
+            campaign_seen_key(self.namespace, campaign_id),
+            campaign_seen_numbers_key(self.namespace, campaign_id),  # the columnar planner's
+        )
         async for key in scan(self.redis, receipt_pattern(ns)):
             sent = stored_sent(text(await self.redis.get(key)))
             if sent is not None and sent.campaign == campaign_id:
