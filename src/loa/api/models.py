@@ -76,6 +76,18 @@ class LanguageCount(BaseModel):
     sms_parts: int
 
 
+class SampleMessage(BaseModel):
+    """A planned message as the dry run shows it: the recipient masked, in the text as well."""
+
+    line: int = Field(description="its audience line")
+    to: str = Field(description="the address, masked (`***678`)")
+    channel: str
+    route: str
+    parts: int
+    subject: str = Field("", description="an e-mail's subject or a push message's title")
+    text: str = Field(description="the text (a Zalo message: its template id)")
+
+
 class DryRun(BaseModel):
     """The dry run: everything planning would do, counted; the first bad rows with their line."""
 
@@ -103,6 +115,9 @@ class DryRun(BaseModel):
     problems: list[str]
     warnings: list[str] = Field(
         default_factory=list, description="it would go, but not as one may expect"
+    )
+    samples: list[SampleMessage] = Field(
+        default_factory=list, description="the first planned messages, recipients masked"
     )
 
 

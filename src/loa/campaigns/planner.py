@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -58,6 +59,7 @@ from loa.engine.keys import ShardKeys, shard_keys
 from loa.engine.producer import Producer
 from loa.engine.queue import Queues
 from loa.errors import InvalidPhone, PlanError, TemplateError
+from loa.log import mask_address
 from loa.message import Message
 from loa.phone import normalize
 from loa.settings import Settings
@@ -67,6 +69,9 @@ GROUP_ROWS = 2000  # rows that meet Redis together
 SLICE_ROWS = 250  # rows taken from the file at a time
 CHECKPOINT_ROWS = 50_000  # rows between checkpoints (every batch is flushed at one)
 FIRST_ERRORS = 100  # invalid rows kept with their line and reason
+SAMPLES = 3  # planned messages a dry run shows, recipients masked
+REGION_LENGTH = 32  # a region is a province code: anything longer is cut, not carried whole
+_SEPARATORS = re.compile(r"[|,:@]")
 
 # the counters planning keeps, in the campaign hash and in every report
 PLANNING_COUNTERS = (
@@ -127,6 +132,8 @@ class Report:
     sms_parts_by_language: Counter[str] = field(default_factory=Counter)  # their first SMS
     problems: list[str] = field(default_factory=list)  # plan-level: missing columns, routes
     warnings: list[str] = field(default_factory=list)  # it would go, but not as one may think
+    # the first planned messages as an approver reads them: the recipient masked everywhere
+    samples: list[dict[str, Any]] = field(default_factory=list)
 
     def invalid_row(self, line: int, reason: str) -> None:
         """Count a bad row and keep the first ones with their line."""
@@ -143,6 +150,7 @@ class Report:
             self.errors.extend(other.errors[:room])
         for name in (*BREAKDOWNS, *LANGUAGE_BREAKDOWNS):
             getattr(self, name).update(getattr(other, name))
+        self.samples.extend(other.samples[: max(0, SAMPLES - len(self.samples))])
 
     def count_queued(self, kinds: Iterable[Kind], regions: Iterable[str]) -> None:
         """Count queued messages: per distinct kind and region, not per message."""
@@ -158,7 +166,7 @@ class Report:
                 self.by_encoding[str(encoding)] += n  # an Encoding: its value
                 self.sms_parts_by_language[language] += parts * n
         for raw, n in Counter(regions).items():
-            self.by_region[raw.strip().upper() or "?"] += n
+            self.by_region[region_of(raw) or "?"] += n
 
     def count_due(self, buckets: Iterable[Bucket], start_ms: int) -> None:
         """Count queued messages with a send time of their own: later than the start, or not."""
@@ -180,6 +188,7 @@ class Report:
         }
         data["problems"] = list(self.problems)
         data["warnings"] = list(self.warnings)
+        data["samples"] = list(self.samples)
         return data
 
     @classmethod
@@ -197,6 +206,7 @@ class Report:
             report.sms_parts_by_language[language] = counts["sms_parts"]
         report.problems = list(data.get("problems", []))
         report.warnings = list(data.get("warnings", []))
+        report.samples = list(data.get("samples", []))
         return report
 
 
@@ -296,7 +306,7 @@ class Planner:
         phones, messages = group.phones.append, group.messages.append
         buckets, kinds, regions = group.buckets.append, group.kinds.append, group.regions.append
         filtering, matches, reach = self._filtering, self.plan.audience.matches, self._reach
-        asks = self.plan.followup is not None  # answers are counted per region: carry it
+        first = len(group.messages)
         for item in items:
             if isinstance(item, BadRow):
                 counts.invalid_row(item.line, item.reason)
@@ -326,8 +336,9 @@ class Planner:
                 counts.unroutable += 1
                 continue
             message, bucket, kind = planned
-            if asks and fields.get("region"):
-                message.extra = {**(message.extra or {}), REGION: fields["region"].strip()}
+            region = fields.get("region")
+            if region:  # sent, delivered and answers are counted per region: it travels along
+                message.extra = {**(message.extra or {}), REGION: region_of(region)}
             to = message.to
             phones(phone if to is phone else recipient_key(to))
             messages(message)
@@ -337,6 +348,17 @@ class Planner:
         counts.total += len(items)
         group.rows += len(items)
         group.checkpoint = items[-1].checkpoint
+        if len(counts.samples) < SAMPLES:  # once per call, not per row
+            self._sample(group, first)
+
+    @staticmethod
+    def _sample(group: Group, first: int) -> None:
+        """Keep the first planned messages of this call, as far as SAMPLES are missing."""
+        counts = group.counts
+        end = min(len(group.messages), first + SAMPLES - len(counts.samples))
+        for index in range(first, end):
+            message, (route, channel, *_) = group.messages[index], group.kinds[index]
+            counts.samples.append(sample(message, route, channel))
 
     def _reach_static_sms(self, line: int, fields: Mapping[str, str], phone: str) -> Planned:
         """One SMS channel, the same text for everyone, no send times: the common campaign."""
@@ -459,6 +481,33 @@ class Planner:
     def _channel_route(self, channel: str) -> str | None:
         spec = self.settings.channels.get(channel)  # type: ignore[call-overload]
         return spec.default if spec else None
+
+
+def region_of(raw: str) -> str:
+    """A region cell as counted: trimmed, upper case, at most REGION_LENGTH characters, and
+    without the separators of the counters' and scripts' values (`|`, `,`, `:`)."""
+    region = raw.strip().upper()[:REGION_LENGTH]
+    return _SEPARATORS.sub("_", region) if _SEPARATORS.search(region) else region
+
+
+def sample(message: Message, route: str, channel: str) -> dict[str, Any]:
+    """A planned message as a dry run shows it: the recipient's address masked, in the text too
+    (a template may quote it), with its audience line, channel, route and parts."""
+    masked = mask_address(message.to)
+    extra = message.extra or {}
+    body = message.body or str(extra.get("template_id", ""))
+    for form in {message.to, "0" + message.to[3:] if message.to.startswith("+84") else ""}:
+        if len(form) > 3:
+            body = body.replace(form, masked)
+    return {
+        "line": int(message.id) if message.id.isdigit() else 0,
+        "to": masked,
+        "channel": channel,
+        "route": route,
+        "parts": message.parts,
+        "subject": str(extra.get("subject") or extra.get("title") or ""),
+        "text": body,
+    }
 
 
 def recipient_key(address: str) -> str:
@@ -595,7 +644,8 @@ class Checkpoint:
         return orjson.dumps(
             {
                 "resume": self.resume,
-                "report": self.report.to_json(),
+                # no sample messages: the checkpoint keeps counts, not what people are told
+                "report": {**self.report.to_json(), "samples": []},
                 "sequence": self.sequence,
                 "finished": self.finished,
             }

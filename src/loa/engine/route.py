@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 
 from loa.adapters.base import Adapter, Pingable
 from loa.engine.backoff import retry_delay, throttle_delay
-from loa.engine.control import Controls, Decision
+from loa.engine.control import REGION, Controls, Decision
 from loa.engine.envelope import Batch, message_row, now_ms
 from loa.engine.events import Correlator
 from loa.engine.keys import ShardKeys, shard_keys
@@ -528,6 +528,7 @@ class RouteRunner:
             batch.attempt and _unanswered_before(batch, indexes)
         ):
             counts[Outcome.ACCEPTED] += len(results)
+            _count_regions(batch, indexes, progress.regions)
             await self._reached(batch, indexes)
             if not self.limiter.unlimited:
                 self.limiter.record(self._tokens(batch, indexes))
@@ -588,6 +589,7 @@ class RouteRunner:
             await self.limiter.report_throttle()
         if fallbacks:
             await self._hand_over(batch, indexes[0], fallbacks)
+        _count_regions(batch, accepted, progress.regions)
         await self._reached(batch, accepted)
 
     async def _reached(self, batch: Batch, accepted: Sequence[int]) -> None:
@@ -673,7 +675,9 @@ class RouteRunner:
             dead_letter(self.name, taken.lane, batch, message_row(messages[i]), reason)
             for i, reason in progress.dead
         ]
-        settled = await self.queues.settle(taken, progress.counts, requeue, dead)
+        settled = await self.queues.settle(
+            taken, progress.counts, requeue, dead, progress.regions
+        )
         if settled:
             self._count(taken, progress)
 
@@ -684,6 +688,18 @@ class RouteRunner:
         if progress.dead:
             self.metrics.dead_letters.labels(self.name).inc(len(progress.dead))
         self.metrics.batches.labels(self.name, lane).inc()
+
+
+def _count_regions(batch: Batch, accepted: Sequence[int], regions: Counter[str]) -> None:
+    """Count accepted messages per region of the audience (a campaign's, when it has one)."""
+    if not batch.campaign:
+        return
+    messages = batch.messages
+    for index in accepted:
+        extra = messages[index].extra
+        region = extra.get(REGION) if extra else None
+        if region:
+            regions[region] += 1
 
 
 def _carrying(message: Message, carry: dict[str, Any] | None) -> Message:
