@@ -31,9 +31,9 @@ class ProvinceRow(BaseModel):
     province: bool = Field(description="whether the region is one of the 34 provinces")
     regions: list[str] = Field(description="the audience's regions counted here")
     queued: int
-    sent: int
-    delivered: int
-    undelivered: int
+    sent: int | None = Field(description="null when the campaign does not count it per region")
+    delivered: int | None
+    undelivered: int | None
     answers: int = Field(description="answers to the campaign's question, unparsed included")
 
 
@@ -41,6 +41,10 @@ class CampaignProvinces(BaseModel):
     """Per province, by code; then regions that are no province, and rows without a region."""
 
     campaign: str
+    counted: bool = Field(
+        description="whether sent and delivered are counted per region: for a campaign that "
+        "asks a question, whose messages carry their recipient's region"
+    )
     provinces: list[ProvinceRow]
 
 
@@ -53,18 +57,19 @@ async def provinces(campaign_id: CampaignId, who: Viewer, ctx: Ctx) -> CampaignP
     """The audience's `region` column read as provinces: a pre-2025 code or a province's name
     counts under the province it is part of now. Counts only, never a number."""
     await _campaign(ctx, campaign_id)
-    counts = await ctx.services.campaigns.by_region(campaign_id)
+    counts, counted = await ctx.services.campaigns.by_region(campaign_id)
     summary = await Followups(ctx.settings, ctx.services.redis).summary(campaign_id)
     answers = {region: sum(codes.values()) for region, codes in summary["by_region"].items()}
     rows: dict[str, ProvinceRow] = {}
     for region in sorted({*counts, *answers}):
-        row = rows.get(_code(region)) or rows.setdefault(_code(region), _row(region))
+        row = rows.get(_code(region)) or rows.setdefault(_code(region), _row(region, counted))
         row.regions.append(region)
         for name, value in counts.get(region, {}).items():
-            setattr(row, name, getattr(row, name) + value)
+            if name == "queued" or counted:
+                setattr(row, name, (getattr(row, name) or 0) + value)
         row.answers += answers.get(region, 0)
     ordered = sorted(rows.values(), key=lambda r: (not r.province, r.code == NO_REGION, r.code))
-    return CampaignProvinces(campaign=campaign_id, provinces=ordered)
+    return CampaignProvinces(campaign=campaign_id, counted=counted, provinces=ordered)
 
 
 def _code(region: str) -> str:
@@ -73,16 +78,17 @@ def _code(region: str) -> str:
     return found.code if found else region
 
 
-def _row(region: str) -> ProvinceRow:
+def _row(region: str, counted: bool) -> ProvinceRow:
     found = province(_code(region))
+    zero = 0 if counted else None
     return ProvinceRow(
         code=found.code if found else region,
         name=found.name if found else "",
         province=found is not None,
         regions=[],
         queued=0,
-        sent=0,
-        delivered=0,
-        undelivered=0,
+        sent=zero,
+        delivered=zero,
+        undelivered=zero,
         answers=0,
     )

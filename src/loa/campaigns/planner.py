@@ -306,6 +306,7 @@ class Planner:
         phones, messages = group.phones.append, group.messages.append
         buckets, kinds, regions = group.buckets.append, group.kinds.append, group.regions.append
         filtering, matches, reach = self._filtering, self.plan.audience.matches, self._reach
+        asks = self.plan.followup is not None  # answers are counted per region: carry it
         first = len(group.messages)
         for item in items:
             if isinstance(item, BadRow):
@@ -336,9 +337,8 @@ class Planner:
                 counts.unroutable += 1
                 continue
             message, bucket, kind = planned
-            region = fields.get("region")
-            if region:  # sent, delivered and answers are counted per region: it travels along
-                message.extra = {**(message.extra or {}), REGION: region_of(region)}
+            if asks and fields.get("region"):  # then sent and delivered are counted per region
+                message.extra = {**(message.extra or {}), REGION: region_of(fields["region"])}
             to = message.to
             phones(phone if to is phone else recipient_key(to))
             messages(message)

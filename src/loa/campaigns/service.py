@@ -67,6 +67,7 @@ STATUS_KEYS = (
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 NOT_REQUIRED = "not_required"
 MAX_REGIONS = 500  # regions a campaign's counts per region are told for (a province: 34)
+NO_REGION = "?"  # the planner's region of rows without one
 STEERING = frozenset({"pause", "resume", "cancel"})
 # a message counted under one of these has its final outcome for this campaign
 FINAL_OUTCOMES = (
@@ -400,14 +401,18 @@ class Campaigns:
         status["by_route"] = by_route
         return status
 
-    async def by_region(self, campaign_id: str) -> dict[str, dict[str, int]]:
-        """Queued, sent, delivered and undelivered per region of the audience (`?`: none).
+    async def by_region(self, campaign_id: str) -> tuple[dict[str, dict[str, int]], bool]:
+        """Queued, sent, delivered and undelivered per region of the audience (`?`: none), and
+        whether sent and delivered are counted per region at all.
 
         Queued is the planning report's; sent is counted by the workers as they settle each
-        batch, delivered and undelivered as receipts meet their messages (both by the region
-        each message carries). At most MAX_REGIONS regions, the largest.
+        batch, delivered and undelivered as receipts meet their messages, both by the region
+        each message carries: only a campaign that asks a question carries it (a plain SMS
+        campaign's messages carry nothing but their number, see the planner's fast paths).
+        At most MAX_REGIONS regions, the largest.
         """
         campaign = await self.store.get(campaign_id)
+        counted = bool(int(campaign.fields.get("followup_window", 0) or 0))
         raw = campaign.fields.get("checkpoint")
         queued = Checkpoint.from_json(raw).report.by_region if raw else Counter[str]()
         receipts: Any = await self.redis.hgetall(regions_key(self.settings.namespace, campaign_id))
@@ -416,9 +421,9 @@ class Campaigns:
             region, _, outcome = text(field).rpartition(":")
             settled.setdefault(region, {})[outcome] = int(value)
         regions = [region for region, _ in queued.most_common(MAX_REGIONS)]
-        regions += [region for region in settled if region not in queued][: MAX_REGIONS]
+        regions += [region for region in settled if region not in queued][:MAX_REGIONS]
         sent = await self._sent_by_region(campaign_id, regions)
-        return {
+        counts = {
             region: {
                 "queued": queued.get(region, 0),
                 "sent": sent.get(region, 0),
@@ -427,6 +432,23 @@ class Campaigns:
             }
             for region in regions
         }
+        if counted and NO_REGION in counts:
+            await self._without_region(campaign_id, counts)
+        return counts, counted
+
+    async def _without_region(self, campaign_id: str, counts: dict[str, dict[str, int]]) -> None:
+        """Messages without a region carry none to be counted by: they are what the
+        campaign's totals have beyond the regions' (all of them, when no message is cut)."""
+        sending = await self._sending_counts(campaign_id)
+        receipts = await self._receipt_counts(campaign_id)
+        totals = {
+            "sent": sending[Outcome.ACCEPTED],
+            "delivered": sum(r.get("delivered", 0) for r in receipts.values()),
+            "undelivered": sum(r.get("undelivered", 0) for r in receipts.values()),
+        }
+        for name, total in totals.items():
+            others = sum(c[name] for region, c in counts.items() if region != NO_REGION)
+            counts[NO_REGION][name] = max(0, total - others)
 
     async def _sent_by_region(self, campaign_id: str, regions: list[str]) -> dict[str, int]:
         """Accepted messages per region, summed over every shard (one round trip)."""
