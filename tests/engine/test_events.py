@@ -16,7 +16,7 @@ from loa.adapters import registry
 from loa.adapters.base import EventSink
 from loa.cli.campaign import inbound_app
 from loa.engine.connection import RedisClient, connect
-from loa.engine.control import campaign_key, suppression_key
+from loa.engine.control import REGION, campaign_key, suppression_key
 from loa.engine.embedded import free_port
 from loa.engine.events import (
     EventsNotWritten,
@@ -26,6 +26,8 @@ from loa.engine.events import (
     read_inbound,
     receipt_key,
     receipts_key,
+    regions_key,
+    sent_of,
 )
 from loa.engine.metrics import Metrics
 from loa.message import Accepted, Failed, Inbound, Message, Receipt, SendResult
@@ -108,6 +110,40 @@ async def test_a_long_message_counts_once_by_its_first_part(
     assert counts(await redis_client.hgetall(receipts_key(namespace, "c3"))) == {
         "sms-a:delivered": 1
     }
+
+
+async def test_receipts_count_per_region_when_the_message_carries_one(
+    redis_client: RedisClient, namespace: str
+) -> None:
+    events = writer(redis_client, namespace)
+    hcmc = Message("1", "+84912345678", "hi", extra={REGION: "79"})
+    hanoi = Message("2", "+84912345679", "hi", extra={REGION: "01"})
+    nowhere = Message("3", "+84912345670", "hi")
+    # one receipt before its message (met when the message is recorded), the others after
+    events.receipt(Receipt("sms-a", "r2", False, "UNDELIV"))
+    await events.drained()
+    early = await events.correlator.sent(
+        "sms-a", "c9", [(hcmc, "r1a,r1b"), (hanoi, "r2"), (nowhere, "r3")]
+    )
+    await events.correlator.count("c9", early)
+    for provider_id in ("r1a", "r1b", "r3"):  # a long message counts by its first part
+        events.receipt(Receipt("sms-a", provider_id, True, "DELIVRD"))
+    await events.drained()
+    assert counts(await redis_client.hgetall(receipts_key(namespace, "c9"))) == {
+        "sms-a:delivered": 2,
+        "sms-a:undelivered": 1,
+    }
+    assert counts(await redis_client.hgetall(regions_key(namespace, "c9"))) == {
+        "79:delivered": 1,
+        "01:undelivered": 1,
+    }
+
+
+def test_a_sent_value_is_read_with_or_without_its_region() -> None:
+    assert sent_of("c1|7|0") == ("c1", True, "")  # as written before regions travelled
+    assert sent_of("c1|7|1") == ("c1", False, "")
+    assert sent_of("c1|7|0|@79") == ("c1", True, "79")
+    assert sent_of("c1|7|2|@HÀ NỘI") == ("c1", False, "HÀ NỘI")
 
 
 async def test_same_id_on_two_routes_does_not_meet(

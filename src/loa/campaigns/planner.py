@@ -59,7 +59,7 @@ from loa.engine.keys import ShardKeys, shard_keys
 from loa.engine.producer import Producer
 from loa.engine.queue import Queues
 from loa.errors import InvalidPhone, PlanError, TemplateError
-from loa.log import mask_address
+from loa.log import mask, mask_address
 from loa.message import Message
 from loa.phone import normalize
 from loa.settings import Settings
@@ -132,7 +132,8 @@ class Report:
     sms_parts_by_language: Counter[str] = field(default_factory=Counter)  # their first SMS
     problems: list[str] = field(default_factory=list)  # plan-level: missing columns, routes
     warnings: list[str] = field(default_factory=list)  # it would go, but not as one may think
-    # the first planned messages as an approver reads them: the recipient masked everywhere
+    # the first planned messages as an approver reads them, the recipient masked everywhere:
+    # shown by a dry run, never kept in a checkpoint (counts only there)
     samples: list[dict[str, Any]] = field(default_factory=list)
 
     def invalid_row(self, line: int, reason: str) -> None:
@@ -188,8 +189,11 @@ class Report:
         }
         data["problems"] = list(self.problems)
         data["warnings"] = list(self.warnings)
-        data["samples"] = list(self.samples)
         return data
+
+    def dry_run_json(self) -> dict[str, Any]:
+        """What a dry run shows: the counts of to_json and the sample messages."""
+        return {**self.to_json(), "samples": list(self.samples)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Report:
@@ -206,7 +210,6 @@ class Report:
             report.sms_parts_by_language[language] = counts["sms_parts"]
         report.problems = list(data.get("problems", []))
         report.warnings = list(data.get("warnings", []))
-        report.samples = list(data.get("samples", []))
         return report
 
 
@@ -491,22 +494,22 @@ def region_of(raw: str) -> str:
 
 
 def sample(message: Message, route: str, channel: str) -> dict[str, Any]:
-    """A planned message as a dry run shows it: the recipient's address masked, in the text too
-    (a template may quote it), with its audience line, channel, route and parts."""
+    """A planned message as a dry run shows it: the recipient's address masked, and every phone
+    number or e-mail address in the text too (a template may quote the recipient's), with its
+    audience line, channel, route and parts. Short numbers (a 1900 hotline) stay."""
     masked = mask_address(message.to)
     extra = message.extra or {}
     body = message.body or str(extra.get("template_id", ""))
-    for form in {message.to, "0" + message.to[3:] if message.to.startswith("+84") else ""}:
-        if len(form) > 3:
-            body = body.replace(form, masked)
+    if len(message.to) > 3:
+        body = body.replace(message.to, masked)  # a push token or an id mask() cannot know
     return {
         "line": int(message.id) if message.id.isdigit() else 0,
         "to": masked,
         "channel": channel,
         "route": route,
         "parts": message.parts,
-        "subject": str(extra.get("subject") or extra.get("title") or ""),
-        "text": body,
+        "subject": mask(str(extra.get("subject") or extra.get("title") or "")),
+        "text": mask(body),
     }
 
 
@@ -644,8 +647,7 @@ class Checkpoint:
         return orjson.dumps(
             {
                 "resume": self.resume,
-                # no sample messages: the checkpoint keeps counts, not what people are told
-                "report": {**self.report.to_json(), "samples": []},
+                "report": self.report.to_json(),
                 "sequence": self.sequence,
                 "finished": self.finished,
             }
