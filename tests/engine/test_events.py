@@ -16,7 +16,7 @@ from loa.adapters import registry
 from loa.adapters.base import EventSink
 from loa.cli.campaign import inbound_app
 from loa.engine.connection import RedisClient, connect
-from loa.engine.control import REGION, campaign_key, suppression_key
+from loa.engine.control import campaign_key, suppression_key
 from loa.engine.embedded import free_port
 from loa.engine.events import (
     EventsNotWritten,
@@ -112,20 +112,20 @@ async def test_a_long_message_counts_once_by_its_first_part(
     }
 
 
-async def test_receipts_count_per_region_when_the_message_carries_one(
+async def test_receipts_count_per_region_of_their_messages_batch(
     redis_client: RedisClient, namespace: str
 ) -> None:
     events = writer(redis_client, namespace)
-    hcmc = Message("1", "+84912345678", "hi", extra={REGION: "79"})
-    hanoi = Message("2", "+84912345679", "hi", extra={REGION: "01"})
+    hcmc = Message("1", "+84912345678", "hi")
+    hanoi = Message("2", "+84912345679", "hi")
     nowhere = Message("3", "+84912345670", "hi")
     # one receipt before its message (met when the message is recorded), the others after
     events.receipt(Receipt("sms-a", "r2", False, "UNDELIV"))
     await events.drained()
-    early = await events.correlator.sent(
-        "sms-a", "c9", [(hcmc, "r1a,r1b"), (hanoi, "r2"), (nowhere, "r3")]
-    )
+    await events.correlator.sent("sms-a", "c9", [(hcmc, "r1a,r1b")], "79")
+    early = await events.correlator.sent("sms-a", "c9", [(hanoi, "r2")], "01")
     await events.correlator.count("c9", early)
+    await events.correlator.sent("sms-a", "c9", [(nowhere, "r3")])  # a batch of no region
     for provider_id in ("r1a", "r1b", "r3"):  # a long message counts by its first part
         events.receipt(Receipt("sms-a", provider_id, True, "DELIVRD"))
     await events.drained()

@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
-import msgpack
 import pytest
 
 from helpers import (
@@ -420,14 +419,3 @@ async def test_a_chunk_handed_to_a_dead_workers_adapter_is_counted_when_sent_aga
 
 async def _lines_at_least(sink: Path, count: int) -> bool:
     return len(read_sink(sink)) >= count
-
-
-def test_a_checkpoint_keeps_the_regions_reached_and_reads_older_ones() -> None:
-    progress = Progress(done=4)
-    progress.regions.update({"79": 3, "01": 1})
-    again = Progress.unpack(progress.pack())
-    assert (again.done, again.regions) == (4, {"79": 3, "01": 1})
-    # a checkpoint from before regions were counted (eleven fields) still reads, with none
-    older = Progress(done=2, delivery=1).pack()
-    fields = msgpack.unpackb(older, strict_map_key=False)[:11]
-    assert Progress.unpack(msgpack.packb(fields)).regions == {}

@@ -42,8 +42,8 @@ class CampaignProvinces(BaseModel):
 
     campaign: str
     counted: bool = Field(
-        description="whether sent and delivered are counted per region: for a campaign that "
-        "asks a question, whose messages carry their recipient's region"
+        description="whether sent and delivered are counted per region: the planner batches "
+        "each region apart, up to 128 regions (more, and the column is no province list)"
     )
     provinces: list[ProvinceRow]
 

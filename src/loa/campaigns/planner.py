@@ -71,6 +71,8 @@ CHECKPOINT_ROWS = 50_000  # rows between checkpoints (every batch is flushed at 
 FIRST_ERRORS = 100  # invalid rows kept with their line and reason
 SAMPLES = 3  # planned messages a dry run shows, recipients masked
 REGION_LENGTH = 32  # a region is a province code: anything longer is cut, not carried whole
+SPLIT_REGIONS = 128  # regions batched apart: 34 provinces, their 63 former codes, some names
+NO_REGION = "?"  # the region counted for rows without one
 _SEPARATORS = re.compile(r"[|,:@]")
 
 # the counters planning keeps, in the campaign hash and in every report
@@ -167,7 +169,7 @@ class Report:
                 self.by_encoding[str(encoding)] += n  # an Encoding: its value
                 self.sms_parts_by_language[language] += parts * n
         for raw, n in Counter(regions).items():
-            self.by_region[region_of(raw) or "?"] += n
+            self.by_region[region_of(raw) or NO_REGION] += n
 
     def count_due(self, buckets: Iterable[Bucket], start_ms: int) -> None:
         """Count queued messages with a send time of their own: later than the start, or not."""
@@ -340,7 +342,7 @@ class Planner:
                 counts.unroutable += 1
                 continue
             message, bucket, kind = planned
-            if asks and fields.get("region"):  # then sent and delivered are counted per region
+            if asks and fields.get("region"):  # the person's answer is counted in their region
                 message.extra = {**(message.extra or {}), REGION: region_of(fields["region"])}
             to = message.to
             phones(phone if to is phone else recipient_key(to))
@@ -488,7 +490,7 @@ class Planner:
 
 def region_of(raw: str) -> str:
     """A region cell as counted: trimmed, upper case, at most REGION_LENGTH characters, and
-    without the separators of the counters' and scripts' values (`|`, `,`, `:`)."""
+    without the separators of the counters' and scripts' values (`|`, `,`, `:`, `@`)."""
     region = raw.strip().upper()[:REGION_LENGTH]
     return _SEPARATORS.sub("_", region) if _SEPARATORS.search(region) else region
 
@@ -667,45 +669,80 @@ class Checkpoint:
 
 
 class Batcher:
-    """Packs planned messages into batches per (route, due time) with deterministic ids."""
+    """Packs planned messages into batches per (route, due time, region) with deterministic ids.
 
-    def __init__(self, planner: Planner, queues: Queues | None, sequence: dict[str, int]):
+    Each region of the audience (its `region` column: a province) is batched apart, so that a
+    batch is of one region and workers count what they send per region by the batch. Past
+    SPLIT_REGIONS distinct regions the column is no list of provinces: later regions share
+    batches with the rows that have none (and counts per region are not told, see
+    `regions_counted`).
+    """
+
+    def __init__(
+        self,
+        planner: Planner,
+        queues: Queues | None,
+        sequence: dict[str, int],
+        seen: Iterable[str] = (),
+    ):
         self.planner = planner
         self.queues = queues
         self.sequence = sequence
-        self.pending: dict[Bucket, list[Message]] = {}
+        self.pending: dict[tuple[Bucket, str], list[Message]] = {}
         self.size = planner.settings.queue.batch_size
         self._shards: dict[str, list[ShardKeys]] = {}
         self._producer = Producer(queues, planner.settings) if queues is not None else None
+        # the regions batched apart, from the report so far (a resumed launch keeps them)
+        split = [region for region in seen if region != NO_REGION][:SPLIT_REGIONS]
+        self._split = set(split)
+        self._regions: dict[str, str] = {region: region for region in split}
 
     def add(
-        self, messages: Iterable[Message], buckets: Iterable[Bucket]
-    ) -> list[tuple[Bucket, list[Message]]]:
-        """Take planned messages; returns the batches they filled, for `put`."""
-        pending, size = self.pending, self.size
-        full: list[tuple[Bucket, list[Message]]] = []
-        for message, bucket in zip(messages, buckets, strict=True):
-            batch = pending.get(bucket)
+        self, messages: Iterable[Message], buckets: Iterable[Bucket], regions: Iterable[str]
+    ) -> list[tuple[tuple[Bucket, str], list[Message]]]:
+        """Take planned messages and their raw region cells; returns the batches they filled,
+        for `put`."""
+        pending, size, known = self.pending, self.size, self._regions
+        full: list[tuple[tuple[Bucket, str], list[Message]]] = []
+        for message, bucket, raw in zip(messages, buckets, regions, strict=True):
+            region = known.get(raw)
+            if region is None:
+                region = self._region(raw)
+            key = (bucket, region)
+            batch = pending.get(key)
             if batch is None:
-                batch = pending[bucket] = []
+                batch = pending[key] = []
             batch.append(message)
             if len(batch) >= size:
-                full.append((bucket, pending.pop(bucket)))
+                full.append((key, pending.pop(key)))
         return full
+
+    def _region(self, raw: str) -> str:
+        """The region a raw cell is batched under ("" for none, and once past the cap)."""
+        region = region_of(raw)
+        if region and region not in self._split:
+            if len(self._split) < SPLIT_REGIONS:
+                self._split.add(region)
+            else:
+                region = ""
+        if len(self._regions) < 4 * SPLIT_REGIONS:  # raw spellings remembered, bounded
+            self._regions[raw] = region
+        return region
+
 
     async def flush(self) -> None:
         """Send every partial batch (before a checkpoint, and at the end)."""
         items, self.pending = list(self.pending.items()), {}
         await self.put(items)
 
-    async def put(self, items: list[tuple[Bucket, list[Message]]]) -> None:
+    async def put(self, items: list[tuple[tuple[Bucket, str], list[Message]]]) -> None:
         """Queue batches: one look for room on their streams, then one put for them all."""
         if not items:
             return
         planner = self.planner
         queued: list[tuple[ShardKeys, Batch, int]] = []
         now_ms = _now_ms()
-        for (route, due_ms), messages in items:
+        for ((route, due_ms), region), messages in items:
             number = self.sequence.get(route, 0)
             self.sequence[route] = number + 1
             shards = self._route_shards(route)
@@ -716,6 +753,7 @@ class Batcher:
                 campaign=planner.campaign,
                 id=f"{planner.campaign}.{route}.{number}",
                 expires_ms=planner.expires_ms,
+                region=region,
             )
             due = due_ms if due_ms > planner.start_ms else planner.start_ms
             queued.append((shards[number % len(shards)], batch, due if due > now_ms else 0))
@@ -729,6 +767,10 @@ class Batcher:
             self._shards[route] = shard_keys(self.planner.settings.namespace, route, limits.shards)
         return self._shards[route]
 
+
+def regions_counted(by_region: Mapping[str, int]) -> bool:
+    """Whether every region of a planning report was batched apart, so counted per region."""
+    return len(by_region) - (NO_REGION in by_region) <= SPLIT_REGIONS
 
 async def plan_audience(
     planner: Planner,
@@ -759,7 +801,7 @@ async def plan_audience(
     if queues is not None:
         for route, limits in planner.settings.routes.items():
             await queues.prepare(shard_keys(namespace, route, limits.shards))
-    batcher = Batcher(planner, queues, state.sequence)
+    batcher = Batcher(planner, queues, state.sequence, report.by_region)
     items = planner.items(state.resume)
     since_checkpoint = 0
     settling: tuple[asyncio.Task[None], Group] | None = None
@@ -830,7 +872,11 @@ async def _settle(group: Group, checks: RedisChecks, batcher: Batcher, queue: bo
         group.counts.count_due(compress(group.buckets, flags), planner.start_ms)
     if not queue:
         return
-    full = batcher.add(compress(group.messages, flags), compress(group.buckets, flags))
+    full = batcher.add(
+        compress(group.messages, flags),
+        compress(group.buckets, flags),
+        compress(group.regions, flags),
+    )
     await batcher.put(full)
 
 

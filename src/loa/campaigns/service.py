@@ -28,11 +28,13 @@ from loa.campaigns.pinning import (
 )
 from loa.campaigns.plan import Plan, load_plan, read_plan
 from loa.campaigns.planner import (
+    NO_REGION,
     PLANNING_COUNTERS,
     Checkpoint,
     Planner,
     Report,
     plan_audience,
+    regions_counted,
 )
 from loa.campaigns.store import ACTIVE, ENDED, Campaign, CampaignStore, State, new_campaign_id
 from loa.engine.connection import RedisClient, text
@@ -67,7 +69,6 @@ STATUS_KEYS = (
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 NOT_REQUIRED = "not_required"
 MAX_REGIONS = 500  # regions a campaign's counts per region are told for (a province: 34)
-NO_REGION = "?"  # the planner's region of rows without one
 STEERING = frozenset({"pause", "resume", "cancel"})
 # a message counted under one of these has its final outcome for this campaign
 FINAL_OUTCOMES = (
@@ -305,6 +306,7 @@ class Campaigns:
             await self.store.update(
                 campaign_id,
                 {
+                    "regions_batched": 1,  # each region batched apart: counted per region
                     "start_ms": int(start.timestamp() * 1000),
                     "launched_ms": _ms(launched),
                     "expires_ms": _ms(expires) if expires else 0,
@@ -408,18 +410,18 @@ class Campaigns:
 
     async def by_region(self, campaign_id: str) -> tuple[dict[str, dict[str, int]], bool]:
         """Queued, sent, delivered and undelivered per region of the audience (`?`: none), and
-        whether sent and delivered are counted per region at all.
+        whether sent and delivered are counted per region.
 
-        Queued is the planning report's; sent is counted by the workers as they settle each
-        batch, delivered and undelivered as receipts meet their messages, both by the region
-        each message carries: only a campaign that asks a question carries it (a plain SMS
-        campaign's messages carry nothing but their number, see the planner's fast paths).
-        At most MAX_REGIONS regions, the largest.
+        Queued is the planning report's. The planner batches each region apart (the Batcher):
+        workers count what they sent per region as they settle each batch, and receipts count
+        delivered and undelivered by the region of their message's batch. They are not when
+        the audience has more regions than the planner batches apart (no province column), or
+        the campaign was launched before regions were batched. At most MAX_REGIONS regions.
         """
         campaign = await self.store.get(campaign_id)
-        counted = bool(int(campaign.fields.get("followup_window", 0) or 0))
         raw = campaign.fields.get("checkpoint")
         queued = Checkpoint.from_json(raw).report.by_region if raw else Counter[str]()
+        counted = campaign.fields.get("regions_batched") == "1" and regions_counted(queued)
         receipts: Any = await self.redis.hgetall(regions_key(self.settings.namespace, campaign_id))
         settled: dict[str, dict[str, int]] = {}
         for field, value in receipts.items():

@@ -38,7 +38,7 @@ from typing import Any
 from redis.exceptions import NoScriptError, RedisError
 
 from loa.engine.connection import RedisClient, text
-from loa.engine.control import REGION, campaign_key, suppression_key
+from loa.engine.control import campaign_key, suppression_key
 from loa.engine.metrics import Metrics
 from loa.errors import InvalidPhone, LoaError
 from loa.message import Inbound, Message, Receipt
@@ -79,10 +79,9 @@ def regions_key(namespace: str, campaign: str) -> str:
     return f"{campaign_key(namespace, campaign)}:regions"
 
 
-def sent_value(campaign: str, message: Message, part: int) -> str:
-    """What a receipt finds of its message: `campaign|message|part`, and `|@REGION` when the
-    message carries its recipient's region."""
-    region = message.extra.get(REGION, "") if message.extra else ""
+def sent_value(campaign: str, message: Message, part: int, region: str = "") -> str:
+    """What a receipt finds of its message: `campaign|message|part`, and `|@REGION` when its
+    batch is of one region of the campaign's audience."""
     value = f"{campaign}|{message.id}|{part}"
     return f"{value}|@{region}" if region else value
 
@@ -188,26 +187,30 @@ class Correlator:
         )
 
     async def sent(
-        self, route: str, campaign: str, accepted: Sequence[tuple[Message, str]]
+        self,
+        route: str,
+        campaign: str,
+        accepted: Sequence[tuple[Message, str]],
+        region: str = "",
     ) -> Counter[str]:
-        """Record accepted messages (with their provider ids); count receipts that beat them."""
+        """Record accepted messages (with their provider ids) of one batch, whose people are of
+        `region` when it has one; count receipts that beat them."""
         calls: list[tuple[str, str, str]] = []
-        parts: list[tuple[int, Message]] = []
+        parts: list[int] = []
         for message, provider_ids in accepted:
             # a long SMS has one id per part; its first part's receipt speaks for it
             for part, provider_id in enumerate(provider_ids.split(",")):
                 key = receipt_key(self.namespace, route, provider_id)
-                calls.append((key, "sent", sent_value(campaign, message, part)))
-                parts.append((part, message))
+                calls.append((key, "sent", sent_value(campaign, message, part, region)))
+                parts.append(part)
         early: Counter[str] = Counter()
         if not calls:
             return early
-        for (part, message), reply in zip(parts, await self.meet(calls), strict=True):
+        for part, reply in zip(parts, await self.meet(calls), strict=True):
             if isinstance(reply, bytes) and part == 0:
                 delivered, _, _state = text(reply).partition("|")
                 outcome = "delivered" if delivered == "1" else "undelivered"
                 early[f"{route}:{outcome}"] += 1
-                region = message.extra.get(REGION, "") if message.extra else ""
                 if region:
                     early[f"{REGION_PREFIX}{region}:{outcome}"] += 1
         return early

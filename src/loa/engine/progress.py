@@ -32,8 +32,6 @@ class Progress:
     # the delivery (how many workers had taken the batch) that made the last progress: a batch
     # taken again and again without any is one that kills its workers
     delivery: int = 0
-    # accepted messages per region of the audience (the campaign's own counters, not metrics)
-    regions: Counter[str] = field(default_factory=Counter)
 
     def pack(self) -> bytes:
         """Encode for the progress hash."""
@@ -50,7 +48,6 @@ class Progress:
                 self.handed,
                 list(self.carry.items()),
                 self.delivery,
-                dict(self.regions),
             ]
         )
 
@@ -59,12 +56,11 @@ class Progress:
         """Decode a checkpoint written by `pack`."""
         try:
             fields = msgpack.unpackb(data, strict_map_key=False)
-            # checkpoints written before `handed`, `carry`, `delivery`, `regions`: fewer fields
+            # checkpoints written before `handed`, `carry` and `delivery` have fewer fields
             done, counts, retry, throttled, dead, requeue, throttle_after, hold = fields[:8]
             handed = fields[8] if len(fields) > 8 else 0
             carry = fields[9] if len(fields) > 9 else []
             delivery = fields[10] if len(fields) > 10 else 0
-            regions = fields[11] if len(fields) > 11 else {}
             return cls(
                 done=int(done),
                 counts=Counter({str(k): int(v) for k, v in counts.items()}),
@@ -77,7 +73,6 @@ class Progress:
                 handed=int(handed),
                 carry={int(i): dict(extra) for i, extra in carry},
                 delivery=int(delivery),
-                regions=Counter({str(k): int(v) for k, v in regions.items()}),
             )
         except (ValueError, TypeError, AttributeError, msgpack.ExtraData) as exc:
             raise EnvelopeError(f"progress checkpoint is malformed: {exc}") from exc

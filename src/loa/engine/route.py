@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 
 from loa.adapters.base import Adapter, Pingable
 from loa.engine.backoff import retry_delay, throttle_delay
-from loa.engine.control import REGION, Controls, Decision
+from loa.engine.control import Controls, Decision
 from loa.engine.envelope import Batch, message_row, now_ms
 from loa.engine.events import Correlator
 from loa.engine.keys import ShardKeys, shard_keys
@@ -528,7 +528,6 @@ class RouteRunner:
             batch.attempt and _unanswered_before(batch, indexes)
         ):
             counts[Outcome.ACCEPTED] += len(results)
-            _count_regions(batch, indexes, progress.regions)
             await self._reached(batch, indexes)
             if not self.limiter.unlimited:
                 self.limiter.record(self._tokens(batch, indexes))
@@ -589,7 +588,6 @@ class RouteRunner:
             await self.limiter.report_throttle()
         if fallbacks:
             await self._hand_over(batch, indexes[0], fallbacks)
-        _count_regions(batch, accepted, progress.regions)
         await self._reached(batch, accepted)
 
     async def _reached(self, batch: Batch, accepted: Sequence[int]) -> None:
@@ -608,7 +606,7 @@ class RouteRunner:
             if type(result) is Accepted and result.provider_id
         ]
         if accepted:
-            early = await self.correlator.sent(self.name, batch.campaign, accepted)
+            early = await self.correlator.sent(self.name, batch.campaign, accepted, batch.region)
             await self.correlator.count(batch.campaign, early)
 
     def _fallback(self, message: Message) -> tuple[str, Message] | None:
@@ -636,6 +634,7 @@ class RouteRunner:
                 lane=batch.lane,
                 messages=messages,
                 campaign=batch.campaign,
+                region=batch.region,
                 id=f"{batch.id}.fb{chunk_start}.{route}",
                 created_ms=batch.created_ms,
                 expires_ms=batch.expires_ms,
@@ -675,9 +674,10 @@ class RouteRunner:
             dead_letter(self.name, taken.lane, batch, message_row(messages[i]), reason)
             for i, reason in progress.dead
         ]
-        settled = await self.queues.settle(
-            taken, progress.counts, requeue, dead, progress.regions
-        )
+        # a campaign's batch holds people of one region (the planner's): counted in one step
+        accepted = progress.counts.get(Outcome.ACCEPTED, 0)
+        regions = {batch.region: accepted} if batch.region and accepted else None
+        settled = await self.queues.settle(taken, progress.counts, requeue, dead, regions)
         if settled:
             self._count(taken, progress)
 
@@ -688,18 +688,6 @@ class RouteRunner:
         if progress.dead:
             self.metrics.dead_letters.labels(self.name).inc(len(progress.dead))
         self.metrics.batches.labels(self.name, lane).inc()
-
-
-def _count_regions(batch: Batch, accepted: Sequence[int], regions: Counter[str]) -> None:
-    """Count accepted messages per region of the audience (a campaign's, when it has one)."""
-    if not batch.campaign:
-        return
-    messages = batch.messages
-    for index in accepted:
-        extra = messages[index].extra
-        region = extra.get(REGION) if extra else None
-        if region:
-            regions[region] += 1
 
 
 def _carrying(message: Message, carry: dict[str, Any] | None) -> Message:
