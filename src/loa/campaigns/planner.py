@@ -688,7 +688,8 @@ class Batcher:
         self.planner = planner
         self.queues = queues
         self.sequence = sequence
-        self.pending: dict[tuple[Bucket, str], list[Message]] = {}
+        # region -> bucket -> the batch being filled (nested: no key made per message)
+        self.pending: dict[str, dict[Bucket, list[Message]]] = {}
         self.size = planner.settings.queue.batch_size
         self._shards: dict[str, list[ShardKeys]] = {}
         self._producer = Producer(queues, planner.settings) if queues is not None else None
@@ -708,13 +709,15 @@ class Batcher:
             region = known.get(raw)
             if region is None:
                 region = self._region(raw)
-            key = (bucket, region)
-            batch = pending.get(key)
+            by_bucket = pending.get(region)
+            if by_bucket is None:
+                by_bucket = pending[region] = {}
+            batch = by_bucket.get(bucket)
             if batch is None:
-                batch = pending[key] = []
+                batch = by_bucket[bucket] = []
             batch.append(message)
             if len(batch) >= size:
-                full.append((key, pending.pop(key)))
+                full.append(((bucket, region), by_bucket.pop(bucket)))
         return full
 
     def _region(self, raw: str) -> str:
@@ -732,8 +735,14 @@ class Batcher:
 
     async def flush(self) -> None:
         """Send every partial batch (before a checkpoint, and at the end)."""
-        items, self.pending = list(self.pending.items()), {}
-        await self.put(items)
+        pending, self.pending = self.pending, {}
+        await self.put(
+            [
+                ((bucket, region), batch)
+                for region, by_bucket in pending.items()
+                for bucket, batch in by_bucket.items()
+            ]
+        )
 
     async def put(self, items: list[tuple[tuple[Bucket, str], list[Message]]]) -> None:
         """Queue batches: one look for room on their streams, then one put for them all."""
