@@ -374,7 +374,7 @@ def test_a_campaign_by_province_as_bars(site, browser):
         expect(row.locator("[data-count='answers']")).to_have_text("0")
     # the bars: scaled to the largest count (Ho Chi Minh City's three), drawn in that order
     bars = viewer.evaluate(
-        "() => [...document.querySelectorAll('#province-table .bar.queued')]"
+        "() => [...document.querySelectorAll('#province-table .pbar.queued')]"
         ".map((bar) => [bar.style.width, bar.getBoundingClientRect().width])"
     )
     assert [share for share, _ in bars] == ["33.3333%", "66.6667%", "100%", "33.3333%"]

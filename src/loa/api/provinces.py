@@ -34,7 +34,7 @@ class ProvinceRow(BaseModel):
     sent: int | None = Field(description="null when the campaign does not count it per region")
     delivered: int | None
     undelivered: int | None
-    answers: int = Field(description="answers to the campaign's question, unparsed included")
+    answers: int = Field(description="answers to the campaign's question (one of its options)")
 
 
 class CampaignProvinces(BaseModel):

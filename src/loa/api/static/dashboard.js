@@ -515,7 +515,7 @@
       const bars = element("td", undefined, "bars");
       for (const key of PROVINCE_KEYS) {
         if (item[key] === null) continue; // not counted per province for this campaign
-        const bar = element("span", undefined, `bar ${key}`);
+        const bar = element("span", undefined, `pbar ${key}`);
         bar.style.width = `${(100 * item[key]) / top}%`; // CSSOM, not markup: the CSP allows it
         bar.title = `${key}: ${count(item[key])}`;
         bars.append(bar);
@@ -547,11 +547,10 @@
     regions.tHead.rows[0].replaceChildren(
       element("th", "region"),
       ...codes.map((code) => element("th", code, "num")),
-      element("th", "unparsed", "num"),
     );
     const lines = Object.entries(summary.by_region).map(([region, counts]) => {
       const values = [region, ...codes.map((c) => count(counts[c] || 0))];
-      const tr = row([...values, count(counts.unparsed || 0)], ["mono"].concat(values.map(() => "num")));
+      const tr = row(values, ["mono", ...codes.map(() => "num")]);
       tr.dataset.region = region;
       return tr;
     });
