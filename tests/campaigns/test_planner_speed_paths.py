@@ -276,3 +276,19 @@ async def test_each_region_is_batched_apart_and_past_the_cap_shares_the_rest(
     report, _ = await planned(settings, redis_client, plan, people, "capped", False)
     assert {b.region for b in await batches_of(redis_client, settings, "capped")} == {"79", ""}
     assert not planner_module.regions_counted(report.by_region)
+
+
+async def test_a_flush_of_many_regions_queues_them_all_on_a_bounded_pool(
+    settings, redis_client, tmp_path
+):
+    # 120 regions, one row each: 120 partial batches flushed at once, more than a client's
+    # pool of connections (100) if each were put at the same time
+    rows = "".join(f"09{n:08d},Người {n},R{n:03d}\n" for n in range(120))
+    people = tmp_path / "a.csv"
+    people.write_text("phone,name,region\n" + rows, encoding="utf-8")
+    plan = plan_file(tmp_path / "p.toml", STATIC)
+    report, _ = await planned(settings, redis_client, plan, people, "many", False)
+    assert report.queued == 120
+    batches = await batches_of(redis_client, settings, "many")
+    assert sorted(b.region for b in batches) == [f"R{n:03d}" for n in range(120)]
+    assert planner_module.regions_counted(report.by_region)

@@ -73,6 +73,7 @@ SAMPLES = 3  # planned messages a dry run shows, recipients masked
 REGION_LENGTH = 32  # a region is a province code: anything longer is cut, not carried whole
 SPLIT_REGIONS = 128  # regions batched apart: 34 provinces, their 63 former codes, some names
 NO_REGION = "?"  # the region counted for rows without one
+PUT_AT_ONCE = 32  # batches queued concurrently, each on a connection (a client's pool: 100)
 _SEPARATORS = re.compile(r"[|,:@]")
 
 # the counters planning keeps, in the campaign hash and in every report
@@ -768,7 +769,10 @@ class Batcher:
             queued.append((shards[number % len(shards)], batch, due if due > now_ms else 0))
         if self.queues is not None and self._producer is not None:
             await self._producer.wait_for_room([(keys, batch) for keys, batch, _ in queued])
-            await self.queues.put_once(queued)
+            # each put runs at once on a connection of its own: a flush of every region's
+            # partial batches would otherwise take more connections than a client's pool has
+            for start in range(0, len(queued), PUT_AT_ONCE):
+                await self.queues.put_once(queued[start : start + PUT_AT_ONCE])
 
     def _route_shards(self, route: str) -> list[ShardKeys]:
         if route not in self._shards:
