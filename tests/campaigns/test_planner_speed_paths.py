@@ -216,10 +216,18 @@ async def test_every_checkpoint_counts_exactly_the_rows_before_it(
 
 
 async def test_a_launch_resumes_after_a_failed_round_trip(
-    settings, redis_client, tmp_path, monkeypatch
+    make_settings, redis_client, tmp_path, monkeypatch
 ):
     """A Redis failure in a group's checks (in flight while the next group is read) fails the
-    launch; launching again finishes it with nobody lost and nobody twice."""
+    launch; launching again finishes it with nobody lost and nobody twice (the row planner:
+    the columnar planner's own test is in test_columnar.py)."""
+    route = {"adapter": "null", "shards": 2}
+    settings = make_settings(
+        routes={"sms-a": route, "sms-b": {**route, "shards": 3}},
+        channels={"sms": {"default": "sms-b", "carriers": {"viettel": "sms-a"}}},
+        queue={"batch_size": 4},
+        planning={"columnar": False},
+    )
     monkeypatch.setattr(planner_module, "GROUP_ROWS", 6)
     monkeypatch.setattr(planner_module, "CHECKPOINT_ROWS", 12)
     people = audience(tmp_path / "a.csv", repeat=6)
@@ -243,52 +251,3 @@ async def test_a_launch_resumes_after_a_failed_round_trip(
     ids = [m[1] for m in messages]
     assert len(ids) == len(set(ids)) == report.queued == 60 - 12 - 12
     assert (report.total, report.invalid, report.duplicate) == (60, 12, 12)
-
-
-async def batches_of(client: RedisClient, settings: Settings, campaign: str) -> list[Any]:
-    found = []
-    for route, limits in settings.routes.items():
-        for keys in shard_keys(settings.namespace, route, limits.shards):
-            for stream in keys.streams():
-                found += [unpack(fields[b"b"]) for _, fields in await client.xrange(stream)]
-    return [batch for batch in found if batch.campaign == campaign]
-
-
-async def test_each_region_is_batched_apart_and_past_the_cap_shares_the_rest(
-    settings, redis_client, tmp_path, monkeypatch
-):
-    # rows of 79, 01 (spelt " 01 ") and no region, over the fast path and the general one
-    people = audience(tmp_path / "a.csv", repeat=4)
-    lines = people.read_text(encoding="utf-8").splitlines()[1:]
-    region_of_line = {str(n + 2): line.rsplit(",", 1)[1].strip() for n, line in enumerate(lines)}
-    for general in (False, True):
-        plan = plan_file(tmp_path / "p.toml", STATIC)
-        campaign = f"regions-{general}"
-        report, _ = await planned(settings, redis_client, plan, people, campaign, general)
-        batches = await batches_of(redis_client, settings, campaign)
-        assert sum(len(b.messages) for b in batches) == report.queued
-        for batch in batches:  # every batch is of one region, which it carries
-            assert {region_of_line[m.id] for m in batch.messages} == {batch.region}
-        assert {b.region for b in batches} == {"79", "01", ""}
-    # past SPLIT_REGIONS distinct regions, later ones go with the rows that have none
-    monkeypatch.setattr(planner_module, "SPLIT_REGIONS", 1)
-    plan = plan_file(tmp_path / "p.toml", STATIC)
-    report, _ = await planned(settings, redis_client, plan, people, "capped", False)
-    assert {b.region for b in await batches_of(redis_client, settings, "capped")} == {"79", ""}
-    assert not planner_module.regions_counted(report.by_region)
-
-
-async def test_a_flush_of_many_regions_queues_them_all_on_a_bounded_pool(
-    settings, redis_client, tmp_path
-):
-    # 120 regions, one row each: 120 partial batches flushed at once, more than a client's
-    # pool of connections (100) if each were put at the same time
-    rows = "".join(f"09{n:08d},Người {n},R{n:03d}\n" for n in range(120))
-    people = tmp_path / "a.csv"
-    people.write_text("phone,name,region\n" + rows, encoding="utf-8")
-    plan = plan_file(tmp_path / "p.toml", STATIC)
-    report, _ = await planned(settings, redis_client, plan, people, "many", False)
-    assert report.queued == 120
-    batches = await batches_of(redis_client, settings, "many")
-    assert sorted(b.region for b in batches) == [f"R{n:03d}" for n in range(120)]
-    assert planner_module.regions_counted(report.by_region)

@@ -117,7 +117,7 @@ async def validate_upload(request: Request, who: Operator, ctx: Ctx) -> DryRun:
         finally:
             upload.remove()
         note.detail = f"{report.total} rows, {report.queued} would be queued"
-    return dry_run(report.dry_run_json())
+    return dry_run(report.to_json())
 
 
 @router.get("", name="campaign.list", summary="The newest campaigns")
@@ -146,7 +146,7 @@ async def validate_campaign(
     async with audited(request, who, "campaign.validate", campaign_id):
         await _campaign(ctx, campaign_id)
         report = await ctx.services.campaigns.review(campaign_id)
-    return dry_run(report.dry_run_json())
+    return dry_run(report.to_json())
 
 
 @router.post("/{campaign_id}/approve", name="campaign.approve", summary="Approve a draft")

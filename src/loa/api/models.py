@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from loa.access.tokens import TOKEN_NAME_PATTERN
+from loa.log import mask
 
 CAMPAIGN_ID = r"^[A-Za-z0-9._-]{1,64}$"
 MAX_ADDRESSES = 10_000
@@ -77,15 +78,11 @@ class LanguageCount(BaseModel):
 
 
 class SampleMessage(BaseModel):
-    """A planned message as the dry run shows it: the recipient masked, in the text as well."""
+    """The first planned message of a channel and language: the recipient and every phone
+    number in the text masked."""
 
-    line: int = Field(description="its audience line")
-    to: str = Field(description="the address, masked (`***678`)")
-    channel: str
-    route: str
-    parts: int
-    subject: str = Field("", description="an e-mail's subject or a push message's title")
-    text: str = Field(description="the text (a Zalo message: its template id)")
+    to: str = Field(description="the address with its middle hidden")
+    body: str = Field(description="the text, phone numbers in it masked (`***678`)")
 
 
 class DryRun(BaseModel):
@@ -116,8 +113,8 @@ class DryRun(BaseModel):
     warnings: list[str] = Field(
         default_factory=list, description="it would go, but not as one may expect"
     )
-    samples: list[SampleMessage] = Field(
-        default_factory=list, description="the first planned messages, recipients masked"
+    samples: dict[str, SampleMessage] = Field(
+        default_factory=dict, description="per `channel/language`: its first planned message"
     )
 
 
@@ -319,5 +316,10 @@ class TokenCreated(TokenInfo):
 
 
 def dry_run(data: dict[str, Any]) -> DryRun:
-    """A planner report (`Report.to_json()`) as a response body."""
-    return DryRun.model_validate(data)
+    """A planner report (`Report.to_json()`) as a response body: a sample's text may quote its
+    recipient's number (a template's field), which is masked here like any phone number."""
+    samples = {
+        key: {**sample, "body": mask(str(sample.get("body", "")))}
+        for key, sample in (data.get("samples") or {}).items()
+    }
+    return DryRun.model_validate({**data, "samples": samples})

@@ -10,6 +10,7 @@ import tomllib
 from collections import Counter
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,11 @@ import msgpack
 import orjson
 
 from loa.access.identity import Author, Principal, Role, same_person
+from loa.campaigns import dry_run
 from loa.campaigns.approval import Need, assess, known_test_numbers
 from loa.campaigns.audience import open_audience
+from loa.campaigns.columnar_run import plan_any, seen_key
+from loa.campaigns.partitions import Partition
 from loa.campaigns.pinning import (
     PinnedFile,
     check_audience,
@@ -28,13 +32,10 @@ from loa.campaigns.pinning import (
 )
 from loa.campaigns.plan import Plan, load_plan, read_plan
 from loa.campaigns.planner import (
-    NO_REGION,
     PLANNING_COUNTERS,
     Checkpoint,
     Planner,
     Report,
-    plan_audience,
-    regions_counted,
 )
 from loa.campaigns.store import ACTIVE, ENDED, Campaign, CampaignStore, State, new_campaign_id
 from loa.engine.connection import RedisClient, text
@@ -69,6 +70,7 @@ STATUS_KEYS = (
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 NOT_REQUIRED = "not_required"
 MAX_REGIONS = 500  # regions a campaign's counts per region are told for (a province: 34)
+NO_REGION = "?"  # the planning report's region of rows without one
 STEERING = frozenset({"pause", "resume", "cancel"})
 # a message counted under one of these has its final outcome for this campaign
 FINAL_OUTCOMES = (
@@ -88,6 +90,9 @@ class Campaigns:
         self.redis = redis
         self.store = CampaignStore(redis, settings.namespace)
         self.queues = Queues(redis, settings.namespace)
+        self._partition_save = redis.register_script(
+            resources.files("loa.campaigns").joinpath("lua", "partition_save.lua").read_text()
+        )
 
     async def validate(self, plan_path: Path, audience: Path) -> Report:
         """The dry run: everything planning would do, counted; nothing queued."""
@@ -114,12 +119,17 @@ class Campaigns:
         if report.problems:
             return report
         try:
-            report = await plan_audience(
+            report = await plan_any(
                 planner, self.redis, queue=False, checkpoint=Checkpoint(None, report, {})
             )
         finally:
-            await self.redis.delete(f"{self.settings.namespace}:{{camp:{planner.campaign}}}:seen")
+            ns = self.settings.namespace
+            await self.redis.delete(
+                f"{ns}:{{camp:{planner.campaign}}}:seen", seen_key(ns, planner.campaign)
+            )
         report.warnings = _timing_warnings(report) + _language_warnings(plan, report)
+        report.warnings += dry_run.warnings(plan, report)
+        report.eta_s = dry_run.eta(report, self.settings)
         return report
 
     async def create(
@@ -205,8 +215,7 @@ class Campaigns:
         if needs_two(campaign.fields):
             reason = campaign.fields.get("approval_reason", "created outside the API")
             raise ApprovalRequired(
-                f"campaign {campaign_id} needs approval by a second person before launch "
-                f"({reason})"
+                f"campaign {campaign_id} needs approval by a second person before launch ({reason})"
             )
         reason = campaign.fields.get("approval_reason", "")
         await self._approve(campaign, f"automatic: {reason}", "")
@@ -257,14 +266,16 @@ class Campaigns:
                 await asyncio.to_thread(shutil.rmtree, directory, True)
                 removed += 1
             # whom it deduplicated: numbers, kept as long as the audience they came from
-            await self.redis.delete(f"{self.settings.namespace}:{{camp:{campaign_id}}}:seen")
+            ns = self.settings.namespace
+            await self.redis.delete(f"{ns}:{{camp:{campaign_id}}}:seen", seen_key(ns, campaign_id))
             await self.store.update(campaign_id, {"audience_removed_ms": now_ms})
         return removed
 
     def _planner(self, plan: Plan, audience: Path, campaign: str) -> tuple[Planner, list[str]]:
         """A planner for the plan, and its problems with the audience's columns (blocking)."""
         planner = Planner(self.settings, plan, campaign, audience, _now())
-        return planner, planner.check(open_audience(audience).columns)
+        columns = open_audience(audience).columns
+        return planner, planner.check(columns) + dry_run.missing_columns(plan, columns)
 
     async def act(self, campaign_id: str, action: str) -> State:
         """pause, resume or cancel (which drops what it still had queued); approval goes
@@ -283,17 +294,27 @@ class Campaigns:
         """
         return await self.queues.drop_campaign(self._all_shards(), campaign_id, outcome)
 
-    async def launch(self, campaign_id: str) -> Report:
+    async def launch(self, campaign_id: str, partitions: int = 1) -> Report:
         """Start sending: plan the audience onto the queues (again, after a crash: it resumes).
 
         Only what was approved is planned: the stored plan and the pinned audience are checked
-        against the digests recorded at approval first, and refused when they differ.
+        against the digests recorded at approval first, and refused when they differ. With
+        more than one partition only the start is made here: each partition is then planned
+        by `plan_partition`, in a process of its own (`loa campaign plan ID --partition k/P`).
         """
+        await self.start(campaign_id, partitions)
+        if partitions > 1:
+            return await self.partitions_report(campaign_id)
+        return await self.plan_partition(campaign_id, Partition())
+
+    async def start(self, campaign_id: str, partitions: int = 1) -> Campaign:
+        """The checks and the state change of a launch, and the partitions it is planned in."""
         campaign = await self.store.get(campaign_id)
         if campaign.state is State.DRAFT:
             raise ApprovalRequired(
                 f"cannot launch campaign {campaign_id}: it is draft (it must be approved first)"
             )
+        Partition.parse(f"0/{partitions}")  # a count an operator can be told about
         await self._check_approved(campaign)
         plan = _stored_plan(campaign)
         if campaign.state is State.APPROVED:
@@ -306,10 +327,10 @@ class Campaigns:
             await self.store.update(
                 campaign_id,
                 {
-                    "regions_batched": 1,  # each region batched apart: counted per region
                     "start_ms": int(start.timestamp() * 1000),
                     "launched_ms": _ms(launched),
                     "expires_ms": _ms(expires) if expires else 0,
+                    "partitions": partitions,
                 },
             )
             await self.store.apply(campaign_id, "schedule" if start > launched else "start")
@@ -318,25 +339,66 @@ class Campaigns:
             raise CampaignError(f"campaign {campaign_id} is already launched and planned")
         elif campaign.state in ENDED:
             raise CampaignError(f"cannot launch campaign {campaign_id}: it is {campaign.state}")
+        elif int(campaign.fields.get("partitions") or 1) != partitions:
+            had = campaign.fields.get("partitions") or 1
+            raise CampaignError(f"campaign {campaign_id} was launched in {had} partitions")
+        return await self.store.get(campaign_id)
+
+    async def plan_partition(self, campaign_id: str, partition: Partition) -> Report:
+        """Plan one partition of a launched campaign (resuming from its own checkpoint)."""
         campaign = await self.store.get(campaign_id)
+        if not campaign.fields.get("launched_ms") or campaign.state in ENDED:
+            raise CampaignError(f"campaign {campaign_id} is not launched, or has ended")
+        if int(campaign.fields.get("partitions") or 1) != partition.count:
+            had = campaign.fields.get("partitions") or 1
+            raise CampaignError(f"campaign {campaign_id} was launched in {had} partitions")
+        if campaign.fields.get(_field("planned", partition)) == "1":
+            raise CampaignError(f"campaign {campaign_id} is already launched and planned")
+        await self._check_approved(campaign)
         launched = datetime.fromtimestamp(int(campaign.fields["launched_ms"]) / 1000, UTC)
         planner = await asyncio.to_thread(
-            Planner, self.settings, plan, campaign_id, Path(campaign.fields["audience"]), launched
+            Planner,
+            self.settings,
+            _stored_plan(campaign),
+            campaign_id,
+            Path(campaign.fields["audience"]),
+            launched,
         )
-        raw = campaign.fields.get("checkpoint")
+        raw = campaign.fields.get(_field("checkpoint", partition))
         checkpoint = Checkpoint.from_json(raw) if raw else None
+        save = self._saver(campaign_id, partition)
+        return await plan_any(
+            planner, self.redis, queue=True, checkpoint=checkpoint, save=save, partition=partition
+        )
+
+    def _saver(self, campaign_id: str, partition: Partition) -> Any:
+        """Where a partition's checkpoints go; the campaign's counters are their sums."""
 
         async def save(point: Checkpoint) -> None:
-            fields: dict[str, str | int] = {"checkpoint": point.to_json().decode()}
-            if point.finished:
-                fields["planned"] = "1"
-            for name in PLANNING_COUNTERS:
-                fields[name] = getattr(point.report, name)
-            await self.store.update(campaign_id, fields)
+            if partition.whole:
+                fields: dict[str, str | int] = {"checkpoint": point.to_json().decode()}
+                if point.finished:
+                    fields["planned"] = "1"
+                for name in PLANNING_COUNTERS:
+                    fields[name] = getattr(point.report, name)
+                await self.store.update(campaign_id, fields)
+                return
+            args: list[str | int] = [partition.label, partition.count, point.to_json().decode()]
+            args += PLANNING_COUNTERS
+            await self._partition_save(keys=[self.store.key(campaign_id)], args=args)
 
-        return await plan_audience(
-            planner, self.redis, queue=True, checkpoint=checkpoint, save=save
-        )
+        return save
+
+    async def partitions_report(self, campaign_id: str) -> Report:
+        """The counts of every partition's checkpoint, added up (what is planned so far)."""
+        campaign = await self.store.get(campaign_id)
+        total = Report()
+        for index in range(int(campaign.fields.get("partitions") or 1)):
+            part = Partition(index, int(campaign.fields.get("partitions") or 1))
+            raw = campaign.fields.get(_field("checkpoint", part))
+            if raw:
+                total.add(Checkpoint.from_json(raw).report)
+        return total
 
     async def _supersede(self, campaign: Campaign) -> list[str]:
         """Cancel the campaigns this one replaces (its `supersedes` field: ids, space-separated).
@@ -412,16 +474,16 @@ class Campaigns:
         """Queued, sent, delivered and undelivered per region of the audience (`?`: none), and
         whether sent and delivered are counted per region.
 
-        Queued is the planning report's. The planner batches each region apart (the Batcher):
-        workers count what they sent per region as they settle each batch, and receipts count
-        delivered and undelivered by the region of their message's batch. They are not when
-        the audience has more regions than the planner batches apart (no province column), or
-        the campaign was launched before regions were batched. At most MAX_REGIONS regions.
+        Queued is the planning report's. Sent and delivered are counted per region by the
+        engine for batches that carry one region (a worker counts a settled batch's accepted
+        messages under it, a receipt counts under its message's batch): told only for a
+        campaign whose planner batched each region apart (`regions_batched`), which the
+        planners do not do yet. At most MAX_REGIONS regions, the largest.
         """
         campaign = await self.store.get(campaign_id)
         raw = campaign.fields.get("checkpoint")
         queued = Checkpoint.from_json(raw).report.by_region if raw else Counter[str]()
-        counted = campaign.fields.get("regions_batched") == "1" and regions_counted(queued)
+        counted = campaign.fields.get("regions_batched") == "1"
         receipts: Any = await self.redis.hgetall(regions_key(self.settings.namespace, campaign_id))
         settled: dict[str, dict[str, int]] = {}
         for field, value in receipts.items():
@@ -429,7 +491,7 @@ class Campaigns:
             settled.setdefault(region, {})[outcome] = int(value)
         regions = [region for region, _ in queued.most_common(MAX_REGIONS)]
         regions += [region for region in settled if region not in queued][:MAX_REGIONS]
-        sent = await self._sent_by_region(campaign_id, regions)
+        sent = await self._sent_by_region(campaign_id, regions) if counted else {}
         counts = {
             region: {
                 "queued": queued.get(region, 0),
@@ -442,20 +504,6 @@ class Campaigns:
         if counted and NO_REGION in counts:
             await self._without_region(campaign_id, counts)
         return counts, counted
-
-    async def _without_region(self, campaign_id: str, counts: dict[str, dict[str, int]]) -> None:
-        """Messages without a region carry none to be counted by: they are what the
-        campaign's totals have beyond the regions' (all of them, when no message is cut)."""
-        sending = await self._sending_counts(campaign_id)
-        receipts = await self._receipt_counts(campaign_id)
-        totals = {
-            "sent": sending[Outcome.ACCEPTED],
-            "delivered": sum(r.get("delivered", 0) for r in receipts.values()),
-            "undelivered": sum(r.get("undelivered", 0) for r in receipts.values()),
-        }
-        for name, total in totals.items():
-            others = sum(c[name] for region, c in counts.items() if region != NO_REGION)
-            counts[NO_REGION][name] = max(0, total - others)
 
     async def _sent_by_region(self, campaign_id: str, regions: list[str]) -> dict[str, int]:
         """Accepted messages per region, summed over every shard (one round trip)."""
@@ -470,6 +518,20 @@ class Campaigns:
             for region, value in zip(regions, values, strict=True):
                 total[region] += int(value or 0)
         return total
+
+    async def _without_region(self, campaign_id: str, counts: dict[str, dict[str, int]]) -> None:
+        """Messages without a region are counted under none: they are what the campaign's
+        totals have beyond the regions'."""
+        sending = await self._sending_counts(campaign_id)
+        receipts = await self._receipt_counts(campaign_id)
+        totals = {
+            "sent": sending[Outcome.ACCEPTED],
+            "delivered": sum(r.get("delivered", 0) for r in receipts.values()),
+            "undelivered": sum(r.get("undelivered", 0) for r in receipts.values()),
+        }
+        for name, total in totals.items():
+            others = sum(c[name] for region, c in counts.items() if region != NO_REGION)
+            counts[NO_REGION][name] = max(0, total - others)
 
     async def advance_all(self) -> dict[str, State]:
         """Move every watched campaign along (the clock's tick); returns the moves made."""
@@ -591,6 +653,11 @@ class Campaigns:
                     cursor = "(" + text(entries[-1][0])
 
 
+def _field(name: str, partition: Partition) -> str:
+    """A partition's own field of the campaign hash: `name` alone for a whole audience."""
+    return name if partition.whole else f"{name}:{partition.label}"
+
+
 def _schedule_problems(plan: Plan, now: datetime) -> list[str]:
     """A plan that would send nothing because its time is over: said before anything is queued."""
     expires = plan.schedule.expires_at(now)
@@ -617,13 +684,16 @@ def _timing_warnings(report: Report) -> list[str]:
 
 
 def _followup_fields(plan: Plan) -> dict[str, str]:
-    """The plan's question as the engine (`followup_window`, seconds) and loa.followups
-    (`followup`, JSON) read it from the campaign's hash; none for a plan that asks nothing."""
+    """The plan's question as the engine (`followup_window` and `followup_remind`, seconds)
+    and loa.followups (`followup`, JSON) read it from the campaign's hash; none for a plan that
+    asks nothing."""
     if plan.followup is None:
         return {}
+    remind = plan.followup.remind_after
     return {
         "followup": plan.followup.model_dump_json(),
         "followup_window": str(int(plan.followup.window.total_seconds())),
+        "followup_remind": str(int(remind.total_seconds())) if remind else "0",
     }
 
 
