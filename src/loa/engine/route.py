@@ -680,7 +680,7 @@ class RouteRunner:
             dead_letter(self.name, taken.lane, batch, message_row(messages[i]), reason)
             for i, reason in progress.dead
         ]
-        # a campaign's batch holds people of one region (the planner's): counted in one step
+        # a batch of one region (Batch.region) counts what it sent there in the same step
         accepted = progress.counts.get(Outcome.ACCEPTED, 0)
         regions = {batch.region: accepted} if batch.region and accepted else None
         settled = await self.queues.settle(taken, progress.counts, requeue, dead, regions)
