@@ -13,6 +13,8 @@ from loa.engine.correlation import Heard, Sent, stored_sent
         (Sent("20261204-3f9a1c", "m1", 0), "20261204-3f9a1c|m1|0"),
         (Sent("c", "row|7", 2), "c|row|7|2"),  # a message id may hold the separator
         (Sent("c", "", 1), "c||1"),
+        (Sent("c", "m1", 0, "79"), "c|m1|0|@79"),
+        (Sent("c", "row|7", 2, "HÀ NỘI"), "c|row|7|2|@HÀ NỘI"),
     ],
 )
 def test_a_sent_part_reads_back_as_written(record: Sent, stored: str) -> None:

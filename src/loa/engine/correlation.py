@@ -11,6 +11,7 @@ import enum
 from dataclasses import dataclass
 
 SEP = "|"
+REGION = "|@"  # before the region of the audience the message's batch is of, when it has one
 
 
 class Kind(enum.StrEnum):
@@ -24,22 +25,28 @@ class Kind(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Sent:
-    """One part of a message the provider took: whose it is, and which part."""
+    """One part of a message the provider took: whose it is, which part, and the region of
+    the campaign's audience its batch is of (empty: none, or written before regions)."""
 
     campaign: str
     message: str
     part: int = 0
+    region: str = ""
 
     def encode(self) -> str:
         """As correlate.lua stores it after `s:` or `m:`."""
-        return f"{self.campaign}{SEP}{self.message}{SEP}{self.part}"
+        value = f"{self.campaign}{SEP}{self.message}{SEP}{self.part}"
+        return f"{value}{REGION}{self.region}" if self.region else value
 
     @classmethod
     def decode(cls, value: str) -> Sent:
         """What `encode` wrote (a campaign id never holds the separator; a message id may)."""
         campaign, _, rest = value.partition(SEP)
+        rest, marked, region = rest.rpartition(REGION)
+        if not marked:
+            rest, region = region, ""
         message, _, part = rest.rpartition(SEP)
-        return cls(campaign, message, int(part) if part.isdigit() else 0)
+        return cls(campaign, message, int(part) if part.isdigit() else 0, region)
 
     @property
     def speaks(self) -> bool:

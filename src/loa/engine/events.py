@@ -31,6 +31,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -41,6 +42,7 @@ from loa.engine.keys import (
     inbound_key,
     receipt_key,
     receipts_key,
+    regions_key,
     seen_key,
     suppression_key,
 )
@@ -58,10 +60,20 @@ MAX_QUEUED = 100_000  # events waiting for a write; beyond it new ones are refus
 MAX_BATCH = 5_000  # events in one write
 WRITE_TIMEOUT = 5.0  # seconds a write may take before its events are refused (and re-sent)
 _WORD = re.compile(r"[^A-Z0-9]+")
+REGION_PREFIX = "region:"  # a receipt counter of a region, kept apart from those per route
 
 
 class EventsNotWritten(LoaError):
     """Receipts or replies that Redis did not take: their provider must send them again."""
+
+
+def add_receipts(pipe: Any, namespace: str, campaign: str, counter: str, amount: int) -> None:
+    """Add to a receipt counter: `ROUTE:outcome` in the campaign's receipts hash, or
+    `region:REGION:outcome` in its regions hash."""
+    if counter.startswith(REGION_PREFIX):
+        pipe.hincrby(regions_key(namespace, campaign), counter[len(REGION_PREFIX) :], amount)
+    else:
+        pipe.hincrby(receipts_key(namespace, campaign), counter, amount)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,15 +122,20 @@ class Correlator:
         )
 
     async def sent(
-        self, route: str, campaign: str, accepted: Sequence[tuple[Message, tuple[str, ...]]]
+        self,
+        route: str,
+        campaign: str,
+        accepted: Sequence[tuple[Message, tuple[str, ...]]],
+        region: str = "",
     ) -> Counter[str]:
-        """Record accepted messages (with their provider ids); count receipts that beat them."""
+        """Record accepted messages (with their provider ids) of one batch, whose people are of
+        `region` when it has one; count receipts that beat them."""
         calls: list[tuple[str, str, str]] = []
         records: list[Sent] = []
         for message, provider_ids in accepted:
             # a long SMS has one id per part; its first part's receipt speaks for it
             for part, provider_id in enumerate(provider_ids):
-                record = Sent(campaign, message.id, part)
+                record = Sent(campaign, message.id, part, region)
                 calls.append(
                     (receipt_key(self.namespace, route, provider_id), "sent", record.encode())
                 )
@@ -129,15 +146,18 @@ class Correlator:
         for record, reply in zip(records, await self.meet(calls), strict=True):
             if isinstance(reply, bytes) and record.speaks:
                 heard = Heard.decode(text(reply))
-                early[f"{route}:{'delivered' if heard.delivered else 'undelivered'}"] += 1
+                outcome = "delivered" if heard.delivered else "undelivered"
+                early[f"{route}:{outcome}"] += 1
+                if region:
+                    early[f"{REGION_PREFIX}{region}:{outcome}"] += 1
         return early
 
     async def count(self, campaign: str, counts: Counter[str]) -> None:
-        """Add receipt counts to a campaign."""
+        """Add receipt counts to a campaign (per route, and per region when they say one)."""
         if counts:
             pipe = self.redis.pipeline(transaction=False)
             for counter, amount in counts.items():
-                pipe.hincrby(receipts_key(self.namespace, campaign), counter, amount)
+                add_receipts(pipe, self.namespace, campaign, counter, amount)
             await pipe.execute()
 
 
@@ -278,9 +298,12 @@ class EventWriter:
             met.append(key)
             seen[receipt.route, outcome] += 1
             sent = Sent.decode(text(reply))
+            region = sent.region
             if sent.speaks:  # the first part speaks for a long message
                 counts = by_campaign.setdefault(sent.campaign, Counter())
                 counts[f"{receipt.route}:{outcome}"] += 1
+                if region:
+                    counts[f"{REGION_PREFIX}{region}:{outcome}"] += 1
         if met:
             await self._count(by_campaign, met)
         for (route, said), amount in seen.items():  # once written: a re-sent one counts once
@@ -292,7 +315,7 @@ class EventWriter:
         pipe = self.redis.pipeline(transaction=False)
         for campaign, counts in by_campaign.items():
             for counter, amount in counts.items():
-                pipe.hincrby(receipts_key(self.namespace, campaign), counter, amount)
+                add_receipts(pipe, self.namespace, campaign, counter, amount)
         for key in met:
             pipe.set(key, "d", ex=self.correlator.dedupe_ttl, xx=True)
         await pipe.execute()

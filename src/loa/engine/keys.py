@@ -54,7 +54,8 @@ class ShardKeys:
 
     @property
     def campaign_stats(self) -> str:
-        """A hash of per-campaign counters, fields named `campaign:outcome`."""
+        """A hash of per-campaign counters, fields named `campaign:outcome` (and, per region of
+        the audience, `campaign:region:REGION:outcome`, see region_field)."""
         return f"{self.tag}:cstats"
 
     @property
@@ -220,3 +221,14 @@ def followups_cursor_key(namespace: str) -> str:
 def cap_index_key(namespace: str) -> str:
     """The hash from CAP message key to campaign id."""
     return f"{namespace}:cap:alerts"
+
+
+def regions_key(namespace: str, campaign: str) -> str:
+    """A campaign's receipt counters per region of its audience: `REGION:delivered` and
+    `REGION:undelivered` (the region travels with the message, see Correlator.sent)."""
+    return f"{campaign_key(namespace, campaign)}:regions"
+
+
+def region_field(campaign: str, region: str, outcome: str) -> str:
+    """The per-campaign counter of `outcome` for recipients of `region` (a shard's cstats)."""
+    return f"{campaign}:region:{region}:{outcome}"

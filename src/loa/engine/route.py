@@ -288,7 +288,7 @@ class RouteRunner:
             if type(result) is Accepted and result.provider_ids
         ]
         if accepted:
-            early = await correlator.sent(self.name, batch.campaign, accepted)
+            early = await correlator.sent(self.name, batch.campaign, accepted, batch.region)
             await correlator.count(batch.campaign, early)
 
     def _fallback(self, message: Message, failed: Failed | None) -> tuple[str, Message] | None:
@@ -321,6 +321,7 @@ class RouteRunner:
                 lane=batch.lane,
                 messages=messages,
                 campaign=batch.campaign,
+                region=batch.region,
                 id=f"{batch.id}.fb{chunk_start}.{route}",
                 created_ms=batch.created_ms,
                 expires_ms=batch.expires_ms,
@@ -360,7 +361,10 @@ class RouteRunner:
             dead_letter(self.name, taken.lane, batch, message_row(messages[i]), reason)
             for i, reason in progress.dead
         ]
-        settled = await self.ctx.queues.settle(taken, progress.counts, requeue, dead)
+        # a batch of one region (Batch.region) counts what it sent there in the same step
+        accepted = progress.counts.get(Outcome.ACCEPTED, 0)
+        regions = {batch.region: accepted} if batch.region and accepted else None
+        settled = await self.ctx.queues.settle(taken, progress.counts, requeue, dead, regions)
         if settled:
             self._count(taken, progress)
 
