@@ -126,10 +126,10 @@ async def test_receipts_count_per_region_of_their_messages_batch(
     # one receipt before its message (met when the message is recorded), the others after
     events.receipt(Receipt("sms-a", "r2", False, "UNDELIV"))
     await events.drained()
-    await events.correlator.sent("sms-a", "c9", [(hcmc, "r1a,r1b")], "79")
-    early = await events.correlator.sent("sms-a", "c9", [(hanoi, "r2")], "01")
+    await events.correlator.sent("sms-a", "c9", [(hcmc, ("r1a", "r1b"))], "79")
+    early = await events.correlator.sent("sms-a", "c9", [(hanoi, ("r2",))], "01")
     await events.correlator.count("c9", early)
-    await events.correlator.sent("sms-a", "c9", [(nowhere, "r3")])  # a batch of no region
+    await events.correlator.sent("sms-a", "c9", [(nowhere, ("r3",))])  # a batch of no region
     for provider_id in ("r1a", "r1b", "r3"):  # a long message counts by its first part
         events.receipt(Receipt("sms-a", provider_id, True, "DELIVRD"))
     await events.drained()
