@@ -613,8 +613,7 @@ async def test_a_dry_run_shows_the_first_messages_with_numbers_masked(api):
 
 
 async def test_a_campaign_per_province(api):
-    from loa.engine.control import campaign_key
-    from loa.engine.keys import region_field, regions_key, shard_keys
+    from loa.engine.keys import campaign_key, region_field, regions_key, shard_keys
 
     operator = api.auth("operator")
     regions = ["79", "49", "1", "Hà Nội", "XX", ""]
