@@ -331,6 +331,7 @@ class Campaigns:
                     "launched_ms": _ms(launched),
                     "expires_ms": _ms(expires) if expires else 0,
                     "partitions": partitions,
+                    "regions_batched": 1,  # both planners batch each region apart
                 },
             )
             await self.store.apply(campaign_id, "schedule" if start > launched else "start")
@@ -477,8 +478,8 @@ class Campaigns:
         Queued is the planning report's. Sent and delivered are counted per region by the
         engine for batches that carry one region (a worker counts a settled batch's accepted
         messages under it, a receipt counts under its message's batch): told only for a
-        campaign whose planner batched each region apart (`regions_batched`), which the
-        planners do not do yet. At most MAX_REGIONS regions, the largest.
+        campaign whose planner batched each region apart (`regions_batched`: every campaign
+        launched since the planners do). At most MAX_REGIONS regions, the largest.
         """
         campaign = await self.store.get(campaign_id)
         raw = campaign.fields.get("checkpoint")
