@@ -391,6 +391,9 @@ class Campaigns:
         # refusal, and sends whose answer never came (and those of them taken again)
         for outcome in (Outcome.REDELIVERED, Outcome.UNKNOWN, Outcome.POSSIBLE_DUPLICATE):
             status[outcome.value] = sending[outcome]
+        # why messages went on to their next channel: silence past fallback_after, or failure
+        for outcome in (Outcome.FALLBACK_TIMEOUT, Outcome.FALLBACK_FAILED):
+            status[outcome.value] = sending[outcome]
         status["finished"] = sum(sending[o] for o in FINAL_OUTCOMES)
         by_route = await self._route_counts(campaign_id)
         for route, counts in receipts.items():
