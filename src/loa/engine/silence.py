@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 
 SWEEP_PERIOD = 0.25  # seconds between two sweeps of a worker's routes
 SWEEP_LIMIT = 500  # timers claimed by one call
+# how long a fired timer is remembered: a message sent again after a crash, within this, arms
+# no second timer (its fallback would be queued once anyway, but counted twice)
+FIRED_MEMORY_MS = 86_400_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,11 @@ class TimerKeys:
     def firing(self) -> str:
         """The sorted set of timers a sweep claimed, scored by the end of its lease (ms)."""
         return f"{self.shard.tag}:silent:firing"
+
+    @property
+    def fired(self) -> str:
+        """The sorted set of timers fired lately, scored by when (ms)."""
+        return f"{self.shard.tag}:silent:fired"
 
     @property
     def payloads(self) -> str:
@@ -103,7 +111,7 @@ async def pending(redis: RedisClient, namespace: str, route: str) -> int:
     pipe = redis.pipeline(transaction=False)
     pipe.zcard(keys.waiting)
     pipe.zcard(keys.firing)
-    waiting, firing = await pipe.execute()
+    waiting, firing = await pipe.execute()  # (fired ones are closed: not counted here)
     return int(waiting) + int(firing)
 
 
@@ -142,7 +150,8 @@ class Silence:
         if not args:
             return 0
         keys = timer_keys(self.namespace, route)
-        return int(await self._arm(keys=[keys.waiting, keys.firing, keys.payloads], args=args))
+        redis_keys = [keys.waiting, keys.firing, keys.payloads, keys.fired]
+        return int(await self._arm(keys=redis_keys, args=args))
 
     async def run(self, routes: Sequence[str], stopping: asyncio.Event) -> None:
         """Sweep `routes` every SWEEP_PERIOD until `stopping` is set."""
@@ -174,9 +183,9 @@ class Silence:
         if not claimed:
             return 0
         items: list[tuple[ShardKeys, Batch, int]] = []
-        closing: list[str | int] = [Outcome.FALLBACK_TIMEOUT.value]
-        lanes: dict[str, int] = {}
         now = now_ms()
+        closing: list[str | int] = [Outcome.FALLBACK_TIMEOUT.value, now, FIRED_MEMORY_MS]
+        lanes: dict[str, int] = {}
         for timer, payload in claimed:
             handed = self._fallback(route, timer, payload, now)
             campaign = timer.rsplit("|", 1)[0]
@@ -191,7 +200,8 @@ class Silence:
             await self.queues.put_once(items)
         shard = keys.shard
         await self._fire(
-            keys=[keys.firing, keys.payloads, shard.stats, shard.campaign_stats], args=closing
+            keys=[keys.firing, keys.payloads, shard.stats, shard.campaign_stats, keys.fired],
+            args=closing,
         )
         for lane, amount in lanes.items():
             self.metrics.messages.labels(route, lane, Outcome.FALLBACK_TIMEOUT.value).inc(amount)
