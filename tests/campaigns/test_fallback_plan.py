@@ -227,7 +227,7 @@ async def test_the_plan_fallback_policy_rides_with_every_channel_but_the_last(
     settings, redis_client, tmp_path
 ):
     plan = PLAN.replace(
-        'sms_ascii = true\n',
+        "sms_ascii = true\n",
         'sms_ascii = true\nfallback_after = { zalo = "10m" }\nfallback_on_failure = false\n',
     )
     _, messages = await planned(settings, redis_client, tmp_path, plan)

@@ -4,21 +4,16 @@ and receipts reach loa by the real webhook of a real API server on loopback."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
-from helpers import enqueue_async, read_sink, running, status_async, until
-from loa.api import create_app
-from loa.engine.connection import RedisClient, connect, text
+from helpers import api_server, enqueue_async, read_sink, running, status_async, until
+from loa.engine.connection import RedisClient, text
 from loa.engine.control import campaign_key
-from loa.engine.embedded import free_port
 from loa.engine.events import receipts_key
 from loa.engine.keys import shard_keys
 from loa.engine.queue import Queues
@@ -40,28 +35,6 @@ SMS = "sms-x"
 def redis_url(service_url: str) -> str:
     """A real API server and worker per test: the local Redis service is enough."""
     return service_url
-
-
-@contextlib.asynccontextmanager
-async def api_server(settings: Settings, redis_url: str) -> AsyncIterator[str]:
-    """loa's API served by uvicorn on a loopback port: the webhook Zalo's events go to."""
-    app = create_app(settings, lambda: connect(redis_url))
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    task = asyncio.create_task(server.serve())
-
-    async def started() -> bool:
-        return server.started or task.done()
-
-    await until(started, 30, "the API server to listen")
-    assert not task.done(), "the API server did not start"
-    try:
-        yield f"http://127.0.0.1:{port}/api/v1/webhooks/{ZALO}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 30)
 
 
 def build_settings(
@@ -136,7 +109,7 @@ async def test_exactly_the_silent_share_is_sent_again_by_sms_once(
     silent = {m.id for m in messages if sim.silent(m.to)}
     assert 20 < len(silent) < 60, "the seeded share picks some phones, not all or none"
     await start_campaign(redis_client, settings, "camp-s")
-    async with api_server(settings, redis_url) as webhook:
+    async with api_server(settings, redis_url, ZALO) as webhook:
         sim.configure(zalo_webhook=webhook)
         await enqueue_async(settings, ZALO, messages, campaign="camp-s")
 
@@ -177,7 +150,7 @@ async def test_a_late_receipt_is_counted_and_changes_nothing(
     messages = people(total, after_ms=1000)
     late = {m.id: m.to.lstrip("+") for m in messages[::5]}
     await start_campaign(redis_client, settings, "camp-l")
-    async with api_server(settings, redis_url) as webhook:
+    async with api_server(settings, redis_url, ZALO) as webhook:
         sim.configure(zalo_webhook=webhook, zalo_late=list(late.values()), zalo_late_delay=2.5)
         await enqueue_async(settings, ZALO, messages, campaign="camp-l")
 

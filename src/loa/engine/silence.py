@@ -88,9 +88,7 @@ def batch_id(route: str, timer: str) -> str:
     return f"fbt.{route}.{timer}"
 
 
-async def cancel(
-    redis: RedisClient, namespace: str, delivered: Mapping[str, Sequence[str]]
-) -> int:
+async def cancel(redis: RedisClient, namespace: str, delivered: Mapping[str, Sequence[str]]) -> int:
     """Cancel the timers (by route) of messages reported delivered before they were due."""
     if not any(delivered.values()):
         return 0
