@@ -39,6 +39,7 @@ from loa.engine.events import receipts_key
 from loa.engine.keys import ShardKeys, shard_keys
 from loa.engine.queue import Queues
 from loa.engine.quiet import QuietHours
+from loa.engine.silence import campaign_timers
 from loa.errors import ApprovalRequired, AuthError, CampaignError, PlanError
 from loa.message import Outcome
 from loa.settings import Settings
@@ -201,8 +202,7 @@ class Campaigns:
         if needs_two(campaign.fields):
             reason = campaign.fields.get("approval_reason", "created outside the API")
             raise ApprovalRequired(
-                f"campaign {campaign_id} needs approval by a second person before launch "
-                f"({reason})"
+                f"campaign {campaign_id} needs approval by a second person before launch ({reason})"
             )
         reason = campaign.fields.get("approval_reason", "")
         await self._approve(campaign, f"automatic: {reason}", "")
@@ -436,7 +436,14 @@ class Campaigns:
             return state
         if state is State.RUNNING and campaign.fields.get("planned") == "1":
             sending = await self._sending_counts(campaign.id)
-            if sum(sending[o] for o in FINAL_OUTCOMES) >= campaign.counter("queued"):
+            # a message accepted and then sent on for silence is one more to end (one handed
+            # over on failure ends only on its next channel); and while a timer waits for a
+            # receipt, a message may still go on
+            ended = sum(sending[o] for o in FINAL_OUTCOMES)
+            more = sending[Outcome.FALLBACK_TIMEOUT]
+            if ended >= campaign.counter("queued") + more and not await campaign_timers(
+                self.redis, self.settings.namespace, list(self.settings.routes), campaign.id
+            ):
                 return await self.store.apply(campaign.id, "finish")
         return state
 

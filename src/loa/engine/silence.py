@@ -98,7 +98,8 @@ async def cancel(redis: RedisClient, namespace: str, delivered: Mapping[str, Seq
     for route, members in delivered.items():
         if members:
             keys = timer_keys(namespace, route)
-            got = await script(keys=[keys.waiting, keys.payloads], args=[now, *members])
+            redis_keys = [keys.waiting, keys.payloads, keys.shard.campaign_stats]
+            got = await script(keys=redis_keys, args=[now, *members])
             cancelled += int(got)
     return cancelled
 
@@ -111,6 +112,17 @@ async def pending(redis: RedisClient, namespace: str, route: str) -> int:
     pipe.zcard(keys.firing)
     waiting, firing = await pipe.execute()  # (fired ones are closed: not counted here)
     return int(waiting) + int(firing)
+
+
+async def campaign_timers(
+    redis: RedisClient, namespace: str, routes: Sequence[str], campaign: str
+) -> int:
+    """Timers of a campaign armed and not yet closed, over `routes`: while there are, some of
+    its messages may still go on to their next channel, and the campaign is not done."""
+    pipe = redis.pipeline(transaction=False)
+    for route in routes:
+        pipe.hget(timer_keys(namespace, route).shard.campaign_stats, f"{campaign}:timers")
+    return sum(int(value or 0) for value in await pipe.execute())
 
 
 class Silence:
@@ -149,6 +161,7 @@ class Silence:
             return 0
         keys = timer_keys(self.namespace, route)
         redis_keys = [keys.waiting, keys.firing, keys.payloads, keys.fired]
+        redis_keys.append(keys.shard.campaign_stats)
         return int(await self._arm(keys=redis_keys, args=args))
 
     async def run(self, routes: Sequence[str], stopping: asyncio.Event) -> None:

@@ -16,6 +16,7 @@ for i = 4, #ARGV, 4 do
   if redis.call('ZREM', KEYS[1], member) == 1 then
     redis.call('HDEL', KEYS[2], member)
     redis.call('ZADD', KEYS[5], ARGV[2], member)
+    redis.call('HINCRBY', KEYS[4], string.match(member, '^(.*)|[^|]*$') .. ':timers', -1)
     if ARGV[i + 3] == '1' then
       redis.call('HINCRBY', KEYS[3], ARGV[i + 1] .. ':' .. ARGV[1], 1)
       if ARGV[i + 2] ~= '' then
