@@ -266,6 +266,18 @@ class CapZaloSettings(ConfigModel):
     data: dict[str, CapText] = Field(min_length=1)
 
 
+class CapSenderSettings(ConfigModel):
+    """A sender whose CAP alerts loa trusts when signed: its certificate, and what it may do."""
+
+    certificate: Path = Field(
+        description="PEM X.509 certificate its XML signatures must verify against (pinned)"
+    )
+    auto_approve: bool = Field(
+        default=False,
+        description="its signed alerts are approved at once (audited), not by a second person",
+    )
+
+
 class CapSettings(ConfigModel):
     """CAP 1.2 alerts taken in (`loa cap submit`, `POST /api/v1/cap`): whom they reach, how."""
 
@@ -294,6 +306,13 @@ class CapSettings(ConfigModel):
         default=24 * 3600, gt=0, description="seconds an alert without <expires> stays current"
     )
     zalo: CapZaloSettings | None = None
+    senders: dict[str, CapSenderSettings] = Field(
+        default_factory=dict,
+        description="named senders (the alert's <sender>) whose XML signatures are verified",
+    )
+    require_signature: bool = Field(
+        default=False, description="refuse every alert not signed by a named sender"
+    )
 class RetentionSettings(ConfigModel):
     """How long personal data is kept (docs/privacy.md); the server's clock deletes the rest.
 

@@ -872,3 +872,188 @@ async def test_unset_channels_mean_every_channel_with_a_route(
         (await Campaigns(settings, redis_client).store.get(result.campaign)).fields["plan"]
     )
     assert plan["channels"] == ["sms", "fcm", "email"], "Zalo needs cap.zalo, its template"
+
+
+# --- signed alerts from named senders --------------------------------------------------------
+
+NCHMF = "canhbao@nchmf.gov.vn"  # the sender of flood-alert.xml
+
+
+@dataclass(frozen=True)
+class Keys:
+    """A signing key and its self-signed certificate, both PEM."""
+
+    key: bytes
+    cert: bytes
+
+
+def make_keys(name: str) -> Keys:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
+    pem_key = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return Keys(pem_key, cert.public_bytes(serialization.Encoding.PEM))
+
+
+@pytest.fixture(scope="module")
+def nchmf_keys() -> Keys:
+    return make_keys("NCHMF")
+
+
+@pytest.fixture(scope="module")
+def forger_keys() -> Keys:
+    return make_keys("NCHMF")  # the same name on another key
+
+
+def signed(data: bytes, keys: Keys) -> bytes:
+    """`data` with an enveloped XML signature over the whole alert, the certificate inside."""
+    from lxml import etree
+    from signxml.signer import XMLSigner
+
+    root = etree.fromstring(data)
+    signature = XMLSigner().sign(root, key=keys.key, cert=keys.cert.decode())
+    return bytes(etree.tostring(signature))
+
+
+@pytest.fixture
+def signing_settings(make_settings, tmp_path, nchmf_keys) -> Any:
+    cert = tmp_path / "nchmf.pem"
+    cert.write_bytes(nchmf_keys.cert)
+    route = {"adapter": "file", "options": {"path": str(tmp_path / "sink" / "{route}-{pid}.jsonl")}}
+
+    def build(require: bool = True, auto_approve: bool = True) -> Settings:
+        return make_settings(
+            routes={"sms": route},
+            channels={"sms": {"default": "sms"}},
+            cap={
+                "audience": str(write_people(tmp_path / "people.csv")),
+                "channels": ["sms"],
+                "require_signature": require,
+                "senders": {NCHMF: {"certificate": str(cert), "auto_approve": auto_approve}},
+            },
+        )
+
+    return build
+
+
+def signed_intake(settings: Settings, redis_client: RedisClient) -> CapIntake:
+    return CapIntake(settings, redis_client, AuditLog(redis_client, settings.namespace))
+
+
+async def test_a_signed_alert_from_a_named_sender_is_approved_at_once_and_audited(
+    signing_settings, redis_client, nchmf_keys
+):
+    settings = signing_settings()
+    result = await signed_intake(settings, redis_client).submit(
+        signed(fresh("flood-alert"), nchmf_keys), OPERATOR
+    )
+    assert (result.action, result.state, result.approval) == ("created", "approved", "")
+    assert result.summary["signed_by"] == NCHMF
+    campaign = await Campaigns(settings, redis_client).store.get(result.campaign)
+    assert campaign.fields["approved_by"] == f"automatic: CAP alert signed by {NCHMF} (cap.senders)"
+    entries = await AuditLog(redis_client, settings.namespace).read()
+    approvals = [e for e in entries if e.action == "campaign.approve"]
+    assert [(e.campaign, e.outcome, e.who) for e in approvals] == [
+        (result.campaign, "ok", OPERATOR.person)
+    ]
+    assert NCHMF in approvals[0].detail
+
+
+async def test_a_signed_alert_without_auto_approval_still_needs_a_second_person(
+    signing_settings, redis_client, nchmf_keys
+):
+    settings = signing_settings(auto_approve=False)
+    result = await signed_intake(settings, redis_client).submit(
+        signed(fresh("flood-alert"), nchmf_keys), OPERATOR
+    )
+    assert (result.state, result.approval, result.summary["signed_by"]) == (
+        "draft",
+        "emergency lane",
+        NCHMF,
+    )
+
+
+def test_an_alert_changed_after_signing_is_refused(signing_settings, nchmf_keys):
+    settings = signing_settings()
+    original = signed(fresh("flood-alert"), nchmf_keys)
+    start, end = original.index(b"<info>"), original.index(b"</info>") + len(b"</info>")
+    beside = original[start:end].replace(b"<value>48</value>", b"<value>01</value>")
+    for before, after in (
+        (b"<value>48</value>", b"<value>01</value>"),  # another province
+        (b"<severity>Extreme</severity>", b"<severity>Minor</severity>"),
+        (original[start:end], original[start:end] + beside),  # a valid block added beside
+    ):
+        assert before in original, before
+        with pytest.raises(CapError) as caught:
+            check_alert(original.replace(before, after, 1), settings)
+        assert caught.value.code == "bad_signature", caught.value
+        assert str(caught.value).startswith("alert/Signature: does not verify")
+
+
+def test_a_signature_by_another_key_in_the_senders_name_is_refused(
+    signing_settings, forger_keys
+):
+    settings = signing_settings()
+    with pytest.raises(CapError) as caught:
+        check_alert(signed(fresh("flood-alert"), forger_keys), settings)
+    assert (caught.value.code, caught.value.status) == ("bad_signature", 403)
+    assert f"the certificate of {NCHMF!r}" in str(caught.value)
+
+
+def test_with_signatures_required_unsigned_and_unknown_senders_are_refused(
+    signing_settings, nchmf_keys
+):
+    settings = signing_settings()
+    with pytest.raises(CapError) as unsigned:
+        check_alert(fresh("flood-alert"), settings)
+    assert (unsigned.value.code, unsigned.value.status) == ("unsigned", 403)
+    assert str(unsigned.value).startswith("alert/Signature: the alert is unsigned")
+    other = fresh("heat-advisory")  # from the ministry of health, not a named sender
+    with pytest.raises(CapError) as unknown:
+        check_alert(signed(other, nchmf_keys), settings)
+    assert str(unknown.value).startswith("alert/sender: 'canhbao@moh.gov.vn' is not a named")
+    relaxed = signing_settings(require=False)
+    assert check_alert(fresh("flood-alert"), relaxed).signed_by == ""
+    assert check_alert(signed(other, nchmf_keys), relaxed).signed_by == "", "unverified"
+
+
+def test_validate_shows_who_signed(signing_settings, nchmf_keys, tmp_path):
+    settings = signing_settings()
+    config = tmp_path / "signed.toml"
+    cap = settings.cap
+    sender = cap.senders[NCHMF]
+    config.write_text(
+        f'redis_url = "{settings.redis_url}"\n[routes.sms]\nadapter = "null"\n'
+        '[channels.sms]\ndefault = "sms"\n'
+        f'[cap]\naudience = "{cap.audience}"\nrequire_signature = true\n'
+        f'[cap.senders."{NCHMF}"]\ncertificate = "{sender.certificate}"\n',
+        encoding="utf-8",
+    )
+    alert = tmp_path / "signed.xml"
+    alert.write_bytes(signed(fresh("flood-alert"), nchmf_keys))
+    shown = loa("cap", "validate", alert, "-c", config, "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert orjson.loads(shown.stdout)["signed_by"] == NCHMF
+    alert.write_bytes(alert.read_bytes().replace(b"<value>48</value>", b"<value>01</value>"))
+    refused = loa("cap", "validate", alert, "-c", config)
+    assert refused.returncode != 0
+    assert "alert/Signature: does not verify" in refused.stderr

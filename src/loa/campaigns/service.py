@@ -208,6 +208,11 @@ class Campaigns:
         await self._approve(campaign, f"automatic: {reason}", "")
         return reason
 
+    async def approve_signed(self, campaign_id: str, reason: str) -> None:
+        """Approve a draft on the strength of a verified signature from a sender the settings
+        trust for it (cap.senders.*.auto_approve): the configured exception to two persons."""
+        await self._approve(await self.store.get(campaign_id), reason, "")
+
     async def _approve(self, campaign: Campaign, by: str, token: str) -> State:
         """Approve the content pinned at create, recording its digests, in one step.
 

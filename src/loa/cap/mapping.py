@@ -84,6 +84,8 @@ class Mapped:
     expires: datetime | None = None
     start: datetime | None = None
     texts: Mapping[str, Texts] = field(default_factory=dict)
+    signed_by: str = ""  # the named sender whose signature verified ("" when none did)
+    auto_approve: bool = False  # that sender's alerts need no second person
 
     @property
     def sends(self) -> bool:
@@ -115,6 +117,7 @@ class Mapped:
             "references": [ref.key for ref in alert.references],
             "events": sorted({info.event for info in alert.infos}),
             "signed": alert.signed,
+            "signed_by": self.signed_by or None,
             "sends": self.sends,
         }
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from loa.access.audit import LOCAL, AuditLog
+from loa.access.audit import LOCAL, AuditLog, audited
 from loa.access.identity import Principal
 from loa.campaigns.audience import open_audience
 from loa.campaigns.plan import CHANNELS, Plan
@@ -42,6 +43,7 @@ from loa.campaigns.store import ENDED, Campaign, State
 from loa.cap.mapping import Mapped, map_alert, plan_mapping, to_toml
 from loa.cap.model import Alert
 from loa.cap.parse import parse_alert
+from loa.cap.signature import verify_alert
 from loa.engine.connection import RedisClient, text
 from loa.errors import CampaignError, CapError
 from loa.settings import Settings
@@ -56,8 +58,25 @@ def index_key(namespace: str) -> str:
 
 
 def check_alert(data: bytes, settings: Settings, now: datetime | None = None) -> Mapped:
-    """Read, check and map an alert (no Redis needed); CapError names every problem."""
-    return map_alert(parse_alert(data), settings.cap, now or datetime.now(UTC))
+    """Read, check, verify and map an alert (no Redis needed); CapError names every problem.
+
+    A signed alert from a named sender is mapped from its signed content alone.
+    """
+    alert = parse_alert(data)
+    verified = verify_alert(data, alert, settings.cap)
+    signer = verified.signer
+    if signer is not None:
+        alert = parse_alert(verified.data)
+        if alert.sender != signer.sender:
+            raise CapError(
+                [f"alert/sender: the signed content names {alert.sender!r}, not {signer.sender!r}"],
+                code="bad_signature",
+                status=403,
+            )
+    mapped = map_alert(alert, settings.cap, now or datetime.now(UTC))
+    if signer is None:
+        return mapped
+    return dataclasses.replace(mapped, signed_by=signer.sender, auto_approve=signer.auto_approve)
 
 
 @dataclass
@@ -149,9 +168,11 @@ class CapIntake:
             return Submitted("recorded", summary)
         earlier = await self._referenced(alert) if alert.msg_type == "Update" else []
         campaign = await self._create(mapped, data, by, earlier)
+        if mapped.auto_approve:
+            campaign = await self._approve_signed(campaign, mapped.signed_by, by, ip)
         quiet = await self._not_sending(earlier)
         cancelled = await self._cancel(quiet, by, ip, f"CAP Update {alert.key}", campaign)
-        needs = campaign.fields.get("approval") == "required"
+        needs = campaign.state is State.DRAFT and campaign.fields.get("approval") == "required"
         return Submitted(
             "created",
             summary,
@@ -161,6 +182,16 @@ class CapIntake:
             supersedes=[c for c in earlier if c not in cancelled],
             cancelled=cancelled,
         )
+
+    async def _approve_signed(
+        self, campaign: Campaign, sender: str, by: Principal, ip: str
+    ) -> Campaign:
+        """Approve at once what a named sender signed, as the settings allow; audited."""
+        reason = f"automatic: CAP alert signed by {sender} (cap.senders)"
+        async with audited(self.log, by, "campaign.approve", campaign.id, ip=ip) as note:
+            note.detail = reason
+            await self.campaigns.approve_signed(campaign.id, reason)
+        return await self.campaigns.store.get(campaign.id)
 
     async def _referenced(self, alert: Alert) -> list[str]:
         """The campaigns of the messages `alert` references; CapError when it knows none."""
