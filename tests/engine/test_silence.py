@@ -19,7 +19,7 @@ from loa.engine.keys import shard_keys
 from loa.engine.queue import Queues
 from loa.engine.silence import pending
 from loa.fallback import AFTER, ON_FAILURE
-from loa.message import Message
+from loa.message import Lane, Message
 from loa.settings import Settings
 from loa.sim.http import HttpSimulator
 
@@ -111,7 +111,7 @@ async def test_exactly_the_silent_share_is_sent_again_by_sms_once(
     await start_campaign(redis_client, settings, "camp-s")
     async with api_server(settings, redis_url, ZALO) as webhook:
         sim.configure(zalo_webhook=webhook)
-        await enqueue_async(settings, ZALO, messages, campaign="camp-s")
+        await enqueue_async(settings, ZALO, messages, campaign="camp-s", lane=Lane.EMERGENCY)
 
         async def settled() -> bool:
             timers = await pending(redis_client, settings.namespace, ZALO)
@@ -119,8 +119,11 @@ async def test_exactly_the_silent_share_is_sent_again_by_sms_once(
             zalo = await status_async(settings, ZALO)
             return zalo.accepted == total and timers == 0 and sms.finished >= len(silent)
 
-        async with running(settings, redis_client):
+        async with running(settings, redis_client) as worker:
             await until(settled, 60, "every timer closed and every fallback sent")
+    labels = {"route": ZALO, "lane": "emergency", "outcome": "fallback_timeout"}
+    fired = worker.metrics.registry.get_sample_value("loa_messages_total", labels)
+    assert fired == len(silent), "the metric counts what the sweeps fired"
     sent = Counter(str(line["id"]) for line in read_sink(sink))
     assert set(sent) == silent, "exactly the silent ones went on by SMS"
     assert max(sent.values()) == 1, "nobody twice"
