@@ -77,6 +77,10 @@ class SimOptions(ConfigModel):
         default_factory=list, description="phones whose delivered event waits zalo_late_delay"
     )
     zalo_late_delay: float = Field(default=0.0, ge=0, le=3600)
+    zalo_receipt_templates: list[str] = Field(
+        default_factory=list,
+        description="templates whose messages get delivered events; empty: every",
+    )
     # FCM and its OAuth token endpoint
     public_key: str | None = Field(
         default=None, description="PEM text or file that signs assertions; None: claims only"
@@ -404,7 +408,8 @@ class HttpSimulator:
         msg_id = hashlib.md5(f"{tracking_id}:{next(self._serial)}".encode(), usedforsecurity=False)
         self._keep(stats, tracking_id, msg_id.hexdigest())
         stats.outcomes["accepted"] += 1
-        self._deliver(str(doc.get("phone", "")), msg_id.hexdigest(), tracking_id, stats)
+        phone, template = str(doc.get("phone", "")), str(doc.get("template_id", ""))
+        self._deliver(phone, template, msg_id.hexdigest(), tracking_id, stats)
         data = {
             "msg_id": msg_id.hexdigest(),
             "sent_time": str(int(time.time() * 1000)),
@@ -412,10 +417,14 @@ class HttpSimulator:
         }
         return _json({"error": 0, "message": "Success", "data": data})
 
-    def _deliver(self, phone: str, msg_id: str, tracking_id: str, stats: EndpointStats) -> None:
+    def _deliver(
+        self, phone: str, template: str, msg_id: str, tracking_id: str, stats: EndpointStats
+    ) -> None:
         """Post the delivered event later, unless this phone is one Zalo never reaches."""
         opts = self.options
         if opts.zalo_webhook is None:
+            return
+        if opts.zalo_receipt_templates and template not in opts.zalo_receipt_templates:
             return
         if self.silent(phone):
             stats.outcomes["silent"] += 1
