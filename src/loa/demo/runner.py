@@ -73,7 +73,11 @@ class _Demo:
                 for n, c in enumerate(CARRIERS)
                 if c.route
             },
-            zalo_options(options.seed, self.rates.provider[ZALO_ROUTE]),
+            zalo_options(
+                options.seed,
+                self.rates.provider[ZALO_ROUTE],
+                self.endpoints.webhook(ZALO_ROUTE),
+            ),
             self.endpoints,
         )
         self.timings: dict[str, float] = {}
@@ -86,7 +90,8 @@ class _Demo:
         self.sims.start()  # it starts listening while the workers start and the audience is written
         try:
             namespace = f"{NAMESPACE_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}"
-            settings = demo_settings(self.base, self.endpoints, self.rates, namespace)
+            audience = self.work / "audience.csv"
+            settings = demo_settings(self.base, self.endpoints, self.rates, namespace, audience)
             state = self._with_workers(settings)
         finally:
             final = self.sims.stop()
@@ -154,8 +159,10 @@ class _Demo:
             f"[bold]loa demo[/bold]: writing a national audience of {self.options.people:,} "
             f"people to {path} while the simulators and workers start ..."
         )
-        has_zalo = HttpSimulator(zalo_options(self.options.seed, 0)).has_zalo
-        facts = write_audience(path, self.options.people, has_zalo, self.options.seed)
+        zalo = HttpSimulator(zalo_options(self.options.seed, 0))
+        facts = write_audience(
+            path, self.options.people, zalo.has_zalo, self.options.seed, silent=zalo.silent
+        )
         self.timings["audience_s"] = self.clock()
         return facts
 
