@@ -27,7 +27,7 @@ name = "Cảnh báo lũ / Flood warning"
 lane = "emergency"
 channels = ["zalo", "sms"]
 language = "vi"
-fallback_after = { zalo = "1s" }
+fallback_after = { zalo = "3s" }
 
 [templates.vi]
 sms = "Canh bao lu: {{ name }} di chuyen len cao ngay."

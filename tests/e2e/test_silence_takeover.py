@@ -52,7 +52,7 @@ def campaign(total: int) -> list[Message]:
             extra={
                 "template_id": "248613",
                 "data": {"n": str(n)},
-                AFTER: 1000,
+                AFTER: 2500,
                 "next": [["sms", SMS, f"+8491{n:07d}", f"SMS {n}", 1, None]],
             },
         )

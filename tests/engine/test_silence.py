@@ -104,7 +104,7 @@ async def test_exactly_the_silent_share_is_sent_again_by_sms_once(
     sink = tmp_path / "sms"
     settings = build_settings(make_settings, sim, sink)
     total = 160
-    messages = people(total, after_ms=1500)
+    messages = people(total, after_ms=3000)  # a delivered event takes milliseconds
     sim.configure(zalo_silent_ratio=0.25)
     silent = {m.id for m in messages if sim.silent(m.to)}
     assert 20 < len(silent) < 60, "the seeded share picks some phones, not all or none"
@@ -150,11 +150,11 @@ async def test_a_late_receipt_is_counted_and_changes_nothing(
     sink = tmp_path / "sms"
     settings = build_settings(make_settings, sim, sink)
     total = 30
-    messages = people(total, after_ms=1000)
+    messages = people(total, after_ms=2500)
     late = {m.id: m.to.lstrip("+") for m in messages[::5]}
     await start_campaign(redis_client, settings, "camp-l")
     async with api_server(settings, redis_url, ZALO) as webhook:
-        sim.configure(zalo_webhook=webhook, zalo_late=list(late.values()), zalo_late_delay=2.5)
+        sim.configure(zalo_webhook=webhook, zalo_late=list(late.values()), zalo_late_delay=5.0)
         await enqueue_async(settings, ZALO, messages, campaign="camp-l")
 
         async def late_counted() -> bool:
