@@ -477,7 +477,13 @@ class Plan(ConfigModel):
     def _fallback_after(cls, value: Any, info: ValidationInfo) -> Any:
         if isinstance(value, str):  # one wait for every channel that has receipts but the last
             channels = info.data.get("channels") or []
-            return {c: value for c in channels[:-1] if c in RECEIPT_CHANNELS}
+            waits = {c: value for c in channels[:-1] if c in RECEIPT_CHANNELS}
+            if channels and not waits:
+                raise ValueError(
+                    "no channel can wait: only zalo and sms report delivery, and the last "
+                    "channel has none to fall back to"
+                )
+            return waits
         if not isinstance(value, dict):
             raise ValueError('expected a duration like "10m", or a table like { zalo = "10m" }')
         return value
