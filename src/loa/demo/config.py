@@ -50,7 +50,7 @@ SMS_SENDERS = 4  # most batches in flight per SMS route and process: each waits 
 HOLD = 0.5  # seconds a batch may keep a sender from an alert, at the route's rate
 # how long the flood alert's Zalo messages wait for their delivered event before going by SMS
 # (minutes in real life; seconds here, so the demo shows it)
-FALLBACK_AFTER = "1s"
+FALLBACK_AFTER = "5s"
 FLOOD_ALERT = "flood-alert.xml"  # the CAP file of the flood alert, in this package
 VIETNAM = timezone(timedelta(hours=7))
 

@@ -65,6 +65,7 @@ class Facts:
     emergency_silent: int = 0  # of them: accepted by Zalo, never delivered, so SMS later
     emergency_languages: Counter[str] = field(default_factory=Counter)  # lang -> people
     emergency_later: Counter[str] = field(default_factory=Counter)  # route -> SMS after silence
+    emergency_sms_first: Counter[str] = field(default_factory=Counter)  # route -> no Zalo id
 
     @property
     def advisory_people(self) -> int:
@@ -187,6 +188,7 @@ class _Writer:
         facts.emergency_languages[lang] += 1
         if not zalo:
             facts.emergency[route] += 1
+            facts.emergency_sms_first[route] += 1
             return
         facts.emergency[ZALO_ROUTE] += 1
         if not self.has_zalo(e164[1:]):

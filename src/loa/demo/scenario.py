@@ -64,7 +64,8 @@ class CampaignRun:
     launched: float | None = None
     planned: float | None = None
     first: float | None = None  # first message accepted by a provider
-    done: float | None = None  # every message has its outcome
+    reached: float | None = None  # every person's first message has its outcome
+    done: float | None = None  # every message has its outcome (those sent on for silence too)
     report: Report | None = None
     status: dict[str, Any] = field(default_factory=dict)
 
@@ -340,6 +341,9 @@ class Scenario:
                 run.first = now
                 took = now - (run.launched or now)
                 state.say(f"{run.key}: first message accepted {took:.2f}s after launch")
+            queued = int(run.status.get("queued", 0))
+            if run.reached is None and run.planned is not None and 0 < queued <= run.finished:
+                run.reached = now
             if run.done is None and run.status.get("state") == "done":
                 run.done = now
                 self._finished(run)
@@ -371,8 +375,9 @@ class Scenario:
             done = route_done(route, alert.get(route, {}))
             sent = int(advisory.get(route, {}).get("accepted", 0))
             window = state.overlap.get(route)
-            # the end: the alert's own SMS are out (those sent later, for silence, excluded)
-            first = state.facts.emergency[route] - state.facts.emergency_later[route]
+            # the end: the alert's SMS to people without a Zalo id, queued at once, are out
+            # (those Zalo hands on come as Zalo sends, and those it leaves silent much later)
+            first = state.facts.emergency_sms_first[route]
             if window is None and done:
                 state.overlap[route] = [sent, -1]
             elif window is not None and window[1] < 0 and done >= first:

@@ -248,6 +248,8 @@ def campaign_summary(run: CampaignRun) -> dict[str, Any]:
     data["launched_at_s"] = _round(run.launched)
     data["planned_after_s"] = _round(run.planned - launched if run.planned else None)
     data["first_message_after_s"] = _round(run.first - launched if run.first else None)
+    data["reached_everyone_after_s"] = _round(run.reached - launched if run.reached else None)
+    data["reached_everyone_at_s"] = _round(run.reached)
     data["done_after_s"] = _round(run.done - launched if run.done else None)
     data["done_at_s"] = _round(run.done)
     report = run.report

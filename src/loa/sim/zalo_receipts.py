@@ -52,6 +52,8 @@ class ReceiptPoster:
 
     def later(self, delay: float, msg_id: str, tracking_id: str) -> None:
         """Post the delivered event of `msg_id` in `delay` seconds."""
+        if self._session is None:  # one client for every event, made on the server's loop
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         task = asyncio.get_running_loop().create_task(self._post(delay, msg_id, tracking_id))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -63,8 +65,7 @@ class ReceiptPoster:
 
     async def _post(self, delay: float, msg_id: str, tracking_id: str) -> None:
         await asyncio.sleep(delay)
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        assert self._session is not None
         event = received_event(self.app_id, msg_id, tracking_id)
         body = orjson.dumps(event)
         signature = zalo_signature(self.app_id, body, event["timestamp"], self.secret)
