@@ -108,3 +108,30 @@ async def test_the_silent_share_goes_on_by_sms_in_each_language_and_is_counted(
     await print_status(settings, as_json=True)
     rows = {row["route"]: row for row in orjson.loads(capsys.readouterr().out)}
     assert rows["zalo-zns"]["fallback_timeout"] == len(silent)
+
+
+async def test_the_dry_run_warns_when_a_route_would_wait_for_receipts_it_never_gets(
+    make_settings: Any, redis_client: RedisClient, tmp_path: Any
+) -> None:
+    routes = {"zalo-zns": {"adapter": "null"}, "sms-x": {"adapter": "null"}}
+    channels = {"zalo": {"default": "zalo-zns"}, "sms": {"default": "sms-x"}}
+    (tmp_path / "plan.toml").write_text(PLAN, encoding="utf-8")
+    (tmp_path / "people.csv").write_text(
+        "phone,name,region,zalo_id,lang\n+84912000001,An,79,z1,vi\n+84912000002,Bo,79,z2,en\n",
+        encoding="utf-8",
+    )
+    without = make_settings(routes=routes, channels=channels)
+    report = await Campaigns(without, redis_client).validate(
+        tmp_path / "plan.toml", tmp_path / "people.csv"
+    )
+    assert report.warnings == [
+        "fallback_after.zalo: route zalo-zns gets no delivery receipts (no api.webhook_secrets "
+        "entry): its messages will not fall back for silence"
+    ]
+    with_secret = make_settings(
+        routes=routes, channels=channels, api={"webhook_secrets": {"zalo-zns": OA_SECRET}}
+    )
+    report = await Campaigns(with_secret, redis_client).validate(
+        tmp_path / "plan.toml", tmp_path / "people.csv"
+    )
+    assert report.warnings == []

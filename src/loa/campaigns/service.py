@@ -117,6 +117,7 @@ class Campaigns:
         finally:
             await self.redis.delete(f"{self.settings.namespace}:{{camp:{planner.campaign}}}:seen")
         report.warnings = _timing_warnings(report) + _language_warnings(plan, report)
+        report.warnings += _silence_warnings(plan, report, self.settings)
         return report
 
     async def create(
@@ -555,6 +556,25 @@ def _timing_warnings(report: Report) -> list[str]:
         warnings.append(
             f"{report.after_expiry:,} are due after the campaign expires and will never be sent"
         )
+    return warnings
+
+
+def _silence_warnings(plan: Plan, report: Report, settings: Settings) -> list[str]:
+    """Routes a plan's fallback_after would wait on that get no delivery receipts: their
+    messages wait for nothing, and nobody would be sent on for silence."""
+    warnings = []
+    for channel in plan.fallback_after:
+        spec = settings.channels.get(channel)
+        routes = {spec.default, *spec.carriers.values()} - {None} if spec else set()
+        for route in sorted(r for r in routes if r and report.by_route.get(r)):
+            limits = settings.routes.get(route)
+            if limits is None or limits.adapter == "smpp":  # SMPP brings its receipts itself
+                continue
+            if route not in settings.api.webhook_secrets:
+                warnings.append(
+                    f"fallback_after.{channel}: route {route} gets no delivery receipts (no "
+                    "api.webhook_secrets entry): its messages will not fall back for silence"
+                )
     return warnings
 
 
