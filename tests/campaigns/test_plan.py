@@ -248,7 +248,6 @@ def test_example_details() -> None:
         frozenset({"79"}),
     )
     assert zika.holds_for_quiet_hours
-    assert zika.fallback_after == {"zalo": timedelta(minutes=30)} and zika.fallback_on_failure
     vaccination = load_plan(EXAMPLES / "vaccination-reminder.plan.toml")
     assert vaccination.lane is Lane.BULK
     assert vaccination.schedule.send_at == SendAt.parse("due_date - 3d at 08:00")
