@@ -13,6 +13,7 @@ format_number E164) and loa's own `normalize`.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import cProfile
 import datetime as dt
 import itertools
@@ -32,6 +33,7 @@ from typing import Any
 import phonenumbers
 import psutil
 import redis
+import tomli_w
 import uvloop
 
 import planner_audience
@@ -47,6 +49,7 @@ from common import (
 from engine import RssSampler
 from loa.access.identity import Role, program
 from loa.campaigns.audience import BadRow, open_audience
+from loa.campaigns.columnar_run import seen_key
 from loa.campaigns.plan import load_plan
 from loa.campaigns.planner import Group, Planner, Report
 from loa.campaigns.service import Campaigns
@@ -66,6 +69,11 @@ MB = 1024 * 1024
 NAMESPACE = "bench-plan"
 TARGET_RATE = 300_000.0
 TARGET_RSS_RATIO = 1.10
+TARGETS = {
+    "recipients_per_s_named": 150_000,
+    "dry_run_recipients_per_s": 1_000_000,
+    "redis_bytes_per_recipient": 16,
+}
 UNBOUNDED_DEPTH = 1_000_000_000  # batches per shard: the planner never waits for room
 # Vietnamese advice, folded to ASCII per recipient (sms_ascii): about 110 characters, one part
 STATIC_SMS = (
@@ -153,11 +161,12 @@ async def _plan(args: argparse.Namespace) -> dict[str, Any]:
         started = time.perf_counter()
         if profiler is not None:
             profiler.enable()
-        report = await campaigns.launch(campaign.id)
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        report = await _timed_work(args, campaigns, campaign.id, plan_path, data_dir)
         if profiler is not None:
             profiler.disable()
         seconds = time.perf_counter() - started
-        cpu = time.process_time() - cpu
+        cpu = time.process_time() - cpu + _children_cpu(children)
         if profiler is not None:
             profiler.dump_stats(args.profile_out)
     finally:
@@ -171,6 +180,36 @@ async def _plan(args: argparse.Namespace) -> dict[str, Any]:
         "vm_hwm_mb": round(vm_hwm() / MB, 1),
         "report": counts(report),
     }
+
+
+async def _timed_work(
+    args: argparse.Namespace, campaigns: Campaigns, campaign: str, plan: Path, data_dir: Path
+) -> Report:
+    """What is timed: the launch, the dry run, or a launch planned by partition processes."""
+    if args.mode == "dry":
+        return await campaigns.validate(plan, Path(args.child))
+    if args.mode == "launch":
+        return await campaigns.launch(campaign)
+    count = int(args.mode.removeprefix("partitions-"))
+    await campaigns.start(campaign, count)
+    config = data_dir / "loa.toml"
+    config.write_text(tomli_w.dumps(campaigns.settings.model_dump(mode="json", exclude_none=True)))
+    base = [sys.executable, "-m", "loa.cli", "campaign", "plan", campaign, "-c", str(config)]
+    procs = [
+        await asyncio.create_subprocess_exec(
+            *base, "--partition", f"{k}/{count}", stdout=subprocess.DEVNULL
+        )
+        for k in range(count)
+    ]
+    if any([await proc.wait() != 0 for proc in procs]):
+        raise RuntimeError("a partition process failed")
+    return await campaigns.partitions_report(campaign)
+
+
+def _children_cpu(before: Any) -> float:
+    """CPU seconds of child processes (partition planners) since `before`."""
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
 
 
 def vm_hwm() -> int:
@@ -199,6 +238,7 @@ def redis_breakdown(client: redis.Redis, settings: Settings, campaign: str) -> d
     info = client.info("memory")
     seen = f"{NAMESPACE}:{{camp:{campaign}}}:seen"
     seen_bytes = int(client.memory_usage(seen, samples=0) or 0)
+    seen_bytes += int(client.memory_usage(seen_key(NAMESPACE, campaign), samples=0) or 0)
     queued_bytes = planned_bytes = 0
     batches = 0
     for name in settings.routes:
@@ -214,7 +254,8 @@ def redis_breakdown(client: redis.Redis, settings: Settings, campaign: str) -> d
         "used_memory_mb": round(used / MB, 1),
         "used_memory_peak_mb": round(int(info["used_memory_peak"]) / MB, 1),
         "keys": int(client.dbsize()),
-        "seen_hash_mb": round(seen_bytes / MB, 1),
+        "seen_hash_mb": round(seen_bytes / MB, 1),  # deduplication: row or columnar planner
+        "seen_bytes": seen_bytes,
         "queues_mb": round(queued_bytes / MB, 1),
         "planned_ids_mb": round(planned_bytes / MB, 2),
         "other_mb": round((used - seen_bytes - queued_bytes - planned_bytes) / MB, 1),
@@ -242,13 +283,14 @@ def run_child(
     workdir: Path,
     profile: Path | None,
     after: Callable[[str, Settings, dict[str, Any]], dict[str, Any]] | None = None,
+    mode: str = "launch",
 ) -> dict[str, Any]:
     """One planning run: a fresh server, a fresh planner process, its RSS sampled throughout.
 
     `after(url, settings, result)`, if given, runs while the server still holds the queued
     campaign (memory.py drains it through workers); what it returns is kept as result["after"].
     """
-    label = f"{template}-{audience.stem}"
+    label = f"{template}-{mode}-{audience.stem}"
     server_dir = workdir / f"redis-{label}"
     data_dir = workdir / f"data-{label}"
     data_dir.mkdir()
@@ -265,7 +307,7 @@ def run_child(
             supervisor.start()
         command = [
             sys.executable, str(Path(__file__).resolve()), "--child", str(audience),
-            "--url", url, "--data-dir", str(data_dir), "--template", template,
+            "--url", url, "--data-dir", str(data_dir), "--template", template, "--mode", mode,
             "--max-depth", str(args.max_depth), "--batch-size", str(args.batch_size),
             "--shards", str(args.shards), "--frequency-memory", str(args.frequency_memory),
         ]  # fmt: skip
@@ -317,8 +359,12 @@ def summarize(run: dict[str, Any], recipients: int) -> dict[str, Any]:
         "peak_rss_mb": max(run["vm_hwm_mb"], run["peak_rss_mb_sampled"]),
         "rss_before_launch_mb": run["rss_before_launch_mb"],
         "redis_used_memory_mb": run["redis"]["used_memory_mb"],
-        "redis_bytes_per_recipient": round(
+        "redis_used_bytes_per_recipient": round(
             run["redis"]["used_memory_mb"] * MB / max(run["report"]["queued"], 1), 1
+        ),
+        # deduplication (and frequency) memory per recipient, beyond the queued messages
+        "redis_bytes_per_recipient": round(
+            run["redis"]["seen_bytes"] / max(run["report"]["total"], 1), 2
         ),
     }
 
@@ -511,6 +557,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     parser.add_argument("--template", choices=sorted(TEMPLATES), help=argparse.SUPPRESS)
     parser.add_argument("--profile-out", help=argparse.SUPPRESS)
+    parser.add_argument("--mode", default="launch", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.max_depth is None:
         args.max_depth = 5_000 if args.drain_workers else UNBOUNDED_DEPTH
@@ -536,24 +583,35 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             planner_audience.write_audience(path, size)
             generation[str(size)] = round(time.perf_counter() - started, 1)
             files[size] = path
-        plans = [("small", args.small, "static"), ("static", args.recipients, "static")]
+        n = args.recipients
+        plans = [("small", args.small, "static", "launch"), ("static", n, "static", "launch")]
         if not args.skip_named:
-            plans.append(("named", args.recipients, "named"))
-        for label, size, template in plans:
-            runs[label] = run_child(args, files[size], template, workdir, None)
+            plans.append(("named", n, "named", "launch"))
+        plans += [("dry", n, "static", "dry"), ("partitions-2", n, "static", "partitions-2")]
+        for label, size, template, mode in plans:
+            runs[label] = run_child(args, files[size], template, workdir, None, mode=mode)
             runs[label]["counts"] = check_counts(runs[label]["report"], size)
             print(f"{label}: {summarize(runs[label], size)}", file=sys.stderr, flush=True)
-            files_left = [s for _, s, _ in plans[len(runs) :]]
+            files_left = [s for _, s, _, _ in plans[len(runs) :]]
             if size not in files_left:
                 files[size].unlink()
     peer = peers(min(args.peer_sample, args.recipients))
     big, small = summarize(runs["static"], args.recipients), summarize(runs["small"], args.small)
     named = summarize(runs["named"], args.recipients) if "named" in runs else None
     ratio = round(big["peak_rss_mb"] / small["peak_rss_mb"], 3)
+    dry, two = (
+        summarize(runs["dry"], args.recipients),
+        summarize(runs["partitions-2"], args.recipients),
+    )
     return {
         "recipients": args.recipients,
         "recipients_per_s": big["recipients_per_s"],
         "recipients_per_s_named": named["recipients_per_s"] if named else None,
+        "dry_run_recipients_per_s": dry["recipients_per_s"],
+        "partitions_scaling": {"1": big["recipients_per_s"], "2": two["recipients_per_s"]},
+        "planner_cpu_us_per_recipient": big["planner_cpu_us_per_recipient"],
+        "server_cpu_us_per_recipient": big["server_cpu_us_per_recipient"],
+        "redis_bytes_per_recipient": big["redis_bytes_per_recipient"],
         "peak_rss_mb": big["peak_rss_mb"],
         "peak_rss_mb_small": small["peak_rss_mb"],
         "small_recipients": args.small,
@@ -562,14 +620,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "loa_normalize_per_s": peer["loa_normalize_per_s"],
         "redis_used_memory_mb": big["redis_used_memory_mb"],
         "counts_ok": all(r["counts"]["ok"] for r in runs.values()),
-        "targets": {"recipients_per_s": TARGET_RATE, "rss_ratio": TARGET_RSS_RATIO},
+        "targets": {"recipients_per_s": TARGET_RATE, "rss_ratio": TARGET_RSS_RATIO, **TARGETS},
         "meets_targets": {
             "recipients_per_s": big["recipients_per_s"] >= TARGET_RATE,
             "rss_ratio": ratio <= TARGET_RSS_RATIO,
+            "recipients_per_s_named": bool(named)
+            and named["recipients_per_s"] >= TARGETS["recipients_per_s_named"],
+            "dry_run_recipients_per_s": dry["recipients_per_s"]
+            >= TARGETS["dry_run_recipients_per_s"],
+            "redis_bytes_per_recipient": big["redis_bytes_per_recipient"]
+            <= TARGETS["redis_bytes_per_recipient"],
         },
         "static": big,
         "small": small,
         "named": named,
+        "dry": dry,
+        "partitions_2": two,
         "peers": peer,
         "runs": runs,
         "config": {

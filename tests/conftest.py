@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 import redis
+from test_cluster import SERVER_BINARY
+from test_cluster import cluster as cluster  # a three-node Redis Cluster, started per module
 
 from loa.engine.connection import RedisClient, connect
 from loa.engine.embedded import EmbeddedRedis, answers
@@ -62,13 +64,33 @@ def redis_url(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def namespace(redis_url: str) -> Iterator[str]:
-    """A key namespace of this test's own, removed afterwards."""
+    """A key namespace of this test's own, removed afterwards (a cluster goes with its module)."""
     name = f"t{uuid.uuid4().hex[:10]}"
     yield name
+    if redis_url.startswith("redis+cluster"):
+        return
     with contextlib.closing(redis.Redis.from_url(redis_url)) as client:
         keys = list(client.scan_iter(match=f"{name}:*", count=1000))
         if keys:
             client.delete(*keys)
+
+
+WORKFLOW_SERVERS = [
+    "service",
+    pytest.param(
+        "cluster",
+        marks=pytest.mark.skipif(SERVER_BINARY is None, reason="no server binary for a cluster"),
+    ),
+]
+
+
+@pytest.fixture(params=WORKFLOW_SERVERS[:1] if QUICK else WORKFLOW_SERVERS)
+def service_or_cluster_url(request: pytest.FixtureRequest, service_url: str) -> str:
+    """The local service, then a three-node Redis Cluster: for the workflows (appointments,
+    follow-ups, the inbox), whose scripts must keep each of their keys' sets in one slot."""
+    if request.param == "cluster":
+        return str(request.getfixturevalue("cluster").url)
+    return service_url
 
 
 @pytest.fixture

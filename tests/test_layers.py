@@ -56,6 +56,7 @@ ACROSS: set[tuple[str, str]] = {
     ("loa.privacy", "loa.inbox"),
     ("loa.privacy", "loa.appointments"),
     ("loa.privacy", "loa.access"),
+    ("loa.privacy", "loa.followups"),
     ("loa.status", "loa.campaigns"),
     ("loa.demo", "loa.sim"),
     ("loa.demo", "loa.api"),

@@ -137,6 +137,11 @@ class PlanningSettings(ConfigModel):
         le=255,
         description="an SMS longer than this many parts is an invalid row, not a message",
     )
+    columnar: bool = Field(
+        default=True,
+        description="plan single-channel SMS campaigns a column batch at a time (false: always "
+        "row by row, the reference planner)",
+    )
 
 
 class EventSettings(ConfigModel):

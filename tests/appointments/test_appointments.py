@@ -37,8 +37,8 @@ PEOPLE_HEADER = ["phone", "priority_group", "registered_at", "site_id", "provinc
 
 
 @pytest.fixture
-def redis_url(service_url: str) -> str:
-    return service_url
+def redis_url(service_or_cluster_url: str) -> str:
+    return service_or_cluster_url
 
 
 @pytest.fixture
@@ -1132,3 +1132,43 @@ def test_a_bare_huy_is_an_opt_out_never_an_appointment_answer() -> None:
     for word in ("1", "CO", "2", "KHONG", "HUY LICH", "DOI"):
         assert reply_action(word) is not None and not is_optout(word, keywords), word
     assert reply_action("HUY") is None and is_optout("HUY", keywords)
+
+
+CHECKIN = (
+    'name = "Theo doi"\nlane = "normal"\nchannels = ["sms"]\n[templates]\n'
+    'sms = "Ban thay the nao? 1 binh thuong, 2 dau nhe"\n[followup]\nid = "d1"\n'
+    'window = "72h"\noptions = [{ code = "1", label = "Binh thuong" }, '
+    '{ code = "2", label = "Dau nhe" }]\n'
+)
+
+
+async def test_an_answer_to_a_later_question_is_not_an_appointment_reply(
+    settings, redis_client, tmp_path
+):
+    """A check-in's "2" (sore arm) after the appointment's "1" answers the check-in: the person
+    keeps their place, and the follow-up counts the answer."""
+    from loa.access.identity import local_principal
+    from loa.engine.control import Controls
+    from loa.followups.service import Followups
+    from loa.message import Message
+
+    sites = write_csv(tmp_path / "s.csv", SITES_HEADER, site_rows([("A", "79", 0, "08:00", 2)]))
+    people = write_csv(
+        tmp_path / "p.csv", PEOPLE_HEADER, [person(1, 1, 0, site="A"), person(2, 1, 1, site="A")]
+    )
+    appointments = Appointments(settings, redis_client)
+    await appointments.allocate("checkin", sites, people, first=DAY)
+    plan = tmp_path / "checkin.toml"
+    plan.write_text(CHECKIN, encoding="utf-8")
+    audience = write_csv(tmp_path / "a.csv", ["phone"], [[number(1)]])
+    checkin = await Campaigns(settings, redis_client).create(plan, audience, local_principal())
+    asked = Message("m1", e164(1), "x")
+    await Controls(redis_client, settings.namespace).reached(checkin.id, [asked], [0])
+    await inbound(settings, redis_client, [(1, "2"), (2, "2")])  # 2 was asked nothing: released
+    report = await appointments.apply_replies("checkin", OPERATOR)
+    assert report.outcomes == Counter({"released": 1})
+    held = await check_ledger(Ledger(redis_client, settings.namespace, "checkin"))
+    assert set(held) == {e164(1)}, "the check-in's answer kept the place"
+    await Followups(settings, redis_client).sync()
+    summary = await Followups(settings, redis_client).summary(checkin.id)
+    assert [o["count"] for o in summary["options"]] == [0, 1]

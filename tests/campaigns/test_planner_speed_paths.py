@@ -216,10 +216,18 @@ async def test_every_checkpoint_counts_exactly_the_rows_before_it(
 
 
 async def test_a_launch_resumes_after_a_failed_round_trip(
-    settings, redis_client, tmp_path, monkeypatch
+    make_settings, redis_client, tmp_path, monkeypatch
 ):
     """A Redis failure in a group's checks (in flight while the next group is read) fails the
-    launch; launching again finishes it with nobody lost and nobody twice."""
+    launch; launching again finishes it with nobody lost and nobody twice (the row planner:
+    the columnar planner's own test is in test_columnar.py)."""
+    route = {"adapter": "null", "shards": 2}
+    settings = make_settings(
+        routes={"sms-a": route, "sms-b": {**route, "shards": 3}},
+        channels={"sms": {"default": "sms-b", "carriers": {"viettel": "sms-a"}}},
+        queue={"batch_size": 4},
+        planning={"columnar": False},
+    )
     monkeypatch.setattr(planner_module, "GROUP_ROWS", 6)
     monkeypatch.setattr(planner_module, "CHECKPOINT_ROWS", 12)
     people = audience(tmp_path / "a.csv", repeat=6)

@@ -41,8 +41,8 @@ options = [
 
 
 @pytest.fixture
-def redis_url(service_url: str) -> str:
-    return service_url
+def redis_url(service_or_cluster_url: str) -> str:
+    return service_or_cluster_url
 
 
 @pytest.fixture
@@ -297,3 +297,17 @@ async def test_the_api_summarises_answers_and_masks_numbers_for_viewers(
             missing = await client.get("/api/v1/campaigns/20260101-abcdef/answers",
                                        headers=auth(Role.VIEWER))  # fmt: skip
             assert missing.status_code == 404
+
+
+async def test_a_reply_faster_than_the_providers_answer_is_still_an_answer(
+    settings, redis_client, tmp_path
+):
+    """The question counts as asked when the chunk was sent: a citizen who answers before the
+    worker has read the provider's acceptance is answering it all the same."""
+    campaign_id = await campaign(settings, redis_client, tmp_path)
+    sent_at = time.time() - 2  # the chunk went out two seconds ago; the provider was slow
+    await inbound(settings, redis_client, [(1, "1")])  # the reply came meanwhile
+    message = Message("1", e164(1), "x", extra={REGION: "79"})
+    await Controls(redis_client, settings.namespace).reached(campaign_id, [message], [0], sent_at)
+    report = await Followups(settings, redis_client).sync()
+    assert (report.answers, report.other) == (1, 0)

@@ -23,8 +23,8 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def redis_url(service_url: str) -> str:
-    return service_url
+def redis_url(service_or_cluster_url: str) -> str:
+    return service_or_cluster_url
 
 
 @pytest.fixture

@@ -39,6 +39,14 @@ class Unparsed(BaseModel):
     phone: str
 
 
+class Reminders(BaseModel):
+    """The question's reminder: after how long, how many were sent and skipped (answered)."""
+
+    after: str
+    sent: int
+    skipped: int
+
+
 class Answers(BaseModel):
     """Answers per option, per region and per day; the response rate; the unparsed replies."""
 
@@ -52,6 +60,7 @@ class Answers(BaseModel):
     by_day: dict[str, dict[str, int]]
     unparsed_count: int
     unparsed: list[Unparsed]
+    reminder: Reminders | None = None
 
 
 class SyncResult(BaseModel):

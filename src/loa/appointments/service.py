@@ -34,6 +34,7 @@ from loa.appointments.inputs import (
 )
 from loa.appointments.ledger import Change, Ledger, SessionState, check_drive, drives_key, order_key
 from loa.appointments.replies import reply_action
+from loa.campaigns.questions import Questions
 from loa.campaigns.service import Campaigns
 from loa.engine.connection import RedisClient, text
 from loa.engine.events import inbound_key, read_inbound
@@ -321,22 +322,25 @@ class Appointments:
     ) -> RepliesReport:
         """Apply the replies that came in since the last time, each once, in order.
 
-        Whoever a reply gave a new appointment (moved, or placed from the wait in a place given
-        back) is written to a changes file in the data directory; with `plan`, a campaign sends
-        it to them (launched at once when it needs no second person's approval).
+        A reply that is one of the options of a follow-up question the person had open then
+        (a check-in's "2" after the appointment's) answers that question and changes nothing
+        here. Whoever a reply gave a new appointment (moved, or placed from the wait in a place
+        given back) is written to a changes file in the data directory; with `plan`, a campaign
+        sends it to them (launched at once when it needs no second person's approval).
         """
         ledger = self.ledger(drive)
         await ledger.require()
         report = RepliesReport(drive)
         after = await ledger.cursor() or "0-0"
         changed: dict[str, None] = {}
+        questions = Questions(self.redis, self.namespace)
         while report.read < limit:
             page = await read_inbound(self.redis, self.namespace, after, INBOUND_PAGE)
             if not page:
                 break
             for entry in page:
                 report.read += 1
-                applied = await self._apply(ledger, entry)
+                applied = await self._apply(ledger, entry, questions)
                 if applied is None:
                     continue
                 report.outcomes[applied.change.outcome] += 1
@@ -351,13 +355,20 @@ class Appointments:
             await self._notify(ledger, report, by, plan)
         return report
 
-    async def _apply(self, ledger: Ledger, entry: dict[str, str]) -> _Applied | None:
+    async def _apply(
+        self, ledger: Ledger, entry: dict[str, str], questions: Questions
+    ) -> _Applied | None:
         action = reply_action(entry.get("text", ""))
         if action is None:
             return None
         try:
             phone = canonical(entry.get("sender", ""))
         except InvalidPhone:
+            return None
+        at_ms = int(entry.get("at", 0) or 0)
+        if at_ms and await questions.answers(phone, entry.get("text", ""), at_ms):
+            # "2" to a later check-in ("2 = sore arm") answers that question: it must not
+            # give the person's place back (loa.followups stores it)
             return None
         change = await ledger.change(action, phone, entry["id"], now_minutes(), "reply")
         if change.outcome in ("unknown", "seen"):

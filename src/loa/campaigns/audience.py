@@ -54,7 +54,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, TypeVar
 
 import orjson
 
@@ -303,18 +303,25 @@ def _check_resume(path: Path, resume: tuple[int, int], start: int) -> None:
 # more. Items come back a chunk at a time: one list per chunk and one `chain` on top cost
 # far less per row than a generator at each level.
 _Process = Callable[[bytes, int, bool, _Cursor], tuple[list[Item], int, int]]
+_T = TypeVar("_T")
 
 
 def _text_items(
     path: Path, cursor: _Cursor, cap: int, too_long: str, process: _Process
 ) -> Iterator[Item]:
     """The items of a text file from `cursor` on."""
-    return itertools.chain.from_iterable(_read_text(path, cursor, cap, too_long, process))
+    chunks: Iterator[list[Item]] = _read_text(path, cursor, cap, too_long, process)
+    return itertools.chain.from_iterable(chunks)
 
 
 def _read_text(
-    path: Path, cursor: _Cursor, cap: int, too_long: str, process: _Process
-) -> Iterator[list[Item]]:
+    path: Path,
+    cursor: _Cursor,
+    cap: int,
+    too_long: str,
+    process: Callable[[bytes, int, bool, _Cursor], tuple[_T, int, int]],
+    chunk_bytes: int = CHUNK_BYTES,
+) -> Iterator[_T | list[Item]]:
     """Feed a text file to `process` in chunks of whole lines, holding at most ~cap bytes.
 
     When the unfinished record at the head of the buffer grows past `cap` bytes it is one
@@ -327,7 +334,7 @@ def _read_text(
         file.seek(cursor.offset)
         while True:
             if not eof:
-                data = file.read(CHUNK_BYTES)
+                data = file.read(chunk_bytes)
                 eof = not data
                 buf = buf + data if buf else data
             end = len(buf) if eof else buf.rfind(b"\n") + 1
@@ -420,6 +427,19 @@ def _dict_maker(columns: list[str]) -> Callable[[Sequence[str]], dict[str, str]]
 def _open_csv(
     path: Path, required: Sequence[str], skip: int, resume: tuple[int, int] | None
 ) -> Audience:
+    columns, parser, offset, line = _csv_setup(path, required, resume)
+
+    def items() -> Iterator[Item]:
+        cursor = _Cursor(offset, line, skip)
+        return _text_items(path, cursor, parser.cap, _too_long(parser.cap), parser.process)
+
+    return Audience(path, "csv", columns, items)
+
+
+def _csv_setup(
+    path: Path, required: Sequence[str], resume: tuple[int, int] | None
+) -> tuple[list[str], _CsvParser, int, int]:
+    """The columns, the parser, and the byte offset and line that reading starts after."""
     with path.open("rb") as file:
         head = file.read(MAX_HEADER_BYTES + 1)
     newline = head.find(b"\n")
@@ -439,13 +459,43 @@ def _open_csv(
     if resume is not None:
         _check_resume(path, resume, start)
     offset, line = resume if resume is not None else (start, 1)
-    parser = _CsvParser(columns, delimiter)
+    return columns, _CsvParser(columns, delimiter), offset, line
 
-    def items() -> Iterator[Item]:
-        cursor = _Cursor(offset, line, skip)
-        return _text_items(path, cursor, parser.cap, _too_long(parser.cap), parser.process)
 
-    return Audience(path, "csv", columns, items)
+@dataclass(frozen=True, slots=True)
+class TextChunk:
+    """Whole lines of a CSV audience that a columnar reader may split itself."""
+
+    data: bytes  # the lines, the last newline included (except at an unterminated end)
+    first_line: int  # the line number of the first of them
+    offset: int  # the byte offset of the first of them
+
+
+def csv_chunks(
+    path: Path,
+    resume: tuple[int, int] | None,
+    clean: Callable[[TextChunk], _T | None],
+    chunk_bytes: int = CHUNK_BYTES,
+) -> tuple[list[str], str, Iterator[_T | list[Item]]]:
+    """A CSV audience's columns, delimiter and contents chunk by chunk, from `resume` on.
+
+    `clean` is offered each chunk of whole lines first and answers what it made of it, or None
+    for a chunk it cannot decide (quotes, carriage returns in fields, bytes that are not
+    text): the row parser then makes that chunk's items, exactly as `open_audience` does.
+    """
+    columns, parser, offset, line = _csv_setup(path, ("phone",), resume)
+
+    def process(buf: bytes, end: int, eof: bool, cursor: _Cursor) -> tuple[Any, int, int]:
+        chunk = buf[:end] if end < len(buf) else buf
+        lines = chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
+        made = clean(TextChunk(chunk, cursor.line + 1, cursor.offset)) if chunk else None
+        if made is None:
+            return parser.process(buf, end, eof, cursor)
+        return made, len(chunk), lines
+
+    cursor = _Cursor(offset, line, 0)
+    chunks = _read_text(path, cursor, parser.cap, _too_long(parser.cap), process, chunk_bytes)
+    return columns, parser.delimiter, chunks
 
 
 def _sniff_delimiter(header: str) -> str:

@@ -421,6 +421,25 @@ class Followup(ConfigModel):
     id: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
     window: Duration
     options: list[FollowupOption] = Field(min_length=1, max_length=20)
+    remind_after: Duration | None = Field(
+        default=None, description="remind whoever has not answered this long after the question"
+    )
+    reminder: str | None = Field(
+        default=None, min_length=1, max_length=1000, description="the reminder's text (SMS)"
+    )
+
+    @model_validator(mode="after")
+    def _reminder(self) -> Followup:
+        if (self.remind_after is None) != (self.reminder is None or not self.reminder.strip()):
+            raise ValueError("remind_after and reminder (its text) go together, or neither")
+        if self.reminder is not None and ("{{" in self.reminder or "{%" in self.reminder):
+            raise ValueError("reminder is sent as it is written: it cannot use {{ }} fields")
+        if self.remind_after is not None and self.remind_after >= self.window:
+            raise ValueError(
+                f"remind_after ({format_duration(self.remind_after)}) must end before the "
+                f"window ({format_duration(self.window)}): a reminder after it asks in vain"
+            )
+        return self
 
     @field_validator("window")
     @classmethod

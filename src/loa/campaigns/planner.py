@@ -34,7 +34,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -53,9 +53,7 @@ from loa.campaigns.templates import (
 )
 from loa.engine.connection import RedisClient, text
 from loa.engine.control import PERSON, REGION, frequency_key, opted_out, suppression_key
-from loa.engine.envelope import Batch
-from loa.engine.keys import ShardKeys, shard_keys
-from loa.engine.producer import Producer
+from loa.engine.enqueue import Enqueuer, Numbered, Origin
 from loa.engine.queue import Queues
 from loa.errors import InvalidPhone, PlanError, TemplateError
 from loa.fallback import AFTER, ON_FAILURE
@@ -126,6 +124,10 @@ class Report:
     by_encoding: Counter[str] = field(default_factory=Counter)
     by_language: Counter[str] = field(default_factory=Counter)  # recipients
     sms_parts_by_language: Counter[str] = field(default_factory=Counter)  # their first SMS
+    parts_by_route: Counter[str] = field(default_factory=Counter)  # for the dry run's ETA
+    send_times: Counter[str] = field(default_factory=Counter)  # send_at plans: when they go
+    samples: dict[str, dict[str, str]] = field(default_factory=dict)  # "channel/language"
+    eta_s: dict[str, float | None] = field(default_factory=dict)  # per route (dry run)
     problems: list[str] = field(default_factory=list)  # plan-level: missing columns, routes
     warnings: list[str] = field(default_factory=list)  # it would go, but not as one may think
 
@@ -142,15 +144,28 @@ class Report:
         room = FIRST_ERRORS - len(self.errors)
         if room > 0:
             self.errors.extend(other.errors[:room])
-        for name in (*BREAKDOWNS, *LANGUAGE_BREAKDOWNS):
+        for name in (*BREAKDOWNS, *LANGUAGE_BREAKDOWNS, "parts_by_route", "send_times"):
             getattr(self, name).update(getattr(other, name))
+        for key, sample in other.samples.items():
+            self.samples.setdefault(key, sample)
+
+    def sample(self, channel: str, language: str, to: str, body: str) -> None:
+        """Keep the first message of each channel and language (its number masked)."""
+        key = f"{channel}/{language}"
+        if key not in self.samples:
+            self.samples[key] = {"to": mask(to), "body": body}
 
     def count_queued(self, kinds: Iterable[Kind], regions: Iterable[str]) -> None:
         """Count queued messages: per distinct kind and region, not per message."""
-        for (route, channel, carrier, encoding, parts, language), n in Counter(kinds).items():
+        self.count_kinds(Counter(kinds), Counter(regions))
+
+    def count_kinds(self, kinds: Counter[Kind], regions: Counter[str]) -> None:
+        """Count queued messages already counted per kind and per raw region cell."""
+        for (route, channel, carrier, encoding, parts, language), n in kinds.items():
             self.queued += n
             self.parts += parts * n
             self.by_route[route] += n
+            self.parts_by_route[route] += parts * n
             self.by_channel[channel] += n
             self.by_language[language] += n
             if carrier:
@@ -158,16 +173,23 @@ class Report:
             if encoding:
                 self.by_encoding[str(encoding)] += n  # an Encoding: its value
                 self.sms_parts_by_language[language] += parts * n
-        for raw, n in Counter(regions).items():
+        for raw, n in regions.items():
             self.by_region[raw.strip().upper() or "?"] += n
 
-    def count_due(self, buckets: Iterable[Bucket], start_ms: int) -> None:
-        """Count queued messages with a send time of their own: later than the start, or not."""
+    def count_due(self, buckets: Iterable[Bucket], start_ms: int, day_end_ms: int = 0) -> None:
+        """Count queued messages with a send time of their own: later than the start, or not;
+        and when they go: past due, the start's day, the next 7 days, later."""
+        week_ms = start_ms + 7 * 86_400_000
         for _, due_ms in buckets:
             if due_ms > start_ms:
                 self.scheduled += 1
+                when = "today" if due_ms < day_end_ms else "later"
+                if when == "later" and due_ms <= week_ms:
+                    when = "next_7_days"
+                self.send_times[when] += 1
             else:
                 self.past_due += 1
+                self.send_times["past_due"] += 1
 
     def to_json(self) -> dict[str, Any]:
         """Plain data for --json and for the checkpoint."""
@@ -181,6 +203,11 @@ class Report:
         }
         data["problems"] = list(self.problems)
         data["warnings"] = list(self.warnings)
+        if self.send_times:
+            data["send_times"] = {**dict(self.send_times), "after_expiry": self.after_expiry}
+        for name in ("samples", "eta_s"):
+            if getattr(self, name):
+                data[name] = dict(getattr(self, name))
         return data
 
     @classmethod
@@ -198,6 +225,11 @@ class Report:
             report.sms_parts_by_language[language] = counts["sms_parts"]
         report.problems = list(data.get("problems", []))
         report.warnings = list(data.get("warnings", []))
+        report.samples = dict(data.get("samples", {}))
+        report.eta_s = dict(data.get("eta_s", {}))
+        times = dict(data.get("send_times", {}))
+        times.pop("after_expiry", None)  # a counter of its own, shown beside them
+        report.send_times = Counter(times)
         return report
 
 
@@ -265,6 +297,7 @@ class Planner:
         expires = plan.schedule.expires_at(launched)
         self.expires_ms = int(expires.timestamp() * 1000) if expires else 0
         self.tz = plan.schedule.tz
+        self.day_end_ms = _day_end_ms(plan.schedule.starts_at(launched), self.tz)
         self._policy = fallback_policy(plan)
         rules = plan.audience
         self._filtering = bool(rules.regions is not None or rules.tags is not None or rules.where)
@@ -483,6 +516,20 @@ class Planner:
         return spec.default if spec else None
 
 
+def _day_end_ms(start: datetime, tz: Any) -> int:
+    """Midnight after `start` in the plan's time zone, in epoch milliseconds."""
+    local = start.astimezone(tz)
+    midnight = local.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    return int(midnight.timestamp() * 1000)
+
+
+def mask(address: str) -> str:
+    """A number or address with its middle hidden, for samples shown to operators."""
+    if len(address) <= 6:
+        return "*" * len(address)
+    return address[:5] + "*" * (len(address) - 7) + address[-2:]
+
+
 def recipient_key(address: str) -> str:
     """Whom a message to `address` reaches, for deduplication: an e-mail address in any case is
     one mailbox (a push token is case-sensitive); no comma (the seen script splits on them)."""
@@ -542,7 +589,9 @@ class RedisChecks:
         if not group.phones:
             return bytearray()
         seen, opted, blocked = await asyncio.gather(
-            self._fresh(group), self._opted(group), self._blocked(group)
+            self._fresh(group),
+            self.opted([m.to for m in group.messages]),
+            self.blocked(group.phones),
         )
         counts = group.counts
         counts.duplicate += seen.count(0)
@@ -566,17 +615,20 @@ class RedisChecks:
             raise RuntimeError(f"seen.lua answered {len(flags)} flags for {len(group.phones)}")
         return flags
 
-    async def _opted(self, group: Group) -> list[int] | None:
-        """Who opted out (None: nobody); the set is only asked about once it has members."""
-        key = suppression_key(self.namespace)
+    async def any_opt_outs(self) -> bool:
+        """Whether anyone opted out (asked until someone has, then known)."""
         if not self.opt_outs:
-            if not await self.redis.exists(key):
-                return None
-            self.opt_outs = True
-        found = await opted_out(self.redis, self.namespace, [m.to for m in group.messages])
+            self.opt_outs = bool(await self.redis.exists(suppression_key(self.namespace)))
+        return self.opt_outs
+
+    async def opted(self, addresses: list[str]) -> list[int] | None:
+        """Who opted out (None: nobody); the set is only asked about once it has members."""
+        if not await self.any_opt_outs():
+            return None
+        found = await opted_out(self.redis, self.namespace, addresses)
         return [int(flag) for flag in found]
 
-    async def _blocked(self, group: Group) -> list[bool] | None:
+    async def blocked(self, phones: list[str]) -> list[bool] | None:
         """Whom another campaign reached within the window (None: no cap).
 
         Workers remember each person a provider accepted a campaign's message for: a campaign
@@ -591,8 +643,8 @@ class RedisChecks:
         )
         pipe = self.redis.pipeline(transaction=False)
         for key in days:
-            pipe.hmget(key, group.phones)
-        blocked = [False] * len(group.phones)
+            pipe.hmget(key, phones)
+        blocked = [False] * len(phones)
         for answers in await pipe.execute():
             for index, last in enumerate(answers):
                 if last is None:
@@ -611,6 +663,8 @@ class Checkpoint:
     report: Report
     sequence: dict[str, int]
     finished: bool = False
+    columnar: bool = False  # planned by the columnar path, which must then go on with it
+    seen_blobs: int = 0  # deltas of the columnar path's seen numbers this checkpoint counts
 
     def to_json(self) -> bytes:
         """Encode for the campaign hash."""
@@ -620,6 +674,8 @@ class Checkpoint:
                 "report": self.report.to_json(),
                 "sequence": self.sequence,
                 "finished": self.finished,
+                "columnar": self.columnar,
+                "seen_blobs": self.seen_blobs,
             }
         )
 
@@ -633,20 +689,21 @@ class Checkpoint:
             Report.from_json(data["report"]),
             dict(data["sequence"]),
             bool(data["finished"]),
+            bool(data.get("columnar", False)),
+            int(data.get("seen_blobs", 0)),
         )
 
 
 class Batcher:
-    """Packs planned messages into batches per (route, due time) with deterministic ids."""
+    """Packs planned messages into batches per (route, due time) and numbers them per route;
+    the engine's Enqueuer names, places and queues them."""
 
-    def __init__(self, planner: Planner, queues: Queues | None, sequence: dict[str, int]):
+    def __init__(self, planner: Planner, enqueuer: Enqueuer | None, sequence: dict[str, int]):
         self.planner = planner
-        self.queues = queues
+        self.enqueuer = enqueuer
         self.sequence = sequence
         self.pending: dict[Bucket, list[Message]] = {}
         self.size = planner.settings.queue.batch_size
-        self._shards: dict[str, list[ShardKeys]] = {}
-        self._producer = Producer(queues, planner.settings) if queues is not None else None
 
     def add(
         self, messages: Iterable[Message], buckets: Iterable[Bucket]
@@ -663,41 +720,41 @@ class Batcher:
                 full.append((bucket, pending.pop(bucket)))
         return full
 
+    def add_route(
+        self, bucket: Bucket, messages: list[Message]
+    ) -> list[tuple[Bucket, list[Message]]]:
+        """Take planned messages of one bucket, in order; returns the batches they filled."""
+        batch = self.pending.setdefault(bucket, [])
+        full: list[tuple[Bucket, list[Message]]] = []
+        start = 0
+        while start < len(messages):
+            room = self.size - len(batch)
+            batch.extend(messages[start : start + room])
+            start += room
+            if len(batch) >= self.size:
+                full.append((bucket, self.pending.pop(bucket)))
+                batch = self.pending.setdefault(bucket, [])
+        if not batch:
+            del self.pending[bucket]
+        return full
+
     async def flush(self) -> None:
         """Send every partial batch (before a checkpoint, and at the end)."""
         items, self.pending = list(self.pending.items()), {}
         await self.put(items)
 
     async def put(self, items: list[tuple[Bucket, list[Message]]]) -> None:
-        """Queue batches: one look for room on their streams, then one put for them all."""
+        """Number the batches per route and hand them to the engine."""
         if not items:
             return
-        planner = self.planner
-        queued: list[tuple[ShardKeys, Batch, int]] = []
-        now_ms = _now_ms()
+        start_ms = self.planner.start_ms
+        numbered = []
         for (route, due_ms), messages in items:
             number = self.sequence.get(route, 0)
             self.sequence[route] = number + 1
-            shards = self._route_shards(route)
-            batch = Batch(
-                route=route,
-                lane=planner.plan.lane,
-                messages=messages,
-                campaign=planner.campaign,
-                id=f"{planner.campaign}.{route}.{number}",
-                expires_ms=planner.expires_ms,
-            )
-            due = due_ms if due_ms > planner.start_ms else planner.start_ms
-            queued.append((shards[number % len(shards)], batch, due if due > now_ms else 0))
-        if self.queues is not None and self._producer is not None:
-            await self._producer.wait_for_room([(keys, batch) for keys, batch, _ in queued])
-            await self.queues.put_once(queued)
-
-    def _route_shards(self, route: str) -> list[ShardKeys]:
-        if route not in self._shards:
-            limits = self.planner.settings.route(route)
-            self._shards[route] = shard_keys(self.planner.settings.namespace, route, limits.shards)
-        return self._shards[route]
+            numbered.append(Numbered(route, number, messages, max(due_ms, start_ms)))
+        if self.enqueuer is not None:
+            await self.enqueuer.put(numbered)
 
 
 async def plan_audience(
@@ -725,11 +782,12 @@ async def plan_audience(
         planner.campaign,
         int(window.total_seconds()) if window else None,
     )
-    queues = Queues(redis, namespace) if queue else None
-    if queues is not None:
-        for route, limits in planner.settings.routes.items():
-            await queues.prepare(shard_keys(namespace, route, limits.shards))
-    batcher = Batcher(planner, queues, state.sequence)
+    enqueuer = None
+    if queue:
+        origin = Origin(planner.campaign, planner.campaign, planner.plan.lane, planner.expires_ms)
+        enqueuer = Enqueuer(Queues(redis, namespace), planner.settings, origin)
+        await enqueuer.prepare()
+    batcher = Batcher(planner, enqueuer, state.sequence)
     items = planner.items(state.resume)
     since_checkpoint = 0
     settling: tuple[asyncio.Task[None], Group] | None = None
@@ -797,11 +855,21 @@ async def _settle(group: Group, checks: RedisChecks, batcher: Batcher, queue: bo
     group.counts.count_queued(compress(group.kinds, flags), compress(group.regions, flags))
     planner = batcher.planner
     if planner.plan.schedule.send_at is not None:
-        group.counts.count_due(compress(group.buckets, flags), planner.start_ms)
+        due = compress(group.buckets, flags)
+        group.counts.count_due(due, planner.start_ms, planner.day_end_ms)
+    _sample(group, flags)
     if not queue:
         return
     full = batcher.add(compress(group.messages, flags), compress(group.buckets, flags))
     await batcher.put(full)
+
+
+def _sample(group: Group, flags: bytearray) -> None:
+    """One message per channel and language for the report (the first few queued only)."""
+    pairs = zip(group.messages, group.kinds, strict=True)
+    picked = itertools.islice(itertools.compress(pairs, flags), 50)
+    for message, kind in picked:
+        group.counts.sample(kind[1], kind[5], message.to, message.body)
 
 
 async def _abandon(task: asyncio.Task[None]) -> None:
@@ -816,10 +884,6 @@ async def _abandon(task: asyncio.Task[None]) -> None:
 def _script(name: str) -> str:
     """A Lua script shipped beside this module."""
     return resources.files("loa.campaigns").joinpath("lua", name).read_text()
-
-
-def _now_ms() -> int:
-    return int(datetime.now(UTC).timestamp() * 1000)
 
 
 __all__ = ["Checkpoint", "Group", "PlanError", "Planner", "Report", "plan_audience"]

@@ -56,9 +56,12 @@ class Questions:
         self.namespace = namespace
         self._followups: dict[str, Followup | None] = {}
 
-    async def open_for(self, phone: str, at_ms: int) -> Open | None:
-        """The question `phone` had open at `at_ms` (epoch ms), if any."""
+    async def open_for(self, phone: str, at_ms: int, since_ms: int | None = None) -> Open | None:
+        """The question `phone` had open at `at_ms` (epoch ms), if any; with `since_ms`, only
+        a question asked since then is looked for (fewer days to read)."""
         days = MAX_FOLLOWUP_WINDOW.days + 2  # the window, and the day it started on
+        if since_ms is not None:
+            days = min(days, (at_ms - since_ms) // (DAY_SECONDS * 1000) + 2)
         pipe = self.redis.pipeline(transaction=False)
         for day in range(days):
             pipe.hget(asked_key(self.namespace, at_ms / 1000 - day * DAY_SECONDS), phone)

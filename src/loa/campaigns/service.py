@@ -9,6 +9,7 @@ import shutil
 import tomllib
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,11 @@ import msgpack
 import orjson
 
 from loa.access.identity import Author, Principal, Role, same_person
+from loa.campaigns import dry_run
 from loa.campaigns.approval import Need, assess, known_test_numbers
 from loa.campaigns.audience import open_audience
+from loa.campaigns.columnar_run import plan_any, seen_key
+from loa.campaigns.partitions import Partition
 from loa.campaigns.pinning import (
     PinnedFile,
     check_audience,
@@ -31,7 +35,6 @@ from loa.campaigns.planner import (
     Checkpoint,
     Planner,
     Report,
-    plan_audience,
 )
 from loa.campaigns.store import ACTIVE, ENDED, Campaign, CampaignStore, State, new_campaign_id
 from loa.engine.connection import RedisClient, text
@@ -85,6 +88,9 @@ class Campaigns:
         self.redis = redis
         self.store = CampaignStore(redis, settings.namespace)
         self.queues = Queues(redis, settings.namespace)
+        self._partition_save = redis.register_script(
+            resources.files("loa.campaigns").joinpath("lua", "partition_save.lua").read_text()
+        )
 
     async def validate(self, plan_path: Path, audience: Path) -> Report:
         """The dry run: everything planning would do, counted; nothing queued."""
@@ -111,13 +117,18 @@ class Campaigns:
         if report.problems:
             return report
         try:
-            report = await plan_audience(
+            report = await plan_any(
                 planner, self.redis, queue=False, checkpoint=Checkpoint(None, report, {})
             )
         finally:
-            await self.redis.delete(f"{self.settings.namespace}:{{camp:{planner.campaign}}}:seen")
+            ns = self.settings.namespace
+            await self.redis.delete(
+                f"{ns}:{{camp:{planner.campaign}}}:seen", seen_key(ns, planner.campaign)
+            )
         report.warnings = _timing_warnings(report) + _language_warnings(plan, report)
+        report.warnings += dry_run.warnings(plan, report)
         report.warnings += _silence_warnings(plan, report, self.settings)
+        report.eta_s = dry_run.eta(report, self.settings)
         return report
 
     async def create(
@@ -254,14 +265,16 @@ class Campaigns:
                 await asyncio.to_thread(shutil.rmtree, directory, True)
                 removed += 1
             # whom it deduplicated: numbers, kept as long as the audience they came from
-            await self.redis.delete(f"{self.settings.namespace}:{{camp:{campaign_id}}}:seen")
+            ns = self.settings.namespace
+            await self.redis.delete(f"{ns}:{{camp:{campaign_id}}}:seen", seen_key(ns, campaign_id))
             await self.store.update(campaign_id, {"audience_removed_ms": now_ms})
         return removed
 
     def _planner(self, plan: Plan, audience: Path, campaign: str) -> tuple[Planner, list[str]]:
         """A planner for the plan, and its problems with the audience's columns (blocking)."""
         planner = Planner(self.settings, plan, campaign, audience, _now())
-        return planner, planner.check(open_audience(audience).columns)
+        columns = open_audience(audience).columns
+        return planner, planner.check(columns) + dry_run.missing_columns(plan, columns)
 
     async def act(self, campaign_id: str, action: str) -> State:
         """pause, resume or cancel (which drops what it still had queued); approval goes
@@ -280,17 +293,27 @@ class Campaigns:
         """
         return await self.queues.drop_campaign(self._all_shards(), campaign_id, outcome)
 
-    async def launch(self, campaign_id: str) -> Report:
+    async def launch(self, campaign_id: str, partitions: int = 1) -> Report:
         """Start sending: plan the audience onto the queues (again, after a crash: it resumes).
 
         Only what was approved is planned: the stored plan and the pinned audience are checked
-        against the digests recorded at approval first, and refused when they differ.
+        against the digests recorded at approval first, and refused when they differ. With
+        more than one partition only the start is made here: each partition is then planned
+        by `plan_partition`, in a process of its own (`loa campaign plan ID --partition k/P`).
         """
+        await self.start(campaign_id, partitions)
+        if partitions > 1:
+            return await self.partitions_report(campaign_id)
+        return await self.plan_partition(campaign_id, Partition())
+
+    async def start(self, campaign_id: str, partitions: int = 1) -> Campaign:
+        """The checks and the state change of a launch, and the partitions it is planned in."""
         campaign = await self.store.get(campaign_id)
         if campaign.state is State.DRAFT:
             raise ApprovalRequired(
                 f"cannot launch campaign {campaign_id}: it is draft (it must be approved first)"
             )
+        Partition.parse(f"0/{partitions}")  # a count an operator can be told about
         await self._check_approved(campaign)
         plan = _stored_plan(campaign)
         if campaign.state is State.APPROVED:
@@ -306,6 +329,7 @@ class Campaigns:
                     "start_ms": int(start.timestamp() * 1000),
                     "launched_ms": _ms(launched),
                     "expires_ms": _ms(expires) if expires else 0,
+                    "partitions": partitions,
                 },
             )
             await self.store.apply(campaign_id, "schedule" if start > launched else "start")
@@ -314,25 +338,66 @@ class Campaigns:
             raise CampaignError(f"campaign {campaign_id} is already launched and planned")
         elif campaign.state in ENDED:
             raise CampaignError(f"cannot launch campaign {campaign_id}: it is {campaign.state}")
+        elif int(campaign.fields.get("partitions") or 1) != partitions:
+            had = campaign.fields.get("partitions") or 1
+            raise CampaignError(f"campaign {campaign_id} was launched in {had} partitions")
+        return await self.store.get(campaign_id)
+
+    async def plan_partition(self, campaign_id: str, partition: Partition) -> Report:
+        """Plan one partition of a launched campaign (resuming from its own checkpoint)."""
         campaign = await self.store.get(campaign_id)
+        if not campaign.fields.get("launched_ms") or campaign.state in ENDED:
+            raise CampaignError(f"campaign {campaign_id} is not launched, or has ended")
+        if int(campaign.fields.get("partitions") or 1) != partition.count:
+            had = campaign.fields.get("partitions") or 1
+            raise CampaignError(f"campaign {campaign_id} was launched in {had} partitions")
+        if campaign.fields.get(_field("planned", partition)) == "1":
+            raise CampaignError(f"campaign {campaign_id} is already launched and planned")
+        await self._check_approved(campaign)
         launched = datetime.fromtimestamp(int(campaign.fields["launched_ms"]) / 1000, UTC)
         planner = await asyncio.to_thread(
-            Planner, self.settings, plan, campaign_id, Path(campaign.fields["audience"]), launched
+            Planner,
+            self.settings,
+            _stored_plan(campaign),
+            campaign_id,
+            Path(campaign.fields["audience"]),
+            launched,
         )
-        raw = campaign.fields.get("checkpoint")
+        raw = campaign.fields.get(_field("checkpoint", partition))
         checkpoint = Checkpoint.from_json(raw) if raw else None
+        save = self._saver(campaign_id, partition)
+        return await plan_any(
+            planner, self.redis, queue=True, checkpoint=checkpoint, save=save, partition=partition
+        )
+
+    def _saver(self, campaign_id: str, partition: Partition) -> Any:
+        """Where a partition's checkpoints go; the campaign's counters are their sums."""
 
         async def save(point: Checkpoint) -> None:
-            fields: dict[str, str | int] = {"checkpoint": point.to_json().decode()}
-            if point.finished:
-                fields["planned"] = "1"
-            for name in PLANNING_COUNTERS:
-                fields[name] = getattr(point.report, name)
-            await self.store.update(campaign_id, fields)
+            if partition.whole:
+                fields: dict[str, str | int] = {"checkpoint": point.to_json().decode()}
+                if point.finished:
+                    fields["planned"] = "1"
+                for name in PLANNING_COUNTERS:
+                    fields[name] = getattr(point.report, name)
+                await self.store.update(campaign_id, fields)
+                return
+            args: list[str | int] = [partition.label, partition.count, point.to_json().decode()]
+            args += PLANNING_COUNTERS
+            await self._partition_save(keys=[self.store.key(campaign_id)], args=args)
 
-        return await plan_audience(
-            planner, self.redis, queue=True, checkpoint=checkpoint, save=save
-        )
+        return save
+
+    async def partitions_report(self, campaign_id: str) -> Report:
+        """The counts of every partition's checkpoint, added up (what is planned so far)."""
+        campaign = await self.store.get(campaign_id)
+        total = Report()
+        for index in range(int(campaign.fields.get("partitions") or 1)):
+            part = Partition(index, int(campaign.fields.get("partitions") or 1))
+            raw = campaign.fields.get(_field("checkpoint", part))
+            if raw:
+                total.add(Checkpoint.from_json(raw).report)
+        return total
 
     async def _supersede(self, campaign: Campaign) -> list[str]:
         """Cancel the campaigns this one replaces (its `supersedes` field: ids, space-separated).
@@ -534,6 +599,11 @@ class Campaigns:
                     cursor = "(" + text(entries[-1][0])
 
 
+def _field(name: str, partition: Partition) -> str:
+    """A partition's own field of the campaign hash: `name` alone for a whole audience."""
+    return name if partition.whole else f"{name}:{partition.label}"
+
+
 def _schedule_problems(plan: Plan, now: datetime) -> list[str]:
     """A plan that would send nothing because its time is over: said before anything is queued."""
     expires = plan.schedule.expires_at(now)
@@ -579,13 +649,16 @@ def _silence_warnings(plan: Plan, report: Report, settings: Settings) -> list[st
 
 
 def _followup_fields(plan: Plan) -> dict[str, str]:
-    """The plan's question as the engine (`followup_window`, seconds) and loa.followups
-    (`followup`, JSON) read it from the campaign's hash; none for a plan that asks nothing."""
+    """The plan's question as the engine (`followup_window` and `followup_remind`, seconds)
+    and loa.followups (`followup`, JSON) read it from the campaign's hash; none for a plan that
+    asks nothing."""
     if plan.followup is None:
         return {}
+    remind = plan.followup.remind_after
     return {
         "followup": plan.followup.model_dump_json(),
         "followup_window": str(int(plan.followup.window.total_seconds())),
+        "followup_remind": str(int(remind.total_seconds())) if remind else "0",
     }
 
 

@@ -269,6 +269,30 @@ class _Part:
         return "".join(pieces).strip()
 
 
+@dataclass(frozen=True, slots=True)
+class Slots:
+    """A template of text and {{ field }} slots: what `_Part.render` fills, row by row."""
+
+    key: str
+    pieces: tuple[str, ...]  # the text between slots ("" where a slot goes), folded if `fold`
+    slots: tuple[tuple[int, str], ...]  # (index in pieces, field name)
+    fold: bool
+
+    def value(self, cell: str) -> str | None:
+        """A cell as it goes in a slot; None when it is missing (empty or blank)."""
+        if not cell or cell.isspace():
+            return None
+        return _fold(cell) if self.fold else cell
+
+    def missing(self, name: str) -> str:
+        """The reason a row without `name` is invalid."""
+        return str(MissingField(self.key, name))
+
+    def too_long(self, length: int) -> str:
+        """The reason a row whose text is `length` characters, over MAX_TEXT, is invalid."""
+        return str(_too_long(self.key, length))
+
+
 def _too_long(key: str, length: int) -> TemplateError:
     return TemplateError(
         f"{key}: the text is more than {MAX_TEXT:,} characters for this recipient "
@@ -427,6 +451,15 @@ class CompiledTemplates:
             return RenderedMessage("fcm", title=title, body=named["body"].render(fields))
         data = {name: part.render(fields) for name, part in named.items()}
         return RenderedMessage("zalo", template_id=self._zalo_id, data=data)
+
+    @property
+    def sms_slots(self) -> Slots | None:
+        """The SMS text as pieces and {{ field }} slots, for filling a column at a time; None
+        when it is more than that (logic, filters, dotted names)."""
+        part = self._channel("sms")["body"]
+        if part.pieces is None or any("." in name for _, name in part.slots):
+            return None
+        return Slots(part.key, part.pieces, part.slots, part.fold)
 
     @property
     def sms_body(self) -> Callable[[Mapping[str, str]], str]:

@@ -95,17 +95,27 @@ def demo(
     seed: Annotated[
         int, typer.Option("--seed", help="Seed of the audience and the simulators.")
     ] = 2026,
+    drive: Annotated[
+        int,
+        typer.Option(
+            "--drive",
+            min=0,
+            max=50_000,
+            help="Registrants of the second act's vaccination drive (0: no second act).",
+        ),
+    ] = 300,
     json_output: Annotated[
         bool,
         typer.Option("--json", help="Print the summary as JSON (exit 0 only if it reconciles)."),
     ] = False,
 ) -> None:
     """A nationwide advisory over simulated carriers, an emergency alert overtaking it, a STOP
-    reply, receipts; a live view, then a summary reconciled with what the simulators received."""
+    reply, receipts; then a vaccination drive: appointments, cancellations re-allocated,
+    check-ins answered, hotline cases; a summary reconciled with what the simulators did."""
     from loa.demo import DemoOptions, run_demo
 
     settings = load_settings(None, redis, data_dir)
-    options = DemoOptions(people, duration, processes, json_output, seed)
+    options = DemoOptions(people, duration, processes, json_output, seed, drive)
     raise typer.Exit(run_demo(settings, options))
 
 

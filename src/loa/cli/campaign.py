@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import os
+import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -15,6 +17,7 @@ from rich.console import Console
 
 from loa.access.audit import AuditLog, Note
 from loa.access.identity import Principal, Role
+from loa.campaigns.partitions import Partition
 from loa.campaigns.planner import PLANNING_COUNTERS, Report
 from loa.campaigns.service import STATUS_KEYS, Campaigns, safe_cell
 from loa.campaigns.store import State
@@ -37,6 +40,7 @@ class CsvForm(enum.StrEnum):
 
     EXCEL = "csv-excel"
     PLAIN = "csv"
+
 
 app = typer.Typer(help="Validate, create, launch and steer campaigns.", no_args_is_help=True)
 
@@ -155,6 +159,18 @@ _action("resume", "Let a paused campaign send again.")
 _action("cancel", "Stop for good: what was not sent is dropped and counted.")
 
 
+PartitionsOption = Annotated[
+    int,
+    typer.Option(
+        "--partitions",
+        "-P",
+        min=0,
+        help="plan in this many processes side by side, each a partition of the audience by "
+        "number (0: one per core); a single-channel SMS plan without send times",
+    ),
+]
+
+
 @app.command()
 def launch(
     campaign_id: str,
@@ -162,26 +178,89 @@ def launch(
     redis: RedisOption = None,
     token: TokenOption = None,
     json_output: JsonOption = False,
+    partitions: PartitionsOption = 1,
+    here: Annotated[
+        bool,
+        typer.Option(
+            "--here/--elsewhere",
+            help="with --partitions: plan them in processes here, or only start the campaign "
+            "and plan each with `loa campaign plan ID --partition k/P` where you choose",
+        ),
+    ] = True,
 ) -> None:
     """Plan the audience onto the queues; run again after a crash to continue where it was.
 
     Only the approved plan and pinned audience are sent: a changed one is refused.
     """
+    count = partitions or os.cpu_count() or 1
 
     async def work(c: Campaigns, who: Principal, note: Note) -> Report:
         if (await c.store.get(campaign_id)).state is State.DRAFT:
             reason = await c.approve_automatically(campaign_id)
             log = AuditLog.of(c.redis, c.settings)
             await log.record(who, "campaign.approve", campaign_id, detail=f"automatic: {reason}")
+        if count > 1:
+            await c.start(campaign_id, count)
+            note.detail = f"planned in {count} partitions"
+            return Report()
         report = await c.launch(campaign_id)
         note.detail = f"{report.queued} queued"
         return report
 
     report = _audited(config, redis, token, "campaign.launch", campaign_id, work)
+    if count > 1 and not here:
+        typer.echo(f"started in {count} partitions: plan each with --partition k/{count}")
+        return
+    if count > 1:
+        report = _plan_partitions(campaign_id, count, config, redis, token)
     if json_output:
         print_json(report.to_json())
     else:
         _print_report(report, "planned: now on the queues")
+
+
+def _plan_partitions(
+    campaign_id: str, count: int, config: Path | None, redis: str | None, token: str | None
+) -> Report:
+    """Run `loa campaign plan` for every partition, side by side; their counts added up."""
+    options = ["--config", str(config)] if config else []
+    options += ["--redis", redis] if redis else []
+    options += ["--token", token] if token else []
+    base = [sys.executable, "-m", "loa.cli", "campaign", "plan", campaign_id, *options]
+    children = [
+        subprocess.Popen([*base, "--partition", f"{k}/{count}"], stdout=subprocess.DEVNULL)
+        for k in range(count)
+    ]
+    failed = [k for k, child in enumerate(children) if child.wait() != 0]
+    if failed:
+        typer.echo(f"partitions {failed} of {count} failed: launch again to go on", err=True)
+        raise typer.Exit(1)
+    return _run(config, redis, lambda c: c.partitions_report(campaign_id))
+
+
+@app.command("plan")
+def plan_partition(
+    campaign_id: str,
+    partition: Annotated[str, typer.Option("--partition", help="k/P: partition k of P")],
+    config: ConfigOption = None,
+    redis: RedisOption = None,
+    token: TokenOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Plan one partition of a launched campaign, on any machine that reads its pinned
+    audience and reaches its Redis; run again after a crash to continue where it was."""
+    part = Partition.parse(partition)
+
+    async def work(c: Campaigns, who: Principal, note: Note) -> Report:
+        report = await c.plan_partition(campaign_id, part)
+        note.detail = f"partition {part.label}: {report.queued} queued"
+        return report
+
+    report = _audited(config, redis, token, "campaign.plan", campaign_id, work)
+    if json_output:
+        print_json(report.to_json())
+    else:
+        _print_report(report, f"partition {part.label} planned")
 
 
 @app.command()
@@ -341,8 +420,23 @@ def _print_report(report: Report, title: str = "dry run: nothing queued") -> Non
             markup=False,
             highlight=False,
         )
+    _print_extras(console, report)
     for line, reason in report.errors[:20]:
         console.print(f"line {line}: {reason}")
+
+
+def _print_extras(console: Console, report: Report) -> None:
+    """The dry run's ETA per route, send times and samples (numbers masked)."""
+    if report.eta_s:
+        times = [
+            f"{r} {'no limit' if s is None else f'{s:,.0f}s'}" for r, s in report.eta_s.items()
+        ]
+        console.print("sending time per route: " + ", ".join(times), markup=False)
+    if report.send_times:
+        times = [f"{k} {v:,}" for k, v in report.send_times.items()]
+        console.print("send times: " + ", ".join(times), markup=False)
+    for key, sample in report.samples.items():
+        console.print(f"sample {key} to {sample['to']}: {sample['body']}", markup=False)
 
 
 suppression_app = typer.Typer(
@@ -393,9 +487,7 @@ def suppression_remove(
     token: TokenOption = None,
 ) -> None:
     """Opt numbers or addresses back in."""
-    gone = _audited(
-        config, redis, token, "suppression.remove", "", _suppress("remove", addresses)
-    )
+    gone = _audited(config, redis, token, "suppression.remove", "", _suppress("remove", addresses))
     typer.echo(f"{gone} removed")
 
 

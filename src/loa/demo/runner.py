@@ -21,16 +21,20 @@ from loa.demo.config import (
     write_settings,
 )
 from loa.demo.country import CARRIERS, ZALO_ROUTE
+from loa.demo.drive import citizen_scripts
 from loa.demo.people import Facts, Mix, write_audience
 from loa.demo.scenario import Scenario, State
+from loa.demo.second_act import DriveRun, SecondAct, drive_summary, drive_tables
 from loa.demo.simulators import Endpoints, Simulators, smsc_options, zalo_options
 from loa.demo.summary import build
 from loa.demo.view import LiveView, summary_tables
+from loa.demo.webhook import WEBHOOK_SECRET, WebhookServer, webhook_url
+from loa.engine.embedded import free_port
 from loa.engine.supervisor import Supervisor
 from loa.log import setup_logging
 from loa.privacy.retention import chores
 from loa.settings import Settings
-from loa.sim.http import HttpSimulator
+from loa.sim.http import HttpSimulator, SimOptions
 
 NAMESPACE_PREFIX = "demo-"
 
@@ -44,6 +48,7 @@ class DemoOptions:
     processes: int | None = None  # worker processes; None: one per core
     as_json: bool = False
     seed: int = 2026
+    drive: int = 300  # registrants of the second act's vaccination drive; 0: no second act
 
 
 def run_demo(base: Settings, options: DemoOptions) -> int:
@@ -67,20 +72,35 @@ class _Demo:
         load = expected_load(options.people, Mix())
         self.rates = rates_for(load, self.duration, self.processes)
         self.endpoints = Endpoints.pick([c.name for c in CARRIERS if c.route])
+        drive = options.drive
+        citizens = {"citizens": citizen_scripts(options.seed, drive)} if drive else {}
+        self.webhook_port = free_port()  # the second act's Zalo replies come in there
+        # the flood alert's delivered events go to the scenario's API (endpoints.api)
+        zalo_rate = self.rates.provider[ZALO_ROUTE]
+        zalo = zalo_options(options.seed, zalo_rate, self.endpoints.webhook(ZALO_ROUTE))
+        if drive:
+            zalo = SimOptions.model_validate(
+                {
+                    **zalo.model_dump(),
+                    **citizens,
+                    "webhook_url": webhook_url(self.webhook_port),
+                    "webhook_secret": WEBHOOK_SECRET,
+                }
+            )
         self.sims = Simulators(
             {
-                c.name: smsc_options(c.name, self.rates.provider[c.route], options.seed + n)
+                c.name: {
+                    **smsc_options(c.name, self.rates.provider[c.route], options.seed + n),
+                    **citizens,
+                }
                 for n, c in enumerate(CARRIERS)
                 if c.route
             },
-            zalo_options(
-                options.seed,
-                self.rates.provider[ZALO_ROUTE],
-                self.endpoints.webhook(ZALO_ROUTE),
-            ),
+            zalo,
             self.endpoints,
         )
         self.timings: dict[str, float] = {}
+        self.drive: DriveRun | None = None
 
     def clock(self) -> float:
         """Seconds since the demo started."""
@@ -105,12 +125,19 @@ class _Demo:
             "timings": self.timings,
             "next": _next_steps(self.work / "loa.toml", state),
         }
-        summary = build(state, self.rates, final or state.sims, meta)
+        # the first act is reconciled with the simulators as they were when it ended
+        first = self.drive.sims_before if self.drive else final or state.sims
+        summary = build(state, self.rates, first, meta)
+        if self.drive is not None:
+            summary["drive"] = drive_summary(self.drive, self.work / "loa.toml")
+            summary["reconciled"] = summary["reconciled"] and summary["drive"]["reconciled"]
         if self.options.as_json:
             print(orjson.dumps(summary).decode())
         else:
             out = Console()
             for part in summary_tables(summary):
+                out.print(part)
+            for part in drive_tables(summary["drive"]) if self.drive else []:
                 out.print(part)
         return 0 if summary["reconciled"] else 1
 
@@ -148,10 +175,39 @@ class _Demo:
                 )
                 state = uvloop.run(scenario.run())
             self.timings["sent_s"] = state.ended or 0.0
+            if self.options.drive:
+                self.drive = self._second_act(settings, supervisor.redis_url, state)
+                self.timings["drive_s"] = self.clock()
             supervisor.drain()
         finally:
             supervisor.stop()
         return state
+
+    def _second_act(self, settings: Settings, redis_url: str, state: State) -> DriveRun:
+        """The vaccination drive, on the same workers and simulators (see second_act)."""
+        self.console.print(
+            f"[bold]second act[/bold]: a vaccination drive of {self.options.drive:,} "
+            "registrants, their replies, check-ins and the hotline ..."
+        )
+        act = SecondAct(
+            settings,
+            redis_url,
+            self.sims,
+            self.work,
+            people=self.options.drive,
+            seed=self.options.seed,
+            avoid={*state.facts.opted_out, state.facts.replier_phone},
+            patience=120.0 + 2 * self.duration,
+        )
+        hook = WebhookServer(settings, redis_url, self.webhook_port)
+        hook.start()
+        try:
+            drive = uvloop.run(act.run())
+        finally:
+            hook.stop()
+        for at, text in drive.events:
+            self.console.print(f"  {at:6.2f}s  {text}")
+        return drive
 
     def _audience(self) -> Facts:
         path = self.work / "audience.csv"

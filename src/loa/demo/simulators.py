@@ -151,10 +151,14 @@ async def _answer(
 
 
 def _stats(carriers: Mapping[str, SmscSimulator], http: HttpSimulator) -> dict[str, Any]:
-    zalo = http.snapshot()["zalo"]
+    snapshot = http.snapshot()
+    zalo = snapshot["zalo"]
     zalo.pop("ids", None)
     zalo.pop("accepted", None)
-    return {"smsc": {name: sim.stats() for name, sim in carriers.items()}, "zalo": zalo}
+    found = {"smsc": {name: sim.stats() for name, sim in carriers.items()}, "zalo": zalo}
+    if "citizens" in snapshot:  # the second act's citizens who answer by Zalo
+        found["zalo_citizens"] = snapshot["citizens"]
+    return found
 
 
 class Simulators:

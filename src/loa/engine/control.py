@@ -15,6 +15,9 @@ look for the people another campaign messaged within a frequency cap.
 A campaign whose hash has `followup_window` (seconds) asks a question: each person it reached
 has it open from then for that long, in one hash a UTC day, `{namespace}:asked:YYYYMMDD`,
 person -> `campaign|at_ms|closes_ms|message|region` (see ask.lua; loa.followups reads it).
+One that also has `followup_remind` (seconds) lists each person reached in a sorted set by when
+their reminder is due (`reminders_key`), and the campaign in `reminding_key`, for the reminder
+chore of loa.followups.
 """
 
 from __future__ import annotations
@@ -97,6 +100,17 @@ def asked_key(namespace: str, epoch: float) -> str:
     return f"{namespace}:asked:{time.strftime('%Y%m%d', time.gmtime(epoch))}"
 
 
+def reminders_key(namespace: str, campaign: str) -> str:
+    """A campaign's reminders to come: person -> when it is due (epoch ms). It shares the
+    hash tag of the campaign's answers (loa.followups), so one script reads both."""
+    return f"{namespace}:{{fu:{campaign}}}:remind"
+
+
+def reminding_key(namespace: str) -> str:
+    """The campaigns with reminders to send: a set."""
+    return f"{namespace}:{{followups}}:reminding"
+
+
 def person_of(message: Message) -> str:
     """Who a message reaches, as the frequency memory knows them: their phone number.
 
@@ -136,6 +150,7 @@ class _Entry:
     quiet: QuietHours | None
     limiter: RateLimiter | None
     followup: int = 0  # seconds a reply counts as an answer to its question (0: it asks none)
+    remind: int = 0  # seconds after the question a reminder is due (0: none)
 
 
 class Controls:
@@ -184,11 +199,16 @@ class Controls:
         return await opted_out(self.redis, self.namespace, addresses)
 
     async def reached(
-        self, campaign: str, messages: Sequence[Message], accepted: Sequence[int]
+        self,
+        campaign: str,
+        messages: Sequence[Message],
+        accepted: Sequence[int],
+        sent_at: float | None = None,
     ) -> None:
         """Remember that the provider accepted `messages[i]` for each i in `accepted`, for
         other campaigns' frequency caps: what `campaign` sent, not what it planned; and open
-        the campaign's question for them, if it asks one."""
+        the campaign's question for them, if it asks one, as asked at `sent_at` (epoch
+        seconds; default now): a reply can come before the provider's answer was read."""
         if not (accepted and campaign):
             return
         entry = await self._entry(campaign)
@@ -196,7 +216,10 @@ class Controls:
             return  # plain engine traffic, not a campaign: no cap ever asks about it
         now = time.time()
         if entry.followup:
-            await self._open_question(campaign, entry.followup, messages, accepted, now)
+            asked = min(now, sent_at) if sent_at else now
+            await self._open_question(campaign, entry.followup, messages, accepted, asked)
+            if entry.remind:
+                await self._plan_reminders(campaign, entry, messages, accepted, asked)
         if not self.memory:
             return
         await self._remember(
@@ -232,15 +255,41 @@ class Controls:
             ],
         )
 
+    async def _plan_reminders(
+        self,
+        campaign: str,
+        entry: _Entry,
+        messages: Sequence[Message],
+        accepted: Sequence[int],
+        now: float,
+    ) -> None:
+        """Each person reached is due a reminder `remind` seconds from now, if they do not
+        answer; a chunk sent again (after a crash) or a fallback keeps the first due time."""
+        due_ms = int(now * 1000) + entry.remind * 1000
+        key = reminders_key(self.namespace, campaign)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zadd(key, {person_of(messages[i]): due_ms for i in accepted}, nx=True)
+        pipe.expire(key, entry.followup + DAY_SECONDS)
+        pipe.sadd(reminding_key(self.namespace), campaign)
+        await pipe.execute()
+
     async def _entry(self, campaign: str) -> _Entry | None:
         cached = self._cache.get(campaign)
         if cached is not None and time.monotonic() - cached.read_at < self.ttl:
             return cached if cached.state else None
         fields = await self.redis.hmget(
             campaign_key(self.namespace, campaign),
-            ["state", "start_ms", "quiet_hours", "timezone", "rate", "followup_window"],
+            [
+                "state",
+                "start_ms",
+                "quiet_hours",
+                "timezone",
+                "rate",
+                "followup_window",
+                "followup_remind",
+            ],
         )
-        state, start, quiet, zone, rate, followup = (text(value) for value in fields)
+        state, start, quiet, zone, rate, followup, remind = (text(value) for value in fields)
         if not state:
             # not a stored campaign (plain engine traffic): remembered as such for `ttl` too
             self._cache[campaign] = _Entry(time.monotonic(), "", 0, None, None)
@@ -257,6 +306,7 @@ class Controls:
             hours,
             limiter if rate else None,
             int(followup or 0),
+            int(remind or 0),
         )
         self._cache[campaign] = entry
         return entry

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from loa.engine.enqueue import pick_shard, wait_for_room
 from loa.engine.envelope import Batch
 from loa.engine.keys import ShardKeys, shard_keys
 from loa.engine.queue import Queues
-from loa.errors import QueueFull
 from loa.message import Lane, Message
 from loa.settings import Settings
 
@@ -33,15 +32,16 @@ class Producer:
         self.queues = queues
         self.settings = settings
         self.max_wait = max_wait
-        self._next_shard: dict[str, itertools.cycle[ShardKeys]] = {}
+        self._shards: dict[str, list[ShardKeys]] = {}
+        self._turn: dict[str, int] = {}  # batches put per route: the shards take turns
 
-    def _shards(self, route: str) -> itertools.cycle[ShardKeys]:
-        if route not in self._next_shard:
+    def _next_shard(self, route: str) -> ShardKeys:
+        if route not in self._shards:
             limits = self.settings.route(route)
-            self._next_shard[route] = itertools.cycle(
-                shard_keys(self.settings.namespace, route, limits.shards)
-            )
-        return self._next_shard[route]
+            self._shards[route] = shard_keys(self.settings.namespace, route, limits.shards)
+        turn = self._turn.get(route, 0)
+        self._turn[route] = turn + 1
+        return pick_shard(self._shards[route], turn)
 
     async def enqueue(
         self,
@@ -54,7 +54,6 @@ class Producer:
     ) -> Enqueued:
         """Queue `messages` (any iterable, consumed as a stream) on `route` in `lane`."""
         size = self.settings.queue.batch_size
-        shards = self._shards(route)
         result = Enqueued()
         pending: list[tuple[ShardKeys, Batch]] = []
         iterator = iter(messages)
@@ -62,7 +61,7 @@ class Producer:
             batch = Batch(
                 route=route, lane=lane, messages=chunk, campaign=campaign, expires_ms=expires_ms
             )
-            pending.append((next(shards), batch))
+            pending.append((self._next_shard(route), batch))
             result.messages += len(chunk)
             result.batches += 1
             if len(pending) >= PIPELINE:
@@ -80,16 +79,4 @@ class Producer:
     async def wait_for_room(self, pending: list[tuple[ShardKeys, Batch]]) -> float:
         """Backpressure: wait while any target stream holds `max_depth` batches or more."""
         limit = self.settings.queue.max_depth
-        streams = sorted({keys.stream(batch.lane) for keys, batch in pending})
-        waited, pause = 0.0, 0.01
-        while True:
-            pipe = self.queues.redis.pipeline(transaction=False)
-            for stream in streams:
-                pipe.xlen(stream)
-            if max(await pipe.execute()) < limit:
-                return waited
-            if waited >= self.max_wait:
-                raise QueueFull(f"queues stayed full for {waited:.0f}s ({len(streams)} streams)")
-            await asyncio.sleep(pause)
-            waited += pause
-            pause = min(pause * 2, 0.5)
+        return await wait_for_room(self.queues, limit, pending, self.max_wait)

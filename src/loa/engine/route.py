@@ -7,7 +7,6 @@ import contextlib
 import dataclasses
 import logging
 import time
-import zlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -17,6 +16,7 @@ from redis.exceptions import RedisError
 from loa.adapters.base import Adapter, Pingable
 from loa.engine.backoff import retry_delay, throttle_delay
 from loa.engine.control import Controls, Decision
+from loa.engine.enqueue import pick_shard
 from loa.engine.envelope import Batch, message_row, now_ms
 from loa.engine.events import Correlator
 from loa.engine.keys import ShardKeys, shard_keys
@@ -360,9 +360,10 @@ class RouteRunner:
                 if not await self._handing_over(taken, progress, indexes, unsettled):
                     taken.lost = True
                     break  # another worker has it now: sending would duplicate
+                sent_at = time.time()  # a reply to it can come no earlier
                 results = await self._send(chunk)
                 progress.handed = 0
-                await self._record(batch, progress, indexes, results)
+                await self._record(batch, progress, indexes, results, sent_at)
             opted_out = end - progress.done - len(indexes)
             if opted_out:  # counted with the chunk's results: a checkpoint never runs ahead
                 progress.counts[Outcome.SUPPRESSED] += opted_out
@@ -521,8 +522,10 @@ class RouteRunner:
         progress: Progress,
         indexes: Sequence[int],
         results: Sequence[SendResult],
+        sent_at: float | None = None,
     ) -> None:
-        """Fold one chunk's results (for the messages at `indexes`) into the batch's progress."""
+        """Fold one chunk's results (for the messages at `indexes`, sent at `sent_at`, epoch
+        seconds) into the batch's progress."""
         counts = progress.counts
         if self.correlator is not None and batch.campaign:
             await self._correlate(batch, indexes, results)
@@ -531,7 +534,7 @@ class RouteRunner:
             batch.attempt and _unanswered_before(batch, indexes)
         ):
             counts[Outcome.ACCEPTED] += len(results)
-            await self._reached(batch, indexes)
+            await self._reached(batch, indexes, sent_at)
             if not self.limiter.unlimited:
                 self.limiter.record(self._tokens(batch, indexes))
             return
@@ -597,12 +600,15 @@ class RouteRunner:
             await self.limiter.report_throttle()
         if fallbacks:
             await self._hand_over(batch, indexes[0], fallbacks)
-        await self._reached(batch, accepted)
+        await self._reached(batch, accepted, sent_at)
 
-    async def _reached(self, batch: Batch, accepted: Sequence[int]) -> None:
-        """Remember whom the campaign reached, for other campaigns' frequency caps."""
+    async def _reached(
+        self, batch: Batch, accepted: Sequence[int], sent_at: float | None = None
+    ) -> None:
+        """Remember whom the campaign reached, for other campaigns' frequency caps, and open
+        its question for them as asked when the chunk was sent."""
         if self.controls is not None and batch.campaign and accepted:
-            await self.controls.reached(batch.campaign, batch.messages, accepted)
+            await self.controls.reached(batch.campaign, batch.messages, accepted, sent_at)
 
     async def _correlate(
         self, batch: Batch, indexes: Sequence[int], results: Sequence[SendResult]
@@ -656,7 +662,7 @@ class RouteRunner:
                 expires_ms=batch.expires_ms,
             )
             shards = shard_keys(self.queues.namespace, route, self.route_shards[route])
-            keys = shards[zlib.crc32(handed.id.encode()) % len(shards)]
+            keys = pick_shard(shards, handed.id)
             items.append((keys, handed, 0))
         await self.queues.put_once(items)
 

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from loa.campaigns.questions import Open, Questions
+from loa.campaigns.schedule import format_duration
 from loa.campaigns.service import Campaigns
 from loa.engine.connection import RedisClient, text
 from loa.engine.events import read_inbound
@@ -188,6 +189,15 @@ class Followups:
             "by_region": dict(sorted(by_region.items())),
             "by_day": dict(sorted(by_day.items())),
             "unparsed_count": counts.get("unparsed", 0),
+            "reminder": (
+                {
+                    "after": format_duration(followup.remind_after),
+                    "sent": counts.get("reminded", 0),
+                    "skipped": counts.get("reminder_skipped", 0),
+                }
+                if followup and followup.remind_after
+                else None
+            ),
             "unparsed": [_shown(orjson.loads(item), numbers) for item in reversed(unparsed)],
         }
 

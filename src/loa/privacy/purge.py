@@ -317,7 +317,10 @@ class Purge:
         for keys in shards:
             done.dead_letters += await self._drop_dead(keys.dead, campaign_id)
         ns = _glob(self.namespace)
-        done.dedup = await self.redis.delete(f"{self.namespace}:{{camp:{campaign_id}}}:seen")
+        done.dedup = await self.redis.delete(
+            f"{self.namespace}:{{camp:{campaign_id}}}:seen",
+            f"{self.namespace}:{{camp:{campaign_id}}}:seen-numbers",  # the columnar planner's
+        )
         async for key in scan(self.redis, f"{ns}:{{rcpt:*"):
             value = text(await self.redis.get(key))
             if value[:2] in ("s:", "m:") and value[2:].split("|", 1)[0] == campaign_id:

@@ -22,6 +22,7 @@ from loa.engine.connection import RedisClient, text
 from loa.engine.events import inbound_key
 from loa.engine.keys import shard_keys
 from loa.engine.supervisor import Chore
+from loa.followups.reminders import Reminders
 from loa.inbox.service import inbox_prefix
 from loa.settings import Settings
 
@@ -156,5 +157,6 @@ class RetentionSweep:
 
 
 def chores(settings: Settings) -> list[Chore]:
-    """What every supervisor runs beside its workers: the campaign clock, the retention sweep."""
-    return [CampaignClock(settings).tick, RetentionSweep(settings).tick]
+    """What every supervisor runs beside its workers: the campaign clock, the retention sweep,
+    the follow-up reminders."""
+    return [CampaignClock(settings).tick, RetentionSweep(settings).tick, Reminders(settings).tick]

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import Field
 
 from loa.settings import ConfigModel
+from loa.sim.citizens import CitizenOptions, Citizens, Planned
 from loa.sim.options import load_options
 from loa.sim.zalo_receipts import ReceiptPoster
 
@@ -97,6 +98,16 @@ class SimOptions(ConfigModel):
     sms_basic: str | None = Field(default=None, description="user:password /sms requires")
     kannel_user: str = "loa"
     kannel_password: str = "loa"
+    # scripted citizens answering ZNS messages through loa's Zalo webhook
+    citizens: CitizenOptions | None = Field(
+        default=None, description="scripted people who answer the ZNS messages they get"
+    )
+    webhook_url: str | None = Field(
+        default=None, description="loa's webhook for the Zalo route, where citizens' replies go"
+    )
+    webhook_secret: str = Field(default="sim-oa-secret", min_length=1)
+    app_id: str = Field(default="1234567890", min_length=1, max_length=64, pattern=r"^\d+$")
+    oa_id: str = Field(default="sim-oa", min_length=1, max_length=64)
     keep_ids: int = Field(default=1_000_000, ge=0, description="ids kept per endpoint, at most")
     record_requests: bool = Field(default=False, description="keep each request (tests only)")
 
@@ -197,6 +208,9 @@ class HttpSimulator:
         self._public_key = _public_key(self.options.public_key)
         self._runner: web.AppRunner | None = None
         self._receipts: ReceiptPoster | None = None
+        self.citizens = Citizens(self.options.citizens) if self.options.citizens else None
+        self._answering: set[asyncio.Task[None]] = set()  # citizens' replies still to come
+        self._client: aiohttp.ClientSession | None = None
 
     @property
     def url(self) -> str:
@@ -254,7 +268,10 @@ class HttpSimulator:
 
     def snapshot(self) -> dict[str, Any]:
         """Every endpoint's counters and ids, as GET /_sim/stats returns them."""
-        return {name: stats.as_json() for name, stats in self.stats.items()}
+        found: dict[str, Any] = {name: stats.as_json() for name, stats in self.stats.items()}
+        if self.citizens is not None:
+            found["citizens"] = self.citizens.stats()
+        return found
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -290,6 +307,11 @@ class HttpSimulator:
     async def stop(self) -> None:
         """Stop listening and close every connection; safe to call twice."""
         runner, self._runner = self._runner, None
+        for task in list(self._answering):
+            task.cancel()  # a reply not sent by now never is
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
         if runner is not None:
             await runner.cleanup()
         receipts, self._receipts = self._receipts, None
@@ -410,6 +432,8 @@ class HttpSimulator:
         stats.outcomes["accepted"] += 1
         phone, template = str(doc.get("phone", "")), str(doc.get("template_id", ""))
         self._deliver(phone, template, msg_id.hexdigest(), tracking_id, stats)
+        if self.citizens is not None:
+            self._citizen_reads(doc)
         data = {
             "msg_id": msg_id.hexdigest(),
             "sent_time": str(int(time.time() * 1000)),
@@ -461,6 +485,51 @@ class HttpSimulator:
         if not self.has_zalo(phone):
             return -118, "Zalo account not existed", "no_account"
         return None
+
+    def _citizen_reads(self, doc: dict[str, Any]) -> None:
+        """A scripted citizen reads the ZNS (its template and data) and may answer it later."""
+        assert self.citizens is not None
+        data = doc.get("template_data") or {}
+        words = " ".join([str(doc.get("template_id", "")), *(str(v) for v in data.values())])
+        planned = self.citizens.heard(str(doc.get("phone", "")), words)
+        if planned is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._citizen_answers(planned))
+        self._answering.add(task)
+        task.add_done_callback(self._answering.discard)
+
+    async def _citizen_answers(self, planned: Planned) -> None:
+        """The reply as Zalo sends it: a signed `user_send_text` event to loa's webhook."""
+        assert self.citizens is not None
+        await asyncio.sleep(planned.delay)
+        opts = self.options
+        if not opts.webhook_url:
+            self.citizens.done(planned, "no webhook_url")
+            return
+        stamp = str(int(time.time() * 1000))
+        event = {
+            "app_id": opts.app_id,
+            "event_name": "user_send_text",
+            "timestamp": stamp,
+            "sender": {"id": planned.phone},
+            "recipient": {"id": opts.oa_id},
+            "message": {"msg_id": f"sim-{next(self._serial)}", "text": planned.text},
+        }
+        body = orjson.dumps(event)
+        signed = opts.app_id.encode() + body + stamp.encode() + opts.webhook_secret.encode()
+        headers = {
+            "Content-Type": "application/json",
+            "X-ZEvent-Signature": hashlib.sha256(signed).hexdigest(),
+        }
+        if self._client is None:
+            self._client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        status: int | str
+        try:
+            async with self._client.post(opts.webhook_url, data=body, headers=headers) as answer:
+                status = 0 if answer.status == 200 else f"HTTP {answer.status}"
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            status = type(exc).__name__
+        self.citizens.done(planned, status)
 
     # --- OAuth2 token endpoint and FCM -------------------------------------------------
 

@@ -41,6 +41,7 @@ from loa.adapters.smpp.pdu import (
 )
 from loa.errors import LoaError, PduError, SessionClosed
 from loa.settings import ConfigModel
+from loa.sim.citizens import CitizenOptions, Citizens, Planned
 from loa.sim.options import load_options
 from loa.sms import (
     BASIC_CODES,
@@ -164,6 +165,9 @@ class SmscOptions(ConfigModel):
     mo_dest: str = Field(default="1900", min_length=1, max_length=20)
     mo_text: str = Field(default="DK TIEM", min_length=1)
     store: int = Field(default=10_000, ge=0, description="messages and ids kept for inspection")
+    citizens: CitizenOptions | None = Field(
+        default=None, description="scripted people who answer the messages they get"
+    )
     max_write_buffer: int = Field(default=64 << 20, ge=1 << 16, description="slow-reader cut-off")
 
     @model_validator(mode="after")
@@ -388,6 +392,8 @@ class SmscSimulator:
         self._server: asyncio.Server | None = None
         self._mo_task: asyncio.Task[None] | None = None
         self._started = time.monotonic()
+        self.citizens = Citizens(self.options.citizens) if self.options.citizens else None
+        self._answering: set[asyncio.Task[None]] = set()  # citizens' replies still to come
         self._handlers: dict[int, Callable[[_Connection, Pdu], None]] = {
             Command.SUBMIT_SM: self._on_submit,
             Command.DATA_SM: self._on_submit,
@@ -419,6 +425,8 @@ class SmscSimulator:
             self._mo_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._mo_task
+        for task in list(self._answering):
+            task.cancel()  # a reply not sent by now never is
         server.close()
         for conn in list(self._connections):
             conn.transport.abort()
@@ -467,6 +475,7 @@ class SmscSimulator:
             "open": len(self._connections),
             "receipt_backlog": sum(len(queue) for queue in self._queued.values()),
             "pending_parts": sum(len(entry.parts) for entry in self._pending.values()),
+            **({"citizens": self.citizens.stats()} if self.citizens is not None else {}),
         }
 
     # -- reading ------------------------------------------------------------------------------
@@ -727,6 +736,8 @@ class SmscSimulator:
     ) -> None:
         self._count["messages"] += 1
         source, destination = pdu.fields["source_addr"], pdu.fields["destination_addr"]
+        if self.citizens is not None:
+            self._citizen_hears(system_id, destination, data, coding)
         if not self.options.store:
             return
         digest = hash((source, destination, coding, data))
@@ -736,6 +747,29 @@ class SmscSimulator:
         if len(self._seen) > self.options.store:
             self._seen.popitem(last=False)
         self._messages.append((system_id, source, destination, data, coding, message_ids))
+
+    def _citizen_hears(self, system_id: str, destination: bytes, data: bytes, coding: int) -> None:
+        """A scripted citizen reads the message and may answer it later, from their phone."""
+        assert self.citizens is not None
+        phone = destination.decode("latin-1")
+        planned = self.citizens.heard(phone, decode_text(data, coding))
+        if planned is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._citizen_answers(system_id, planned))
+        self._answering.add(task)
+        task.add_done_callback(self._answering.discard)
+
+    async def _citizen_answers(self, system_id: str, planned: Planned) -> None:
+        assert self.citizens is not None
+        await asyncio.sleep(planned.delay)
+        to = self.citizens.options.to
+        try:
+            status: int | str = await self.send_mo(
+                planned.phone, to, planned.text, system_id=system_id
+            )
+        except (NoReceiver, SessionClosed, TimeoutError) as exc:
+            status = type(exc).__name__
+        self.citizens.done(planned, status)
 
     # -- receipts -----------------------------------------------------------------------------
 

@@ -1,0 +1,172 @@
+"""The columnar planner in processes of its own: killed with SIGKILL mid-file and started again,
+and split into partitions planned by processes in separate working directories."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+import redis
+
+from helpers import approved, wait_for
+from loa.campaigns.service import Campaigns
+from loa.engine.connection import connect
+from loa.engine.control import campaign_key, suppression_key
+from loa.engine.keys import shard_keys
+from loa.settings import Settings
+
+PLAN = 'name = "n"\nlane = "normal"\nchannels = ["sms"]\n[templates]\nsms = "tiem vac-xin"\n'
+# the planner with a checkpoint every 1,000 rows, run as `python -m loa.cli ...` would be
+RUNNER = (
+    "import sys; import loa.campaigns.planner as p; p.CHECKPOINT_ROWS = 1000; "
+    "from loa.cli import main; sys.argv[0] = 'loa'; main()"
+)
+
+
+@pytest.fixture
+def redis_url(service_url: str) -> str:
+    return service_url
+
+
+def people(path: Path, rows: int) -> Path:
+    """Numbers in three spellings, every 25th row a duplicate, every 100th invalid."""
+    lines = ["phone,name"]
+    for n in range(rows):
+        number = f"9{(n * 7919) % 100_000_000:08d}"
+        if n % 25 == 24:
+            number = f"9{((n - 11) * 7919) % 100_000_000:08d}"
+        cell = ["0{}", "84{}", "+84 {}"][n % 3].format(number)
+        lines.append(f"{'12ab' if n % 100 == 50 else cell},An")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def toml(settings: Settings) -> str:
+    import tomli_w
+
+    return tomli_w.dumps(settings.model_dump(mode="json", exclude_none=True))
+
+
+def queued(settings: Settings, campaign: str) -> list[tuple[str, str]]:
+    """(message id, number) of every queued message of `campaign`."""
+    found = []
+    with redis.Redis.from_url(settings.redis_url or "") as client:
+        for route, limits in settings.routes.items():
+            for keys in shard_keys(settings.namespace, route, limits.shards):
+                for stream in keys.streams():
+                    for _, fields in client.xrange(stream):
+                        envelope = msgpack.unpackb(fields[b"b"])
+                        if envelope[2] == campaign:
+                            found += [(row[0], row[1]) for row in envelope[-1]]
+    return found
+
+
+def loa(config: Path, *args: str, cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOA_")}
+    command = [sys.executable, "-c", RUNNER, *args, "--config", str(config)]
+    return subprocess.Popen(command, env=env, cwd=cwd, stderr=subprocess.PIPE)
+
+
+async def _created(settings: Settings, plan: Path, audience: Path, start: int = 0) -> str:
+    client = connect(settings.redis_url or "")
+    try:
+        campaigns = Campaigns(settings, client)
+        campaign = await approved(campaigns, plan, audience)
+        if start:
+            await campaigns.start(campaign.id, start)
+        return campaign.id
+    finally:
+        await client.aclose()
+
+
+def _fields(settings: Settings, campaign: str) -> dict[str, str]:
+    with redis.Redis.from_url(settings.redis_url or "", decode_responses=True) as client:
+        return client.hgetall(campaign_key(settings.namespace, campaign))  # type: ignore[return-value]
+
+
+def _settings(make_settings: Any, tmp_path: Path, depth: int) -> Settings:
+    return make_settings(
+        routes={"sms": {"adapter": "null", "shards": 2}, "sms-v": {"adapter": "null"}},
+        channels={"sms": {"default": "sms", "carriers": {"viettel": "sms-v"}}},
+        queue={"batch_size": 50, "max_depth": depth},
+        data_dir=str(tmp_path / "data"),
+    )
+
+
+def test_a_planner_killed_mid_file_queues_nobody_twice_and_loses_nobody(make_settings, tmp_path):
+    settings = _settings(make_settings, tmp_path, depth=40)  # the queues fill: planning waits
+    config = tmp_path / "loa.toml"
+    config.write_text(toml(settings))
+    plan = tmp_path / "p.toml"
+    plan.write_text(PLAN)
+    campaign = asyncio.run(_created(settings, plan, people(tmp_path / "a.csv", 20_000)))
+    key = campaign_key(settings.namespace, campaign)
+    with redis.Redis.from_url(settings.redis_url or "") as client:
+        assert client.exists(key), "the campaign hash is where the test looks"
+    proc = loa(config, "campaign", "launch", campaign)
+    try:
+        wait_for(lambda: "checkpoint" in _fields(settings, campaign), 60, "a checkpoint")
+        wait_for(lambda: len(queued(settings, campaign)) >= 2000, 60, "the queues to fill")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    before = queued(settings, campaign)
+    assert 2000 <= len(before) < 18_000, "killed mid-file"
+    roomy = _settings(make_settings, tmp_path, depth=1_000_000)
+    config.write_text(toml(roomy))
+    again = loa(config, "campaign", "launch", campaign)
+    assert again.wait(timeout=120) == 0, again.stderr.read() if again.stderr else ""
+    after = queued(settings, campaign)
+    ids = [message_id for message_id, _ in after]
+    numbers = [number for _, number in after]
+    assert len(ids) == len(set(ids)) == len(set(numbers)), "nobody queued twice"
+    fields = _fields(settings, campaign)
+    assert (int(fields["total"]), int(fields["invalid"])) == (20_000, 200)
+    assert int(fields["queued"]) == len(after) == 20_000 - 200 - int(fields["duplicate"])
+    assert int(fields["duplicate"]) > 700 and fields["planned"] == "1"
+
+
+def test_two_partitions_in_two_places_queue_what_one_planner_queues(make_settings, tmp_path):
+    settings = _settings(make_settings, tmp_path, depth=1_000_000)
+    plan = tmp_path / "p.toml"
+    plan.write_text(PLAN)
+    audience = people(tmp_path / "a.csv", 6000)
+    with redis.Redis.from_url(settings.redis_url or "") as client:
+        client.sadd(suppression_key(settings.namespace), "+84900007919", "+84900015838")
+    whole = asyncio.run(_created(settings, plan, audience))
+    split = asyncio.run(_created(settings, plan, audience, start=2))
+    machines = []
+    for k in range(2):
+        home = tmp_path / f"machine-{k}"
+        home.mkdir()
+        config = home / "loa.toml"
+        config.write_text(toml(settings))
+        machines.append(loa(config, "campaign", "plan", split, "--partition", f"{k}/2", cwd=home))
+    config = tmp_path / "loa.toml"
+    config.write_text(toml(settings))
+    one = loa(config, "campaign", "launch", whole)
+    for proc in [*machines, one]:
+        assert proc.wait(timeout=120) == 0, proc.stderr.read() if proc.stderr else ""
+    by_one, by_two = queued(settings, whole), queued(settings, split)
+    assert sorted(by_two) == sorted(by_one) and len(by_one) > 5000
+    one_fields, two_fields = _fields(settings, whole), _fields(settings, split)
+    for counter in ("total", "queued", "invalid", "duplicate", "suppressed"):
+        assert two_fields[counter] == one_fields[counter], counter
+    assert int(two_fields["suppressed"]) == 2 and two_fields["planned"] == "1"
+    partial = [int(orjson_report(two_fields, k)["queued"]) for k in range(2)]
+    assert sum(partial) == len(by_two) and min(partial) > 1000, "both partitions planned"
+
+
+def orjson_report(fields: dict[str, str], k: int) -> dict[str, Any]:
+    import orjson
+
+    return orjson.loads(fields[f"checkpoint:{k}/2"])["report"]  # type: ignore[no-any-return]
