@@ -212,10 +212,9 @@ def write_settings(settings: Settings, path: Path) -> None:
     """The demo's settings as a file, for `loa ... -c` afterwards (the simulators are gone)."""
     data = settings.model_dump(mode="json", exclude_none=True)
     data["worker"]["metrics_port"] = 9750
-    # the simulated Zalo's secret as it is (a dump masks secrets): `loa server -c` takes its
-    # delivered events with it
-    secrets = settings.api.webhook_secrets.items()
-    data["api"]["webhook_secrets"] = {k: v.get_secret_value() for k, v in secrets}
+    # no webhook secret in a file for later commands: the demo's API alone holds it (a dump
+    # would write it masked, which no later command could load)
+    data["api"].pop("webhook_secrets", None)
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = ["# Written by `loa demo`: its routes, namespace and data, for the commands it prints."]
     for key, value in data.items():
