@@ -624,7 +624,9 @@ class RouteRunner:
             if self.silence is not None:  # before the receipts can meet them: none is missed
                 await self.silence.arm(self.name, batch, [message for message, _ in accepted])
             delivered: list[str] = []
-            early = await self.correlator.sent(self.name, batch.campaign, accepted, delivered)
+            early = await self.correlator.sent(
+                self.name, batch.campaign, accepted, batch.region, delivered
+            )
             await self.correlator.count(batch.campaign, early)
             if delivered and self.silence is not None:  # their receipts came first
                 await cancel(self.queues.redis, self.queues.namespace, {self.name: delivered})
@@ -657,6 +659,7 @@ class RouteRunner:
                 lane=batch.lane,
                 messages=messages,
                 campaign=batch.campaign,
+                region=batch.region,
                 id=f"{batch.id}.fb{chunk_start}.{route}",
                 created_ms=batch.created_ms,
                 expires_ms=batch.expires_ms,
@@ -696,7 +699,10 @@ class RouteRunner:
             dead_letter(self.name, taken.lane, batch, message_row(messages[i]), reason)
             for i, reason in progress.dead
         ]
-        settled = await self.queues.settle(taken, progress.counts, requeue, dead)
+        # a batch of one region (Batch.region) counts what it sent there in the same step
+        accepted = progress.counts.get(Outcome.ACCEPTED, 0)
+        regions = {batch.region: accepted} if batch.region and accepted else None
+        settled = await self.queues.settle(taken, progress.counts, requeue, dead, regions)
         if settled:
             self._count(taken, progress)
 

@@ -69,7 +69,7 @@ class TimerKeys:
 
     @property
     def payloads(self) -> str:
-        """The hash member -> packed [lane, created ms, expires ms, message row]."""
+        """The hash member -> packed [lane, created ms, expires ms, message row, region]."""
         return f"{self.shard.tag}:silent:m"
 
 
@@ -227,7 +227,7 @@ class Silence:
         if unpacked is None:
             log.error("unreadable fallback timer dropped", extra={"route": route})
             return None
-        lane, created_ms, expires_ms, message = unpacked
+        lane, created_ms, expires_ms, message, region = unpacked
         if expires_ms and now >= expires_ms:
             return None  # stale advice is never sent, by any channel
         handover = next_message(message)
@@ -247,6 +247,7 @@ class Silence:
             id=batch_id(route, timer),
             created_ms=created_ms,
             expires_ms=expires_ms,
+            region=region,  # its receipts count in the region of the message it replaces
         )
         shards = shard_keys(self.namespace, target, self.route_shards[target])
         return shards[zlib.crc32(batch.id.encode()) % len(shards)], batch
@@ -254,18 +255,18 @@ class Silence:
 
 def _pack(batch: Batch, message: Message) -> bytes:
     packed: bytes = msgpack.packb(
-        [int(batch.lane), batch.created_ms, batch.expires_ms, message_row(message)],
+        [int(batch.lane), batch.created_ms, batch.expires_ms, message_row(message), batch.region],
         use_bin_type=True,
     )
     return packed
 
 
-def _unpack(payload: Any) -> tuple[Lane, int, int, Message] | None:
+def _unpack(payload: Any) -> tuple[Lane, int, int, Message, str] | None:
     """A timer's payload, or None when it is missing or not one loa wrote."""
     if not isinstance(payload, bytes) or not payload:
         return None
     try:
-        lane, created_ms, expires_ms, row = msgpack.unpackb(payload, raw=False)
-        return Lane(lane), int(created_ms), int(expires_ms), Message(*row)
+        lane, created_ms, expires_ms, row, region = msgpack.unpackb(payload, raw=False)
+        return Lane(lane), int(created_ms), int(expires_ms), Message(*row), str(region)
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
         return None
