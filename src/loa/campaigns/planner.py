@@ -56,6 +56,7 @@ from loa.engine.control import PERSON, REGION, frequency_key, opted_out, suppres
 from loa.engine.enqueue import Enqueuer, Numbered, Origin
 from loa.engine.queue import Queues
 from loa.errors import InvalidPhone, PlanError, TemplateError
+from loa.fallback import AFTER, ON_FAILURE
 from loa.message import Message
 from loa.phone import normalize
 from loa.settings import Settings
@@ -252,6 +253,22 @@ class Group:
     regions: list[str] = field(default_factory=list)  # the raw `region` cell
 
 
+def fallback_policy(plan: Plan) -> dict[str, dict[str, Any]]:
+    """What each channel's messages carry in `extra` for the engine's fallback, when another
+    channel follows: how long to wait for a delivered receipt, and no fallback on failure."""
+    policy: dict[str, dict[str, Any]] = {}
+    for channel in plan.channels:
+        keys: dict[str, Any] = {}
+        wait = plan.fallback_after.get(channel)
+        if wait is not None:
+            keys[AFTER] = int(wait.total_seconds() * 1000)
+        if not plan.fallback_on_failure:
+            keys[ON_FAILURE] = False
+        if keys:
+            policy[channel] = keys
+    return policy
+
+
 @dataclass(frozen=True, slots=True)
 class _Channel:
     """One channel of a plan, prepared once: its address column, its route, its fixed message."""
@@ -283,6 +300,7 @@ class Planner:
         self.expires_ms = int(expires.timestamp() * 1000) if expires else 0
         self.tz = plan.schedule.tz
         self.day_end_ms = _day_end_ms(plan.schedule.starts_at(launched), self.tz)
+        self._policy = fallback_policy(plan)
         rules = plan.audience
         self._filtering = bool(rules.regions is not None or rules.tags is not None or rules.where)
         self._by_language = {
@@ -434,7 +452,11 @@ class Planner:
         if to != phone:  # the frequency memory knows people by phone
             extra = {**(extra or {}), PERSON: phone}
         if rest:
-            extra = {**extra, "next": rest} if extra else {"next": rest}
+            extra = {**(extra or {}), **self._policy.get(channel.name, {}), "next": rest}
+            for entry in rest[:-1]:  # a channel with another after it may fall back too
+                policy = self._policy.get(entry[0])
+                if policy:
+                    entry[5] = {**(entry[5] or {}), **policy}
         due_ms = 0
         if self.plan.schedule.send_at is not None:
             due = self.plan.schedule.send_at.resolve(fields, self.tz)
