@@ -118,6 +118,7 @@ def _retry_later(
         handover = fallback(message, None)
         if handover is not None:  # gave up here: the next channel takes it
             outcome.counts[Outcome.FALLBACK] += 1
+            outcome.counts[Outcome.FALLBACK_FAILED] += 1
             outcome.fallbacks.append(handover)
             return
         outcome.counts[Outcome.DEAD] += 1
@@ -135,6 +136,7 @@ def _failed(
     handover = fallback(message, result)
     if handover is not None:
         outcome.counts[Outcome.FALLBACK] += 1
+        outcome.counts[Outcome.FALLBACK_FAILED] += 1
         outcome.fallbacks.append(handover)
     else:
         outcome.counts[Outcome.FAILED] += 1

@@ -15,6 +15,7 @@ from loa.engine.keys import ShardKeys, shard_keys
 from loa.engine.metrics import Metrics
 from loa.engine.queue import Queues
 from loa.engine.ratelimit import RateLimiter
+from loa.engine.silence import Silence
 from loa.settings import RouteSettings, WorkerSettings
 
 
@@ -34,6 +35,7 @@ class RouteContext:
     controls: CampaignControls | None = None
     correlator: Correlator | None = None  # set when the adapter's provider sends receipts
     route_shards: Mapping[str, int] = field(default_factory=dict)  # fallback targets' shards
+    silence: Silence | None = None  # arms fallback timers of messages that wait for a receipt
     shards: list[ShardKeys] = field(init=False)
 
     def __post_init__(self) -> None:

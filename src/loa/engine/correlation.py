@@ -49,6 +49,11 @@ class Sent:
         return cls(campaign, message, int(part) if part.isdigit() else 0, region)
 
     @property
+    def member(self) -> str:
+        """`campaign|message`: the name of its message's fallback timer (loa.engine.silence)."""
+        return f"{self.campaign}{SEP}{self.message}"
+
+    @property
     def speaks(self) -> bool:
         """True for the part whose receipt counts for the whole message: the first."""
         return self.part == 0

@@ -35,6 +35,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from loa.engine import silence
 from loa.engine.connection import RedisClient, text
 from loa.engine.correlation import Heard, Sent
 from loa.engine.envelope import now_ms
@@ -127,9 +128,14 @@ class Correlator:
         campaign: str,
         accepted: Sequence[tuple[Message, tuple[str, ...]]],
         region: str = "",
+        delivered: list[str] | None = None,
     ) -> Counter[str]:
         """Record accepted messages (with their provider ids) of one batch, whose people are of
-        `region` when it has one; count receipts that beat them."""
+        `region` when it has one; count receipts that beat them.
+
+        `delivered`, when given, gets the `campaign|message` of each message whose delivered
+        receipt came first (its fallback timer is cancelled by the caller).
+        """
         calls: list[tuple[str, str, str]] = []
         records: list[Sent] = []
         for message, provider_ids in accepted:
@@ -147,6 +153,8 @@ class Correlator:
             if isinstance(reply, bytes) and record.speaks:
                 heard = Heard.decode(text(reply))
                 outcome = "delivered" if heard.delivered else "undelivered"
+                if heard.delivered and delivered is not None:
+                    delivered.append(record.member)
                 early[f"{route}:{outcome}"] += 1
                 if region:
                     early[f"{REGION_PREFIX}{region}:{outcome}"] += 1
@@ -287,6 +295,7 @@ class EventWriter:
             for key, receipt in first.items()
         ]
         by_campaign: dict[str, Counter[str]] = {}
+        delivered: dict[str, list[str]] = {}  # route -> campaign|message: timers to cancel
         met: list[str] = []
         seen: Counter[tuple[str, str]] = Counter()  # (route, what it said) for the metric
         replies = await self.correlator.meet(calls)
@@ -304,7 +313,11 @@ class EventWriter:
                 counts[f"{receipt.route}:{outcome}"] += 1
                 if region:
                     counts[f"{REGION_PREFIX}{region}:{outcome}"] += 1
+                if receipt.delivered:
+                    delivered.setdefault(receipt.route, []).append(sent.member)
         if met:
+            # timers first: a receipt whose count is written has stopped its fallback
+            await silence.cancel(self.redis, self.namespace, delivered)
             await self._count(by_campaign, met)
         for (route, said), amount in seen.items():  # once written: a re-sent one counts once
             self.metrics.receipts.labels(route, said).inc(amount)

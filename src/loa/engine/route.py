@@ -24,7 +24,8 @@ from loa.engine.lanes import LaneView
 from loa.engine.ownership import Ownership
 from loa.engine.progress import Progress
 from loa.engine.queue import Held, Taken, dead_letter
-from loa.fallback import next_message
+from loa.engine.silence import cancel
+from loa.fallback import next_message, on_failure
 from loa.message import Accepted, Failed, Lane, Message, Outcome, RetryLater, SendResult
 
 log = logging.getLogger(__name__)
@@ -288,14 +289,22 @@ class RouteRunner:
             if type(result) is Accepted and result.provider_ids
         ]
         if accepted:
-            early = await correlator.sent(self.name, batch.campaign, accepted, batch.region)
+            silence = self.ctx.silence
+            if silence is not None:  # before the receipts can meet them: none is missed
+                await silence.arm(self.name, batch, [message for message, _ in accepted])
+            delivered: list[str] = []
+            early = await correlator.sent(
+                self.name, batch.campaign, accepted, batch.region, delivered
+            )
             await correlator.count(batch.campaign, early)
+            if delivered and silence is not None:  # their receipts came first
+                queues = self.ctx.queues
+                await cancel(queues.redis, queues.namespace, {self.name: delivered})
 
     def _fallback(self, message: Message, failed: Failed | None) -> tuple[str, Message] | None:
         """The message on its campaign's next channel, if this failure (None: it gave up after
-        its attempts) belongs to the person on this channel and it has one this worker can
-        route."""
-        if failed is None or not failed.fallback:
+        its attempts) hands it over and it has one this worker can route."""
+        if not on_failure(message, failed):
             return None
         handover = next_message(message)
         if handover is None or handover[0] not in self.ctx.route_shards:

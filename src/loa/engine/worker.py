@@ -26,6 +26,7 @@ from loa.engine.metrics import Metrics
 from loa.engine.queue import Queues
 from loa.engine.ratelimit import RateLimiter, RateSpec
 from loa.engine.route import RouteRunner
+from loa.engine.silence import Silence
 from loa.log import setup_logging
 from loa.settings import Settings
 
@@ -74,9 +75,18 @@ class Worker:
         events = EventWriter(
             self.redis, self.settings.namespace, self.settings.events, self.metrics
         )
+        route_shards = {name: limits.shards for name, limits in self.settings.routes.items()}
+        # fallback timers of silent messages: claimed again after claim_idle, like batches
+        silence = Silence(
+            self.redis, self.queues, self.metrics, route_shards, self.settings.worker.claim_idle
+        )
+        timed: list[str] = []  # the routes with receipts: only their messages wait for one
         listening: dict[str, Listens] = {}
         try:
-            runners = [await self._runner(name, events, listening) for name in self.route_names]
+            runners = [
+                await self._runner(name, events, listening, silence, timed)
+                for name in self.route_names
+            ]
             log.info(
                 "worker started", extra={"routes": self.route_names, "consumer": self.consumer}
             )
@@ -85,6 +95,8 @@ class Worker:
             )
             async with asyncio.TaskGroup() as group:
                 group.create_task(binds.run(self.stopping), name="binds")
+                if timed:
+                    group.create_task(silence.run(timed, self.stopping), name="silence")
                 async with asyncio.TaskGroup() as routes:
                     for runner in runners:
                         routes.create_task(runner.run(), name=f"route-{runner.name}")
@@ -99,9 +111,15 @@ class Worker:
             log.info("worker stopped", extra={"consumer": self.consumer})
 
     async def _runner(
-        self, name: str, events: EventWriter, listening: dict[str, Listens]
+        self,
+        name: str,
+        events: EventWriter,
+        listening: dict[str, Listens],
+        silence: Silence,
+        timed: list[str],
     ) -> RouteRunner:
-        """One route's adapter (listening already, when it receives), queues and runner."""
+        """One route's adapter (listening already, when it receives), queues and runner; a
+        route with receipts arms fallback timers (`silence`) and is listed in `timed`."""
         settings = self.settings
         limits = settings.route(name)
         adapter = create_adapter(name, limits.adapter, limits.options)
@@ -109,6 +127,8 @@ class Worker:
         if isinstance(adapter, EmitsEvents):
             adapter.attach(events)
         correlator = events.correlator if receives_receipts(settings, name, adapter) else None
+        if correlator is not None:
+            timed.append(name)
         if isinstance(adapter, Listens):
             adapter.listen()  # replies arrive whether or not this route ever sends
             listening[name] = adapter
@@ -131,6 +151,7 @@ class Worker:
             controls=controls,
             correlator=correlator,
             route_shards={route: each.shards for route, each in settings.routes.items()},
+            silence=silence if correlator is not None else None,
         )
         return RouteRunner(context)
 
