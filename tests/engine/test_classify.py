@@ -179,7 +179,7 @@ TABLE: list[Row] = [
         [None],
         0,
         [Failed("no account", fallback=True)],
-        counts(fallback=1),
+        counts(fallback=1, fallback_failed=1),
         [],
         [],
         [],
@@ -228,6 +228,7 @@ def test_a_failure_falls_back_only_where_the_next_channel_is_routed() -> None:
     results: list[SendResult] = [Failed("no account", fallback=True)] * 2
     routed = classify(results, chunk, range(2), LIMITS, to_email)
     assert [(route, m.id) for route, m in routed.fallbacks] == [("email", "m0"), ("email", "m1")]
+    assert routed.counts == counts(fallback=2, fallback_failed=2), "why they went on"
     unrouted = classify(results, chunk, range(2), LIMITS)  # no next channel it can route
     assert (unrouted.counts, unrouted.fallbacks) == (counts(failed=2), [])
     assert unrouted.dead == [(0, "no account"), (1, "no account")]
@@ -296,6 +297,6 @@ def test_a_failure_that_is_not_the_persons_is_asked_about_and_kept_here() -> Non
 
 def test_a_message_that_gave_up_goes_on_when_the_route_hands_it_over() -> None:
     outcome = classify([RetryLater("busy")], batch(None, attempt=2), [0], LIMITS, to_email_always)
-    assert outcome.counts == counts(fallback=1)
+    assert outcome.counts == counts(fallback=1, fallback_failed=1)
     assert [(route, m.id) for route, m in outcome.fallbacks] == [("email", "m0")]
     assert outcome.dead == []
