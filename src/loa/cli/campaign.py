@@ -160,13 +160,15 @@ _action("cancel", "Stop for good: what was not sent is dropped and counted.")
 
 
 PartitionsOption = Annotated[
-    int,
+    int | None,
     typer.Option(
         "--partitions",
         "-P",
         min=0,
         help="plan in this many processes side by side, each a partition of the audience by "
-        "number (0: one per core); a single-channel SMS plan without send times",
+        "number (0: one per core); a single-channel SMS plan without send times. Default: "
+        "planning.partitions (one per core) for such a plan and an audience of at least "
+        "planning.partition_min_mb, else 1",
     ),
 ]
 
@@ -178,7 +180,7 @@ def launch(
     redis: RedisOption = None,
     token: TokenOption = None,
     json_output: JsonOption = False,
-    partitions: PartitionsOption = 1,
+    partitions: PartitionsOption = None,
     here: Annotated[
         bool,
         typer.Option(
@@ -192,13 +194,17 @@ def launch(
 
     Only the approved plan and pinned audience are sent: a changed one is refused.
     """
-    count = partitions or os.cpu_count() or 1
+    count = 1
 
     async def work(c: Campaigns, who: Principal, note: Note) -> Report:
+        nonlocal count
         if (await c.store.get(campaign_id)).state is State.DRAFT:
             reason = await c.approve_automatically(campaign_id)
             log = AuditLog.of(c.redis, c.settings)
             await log.record(who, "campaign.approve", campaign_id, detail=f"automatic: {reason}")
+        count = partitions or os.cpu_count() or 1
+        if partitions is None:
+            count = await c.partitions_for(campaign_id)
         if count > 1:
             await c.start(campaign_id, count)
             note.detail = f"planned in {count} partitions"
