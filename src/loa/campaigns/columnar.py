@@ -79,20 +79,34 @@ class ColumnarPlanner:
     def work(self, batch: Columns) -> Candidates:
         """The batch's candidates, and its counts of rows that are none."""
         counts = Report()
-        numbers = read_numbers(batch.column("phone"))
-        first = self.partition.index == 0  # rows without a number are partition 0's
+        cells = batch.column("phone")
+        sifted = self.partition.sift(cells)  # other partitions' rows, set aside unread
+        rows, ends = sifted if sifted is not None else (None, None)
+        numbers = read_numbers(cells if rows is None else cells.take(pa.array(rows)))
+        first = self.partition.index == 0  # bad rows, and invalid cells without an ending
         mine = numbers.valid & self.partition.mine(numbers.values)
+        if ends is not None:  # sifted by their ending: theirs even if a number's differed
+            mine = numbers.valid & (ends | mine)
         invalid = list(batch.bad) if first else []
-        if first:
-            invalid += [(int(batch.lines[i]), why) for i, why in numbers.reasons.items()]
-        counts.total = int(mine.sum()) + (len(batch.bad) + len(numbers.reasons) if first else 0)
+        lines = batch.lines if rows is None else batch.lines[rows]
+        invalid += [
+            (int(lines[i]), why)
+            for i, why in numbers.reasons.items()
+            if ends is None or ends[i] or first
+        ]
+        counts.total = int(mine.sum()) + len(invalid)
         chosen = np.flatnonzero(mine)
+        values = numbers.values
+        if rows is not None:
+            chosen = rows[chosen]
+            values = np.zeros(len(batch.lines), np.int64)
+            values[rows] = numbers.values
         if self.planner._filtering:
             chosen = self._filter(batch, chosen, counts)
         found = self._render(batch, chosen, invalid)
         for line, reason in sorted(invalid):
             counts.invalid_row(line, reason)
-        return self._candidates(batch, chosen[found], numbers.values, counts)
+        return self._candidates(batch, chosen[found], values, counts)
 
     def _filter(self, batch: Columns, chosen: Any, counts: Report) -> Any:
         """The rows the plan's audience rules keep (rules read whole rows: one at a time)."""
