@@ -193,9 +193,7 @@ async def _sent(settings: Settings, campaign: str) -> list[str]:
         await client.aclose()
 
 
-def test_the_frequency_cap_and_opt_outs_hold_across_partition_processes(
-    make_settings, tmp_path
-):
+def test_the_frequency_cap_and_opt_outs_hold_across_partition_processes(make_settings, tmp_path):
     settings = _settings(make_settings, tmp_path, depth=1_000_000)
     everyone = people(tmp_path / "a.csv", 6000)
     earlier = tmp_path / "earlier.csv"
