@@ -150,6 +150,38 @@ async def test_purge_by_number_leaves_no_trace_and_keeps_the_opt_out(settings, r
     assert await controls.suppressed([ERASED]) == [False]
 
 
+async def test_purge_takes_the_number_out_of_the_columnar_planners_seen_deltas(
+    settings, redis_client
+):
+    import numpy as np
+
+    from loa.campaigns.columnar_run import seen_key
+    from loa.campaigns.seen import SeenNumbers, unpack
+
+    memory = SeenNumbers()
+    key = seen_key(settings.namespace, "c1")
+    people = [int(ERASED[1:]), int(OTHER[1:]), 84_900_000_001, 1_202_555_0123]
+    for number, field in enumerate(["0/1:0", "0/1:1", "1/2:0"]):
+        memory.claim(np.array(people[number:number + 2], np.int64))  # fmt: skip
+        await redis_client.hset(key, field, memory.delta())
+    blobs = await redis_client.hgetall(key)
+    held = {int(n) for blob in blobs.values() for n in unpack(blob)}
+    assert held == set(people), "the deltas hold every number exactly: an erasure opens them"
+    assert traces(list(blobs.values())) == 0, "compressed: no byte search could find it"
+
+    done = await Purge(settings, redis_client).number("0987 654 321")
+
+    blobs = await redis_client.hgetall(key)
+    held = {int(n) for blob in blobs.values() for n in unpack(blob)}
+    assert held == set(people) - {int(ERASED[1:])}
+    assert done.entries == 1, "one delta held it"
+    again = SeenNumbers()  # a planner started again reloads the deltas: the erased is unknown
+    for field in ("0/1:0", "0/1:1"):
+        again.load(blobs[field.encode()])
+    claimed = again.claim(np.array(people[:3], np.int64))
+    assert claimed.tolist() == [True, False, False]
+
+
 async def test_purge_of_a_number_never_opted_out_does_not_opt_it_out(settings, redis_client):
     await seed(settings, redis_client)
     await Suppression(redis_client, settings.namespace).remove([ERASED])
