@@ -324,6 +324,9 @@ CASES = [
     Case("POST", "/api/v1/campaigns/{campaign_id}/cancel", Role.OPERATOR, on_campaign("/cancel")),
     Case("GET", "/api/v1/campaigns/{campaign_id}/failed", Role.OPERATOR, on_campaign("/failed")),
     Case("GET", "/api/v1/campaigns/{campaign_id}/answers", Role.VIEWER, on_campaign("/answers")),
+    Case(
+        "GET", "/api/v1/campaigns/{campaign_id}/provinces", Role.VIEWER, on_campaign("/provinces")
+    ),
     Case("POST", "/api/v1/followups/sync", Role.OPERATOR, at("/api/v1/followups/sync")),
     Case("POST", "/api/v1/cap", Role.OPERATOR, cap_ack("/api/v1/cap")),
     Case("POST", "/api/v1/cap/validate", Role.OPERATOR, cap_ack("/api/v1/cap/validate")),
@@ -593,6 +596,86 @@ async def test_the_approvers_dry_run_is_of_the_pinned_content(api):
     )
     assert (changed.status_code, error_of(changed)) == (409, "illegal_transition")
     assert "has changed since the campaign was created" in changed.json()["error"]["message"]
+
+
+async def test_a_dry_run_shows_the_first_messages_with_numbers_masked(api):
+    plan = PLAN.replace(b"{{ name }} \xc6\xa1i", b"{{ name }} ({{ phone }}) \xc6\xa1i, 19009095")
+    assert plan != PLAN
+    dry = await api.client.post(
+        "/api/v1/campaigns/validate", files=upload(plan, people(5)), headers=api.auth("operator")
+    )
+    assert dry.status_code == 200, dry.text
+    samples = dry.json()["samples"]
+    assert list(samples) == ["sms/vi"]
+    # the recipient's number is masked in the text as well; a hotline's short number is not
+    assert samples["sms/vi"]["body"] == "Bo Y te: Nguoi 0 (***000) oi, 19009095, hay tiem vac-xin."
+    assert "0900000000" not in dry.text and "84900000000" not in dry.text
+
+
+async def test_a_campaign_per_province(api):
+    from loa.engine.control import campaign_key
+    from loa.engine.events import regions_key
+    from loa.engine.keys import region_field, shard_keys
+
+    operator = api.auth("operator")
+    regions = ["79", "49", "1", "Hà Nội", "XX", ""]
+    rows = "".join(f"09{n:08d},Người {n},{region},X\n" for n, region in enumerate(regions))
+    audience = ("phone,name,region,district\n" + rows).encode()
+    created = await api.client.post(
+        "/api/v1/campaigns", files=upload(PLAN, audience), headers=operator
+    )
+    campaign = str(created.json()["id"])
+    await api.client.post(f"/api/v1/campaigns/{campaign}/approve", headers=api.auth("approver"))
+    launch = await api.client.post(f"/api/v1/campaigns/{campaign}/launch", headers=operator)
+    assert launch.status_code == 200, launch.text
+
+    async def provinces() -> dict[str, Any]:
+        got = await api.client.get(
+            f"/api/v1/campaigns/{campaign}/provinces", headers=api.auth("viewer")
+        )
+        assert got.status_code == 200, got.text
+        return dict(got.json())
+
+    before = await provinces()
+    assert before["counted"] is False  # its batches were not planned one region each
+    table = [
+        (r["code"], r["name"], r["province"], r["queued"], r["sent"]) for r in before["provinces"]
+    ]
+    # by province code (1, "Hà Nội" are Ha Noi; 49 is part of Da Nang since 2025), then the rest
+    assert table == [
+        ("01", "Hà Nội", True, 2, None),
+        ("48", "Đà Nẵng", True, 1, None),
+        ("79", "TP. Hồ Chí Minh", True, 1, None),
+        ("XX", "", False, 1, None),
+        ("?", "", False, 1, None),
+    ]
+    assert before["provinces"][0]["regions"] == ["1", "HÀ NỘI"]
+
+    # a campaign whose batches are of one region each: what workers count as they settle them
+    # (per shard, per region) and what receipts count by their message's batch
+    redis_client, namespace = api.ctx.services.redis, api.ctx.settings.namespace
+    await redis_client.hset(campaign_key(namespace, campaign), "regions_batched", 1)
+    shards = shard_keys(namespace, "sms", api.ctx.settings.routes["sms"].shards)
+    for n, region in enumerate(["79", "49", "1", "HÀ NỘI"]):
+        field = region_field(campaign, region, "accepted")
+        await redis_client.hincrby(shards[n % len(shards)].campaign_stats, field, 1)
+    await redis_client.hincrby(shards[0].campaign_stats, f"{campaign}:accepted", 6)
+    await redis_client.hset(
+        regions_key(namespace, campaign), mapping={"79:delivered": 1, "49:undelivered": 1}
+    )
+    after = await provinces()
+    assert after["counted"] is True
+    table = [(r["code"], r["sent"], r["delivered"], r["undelivered"]) for r in after["provinces"]]
+    # XX was not sent yet; the one without a region is what the total has beyond the regions
+    assert table == [
+        ("01", 2, 0, 0),
+        ("48", 1, 0, 1),
+        ("79", 1, 1, 0),
+        ("XX", 0, 0, 0),
+        ("?", 2, 0, 0),
+    ]
+    missing = await api.client.get("/api/v1/campaigns/nope/provinces", headers=api.auth("viewer"))
+    assert (missing.status_code, error_of(missing)) == (404, "campaign_not_found")
 
 
 async def test_an_emergency_campaign_always_needs_approval(api):
@@ -915,7 +998,7 @@ async def test_uploads_at_once_are_limited(api):
     boundary = "loa-test-boundary"
 
     async def slow_body() -> AsyncIterator[bytes]:
-        yield f"--{boundary}\r\nContent-Disposition: form-data; name=\"plan\"; ".encode()
+        yield f'--{boundary}\r\nContent-Disposition: form-data; name="plan"; '.encode()
         opened.set()
         await release.wait()
         yield b'filename="p.toml"\r\n\r\n' + PLAN + f"\r\n--{boundary}\r\n".encode()

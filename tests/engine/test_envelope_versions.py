@@ -83,7 +83,9 @@ def test_version_1_entries_are_still_read() -> None:
 @pytest.mark.parametrize(
     ("fields", "reason"),
     [
-        ([3, "id", "c", 3, "r", 0, 0, 0, None, []], "unsupported envelope version 3"),
+        ([4, "id", "c", 3, "r", 0, 0, 0, None, []], "unsupported envelope version 4"),
+        ([3, "id", "c", 3, "r", 0, 0, 0, None, []], "has 10 fields, expected 11"),
+        ([3, "id", "c", 3, "r", 0, 0, 0, 79, None, []], "the region must be text"),
         ([2, "id", "c", 3, "r", 0, 0, 0, []], "has 9 fields, expected 10"),
         ([1, "id", "c", 3, "r", 0, 0, 0, None, []], "has 10 fields, expected 9"),
         ([2, "id", "c", 3, "r", 0, 0, 0, ["b", 1], [["1"]]], "a row of 1 fields"),
@@ -112,3 +114,16 @@ async def test_a_worker_takes_both_versions_from_a_real_queue(redis_client, name
     assert first is not None and second is not None
     assert first.batch.messages == [Message("9", "+84911", BODY, 1)]
     assert second.batch.messages == same_text(3)
+
+
+def test_a_batch_of_one_region_keeps_it_and_one_without_is_written_as_version_2() -> None:
+    messages = [Message("1", "+84912345678", "hi"), Message("2", "+84912345679", "hi")]
+    regional = Batch(route="r", lane=Lane.NORMAL, messages=messages, campaign="c", region="79")
+    fields = msgpack.unpackb(pack(regional))
+    assert (fields[0], fields[8], fields[9]) == (3, "79", ["hi", 1])
+    again = unpack(pack(regional))
+    assert (again.region, again.messages) == ("79", messages)
+    assert again.derive(messages[:1], 1).region == "79"  # a retry is of the same region
+    plain = Batch(route="r", lane=Lane.NORMAL, messages=messages, campaign="c")
+    assert msgpack.unpackb(pack(plain))[0] == VERSION == 2
+    assert unpack(pack(plain)).region == ""

@@ -18,6 +18,7 @@ from loa.cli.campaign import inbound_app
 from loa.engine.connection import RedisClient, connect
 from loa.engine.control import campaign_key, suppression_key
 from loa.engine.embedded import free_port
+from loa.engine.envelope import Batch
 from loa.engine.events import (
     EventsNotWritten,
     EventWriter,
@@ -26,9 +27,13 @@ from loa.engine.events import (
     read_inbound,
     receipt_key,
     receipts_key,
+    regions_key,
+    sent_of,
 )
+from loa.engine.keys import region_field, shard_keys
 from loa.engine.metrics import Metrics
-from loa.message import Accepted, Failed, Inbound, Message, Receipt, SendResult
+from loa.engine.queue import Queues
+from loa.message import Accepted, Failed, Inbound, Lane, Message, Receipt, SendResult
 from loa.settings import EventSettings, Settings
 
 pytestmark = pytest.mark.anyio
@@ -108,6 +113,40 @@ async def test_a_long_message_counts_once_by_its_first_part(
     assert counts(await redis_client.hgetall(receipts_key(namespace, "c3"))) == {
         "sms-a:delivered": 1
     }
+
+
+async def test_receipts_count_per_region_of_their_messages_batch(
+    redis_client: RedisClient, namespace: str
+) -> None:
+    events = writer(redis_client, namespace)
+    hcmc = Message("1", "+84912345678", "hi")
+    hanoi = Message("2", "+84912345679", "hi")
+    nowhere = Message("3", "+84912345670", "hi")
+    # one receipt before its message (met when the message is recorded), the others after
+    events.receipt(Receipt("sms-a", "r2", False, "UNDELIV"))
+    await events.drained()
+    await events.correlator.sent("sms-a", "c9", [(hcmc, "r1a,r1b")], "79")
+    early = await events.correlator.sent("sms-a", "c9", [(hanoi, "r2")], "01")
+    await events.correlator.count("c9", early)
+    await events.correlator.sent("sms-a", "c9", [(nowhere, "r3")])  # a batch of no region
+    for provider_id in ("r1a", "r1b", "r3"):  # a long message counts by its first part
+        events.receipt(Receipt("sms-a", provider_id, True, "DELIVRD"))
+    await events.drained()
+    assert counts(await redis_client.hgetall(receipts_key(namespace, "c9"))) == {
+        "sms-a:delivered": 2,
+        "sms-a:undelivered": 1,
+    }
+    assert counts(await redis_client.hgetall(regions_key(namespace, "c9"))) == {
+        "79:delivered": 1,
+        "01:undelivered": 1,
+    }
+
+
+def test_a_sent_value_is_read_with_or_without_its_region() -> None:
+    assert sent_of("c1|7|0") == ("c1", True, "")  # as written before regions travelled
+    assert sent_of("c1|7|1") == ("c1", False, "")
+    assert sent_of("c1|7|0|@79") == ("c1", True, "79")
+    assert sent_of("c1|7|2|@HÀ NỘI") == ("c1", False, "HÀ NỘI")
 
 
 async def test_same_id_on_two_routes_does_not_meet(
@@ -317,6 +356,42 @@ async def test_worker_counts_every_receipt_for_its_campaign(
     assert sum(found.values()) == total
     assert set(found) <= {"sms-r:delivered", "sms-r:undelivered"}
     assert found["sms-r:delivered"] >= total // 2
+
+
+@pytest.mark.usefixtures("test_adapters")
+async def test_a_worker_counts_a_batch_of_one_region_under_it(
+    make_settings: Any, redis_client: RedisClient
+) -> None:
+    settings = make_settings(routes={"sms-r": {"adapter": "receipting", "shards": 2, "chunk": 20}})
+    await start_campaign(redis_client, settings, "camp-g")
+    shards = shard_keys(settings.namespace, "sms-r", 2)
+    queues = Queues(redis_client, settings.namespace)
+    await queues.prepare(shards)
+    sizes = {"79": 30, "01": 20, "": 10}  # "": a batch of several regions, or none
+    for n, (region, size) in enumerate(sizes.items()):
+        # ids unique over the batches: the adapter's provider ids are made from them
+        messages = [Message(f"{n}{i:03d}", f"+849{n}{i:07d}", "advice") for i in range(size)]
+        batch = Batch("sms-r", Lane.NORMAL, messages, campaign="camp-g", region=region)
+        await queues.put(shards[n % 2], batch)
+
+    async def all_counted() -> bool:
+        found = counts(await redis_client.hgetall(receipts_key(settings.namespace, "camp-g")))
+        return sum(found.values()) >= sum(sizes.values())
+
+    async with running(settings, redis_client):
+        await until(all_counted, 30, "a receipt counted for every message")
+    sent = {region: 0 for region in ("79", "01")}
+    for keys in shards:
+        for region in sent:
+            value = await redis_client.hget(
+                keys.campaign_stats, region_field("camp-g", region, "accepted")
+            )
+            sent[region] += int(value or 0)
+    assert sent == {"79": 30, "01": 20}
+    by_region = counts(await redis_client.hgetall(regions_key(settings.namespace, "camp-g")))
+    assert by_region["79:delivered"] + by_region.get("79:undelivered", 0) == 30
+    assert by_region["01:delivered"] + by_region.get("01:undelivered", 0) == 20
+    assert not [field for field in by_region if not field.startswith(("79:", "01:"))]
 
 
 @pytest.mark.usefixtures("test_adapters")

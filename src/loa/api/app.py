@@ -16,7 +16,17 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from loa import __version__
-from loa.api import admin, appointments, campaigns, cap, dashboard, followups, inbox, webhooks
+from loa.api import (
+    admin,
+    appointments,
+    campaigns,
+    cap,
+    dashboard,
+    followups,
+    inbox,
+    provinces,
+    webhooks,
+)
 from loa.api.context import ApiContext, RedisFactory
 from loa.api.models import ErrorBody, Health, Readiness, RouteBindCount
 from loa.api.problems import error_response, install
@@ -80,6 +90,7 @@ def create_app(settings: Settings, redis_client_factory: RedisFactory | None = N
     app.add_middleware(BodyLimit)
     _health(app, ctx, checks)
     app.include_router(campaigns.router)
+    app.include_router(provinces.router)
     app.include_router(cap.router)
     app.include_router(appointments.router)
     app.include_router(inbox.router)

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from loa.access.tokens import TOKEN_NAME_PATTERN
+from loa.log import mask
 
 CAMPAIGN_ID = r"^[A-Za-z0-9._-]{1,64}$"
 MAX_ADDRESSES = 10_000
@@ -76,6 +77,14 @@ class LanguageCount(BaseModel):
     sms_parts: int
 
 
+class SampleMessage(BaseModel):
+    """The first planned message of a channel and language: the recipient and every phone
+    number in the text masked."""
+
+    to: str = Field(description="the address with its middle hidden")
+    body: str = Field(description="the text, phone numbers in it masked (`***678`)")
+
+
 class DryRun(BaseModel):
     """The dry run: everything planning would do, counted; the first bad rows with their line."""
 
@@ -103,6 +112,9 @@ class DryRun(BaseModel):
     problems: list[str]
     warnings: list[str] = Field(
         default_factory=list, description="it would go, but not as one may expect"
+    )
+    samples: dict[str, SampleMessage] = Field(
+        default_factory=dict, description="per `channel/language`: its first planned message"
     )
 
 
@@ -304,5 +316,10 @@ class TokenCreated(TokenInfo):
 
 
 def dry_run(data: dict[str, Any]) -> DryRun:
-    """A planner report (`Report.to_json()`) as a response body."""
-    return DryRun.model_validate(data)
+    """A planner report (`Report.to_json()`) as a response body: a sample's text may quote its
+    recipient's number (a template's field), which is masked here like any phone number."""
+    samples = {
+        key: {**sample, "body": mask(str(sample.get("body", "")))}
+        for key, sample in (data.get("samples") or {}).items()
+    }
+    return DryRun.model_validate({**data, "samples": samples})

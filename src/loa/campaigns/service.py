@@ -8,6 +8,7 @@ import os
 import secrets
 import shutil
 import tomllib
+from collections import Counter
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from importlib import resources
@@ -40,8 +41,8 @@ from loa.campaigns.planner import (
 )
 from loa.campaigns.store import ACTIVE, ENDED, Campaign, CampaignStore, State, new_campaign_id
 from loa.engine.connection import RedisClient, text
-from loa.engine.events import receipts_key
-from loa.engine.keys import ShardKeys, shard_keys
+from loa.engine.events import receipts_key, regions_key
+from loa.engine.keys import ShardKeys, region_field, shard_keys
 from loa.engine.queue import Queues
 from loa.engine.quiet import QuietHours
 from loa.errors import ApprovalRequired, AuthError, CampaignError, PlanError
@@ -72,6 +73,8 @@ MIB = 1024 * 1024
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 NOT_REQUIRED = "not_required"
+MAX_REGIONS = 500  # regions a campaign's counts per region are told for (a province: 34)
+NO_REGION = "?"  # the planning report's region of rows without one
 STEERING = frozenset({"pause", "resume", "cancel"})
 # a message counted under one of these has its final outcome for this campaign
 FINAL_OUTCOMES = (
@@ -503,6 +506,69 @@ class Campaigns:
             by_route.setdefault(route, {}).update(counts)
         status["by_route"] = by_route
         return status
+
+    async def by_region(self, campaign_id: str) -> tuple[dict[str, dict[str, int]], bool]:
+        """Queued, sent, delivered and undelivered per region of the audience (`?`: none), and
+        whether sent and delivered are counted per region.
+
+        Queued is the planning report's. Sent and delivered are counted per region by the
+        engine for batches that carry one region (a worker counts a settled batch's accepted
+        messages under it, a receipt counts under its message's batch): told only for a
+        campaign whose planner batched each region apart (`regions_batched`), which the
+        planners do not do yet. At most MAX_REGIONS regions, the largest.
+        """
+        campaign = await self.store.get(campaign_id)
+        raw = campaign.fields.get("checkpoint")
+        queued = Checkpoint.from_json(raw).report.by_region if raw else Counter[str]()
+        counted = campaign.fields.get("regions_batched") == "1"
+        receipts: Any = await self.redis.hgetall(regions_key(self.settings.namespace, campaign_id))
+        settled: dict[str, dict[str, int]] = {}
+        for field, value in receipts.items():
+            region, _, outcome = text(field).rpartition(":")
+            settled.setdefault(region, {})[outcome] = int(value)
+        regions = [region for region, _ in queued.most_common(MAX_REGIONS)]
+        regions += [region for region in settled if region not in queued][:MAX_REGIONS]
+        sent = await self._sent_by_region(campaign_id, regions) if counted else {}
+        counts = {
+            region: {
+                "queued": queued.get(region, 0),
+                "sent": sent.get(region, 0),
+                "delivered": settled.get(region, {}).get("delivered", 0),
+                "undelivered": settled.get(region, {}).get("undelivered", 0),
+            }
+            for region in regions
+        }
+        if counted and NO_REGION in counts:
+            await self._without_region(campaign_id, counts)
+        return counts, counted
+
+    async def _sent_by_region(self, campaign_id: str, regions: list[str]) -> dict[str, int]:
+        """Accepted messages per region, summed over every shard (one round trip)."""
+        if not regions:
+            return {}
+        fields = [region_field(campaign_id, region, Outcome.ACCEPTED) for region in regions]
+        pipe = self.redis.pipeline(transaction=False)
+        for keys in self._all_shards():
+            pipe.hmget(keys.campaign_stats, fields)
+        total = dict.fromkeys(regions, 0)
+        for values in await pipe.execute():
+            for region, value in zip(regions, values, strict=True):
+                total[region] += int(value or 0)
+        return total
+
+    async def _without_region(self, campaign_id: str, counts: dict[str, dict[str, int]]) -> None:
+        """Messages without a region are counted under none: they are what the campaign's
+        totals have beyond the regions'."""
+        sending = await self._sending_counts(campaign_id)
+        receipts = await self._receipt_counts(campaign_id)
+        totals = {
+            "sent": sending[Outcome.ACCEPTED],
+            "delivered": sum(r.get("delivered", 0) for r in receipts.values()),
+            "undelivered": sum(r.get("undelivered", 0) for r in receipts.values()),
+        }
+        for name, total in totals.items():
+            others = sum(c[name] for region, c in counts.items() if region != NO_REGION)
+            counts[NO_REGION][name] = max(0, total - others)
 
     async def advance_all(self) -> dict[str, State]:
         """Move every watched campaign along (the clock's tick); returns the moves made."""

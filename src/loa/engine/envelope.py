@@ -2,13 +2,17 @@
 
 Version 2 (written now) stores what every message of a batch shares once: a campaign's batch
 holds the same text for a few hundred people, and storing it once per message made the text
-most of the queues' memory. Version 1 entries (already queued) are still read.
+most of the queues' memory. Version 1 entries (already queued) are still read. Version 3 is
+version 2 with the region of the campaign's audience every recipient of the batch is in (the
+planner batches each region apart, so that workers count what they send per region with the
+batch, not per message); a batch without a region is written as version 2.
 
     v1: [1, id, campaign, lane, route, attempt, created_ms, expires_ms, rows]
         rows: [id, to, body, parts, extra] each
     v2: [2, id, campaign, lane, route, attempt, created_ms, expires_ms, common, rows]
         common: [body, parts] shared by every row, which is then [id, to] or [id, to, extra];
         or nil, and every row is whole as in v1
+    v3: [3, id, campaign, lane, route, attempt, created_ms, expires_ms, region, common, rows]
 
 The rows stay last in both, so a reader that only wants message ids finds them at [-1][i][0].
 """
@@ -26,10 +30,11 @@ import msgpack
 from loa.errors import EnvelopeError
 from loa.message import Lane, Message
 
-VERSION = 2
+VERSION = 2  # of a batch without a region
+REGION_VERSION = 3
 # fields of each version: version, id, campaign, lane, route, attempt, created_ms, expires_ms,
-# (v2: common,) rows
-_FIELDS = {1: 9, 2: 10}
+# (v3: region,) (v2, v3: common,) rows
+_FIELDS = {1: 9, 2: 10, 3: 11}
 
 
 def now_ms() -> int:
@@ -49,6 +54,7 @@ class Batch:
     attempt: int = 0
     created_ms: int = field(default_factory=now_ms)
     expires_ms: int = 0  # 0: never expires
+    region: str = ""  # the audience region all its recipients are in ("": none, or several)
 
     def expired(self, at_ms: int) -> bool:
         """True when the batch's advice is stale at `at_ms` and must not be sent."""
@@ -65,6 +71,7 @@ class Batch:
             attempt=attempt,
             created_ms=self.created_ms,
             expires_ms=self.expires_ms,
+            region=self.region,
         )
 
 
@@ -81,21 +88,19 @@ def pack(batch: Batch) -> bytes:
         rows = [message_row(m) for m in messages]
     else:
         rows = [[m.id, m.to] if m.extra is None else [m.id, m.to, m.extra] for m in messages]
-    return msgpack.packb(  # type: ignore[no-any-return]
-        [
-            VERSION,
-            batch.id,
-            batch.campaign,
-            int(batch.lane),
-            batch.route,
-            batch.attempt,
-            batch.created_ms,
-            batch.expires_ms,
-            common,
-            rows,
-        ],
-        use_bin_type=True,
-    )
+    head = [
+        REGION_VERSION if batch.region else VERSION,
+        batch.id,
+        batch.campaign,
+        int(batch.lane),
+        batch.route,
+        batch.attempt,
+        batch.created_ms,
+        batch.expires_ms,
+    ]
+    if batch.region:
+        head.append(batch.region)
+    return msgpack.packb([*head, common, rows], use_bin_type=True)  # type: ignore[no-any-return]
 
 
 def _common(messages: list[Message]) -> list[Any] | None:
@@ -122,7 +127,8 @@ def unpack(data: bytes) -> Batch:
     version = fields[0]
     expected = _FIELDS.get(version) if type(version) is int else None
     if expected is None:
-        known = " and ".join(str(v) for v in _FIELDS)
+        *first, last = (str(v) for v in _FIELDS)
+        known = f"{', '.join(first)} and {last}"
         raise EnvelopeError(f"unsupported envelope version {version!r} (this loa reads {known})")
     if len(fields) != expected:
         raise EnvelopeError(
@@ -130,7 +136,10 @@ def unpack(data: bytes) -> Batch:
         )
     batch_id, campaign, lane, route, attempt, created_ms, expires_ms = fields[1:8]
     try:
-        messages = _messages(fields[8] if version == 2 else None, fields[-1])
+        region = fields[8] if version == REGION_VERSION else ""
+        if type(region) is not str:
+            raise TypeError("the region must be text")
+        messages = _messages(fields[-2] if version >= 2 else None, fields[-1])
         return Batch(
             route=route,
             lane=Lane(lane),
@@ -140,6 +149,7 @@ def unpack(data: bytes) -> Batch:
             attempt=attempt,
             created_ms=created_ms,
             expires_ms=expires_ms,
+            region=region,
         )
     except (TypeError, ValueError, IndexError) as exc:
         raise EnvelopeError(f"envelope fields are malformed: {exc}") from exc

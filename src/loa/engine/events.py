@@ -52,6 +52,7 @@ MAX_QUEUED = 100_000  # events waiting for a write; beyond it new ones are refus
 MAX_BATCH = 5_000  # events in one write
 WRITE_TIMEOUT = 5.0  # seconds a write may take before its events are refused (and re-sent)
 _WORD = re.compile(r"[^A-Z0-9]+")
+REGION_PREFIX = "region:"  # a receipt counter of a region, kept apart from those per route
 
 
 class EventsNotWritten(LoaError):
@@ -70,6 +71,37 @@ def receipt_key(namespace: str, route: str, provider_id: str) -> str:
 def receipts_key(namespace: str, campaign: str) -> str:
     """A campaign's receipt counters: fields `ROUTE:delivered` and `ROUTE:undelivered`."""
     return f"{campaign_key(namespace, campaign)}:receipts"
+
+
+def regions_key(namespace: str, campaign: str) -> str:
+    """A campaign's receipt counters per region of its audience: `REGION:delivered` and
+    `REGION:undelivered` (the region travels with the message, see Correlator.sent)."""
+    return f"{campaign_key(namespace, campaign)}:regions"
+
+
+def sent_value(campaign: str, message: Message, part: int, region: str = "") -> str:
+    """What a receipt finds of its message: `campaign|message|part`, and `|@REGION` when its
+    batch is of one region of the campaign's audience."""
+    value = f"{campaign}|{message.id}|{part}"
+    return f"{value}|@{region}" if region else value
+
+
+def sent_of(value: str) -> tuple[str, bool, str]:
+    """A sent value a receipt met: its campaign, whether it is the first part, its region."""
+    campaign, _, rest = value.partition("|")
+    rest, marked, region = rest.rpartition("|@")
+    if not marked:
+        rest, region = region, ""
+    return campaign, rest.endswith("|0"), region
+
+
+def add_receipts(pipe: Any, namespace: str, campaign: str, counter: str, amount: int) -> None:
+    """Add to a receipt counter: `ROUTE:outcome` in the campaign's receipts hash, or
+    `region:REGION:outcome` in its regions hash."""
+    if counter.startswith(REGION_PREFIX):
+        pipe.hincrby(regions_key(namespace, campaign), counter[len(REGION_PREFIX) :], amount)
+    else:
+        pipe.hincrby(receipts_key(namespace, campaign), counter, amount)
 
 
 def inbound_key(namespace: str) -> str:
@@ -155,16 +187,21 @@ class Correlator:
         )
 
     async def sent(
-        self, route: str, campaign: str, accepted: Sequence[tuple[Message, str]]
+        self,
+        route: str,
+        campaign: str,
+        accepted: Sequence[tuple[Message, str]],
+        region: str = "",
     ) -> Counter[str]:
-        """Record accepted messages (with their provider ids); count receipts that beat them."""
+        """Record accepted messages (with their provider ids) of one batch, whose people are of
+        `region` when it has one; count receipts that beat them."""
         calls: list[tuple[str, str, str]] = []
         parts: list[int] = []
         for message, provider_ids in accepted:
             # a long SMS has one id per part; its first part's receipt speaks for it
             for part, provider_id in enumerate(provider_ids.split(",")):
                 key = receipt_key(self.namespace, route, provider_id)
-                calls.append((key, "sent", f"{campaign}|{message.id}|{part}"))
+                calls.append((key, "sent", sent_value(campaign, message, part, region)))
                 parts.append(part)
         early: Counter[str] = Counter()
         if not calls:
@@ -172,15 +209,18 @@ class Correlator:
         for part, reply in zip(parts, await self.meet(calls), strict=True):
             if isinstance(reply, bytes) and part == 0:
                 delivered, _, _state = text(reply).partition("|")
-                early[f"{route}:{'delivered' if delivered == '1' else 'undelivered'}"] += 1
+                outcome = "delivered" if delivered == "1" else "undelivered"
+                early[f"{route}:{outcome}"] += 1
+                if region:
+                    early[f"{REGION_PREFIX}{region}:{outcome}"] += 1
         return early
 
     async def count(self, campaign: str, counts: Counter[str]) -> None:
-        """Add receipt counts to a campaign."""
+        """Add receipt counts to a campaign (per route, and per region when they say one)."""
         if counts:
             pipe = self.redis.pipeline(transaction=False)
             for counter, amount in counts.items():
-                pipe.hincrby(receipts_key(self.namespace, campaign), counter, amount)
+                add_receipts(pipe, self.namespace, campaign, counter, amount)
             await pipe.execute()
 
 
@@ -320,10 +360,12 @@ class EventWriter:
                 continue
             met.append(key)
             seen[receipt.route, outcome] += 1
-            campaign, _, rest = text(reply).partition("|")
-            if rest.endswith("|0"):  # the first part speaks for a long message
+            campaign, first_part, region = sent_of(text(reply))
+            if first_part:  # the first part speaks for a long message
                 counts = by_campaign.setdefault(campaign, Counter())
                 counts[f"{receipt.route}:{outcome}"] += 1
+                if region:
+                    counts[f"{REGION_PREFIX}{region}:{outcome}"] += 1
         if met:
             await self._count(by_campaign, met)
         for (route, said), amount in seen.items():  # once written: a re-sent one counts once
@@ -335,7 +377,7 @@ class EventWriter:
         pipe = self.redis.pipeline(transaction=False)
         for campaign, counts in by_campaign.items():
             for counter, amount in counts.items():
-                pipe.hincrby(receipts_key(self.namespace, campaign), counter, amount)
+                add_receipts(pipe, self.namespace, campaign, counter, amount)
         for key in met:
             pipe.set(key, "d", ex=self.correlator.dedupe_ttl, xx=True)
         await pipe.execute()

@@ -47,7 +47,8 @@ class ShardKeys:
 
     @property
     def campaign_stats(self) -> str:
-        """A hash of per-campaign counters, fields named `campaign:outcome`."""
+        """A hash of per-campaign counters, fields named `campaign:outcome` (and, per region of
+        the audience, `campaign:region:REGION:outcome`, see region_field)."""
         return f"{self.tag}:cstats"
 
     @property
@@ -72,3 +73,8 @@ def shard_keys(namespace: str, route: str, shards: int) -> list[ShardKeys]:
 def limiter_key(namespace: str, route: str) -> str:
     """The shared rate-limiter state of a route (a hash: tat, factor, updated, cut)."""
     return f"{namespace}:{{rl:{route}}}"
+
+
+def region_field(campaign: str, region: str, outcome: str) -> str:
+    """The per-campaign counter of `outcome` for recipients of `region` (a shard's cstats)."""
+    return f"{campaign}:region:{region}:{outcome}"

@@ -15,7 +15,7 @@ from redis.exceptions import ResponseError
 
 from loa.engine.connection import RedisClient, is_cluster, text
 from loa.engine.envelope import Batch, now_ms, pack, unpack
-from loa.engine.keys import LANES, ShardKeys
+from loa.engine.keys import LANES, ShardKeys, region_field
 from loa.engine.progress import Progress
 from loa.errors import EnvelopeError
 from loa.message import Lane, Outcome
@@ -259,17 +259,25 @@ class Queues:
         counts: Mapping[str, int],
         requeue: Sequence[tuple[int, Batch]] = (),
         dead: Sequence[bytes] = (),
+        regions: Mapping[str, int] | None = None,
     ) -> bool:
-        """Count, re-queue (due ms, 0 = now), dead-letter, ack: atomically. False if not ours."""
+        """Count, re-queue (due ms, 0 = now), dead-letter, ack: atomically. False if not ours.
+
+        `regions` counts the batch's accepted messages per region of the audience, kept with
+        the campaign's counters (region_field) in the same step.
+        """
         keys = taken.keys
         args: list[ScriptArg] = [GROUP, taken.entry_id, taken.consumer, len(counts)]
         for name, amount in counts.items():
             args += [f"{taken.lane.label}:{name}", amount]
         campaign = taken.batch.campaign
-        args.append(len(counts) if campaign else 0)
+        regions = regions or {}
+        args.append(len(counts) + len(regions) if campaign else 0)
         if campaign:
             for name, amount in counts.items():
                 args += [f"{campaign}:{name}", amount]
+            for region, amount in regions.items():
+                args += [region_field(campaign, region, Outcome.ACCEPTED), amount]
         args.append(len(requeue))
         for due_ms, batch in requeue:
             args += [due_ms, pack(batch)]

@@ -612,7 +612,7 @@ class RouteRunner:
             if type(result) is Accepted and result.provider_id
         ]
         if accepted:
-            early = await self.correlator.sent(self.name, batch.campaign, accepted)
+            early = await self.correlator.sent(self.name, batch.campaign, accepted, batch.region)
             await self.correlator.count(batch.campaign, early)
 
     def _fallback(self, message: Message) -> tuple[str, Message] | None:
@@ -640,6 +640,7 @@ class RouteRunner:
                 lane=batch.lane,
                 messages=messages,
                 campaign=batch.campaign,
+                region=batch.region,
                 id=f"{batch.id}.fb{chunk_start}.{route}",
                 created_ms=batch.created_ms,
                 expires_ms=batch.expires_ms,
@@ -679,7 +680,10 @@ class RouteRunner:
             dead_letter(self.name, taken.lane, batch, message_row(messages[i]), reason)
             for i, reason in progress.dead
         ]
-        settled = await self.queues.settle(taken, progress.counts, requeue, dead)
+        # a batch of one region (Batch.region) counts what it sent there in the same step
+        accepted = progress.counts.get(Outcome.ACCEPTED, 0)
+        regions = {batch.region: accepted} if batch.region and accepted else None
+        settled = await self.queues.settle(taken, progress.counts, requeue, dead, regions)
         if settled:
             self._count(taken, progress)
 

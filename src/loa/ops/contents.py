@@ -170,7 +170,8 @@ def _count_results(client: redis.Redis, key: str, found: Contents) -> None:
     counters: Any = client.hgetall(key)
     for raw_field, value in counters.items():
         campaign, _, outcome = text(raw_field).rpartition(":")
-        if campaign and outcome in finals:
+        # a campaign id has no colon: `campaign:region:R:outcome` counts a region's share again
+        if campaign and ":" not in campaign and outcome in finals:
             found.campaigns.setdefault(campaign, CampaignCount()).recorded += int(value)
 
 

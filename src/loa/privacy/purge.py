@@ -401,6 +401,7 @@ def _with(batch: Batch, messages: list[Message]) -> Batch:
         attempt=batch.attempt,
         created_ms=batch.created_ms,
         expires_ms=batch.expires_ms,
+        region=batch.region,
     )
 
 

@@ -8,7 +8,9 @@
   const ENDED = new Set(["done", "cancelled", "expired"]);
   const POLL_MS = 1000; // the status endpoint, once a second while a campaign is open
   const ENDED_POLL_MS = 5000;
-  const LIST_MS = 5000;
+  const LIST_MS = 2000; // the list of campaigns, with their states: one request for all of them
+  const INBOX_MS = 5000;
+  const EXTRA_MS = 3000; // the open campaign's provinces and answers
   const RATE_WINDOW_S = 5; // rates are the change over about this many seconds
   const HISTORY = 600; // samples kept for the chart: ten minutes at one a second
   const CHART_SMOOTH_S = 3;
@@ -19,7 +21,11 @@
 
   const view = {
     me: null, // {name, role}
-    mayAct: false, // operator or higher: may pause, resume and cancel
+    mayAct: false, // operator or higher: may create, launch, pause, resume and cancel
+    mayApprove: false, // approver or higher (the API still refuses the campaign's creator)
+    status: null, // the open campaign's last status
+    extraAt: 0, // when its provinces and answers were last asked for (ms)
+    caseId: "", // the open hotline case
     campaign: "", // the open campaign's id
     generation: 0, // bumped on every switch: late answers for the old campaign are dropped
     samples: [], // {t, sent, delivered, finished, routes: {route: sent}}
@@ -40,25 +46,33 @@
 
   // --- the API ------------------------------------------------------------------------------
 
-  async function api(path, method = "GET") {
+  // `body`: FormData (an upload) or a plain object (sent as JSON)
+  async function api(path, method = "GET", body = undefined) {
+    const headers = {
+      Accept: "application/json",
+      Authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY) || ""}`,
+    };
+    let payload = body;
+    if (body !== undefined && !(body instanceof FormData)) {
+      headers["Content-Type"] = "application/json";
+      payload = JSON.stringify(body);
+    }
     const response = await fetch(`api/v1/${path}`, {
       method,
       cache: "no-store",
-      headers: {
-        Accept: "application/json",
-        Authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY) || ""}`,
-      },
+      headers,
+      body: payload,
     });
-    const body = await response.json().catch(() => null);
+    const answer = await response.json().catch(() => null);
     if (!response.ok) {
-      const error = (body && body.error) || {};
+      const error = (answer && answer.error) || {};
       throw new ApiFailure(
         response.status,
         String(error.code || "http_error"),
         String(error.message || `HTTP ${response.status}`),
       );
     }
-    return body;
+    return answer;
   }
 
   const campaignPath = (id, action = "") =>
@@ -80,6 +94,19 @@
     td.textContent = text;
     if (className) td.className = className;
     return td;
+  }
+
+  function element(tag, text, className) {
+    const node = document.createElement(tag);
+    if (text !== undefined) node.textContent = text;
+    if (className) node.className = className;
+    return node;
+  }
+
+  function row(values, classes = []) {
+    const tr = document.createElement("tr");
+    values.forEach((value, i) => tr.append(cell(value, classes[i])));
+    return tr;
   }
 
   const count = (value) => (Number.isFinite(value) ? numbers.format(value) : "–");
@@ -125,6 +152,8 @@
     clearTimeout(view.inboxTimer);
     view.me = null;
     view.mayAct = false;
+    view.mayApprove = false;
+    view.caseId = "";
     view.campaign = "";
     view.generation += 1;
     $("app").hidden = true;
@@ -153,7 +182,10 @@
     setText("who", `${view.me.name} (${view.me.role})`);
     // viewers observe: the buttons are not shown (and the API would refuse them anyway)
     view.mayAct = (ROLES[view.me.role] || 0) >= ROLES.operator;
+    view.mayApprove = (ROLES[view.me.role] || 0) >= ROLES.approver;
     $("actions").hidden = !view.mayAct;
+    $("create").hidden = !view.mayAct;
+    $("inbox-sync").hidden = !view.mayAct;
     await refreshList();
     openFromHash();
     await refreshAppointments();
@@ -227,15 +259,24 @@
       if (refused(error)) return;
       banner(`Hotline: ${error.message}`);
     }
-    view.inboxTimer = setTimeout(refreshInbox, LIST_MS);
+    view.inboxTimer = setTimeout(refreshInbox, INBOX_MS);
   }
 
   function renderInbox(cases) {
     const rows = cases.map((item) => {
       const tr = document.createElement("tr");
-      if (item.urgent) tr.className = "urgent";
+      const classes = [];
+      if (item.urgent) classes.push("urgent");
+      if (item.id === view.caseId) classes.push("selected");
+      tr.className = classes.join(" ");
+      const open = element("button", item.id, "link mono");
+      open.type = "button";
+      open.dataset.case = item.id;
+      open.addEventListener("click", () => openCase(item.id));
+      const id = document.createElement("td");
+      id.append(open);
       tr.append(
-        cell(item.id, "mono"),
+        id,
         cell(item.state, `state ${stateClass(item.state)}`),
         cell(item.urgent ? "urgent" : ""),
         cell(item.phone, "mono"),
@@ -246,7 +287,273 @@
       return tr;
     });
     $("inbox-table").tBodies[0].replaceChildren(...rows);
-    $("inbox").hidden = cases.length === 0;
+    $("inbox-empty").hidden = cases.length > 0;
+  }
+
+  async function syncInbox() {
+    const button = $("inbox-sync");
+    button.disabled = true;
+    try {
+      const taken = await api("inbox/sync", "POST");
+      setText("inbox-updated", `${count(taken.messages)} new messages`);
+      await refreshInbox();
+    } catch (error) {
+      if (!refused(error)) banner(`Hotline: ${error.message}`);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  async function openCase(id) {
+    view.caseId = id;
+    setText("case-msg", "");
+    $("reply-text").value = "";
+    await showCase();
+    for (const tr of $("inbox-table").tBodies[0].rows) {
+      const button = tr.querySelector("button[data-case]");
+      tr.classList.toggle("selected", Boolean(button && button.dataset.case === id));
+    }
+  }
+
+  async function showCase() {
+    const id = view.caseId;
+    if (!id) return;
+    try {
+      const conversation = await api(`inbox/${encodeURIComponent(id)}`);
+      if (id !== view.caseId) return;
+      renderCase(conversation);
+    } catch (error) {
+      if (!refused(error)) setText("case-msg", error.message);
+    }
+  }
+
+  function renderCase(conversation) {
+    const item = conversation.case;
+    $("case").hidden = false;
+    setText("case-id", item.id);
+    const state = $("case-state");
+    state.textContent = item.state;
+    state.className = `state ${stateClass(item.state)}`;
+    $("case-urgent").hidden = !item.urgent;
+    setText("case-phone", item.phone);
+    setText("case-assignee", item.assignee ? `assigned to ${item.assignee}` : "not assigned");
+    const lines = conversation.messages.map((message) => {
+      const li = element("li", undefined, `message ${message.dir === "out" ? "out" : "in"}`);
+      const who = message.dir === "out" ? `${message.by || "operator"} answered` : "citizen";
+      const head = element("span", `${new Date(message.at).toLocaleString()} · ${who}`, "muted");
+      li.append(head, element("p", message.text));
+      return li;
+    });
+    $("case-messages").replaceChildren(...lines);
+    // viewers read; operators answer, assign and close (the API refuses anyone else)
+    $("case-form").hidden = !view.mayAct || item.state === "closed";
+  }
+
+  async function caseAction(action, body) {
+    const id = view.caseId;
+    if (!id) return;
+    const buttons = ["reply-send", "case-assign", "case-close"].map($);
+    for (const button of buttons) button.disabled = true;
+    try {
+      const done = await api(`inbox/${encodeURIComponent(id)}/${action}`, "POST", body);
+      if (action === "reply") {
+        $("reply-text").value = "";
+        setText("case-msg", `answer queued on ${done.route} (${done.parts} SMS parts)`);
+      } else {
+        setText("case-msg", `${action}: now ${done.state}`);
+      }
+      await showCase();
+      await refreshInbox();
+    } catch (error) {
+      if (!refused(error)) setText("case-msg", `${action} refused: ${error.message}`);
+    } finally {
+      for (const button of buttons) button.disabled = false;
+    }
+  }
+
+  // --- a new campaign: plan text and audience file, checked, then created as a draft ---------
+
+  function upload() {
+    const plan = $("new-plan").value;
+    const file = $("new-audience").files[0];
+    if (!plan.trim() || !file) return null;
+    const form = new FormData();
+    form.append("plan", new Blob([plan], { type: "application/toml" }), "plan.toml");
+    form.append("audience", file, file.name);
+    return form;
+  }
+
+  async function createCampaign(dryRunOnly) {
+    const form = upload();
+    if (!form) {
+      setText("create-msg", "Write the plan and choose the audience file first.");
+      return;
+    }
+    const buttons = ["new-check", "new-create"].map($);
+    for (const button of buttons) button.disabled = true;
+    setText("create-msg", dryRunOnly ? "checking…" : "creating…");
+    try {
+      if (dryRunOnly) {
+        renderDry($("create-dry"), await api("campaigns/validate", "POST", form));
+        setText("create-msg", "dry run: nothing was stored or queued");
+        return;
+      }
+      const made = await api("campaigns", "POST", form);
+      const approval = made.approval.required
+        ? `needs approval by a second person (${made.approval.reason})`
+        : "no second approval needed";
+      setText("create-msg", `created draft ${made.id}: ${approval}`);
+      $("create-dry").hidden = true;
+      $("create-form").reset();
+      await refreshList();
+      location.hash = `#campaign=${encodeURIComponent(made.id)}`;
+    } catch (error) {
+      if (!refused(error)) setText("create-msg", `refused: ${error.message}`);
+    } finally {
+      for (const button of buttons) button.disabled = false;
+    }
+  }
+
+  const DRY_COUNTS = [
+    "total", "queued", "invalid", "duplicate", "suppressed", "filtered", "capped",
+    "unroutable", "scheduled", "after_expiry", "parts",
+  ];
+
+  // the dry run as the approver reads it: counts, problems, warnings, bad rows, sample messages
+  function renderDry(container, report) {
+    const parts = [element("h3", "Dry run")];
+    const tiles = element("dl", undefined, "tiles");
+    for (const name of DRY_COUNTS) {
+      const tile = document.createElement("div");
+      const value = element("dd", count(report[name]));
+      value.dataset.count = name;
+      tile.append(element("dt", name.replace("_", " ")), value);
+      tiles.append(tile);
+    }
+    parts.push(tiles);
+    const lists = [
+      ["problems", report.problems, "problem"],
+      ["warnings", report.warnings, "warning"],
+    ];
+    for (const [title, items, kind] of lists) {
+      if (!items || !items.length) continue;
+      const list = element("ul", undefined, `notes ${kind}`);
+      for (const item of items) list.append(element("li", item));
+      parts.push(element("h4", title), list);
+    }
+    if (report.errors && report.errors.length) {
+      const table = element("table", undefined, "grid errors");
+      table.append(headRow(["line", "why"]));
+      const body = document.createElement("tbody");
+      for (const error of report.errors) body.append(row([String(error.line), error.reason]));
+      table.append(body);
+      parts.push(element("h4", "first bad rows"), table);
+    }
+    // the first message of each channel and language, numbers masked by the API
+    const table = element("table", undefined, "grid samples");
+    table.append(headRow(["channel / language", "to", "message"]));
+    const body = document.createElement("tbody");
+    for (const [key, sample] of Object.entries(report.samples || {})) {
+      body.append(row([key, sample.to, sample.body], ["mono", "mono", "sample-text"]));
+    }
+    table.append(body);
+    parts.push(element("h4", "sample messages"), table);
+    container.replaceChildren(...parts);
+    container.hidden = false;
+  }
+
+  function headRow(names) {
+    const head = document.createElement("thead");
+    const tr = document.createElement("tr");
+    for (const name of names) tr.append(element("th", name));
+    head.append(tr);
+    return head;
+  }
+
+  // --- the open campaign's provinces and answers -----------------------------------------------
+
+  const PROVINCE_KEYS = ["queued", "sent", "delivered", "answers"];
+
+  async function refreshExtra(generation) {
+    view.extraAt = performance.now();
+    const id = view.campaign;
+    try {
+      const [provinces, answers] = await Promise.all([
+        api(campaignPath(id, "provinces")),
+        api(campaignPath(id, "answers")),
+      ]);
+      if (generation !== view.generation) return;
+      renderProvinces(provinces.provinces);
+      $("province-note").hidden = provinces.counted;
+      renderAnswers(answers);
+    } catch (error) {
+      if (generation !== view.generation || refused(error)) return;
+      banner(`Provinces and answers: ${error.message}`);
+    }
+  }
+
+  // bars sorted by province code: each row's bars are scaled to the largest queued count
+  function renderProvinces(rows) {
+    const top = Math.max(1, ...rows.map((r) => Math.max(...PROVINCE_KEYS.map((k) => r[k]))));
+    const lines = rows.map((item) => {
+      const tr = document.createElement("tr");
+      tr.dataset.province = item.code;
+      const label = item.province
+        ? `${item.code} ${item.name}`
+        : item.code === "?" ? "no region" : `${item.code} (not a province)`;
+      tr.append(cell(label));
+      for (const key of PROVINCE_KEYS) {
+        const value = cell(count(item[key]), "num");
+        value.dataset.count = key;
+        tr.append(value);
+      }
+      const bars = element("td", undefined, "bars");
+      for (const key of PROVINCE_KEYS) {
+        if (item[key] === null) continue; // not counted per province for this campaign
+        const bar = element("span", undefined, `pbar ${key}`);
+        bar.style.width = `${(100 * item[key]) / top}%`; // CSSOM, not markup: the CSP allows it
+        bar.title = `${key}: ${count(item[key])}`;
+        bars.append(bar);
+      }
+      tr.append(bars);
+      return tr;
+    });
+    $("province-table").tBodies[0].replaceChildren(...lines);
+    $("province-empty").hidden = rows.length > 0;
+  }
+
+  function renderAnswers(summary) {
+    $("answers").hidden = !summary.question;
+    if (!summary.question) return;
+    setText("a-question", summary.question);
+    setText("a-sent", count(summary.sent));
+    setText("a-answered", count(summary.answered));
+    setText("a-rate", `${decimals.format(100 * summary.response_rate)} %`);
+    setText("a-unparsed", count(summary.unparsed_count));
+    const options = summary.options.map((option) => {
+      const tr = row([option.code, option.label, count(option.count)], ["mono", "", "num"]);
+      tr.dataset.option = option.code;
+      if (option.urgent) tr.className = "urgent";
+      return tr;
+    });
+    $("answer-options").tBodies[0].replaceChildren(...options);
+    const codes = summary.options.map((option) => option.code);
+    const regions = $("answer-regions");
+    regions.tHead.rows[0].replaceChildren(
+      element("th", "region"),
+      ...codes.map((code) => element("th", code, "num")),
+    );
+    const lines = Object.entries(summary.by_region).map(([region, counts]) => {
+      const values = [region, ...codes.map((c) => count(counts[c] || 0))];
+      const tr = row(values, ["mono", ...codes.map(() => "num")]);
+      tr.dataset.region = region;
+      return tr;
+    });
+    regions.tBodies[0].replaceChildren(...lines);
+    const unparsed = summary.unparsed.map((reply) =>
+      row([new Date(reply.at).toLocaleString(), reply.phone, reply.region, reply.text], ["", "mono"]),
+    );
+    $("answer-unparsed").tBodies[0].replaceChildren(...unparsed);
   }
 
   // --- appointment drives --------------------------------------------------------------------
@@ -315,6 +622,12 @@
     clearTimeout(view.pollTimer);
     $("detail").hidden = !id;
     setText("action-msg", "");
+    view.status = null;
+    view.extraAt = 0;
+    $("action-refused").hidden = true;
+    $("detail-dry").hidden = true;
+    $("answers").hidden = true;
+    $("province-table").tBodies[0].replaceChildren();
     for (const row of $("campaign-table").tBodies[0].rows) {
       const button = row.querySelector("button[data-id]");
       row.className = button && button.dataset.id === id ? "selected" : "";
@@ -334,6 +647,7 @@
       record(status);
       render(status);
       banner("");
+      if (performance.now() - view.extraAt >= EXTRA_MS) refreshExtra(generation);
       if (ENDED.has(status.state)) next = ENDED_POLL_MS;
     } catch (error) {
       if (generation !== view.generation || refused(error)) return;
@@ -372,7 +686,9 @@
   }
 
   function render(status) {
+    view.status = status;
     setText("d-name", status.name);
+    setText("d-approval", approvalText(status.approval));
     setText("d-id", status.id);
     const state = $("d-state");
     state.textContent = status.state;
@@ -400,7 +716,7 @@
     setText("v-eta", eta(status.state, remaining, perSecond((s) => s.finished)));
     setText("v-queue", count(queueDepth(Object.keys(status.by_route || {}))));
     renderRoutes(status.by_route || {});
-    renderActions(status.state);
+    renderActions(status.state, status.approval);
     drawChart();
     setText("d-updated", `updated ${new Date().toLocaleTimeString()}`);
   }
@@ -450,10 +766,24 @@
     $("route-table").tBodies[0].replaceChildren(...lines);
   }
 
-  // --- pause, resume, cancel ---------------------------------------------------------------------
+  // --- dry run, approve, launch, pause, resume, cancel -------------------------------------------
 
-  function renderActions(state) {
+  function approvalText(approval) {
+    if (!approval) return "";
+    const by = approval.creator ? `created by ${approval.creator}` : "";
+    if (approval.approved_by) return `${by}; approved by ${approval.approved_by}`;
+    if (!approval.required) return `${by}; no second approval needed (${approval.reason})`;
+    return `${by}; needs approval by a second person (${approval.reason})`;
+  }
+
+  function renderActions(state, approval) {
     const may = view.mayAct;
+    const approved = Boolean(approval && approval.approved_by);
+    const required = Boolean(approval && approval.required);
+    const draft = state === "draft";
+    $("validate").hidden = !(may && (draft || state === "approved"));
+    $("approve").hidden = !(view.mayApprove && draft && required && !approved);
+    $("launch").hidden = !(may && (state === "approved" || (draft && !required)));
     $("pause").hidden = !(may && (state === "running" || state === "scheduled"));
     $("resume").hidden = !(may && state === "paused");
     $("cancel").hidden = !may || ENDED.has(state) || state === "draft";
@@ -464,25 +794,41 @@
     if (!id) return;
     const question = `Cancel campaign ${id} for good? What was not sent yet is dropped.`;
     if (action === "cancel" && !confirm(question)) return;
-    const buttons = ["pause", "resume", "cancel"].map($);
+    const launchQuestion = `Launch campaign ${id} now? Its messages are queued at once.`;
+    if (action === "launch" && !confirm(launchQuestion)) return;
+    const buttons = ["validate", "approve", "launch", "pause", "resume", "cancel"].map($);
     for (const button of buttons) button.disabled = true;
     setText("action-msg", `${action}…`);
+    $("action-refused").hidden = true;
     try {
       const change = await api(campaignPath(id, action), "POST");
-      setText("action-msg", `${action}: now ${change.state}`);
+      if (action === "validate") {
+        if (id === view.campaign) renderDry($("detail-dry"), change);
+        setText("action-msg", "dry run of the pinned plan and audience: nothing queued");
+        return;
+      }
+      const planning = action === "launch" && change.planning === "running";
+      setText("action-msg", `${action}: now ${change.state}${planning ? " (planning…)" : ""}`);
       if (id === view.campaign) {
         const state = $("d-state");
         state.textContent = change.state;
         state.className = `state ${stateClass(change.state)}`;
-        renderActions(change.state);
+        renderActions(change.state, view.status && view.status.approval);
       }
       refreshList();
     } catch (error) {
-      if (!refused(error)) setText("action-msg", `${action} refused: ${error.message}`);
+      if (!refused(error)) {
+        setText("action-msg", "");
+        const refusal = $("action-refused"); // a refusal stays in sight until the next action
+        refusal.textContent = `${capital(action)} refused: ${error.message}`;
+        refusal.hidden = false;
+      }
     } finally {
       for (const button of buttons) button.disabled = false;
     }
   }
+
+  const capital = (word) => word.charAt(0).toUpperCase() + word.slice(1);
 
   // --- the chart: sent and delivered per second, drawn by hand on a canvas ----------------------
 
@@ -570,6 +916,22 @@
   document.addEventListener("DOMContentLoaded", () => {
     $("login-form").addEventListener("submit", signIn);
     $("logout").addEventListener("click", () => signOut(""));
+    $("create-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      createCampaign(false);
+    });
+    $("new-check").addEventListener("click", () => createCampaign(true));
+    $("validate").addEventListener("click", () => act("validate"));
+    $("approve").addEventListener("click", () => act("approve"));
+    $("launch").addEventListener("click", () => act("launch"));
+    $("inbox-sync").addEventListener("click", syncInbox);
+    $("case-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const text = $("reply-text").value;
+      if (text.trim()) caseAction("reply", { text });
+    });
+    $("case-assign").addEventListener("click", () => caseAction("assign", {}));
+    $("case-close").addEventListener("click", () => caseAction("close"));
     $("pause").addEventListener("click", () => act("pause"));
     $("resume").addEventListener("click", () => act("resume"));
     $("cancel").addEventListener("click", () => act("cancel"));
