@@ -24,7 +24,7 @@ import pyarrow.compute as pc  # type: ignore[import-untyped]
 
 from loa.campaigns.columns import Columns
 from loa.campaigns.fill import fill, fillable
-from loa.campaigns.numbers import read_numbers
+from loa.campaigns.numbers import e164, read_numbers
 from loa.campaigns.partitions import Partition
 from loa.campaigns.planner import Kind, Planner, Report
 from loa.campaigns.templates import Slots, TemplateRefused
@@ -75,6 +75,7 @@ class ColumnarPlanner:
         lengths = planner.sms_routing.table.lengths if planner.sms_routing else ()
         self._prefix = max(lengths, default=0) or 16
         self._kinds: dict[tuple[int, int], Kind] = {}
+        self._parts: Any = np.zeros(0, np.int64)  # numpy: the parts of each content
 
     def work(self, batch: Columns) -> Candidates:
         """The batch's candidates, and its counts of rows that are none."""
@@ -245,13 +246,14 @@ class ColumnarPlanner:
             self._kinds[(target, content)] = found
         return found
 
-    def messages(self, picked: Candidates, kept: Any, tos: list[str]) -> dict[str, list[Message]]:
+    def messages(self, picked: Candidates, kept: Any) -> dict[str, list[Message]]:
         """The kept candidates' messages per route, each route's in line order."""
         targets = picked.targets[kept]
         order = np.argsort(targets, kind="stable")
         ids = pc.cast(pa.array(picked.lines[kept][order]), pa.string()).to_pylist()
-        tos = [tos[i] for i in order.tolist()]
-        contents = picked.contents[kept][order].tolist()
+        tos = e164(picked.values[kept][order])
+        contents = picked.contents[kept][order]
+        self._parts = np.array([parts for _, parts, _ in self.contents], np.int64)
         bodies = None
         if picked.bodies is not None:
             bodies = picked.bodies.take(pa.array(kept[order])).to_pylist()
@@ -266,13 +268,13 @@ class ColumnarPlanner:
         return out
 
     def _messages(
-        self, ids: list[str], tos: list[str], contents: list[int], bodies: list[str] | None
+        self, ids: list[str], tos: list[str], contents: Any, bodies: list[str] | None
     ) -> Iterator[Message]:
-        if bodies is None and len(set(contents)) == 1:  # one text for all: built in C
-            body, parts, _ = self.contents[contents[0]]
+        if bodies is None and (contents == contents[0]).all():  # one text for all: built in C
+            body, parts, _ = self.contents[int(contents[0])]
             return map(Message, ids, tos, repeat(body), repeat(parts))
-        counts = [self.contents[c][1] for c in contents]
-        texts = bodies or [self.contents[c][0] for c in contents]
+        counts = self._parts[contents].tolist()
+        texts = bodies or [self.contents[c][0] for c in contents.tolist()]
         return itertools.starmap(Message, zip(ids, tos, texts, counts, strict=True))
 
     def count(self, picked: Candidates, kept: Any) -> None:

@@ -82,7 +82,7 @@ class Run:
         counts = picked.counts
         counts.duplicate += len(picked.values) - len(kept)
         asks = self.checks.window is not None or await self.checks.any_opt_outs()
-        tos = e164(picked.values[kept]) if self.queue or asks else []
+        tos = e164(picked.values[kept]) if asks else []
         if asks:
             kept, tos = await self._drop(picked, kept, tos, self.checks.opted, "suppressed")
             kept, tos = await self._drop(picked, kept, tos, self.checks.blocked, "capped")
@@ -93,7 +93,7 @@ class Run:
             language = self.planner.plan.language
             counts.sample("sms", language, e164(picked.values[kept[:1]])[0], body)
         if self.queue and len(kept):
-            for route, messages in self.work.messages(picked, kept, tos).items():
+            for route, messages in self.work.messages(picked, kept).items():
                 await batcher.put(batcher.add_route((route, 0), messages))
 
     async def _drop(
