@@ -33,6 +33,7 @@ from loa.message import Message
 from loa.sms import analyse
 
 _POWERS = 10 ** np.arange(19, dtype=np.int64)  # 1, 10, ... 10**18
+DENSE_PREFIX = 7  # routing prefixes up to this long are looked up in an array (8 MB at most)
 
 
 def eligible(planner: Planner) -> bool:
@@ -76,6 +77,7 @@ class ColumnarPlanner:
         self._prefix = max(lengths, default=0) or 16
         self._kinds: dict[tuple[int, int], Kind] = {}
         self._parts: Any = np.zeros(0, np.int64)  # numpy: the parts of each content
+        self._dense: Any = None  # numpy: target per prefix of an eleven-digit number, or -1
 
     def work(self, batch: Columns) -> Candidates:
         """The batch's candidates, and its counts of rows that are none."""
@@ -217,6 +219,8 @@ class ColumnarPlanner:
         """The (route, carrier) of each number, looked up once per distinct prefix."""
         if not len(values):
             return np.zeros(0, np.int64)
+        if 0 < self._prefix <= DENSE_PREFIX and values.min() >= 10**10 and values.max() < 10**11:
+            return self._targets_of_eleven(values)
         digits = np.searchsorted(_POWERS, values, side="right")
         shift = np.maximum(digits - (self._prefix - 1), 0)
         keys = (values // _POWERS[shift]) * 100 + digits
@@ -224,6 +228,22 @@ class ColumnarPlanner:
         pairs = zip(first.tolist(), unique.tolist(), strict=True)
         found = [self._target(int(values[i]), key) for i, key in pairs]
         return np.array(found, np.int64)[inverse]
+
+    def _targets_of_eleven(self, values: Any) -> Any:
+        """`_targets` for numbers of eleven digits (+84 and nine: nearly all), without a sort:
+        each prefix's target is kept in an array indexed by the prefix itself."""
+        place = 10 ** (12 - self._prefix)  # the key of `_targets`, without its length
+        heads = values // place
+        if self._dense is None:
+            self._dense = np.full(10 ** (self._prefix - 1), -1, np.int64)
+        found = self._dense[heads]
+        missing = np.flatnonzero(found < 0)
+        if len(missing):
+            new, first = np.unique(heads[missing], return_index=True)
+            for head, at in zip(new.tolist(), missing[first].tolist(), strict=True):
+                self._dense[head] = self._target(int(values[at]), head * 100 + 11)
+            found = self._dense[heads]
+        return found
 
     def _target(self, value: int, key: int) -> int:
         index = self._target_of.get(key)

@@ -54,7 +54,7 @@ class Run:
         self.partition = partition
         self.queue = queue
         self.work = ColumnarPlanner(planner, partition)
-        self.seen = SeenNumbers()
+        self.seen = SeenNumbers(deltas=queue)
         settings, namespace = planner.settings, planner.settings.namespace
         window = planner.plan.limits.frequency_cap
         self.checks = RedisChecks(

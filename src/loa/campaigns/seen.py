@@ -29,10 +29,11 @@ _HEADER = np.dtype("<i8")
 class SeenNumbers:
     """The numbers one planning run has queued or counted, and those added since a checkpoint."""
 
-    def __init__(self) -> None:
+    def __init__(self, deltas: bool = True) -> None:
         self.blocks: dict[int, Any] = {}  # first two digits after +84 -> numpy uint8 bitmap
         self.others: set[int] = set()
         self._added: list[Any] = []
+        self._deltas = deltas  # False: nothing is stored (a dry run), so nothing is kept for it
 
     def claim(self, values: Any) -> Any:
         """A mask over `values` (numpy int64, in line order): True for the first row of each
@@ -41,7 +42,8 @@ class SeenNumbers:
         fresh = self._fresh(unique)
         keep = np.zeros(len(values), bool)
         keep[first[fresh]] = True
-        self._added.append(unique[fresh])
+        if self._deltas:
+            self._added.append(unique[fresh])
         return keep
 
     def _fresh(self, unique: Any) -> Any:
