@@ -11,12 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import uvicorn
 
 from loa.access.identity import Role, program
+from loa.api import create_app
 from loa.campaigns.clock import run_clock
 from loa.campaigns.service import Campaigns
 from loa.campaigns.store import Campaign
 from loa.engine.connection import RedisClient, connect
+from loa.engine.embedded import free_port
 from loa.engine.keys import shard_keys
 from loa.engine.producer import Enqueued, Producer
 from loa.engine.queue import Queues
@@ -229,3 +232,25 @@ class TcpProxy:
                     continue
                 writer.write(data)
                 await writer.drain()
+
+
+@contextlib.asynccontextmanager
+async def api_server(settings: Settings, redis_url: str, route: str) -> AsyncIterator[str]:
+    """loa's API served by uvicorn on a loopback port; yields the receipt webhook of `route`."""
+    app = create_app(settings, lambda: connect(redis_url))
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    task = asyncio.create_task(server.serve())
+
+    async def started() -> bool:
+        return server.started or task.done()
+
+    await until(started, 30, "the API server to listen")
+    assert not task.done(), "the API server did not start"
+    try:
+        yield f"http://127.0.0.1:{port}/api/v1/webhooks/{route}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 30)

@@ -4,9 +4,40 @@ from __future__ import annotations
 
 from typing import Any
 
-from loa.message import Message
+from loa.message import Failed, Message
 
 NEXT = "next"  # the key of Message.extra holding the remaining channels
+# the key of Message.extra holding how long (ms) a message accepted on this channel may wait
+# for its delivered receipt before it goes on to the next channel (the plan's fallback_after)
+AFTER = "fallback_after_ms"
+# the key of Message.extra set (to false) when the plan says fallback_on_failure = false:
+# then only a failure that belongs to the person (Failed.fallback) hands a message over
+ON_FAILURE = "fallback_on_failure"
+
+
+def has_next(message: Message) -> bool:
+    """Whether the message names a next channel at all."""
+    remaining = message.extra.get(NEXT) if message.extra else None
+    return isinstance(remaining, list) and bool(remaining)
+
+
+def silence_ms(message: Message) -> int:
+    """How long (ms) the message may wait for its delivered receipt; 0: it waits for none."""
+    after = message.extra.get(AFTER) if message.extra else None
+    if type(after) is not int or after <= 0 or not has_next(message):
+        return 0
+    return after
+
+
+def on_failure(message: Message, result: Failed | None) -> bool:
+    """Whether a permanent failure (`result`), or giving up after the last attempt (None),
+    hands the message to its next channel: a failure of the person's always does; one of the
+    template never does; any other unless the plan turned it off."""
+    if result is not None and result.fallback:
+        return True
+    if result is not None and result.template:
+        return False
+    return not (message.extra and message.extra.get(ON_FAILURE) is False)
 
 
 def next_message(message: Message) -> tuple[str, Message] | None:

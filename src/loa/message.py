@@ -64,6 +64,11 @@ class Outcome(enum.StrEnum):
     FALLBACK = "fallback"  # this channel cannot reach the person: handed to the next channel
     UNKNOWN = "unknown"  # sent, but no answer came: the provider may have taken it
     POSSIBLE_DUPLICATE = "possible_duplicate"  # taken (or sent unanswered) again after that
+    # why a message went on to its next channel (each also counted under its final outcome):
+    # accepted here but no delivered receipt came within the plan's `fallback_after`
+    FALLBACK_TIMEOUT = "fallback_timeout"
+    # refused for good here (not for its template), or gave up after its attempts
+    FALLBACK_FAILED = "fallback_failed"
 
 
 FINAL = (
@@ -130,10 +135,16 @@ class Failed:
 
     `fallback` says the failure belongs to this person on this channel (no Zalo account, a
     push token that was unregistered): the message goes on to its campaign's next channel.
+    `template` says it belongs to the message's template or content (an unknown template id,
+    data the template refuses): the same for everyone, so it is never handed to the next
+    channel, where it would turn a mistake of the operator's into a campaign of SMS.
+    Any other permanent failure goes on to the next channel too, unless the plan says
+    `fallback_on_failure = false`.
     """
 
     reason: str
     fallback: bool = False
+    template: bool = False
 
 
 SendResult = Accepted | RetryLater | Throttled | Failed

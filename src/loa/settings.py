@@ -325,6 +325,11 @@ class CapSettings(ConfigModel):
         default=24 * 3600, gt=0, description="seconds an alert without <expires> stays current"
     )
     zalo: CapZaloSettings | None = None
+    fallback_after: dict[Literal["zalo", "sms"], str] = Field(
+        default_factory=dict,
+        description='per channel: no delivered receipt within this long ("5m"), the alert '
+        "goes on by the next channel (the plan's fallback_after; not for the last channel)",
+    )
     senders: dict[str, CapSenderSettings] = Field(
         default_factory=dict,
         description="named senders (the alert's <sender>) whose XML signatures are verified",
@@ -332,6 +337,8 @@ class CapSettings(ConfigModel):
     require_signature: bool = Field(
         default=False, description="refuse every alert not signed by a named sender"
     )
+
+
 class RetentionSettings(ConfigModel):
     """How long personal data is kept (docs/privacy.md); the server's clock deletes the rest.
 

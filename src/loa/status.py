@@ -33,6 +33,8 @@ class RouteStatus:
     redelivered: int = 0
     unknown: int = 0
     possible_duplicate: int = 0
+    fallback_timeout: int = 0  # accepted here, no delivered receipt in time: sent on the next
+    fallback_failed: int = 0  # failed here for good, or gave up: handed to the next channel
     binds_up: int = 0  # receiving binds (SMPP) up over its live workers
     binds_down: int = 0  # and those down, being bound again
 

@@ -289,6 +289,7 @@ async def test_zalo_template_errors_fail_without_fallback(
     [result] = await closing(zalo(sim)).send(zalo_messages(1))
     assert isinstance(result, Failed)
     assert result.fallback is False
+    assert result.template is True, "a template's fault never goes on to the next channel"
     assert result.reason.startswith(f"zalo {code}: ")
 
 
@@ -297,7 +298,9 @@ async def test_zalo_message_without_template_fails_before_any_request(
 ) -> None:
     adapter = closing(zalo(sim, template_id=None))
     [result] = await adapter.send([Message("x", "+84912000001", "hi", extra={"data": {}})])
-    assert result == Failed("zalo: message has no template_id (extra.template_id or route option)")
+    assert result == Failed(
+        "zalo: message has no template_id (extra.template_id or route option)", template=True
+    ), "the template's fault: never handed to the next channel"
     assert sim.stats["zalo"].received == 0
     odd = Message("y", "+84912000001", "hi", extra={"template_id": "t", "data": [1]})
     [result] = await adapter.send([odd])

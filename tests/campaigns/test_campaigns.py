@@ -196,6 +196,29 @@ async def test_planner_killed_mid_file_resumes_without_loss_or_duplicates(
         await campaigns.launch(campaign.id)
 
 
+@pytest.mark.parametrize("columnar", [True, False], ids=["columns", "rows"])
+async def test_what_is_sent_is_counted_per_region_as_the_batches_settle(
+    settings, redis_client, tmp_path, columnar
+):
+    regions = ["79", "01", " 48 ", "", "ha noi", "79"]
+    audience = write_audience(
+        tmp_path / "a.csv", 600, lambda n: {"region": regions[n % len(regions)]}
+    )
+    settings = settings.model_copy(
+        update={"planning": settings.planning.model_copy(update={"columnar": columnar})}
+    )
+    campaigns = Campaigns(settings, redis_client)
+    campaign_id = await launched(campaigns, write_plan(tmp_path / "p.toml"), audience)
+    async with running(settings, redis_client):
+        await until(lambda: _state(campaigns, campaign_id, "done"), 30, "the campaign to end")
+    counts, counted = await campaigns.by_region(campaign_id)
+    assert counted
+    sent = {region: row["sent"] for region, row in counts.items()}
+    queued = {region: row["queued"] for region, row in counts.items()}
+    assert queued == {"79": 200, "01": 100, "48": 100, "?": 100, "HA NOI": 100}
+    assert sent == queued, "every message counted once, under its own region"
+
+
 async def test_campaign_runs_to_done_and_counts(settings, redis_client, tmp_path):
     audience = write_audience(tmp_path / "a.csv", 500)
     campaigns = Campaigns(settings, redis_client)
@@ -535,7 +558,8 @@ async def test_cancel_drops_what_the_campaign_still_had_queued(settings, redis_c
         for keys in shard_keys(settings.namespace, route, limits.shards)
     ]
     backlog = await campaigns.queues.backlog(shards)
-    assert (backlog["normal"], backlog["delayed"], backlog["pending"]) == (2, 0, 1), "kept only"
+    # the kept campaign's: one batch per route (two carriers) and region (79 and 01)
+    assert (backlog["normal"], backlog["delayed"], backlog["pending"]) == (4, 0, 1), "kept only"
     async with running(settings, redis_client):
         await until(lambda: _state(campaigns, kept, "done"), 30, "the campaign kept")
         await until(lambda: _all_settled(campaigns, now), 30, "the taken batch, claimed")

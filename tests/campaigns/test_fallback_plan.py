@@ -12,7 +12,7 @@ from helpers import approved
 from loa.campaigns.service import Campaigns
 from loa.engine.envelope import unpack
 from loa.engine.keys import shard_keys
-from loa.fallback import next_message
+from loa.fallback import AFTER, ON_FAILURE, next_message
 from loa.message import Message
 from loa.settings import Settings
 
@@ -221,3 +221,29 @@ async def test_email_campaigns_deduplicate_by_email_address(settings, redis_clie
     report = await campaigns.validate(tmp_path / "p.toml", tmp_path / "a.csv")
     assert (report.total, report.queued, report.duplicate) == (42, 41, 1)
     assert report.by_channel == {"email": 41}
+
+
+async def test_the_plan_fallback_policy_rides_with_every_channel_but_the_last(
+    settings, redis_client, tmp_path
+):
+    plan = PLAN.replace(
+        "sms_ascii = true\n",
+        'sms_ascii = true\nfallback_after = { zalo = "10m" }\nfallback_on_failure = false\n',
+    )
+    _, messages = await planned(settings, redis_client, tmp_path, plan)
+    hoa = messages["2"]
+    assert hoa.extra is not None
+    assert (hoa.extra[AFTER], hoa.extra[ON_FAILURE]) == (600_000, False)
+    email, sms = hoa.extra["next"]
+    assert email[5] == {**EMAIL_HOA, **HOA, ON_FAILURE: False}, "email waits for no receipt"
+    assert sms[5] is None, "the last channel has nothing to fall back to"
+    lan = messages["3"]
+    assert lan.extra is not None and lan.extra[AFTER] == 600_000
+    assert lan.extra["next"][0][5] is None
+    step = next_message(hoa)
+    assert step is not None and step[1].extra is not None
+    assert AFTER not in step[1].extra and step[1].extra[ON_FAILURE] is False
+    for line in ("5", "7"):  # SMS only: no next channel, no policy
+        message = messages[line]
+        route_of(message)
+        assert message.extra == {}

@@ -527,3 +527,49 @@ def test_not_utf8(tmp_path: Path) -> None:
     path.write_bytes('name = "Café"\n'.encode("latin-1"))
     with pytest.raises(PlanError, match="is not UTF-8 text"):
         load_plan(path)
+
+
+# --- fallback on silence and on failure ---------------------------------------------------
+
+ZALO_SMS = """\
+name = "Cảnh báo lũ"
+lane = "emergency"
+channels = ["zalo", "sms"]
+{policy}
+[templates]
+sms = "Canh bao lu"
+zalo = {{ template_id = "1", data = {{}} }}
+"""
+
+
+def test_fallback_after_for_one_channel_or_every_one_with_receipts(tmp_path: Path) -> None:
+    plan = load_plan(write(tmp_path, ZALO_SMS.format(policy='fallback_after = { zalo = "10m" }')))
+    assert plan.fallback_after == {"zalo": timedelta(minutes=10)}
+    assert plan.fallback_on_failure is True
+    every = load_plan(write(tmp_path, ZALO_SMS.format(policy='fallback_after = "90s"')))
+    assert every.fallback_after == {"zalo": timedelta(seconds=90)}, "not sms: it is the last"
+    assert Plan.model_validate(every.model_dump(mode="json")) == every
+    off = load_plan(write(tmp_path, ZALO_SMS.format(policy="fallback_on_failure = false")))
+    assert (off.fallback_after, off.fallback_on_failure) == ({}, False)
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        ('fallback_after = { sms = "10m" }', "fallback_after.sms: 'sms' is the last channel"),
+        ('fallback_after = { email = "10m" }', "no delivery receipts come from email"),
+        ('fallback_after = { fcm = "1m" }', "only zalo and sms can wait"),
+        ('fallback_after = { zalo = "0s" }', "fallback_after.zalo: '0s' is zero"),
+        ('fallback_after = { zalo = "4d" }', "zalo: 4d is out of range; give 1s to 3d"),
+        ("fallback_after = 10", 'expected a duration like "10m"'),
+        ('fallback_after = { zalo = "ten" }', "fallback_after.zalo: 'ten' is not a duration"),
+        ('fallback_on_failure = "no"', "fallback_on_failure: Input should be a valid boolean"),
+        ('channels = ["sms"]\nfallback_after = "5m"', "fallback_after: no channel can wait"),
+    ],
+)
+def test_wrong_fallback_policies(tmp_path: Path, policy: str, expected: str) -> None:
+    text = ZALO_SMS.format(policy=policy)
+    if policy.startswith("channels"):  # replaces the plan's channels
+        text = text.replace('channels = ["zalo", "sms"]\n', "").replace("zalo = {", "# zalo = {")
+    message = refused(tmp_path, text)
+    assert expected in message, message

@@ -457,6 +457,20 @@ def test_every_channel_gets_its_own_text_in_each_language():
     assert compiled.render("sms", {}).body.startswith("Trung tâm Dự báo KTTV Quốc gia: Lũ quét")
 
 
+def test_cap_fallback_after_waits_on_every_channel_but_the_last():
+    mapped = check_alert(fresh("flood-alert"), Settings())
+    zalo = CapZaloSettings(template_id="248700", data={"title": "headline"})
+    waits = {"zalo": "5m", "sms": "10m"}
+    plan = plan_mapping(
+        mapped, ["zalo", "sms"], by_language=True, sms_ascii=True, zalo=zalo, fallback_after=waits
+    )
+    assert plan["fallback_after"] == {"zalo": "5m"}, "SMS is the last channel: nothing after it"
+    assert Plan.from_mapping(plan).fallback_after == {"zalo": timedelta(minutes=5)}
+    assert Plan.from_mapping(tomllib.loads(to_toml(plan))) == Plan.from_mapping(plan)
+    alone = plan_mapping(mapped, ["sms"], by_language=False, sms_ascii=True, zalo=None)
+    assert "fallback_after" not in alone
+
+
 # --- submitting: Alert, Update, Cancel on Redis and a worker ---------------------------------
 
 

@@ -273,6 +273,9 @@ def test_the_dashboard_shows_a_campaign_moving_and_pauses_it(chromium, site):
             second = wait_above(operator, "#v-sent", first)
             assert first < second < PEOPLE, "the count moves while the campaign runs"
             sync_api.expect(operator.locator("#v-rate")).not_to_have_text(NOTHING, timeout=WAIT_MS)
+            # an SMS-only campaign: nothing went on to another channel, and the page says 0
+            sync_api.expect(operator.locator("#v-fallback-timeout")).to_have_text("0")
+            sync_api.expect(operator.locator("#v-fallback-failed")).to_have_text("0")
 
             operator.click("#pause")
             sync_api.expect(operator.locator("#d-state")).to_have_text("paused", timeout=WAIT_MS)

@@ -88,8 +88,13 @@ def test_the_emergency_overtakes_the_advisory(demo: tuple[Path, dict[str, Any]])
     advisory, alert = summary["campaigns"]["advisory"], summary["campaigns"]["emergency"]
     assert advisory["state"] == alert["state"] == "done"
     assert alert["launched_at_s"] > advisory["launched_at_s"]
-    assert alert["done_at_s"] < advisory["done_at_s"], "the alert ends before the advisory"
-    assert alert["sent"] == alert["queued"] > 0 and alert["filtered"] > 0
+    # every person of the alert had their first message before the advisory ended (the alert
+    # is done later: it waits fallback_after for Zalo's delivered events, then sends on by SMS)
+    assert alert["reached_everyone_at_s"] < advisory["done_at_s"], "the alert overtakes"
+    assert alert["reached_everyone_at_s"] <= alert["done_at_s"]
+    # each person once, and those Zalo left undelivered once more, by SMS
+    assert alert["sent"] == alert["queued"] + alert["fallback_timeout"]
+    assert alert["queued"] > 0 and alert["filtered"] > 0
     assert advisory["fallback"] > 0 and advisory["delivered"] > 0 and alert["delivered"] > 0
     # beside the alert, a route sends only the batches its senders already held, and those they
     # take while the planner has not yet queued the alert's next batch for that route
@@ -97,6 +102,23 @@ def test_the_emergency_overtakes_the_advisory(demo: tuple[Path, dict[str, Any]])
     for route, count in alert["advisory_sms_while_it_ran_by_route"].items():
         senders = routes[route]["senders_per_process"] * summary["processes"]
         assert count <= 2 * senders * BATCH, route
+
+
+def test_the_flood_alert_is_a_bilingual_cap_file_that_falls_back_on_silence(
+    demo: tuple[Path, dict[str, Any]],
+) -> None:
+    data, summary = demo
+    alert = summary["campaigns"]["emergency"]
+    assert alert["name"].startswith("CAP Alert: ")
+    sent = (data / "demo" / "flood-alert.xml").read_text(encoding="utf-8")
+    assert "<language>vi-VN</language>" in sent and "<language>en-US</language>" in sent
+    assert set(alert["languages"]) == {"vi", "en"} and alert["languages"]["en"] > 0
+    checks = {check["what"]: check for check in summary["checks"]}
+    silent = checks["emergency: Zalo silent past fallback_after -> SMS"]
+    assert silent["ok"] and silent["loa"] == alert["fallback_timeout"] > 0
+    assert checks["zalo-zns: never delivered -> SMS after fallback_after"]["other"] == silent["loa"]
+    assert checks["emergency: Zalo delivered events counted"]["ok"]
+    assert alert["fallback_failed"] == alert["fallback"] > 0, "no Zalo account: SMS at once"
 
 
 def test_the_stop_reply_opts_its_sender_out(demo: tuple[Path, dict[str, Any]]) -> None:
@@ -129,8 +151,10 @@ def test_the_embedded_server_kept_its_data_and_stopped(demo: tuple[Path, dict[st
 
 
 def test_the_audience_holds_what_its_facts_say(tmp_path: Path) -> None:
-    has_zalo = HttpSimulator(zalo_options(7, 0)).has_zalo
-    facts = write_audience(tmp_path / "people.csv", 20_000, has_zalo, seed=7)
+    zalo = HttpSimulator(zalo_options(7, 0))
+    facts = write_audience(
+        tmp_path / "people.csv", 20_000, zalo.has_zalo, seed=7, silent=zalo.silent
+    )
     table = CarrierTable.default()
     phones: set[str] = set()
     bad: list[int] = []
@@ -155,11 +179,16 @@ def test_the_audience_holds_what_its_facts_say(tmp_path: Path) -> None:
     assert carriers["viettel"] > carriers["vinaphone"] > carriers["vietnamobile"]
     assert facts.replier_phone in phones and facts.replier_carrier == "viettel"
     assert facts.emergency_people > 0 and facts.no_account > 0
+    assert facts.emergency_people == sum(facts.emergency_languages.values())
+    assert facts.emergency_languages["en"] > 0 and facts.emergency_languages["vi"] > 0
+    assert 0 < facts.emergency_silent == sum(facts.emergency_later.values())
+    assert sum(facts.emergency_sms_first.values()) < facts.emergency_people
     assert len(facts.opted_out) > 0 and facts.replier_phone not in facts.opted_out
     with facts.path.open(encoding="utf-8") as handle:
         rows = list(csv.reader(handle))
     replier = rows[facts.replier_line - 1]
     assert replier[2] != EMERGENCY_PROVINCE and replier[4] == "", "an SMS reader, elsewhere"
+    assert rows[0][-1] == "lang" and {row[5] for row in rows[1:] if len(row) == 6} == {"vi", "en"}
 
 
 def test_every_advisory_sms_fits_one_part() -> None:
@@ -178,6 +207,7 @@ def _consistent_run(tmp_path: Path) -> tuple[State, dict[str, Any]]:
     facts.advisory.update({ZALO_ROUTE: 4, "sms-viettel": 3})
     facts.no_account = 1
     facts.emergency.update({"sms-viettel": 1})
+    facts.emergency_people = 1
     state = State(facts, replier_opted_out=True, receipts_complete=True)
     state.replies = [{"optout": "1"}]
     state.advisory = CampaignRun("advisory", id="a", report=Report(invalid=1, suppressed=1))

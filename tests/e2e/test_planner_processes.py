@@ -75,6 +75,12 @@ def loa(config: Path, *args: str, cwd: Path | None = None) -> subprocess.Popen[b
     return subprocess.Popen(command, env=env, cwd=cwd, stderr=subprocess.PIPE)
 
 
+def finished(proc: subprocess.Popen[bytes], timeout: float = 120) -> tuple[int, str]:
+    """Wait for `proc`: its exit code and what it said on stderr (its pipe closed)."""
+    _, err = proc.communicate(timeout=timeout)
+    return proc.returncode, err.decode(errors="replace") if err else ""
+
+
 async def _created(settings: Settings, plan: Path, audience: Path, start: int = 0) -> str:
     client = connect(settings.redis_url or "")
     try:
@@ -116,18 +122,16 @@ def test_a_planner_killed_mid_file_queues_nobody_twice_and_loses_nobody(make_set
         wait_for(lambda: "checkpoint" in _fields(settings, campaign), 60, "a checkpoint")
         wait_for(lambda: len(queued(settings, campaign)) >= 2000, 60, "the queues to fill")
         proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
-        proc.communicate(timeout=30)  # closes its pipe
+        finished(proc, 30)
     before = queued(settings, campaign)
     assert 2000 <= len(before) < 18_000, "killed mid-file"
     roomy = _settings(make_settings, tmp_path, depth=1_000_000)
     config.write_text(toml(roomy))
-    again = loa(config, "campaign", "launch", campaign, "--partitions", "1")
-    _, errors = again.communicate(timeout=120)
-    assert again.returncode == 0, errors
+    code, err = finished(loa(config, "campaign", "launch", campaign, "--partitions", "1"))
+    assert code == 0, err
     after = queued(settings, campaign)
     ids = [message_id for message_id, _ in after]
     numbers = [number for _, number in after]
@@ -158,8 +162,8 @@ def test_two_partitions_in_two_places_queue_what_one_planner_queues(make_setting
     config.write_text(toml(settings))
     one = loa(config, "campaign", "launch", whole, "--partitions", "1")
     for proc in [*machines, one]:
-        _, errors = proc.communicate(timeout=120)
-        assert proc.returncode == 0, errors
+        code, err = finished(proc)
+        assert code == 0, err
     by_one, by_two = queued(settings, whole), queued(settings, split)
     assert sorted(by_two) == sorted(by_one) and len(by_one) > 5000
     one_fields, two_fields = _fields(settings, whole), _fields(settings, split)
@@ -220,8 +224,8 @@ def test_the_frequency_cap_and_opt_outs_hold_across_partition_processes(make_set
     config.write_text(toml(settings))
     one = loa(config, "campaign", "launch", whole, "--partitions", "1")
     for proc in [*machines, one]:
-        _, errors = proc.communicate(timeout=120)
-        assert proc.returncode == 0, errors
+        code, err = finished(proc)
+        assert code == 0, err
     by_one, by_two = queued(settings, whole), queued(settings, split)
     assert sorted(by_two) == sorted(by_one)
     numbers = {number for _, number in by_two}

@@ -67,6 +67,14 @@ ERRORS: dict[int, tuple[Action, str]] = {
     -144: ("throttled", "official account over its daily quota"),
 }
 
+# The "failed" codes that are the template's or the content's fault, the same for every
+# recipient: such a message is never handed to the next channel (Failed.template). The other
+# "failed" codes (the application or official account refused) are the channel's: with the
+# plan's fallback_on_failure (the default) its messages go on to the next channel.
+TEMPLATE_CODES = frozenset(
+    {-107, -109, -111, -112, -113, -116, -117, -121, -122, -130, -131, -132}
+)
+
 
 class ZaloOptions(HttpOptions):
     """Where ZNS lives, the official account's access token and error-code overrides."""
@@ -159,10 +167,11 @@ class ZaloAdapter(HttpAdapterBase):
         extra = message.extra or {}
         template_id = extra.get("template_id") or self.options.template_id
         if not template_id:
-            return Failed("zalo: message has no template_id (extra.template_id or route option)")
+            reason = "zalo: message has no template_id (extra.template_id or route option)"
+            return Failed(reason, template=True)
         data = extra.get("data", {})
         if not isinstance(data, Mapping):
-            return Failed("zalo: extra.data must be a table of template fields")
+            return Failed("zalo: extra.data must be a table of template fields", template=True)
         return {
             "phone": message.to.lstrip("+"),
             "template_id": str(template_id),
@@ -212,7 +221,7 @@ class ZaloAdapter(HttpAdapterBase):
         if action == "fallback":
             return Failed(reason, fallback=True)
         if action == "failed":
-            return Failed(reason)
+            return Failed(reason, template=code in TEMPLATE_CODES)
         if action == "throttled":
             return Throttled(self.options.quota_retry_after)
         return RetryLater(reason)

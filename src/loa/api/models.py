@@ -187,6 +187,12 @@ class RouteRow(BaseModel):
     redelivered: int
     unknown: int = Field(default=0, description="sent, but no answer came")
     possible_duplicate: int = Field(default=0, description="taken again after no answer")
+    fallback_timeout: int = Field(
+        default=0, description="accepted, no delivered receipt within fallback_after: sent on"
+    )
+    fallback_failed: int = Field(
+        default=0, description="failed for good (not the template) or gave up: sent on"
+    )
     binds_up: int = Field(default=0, description="receiving binds (SMPP) up over live workers")
     binds_down: int = Field(default=0, description="receiving binds down, being bound again")
 

@@ -26,7 +26,7 @@ from loa.campaigns.columns import Columns
 from loa.campaigns.fill import fill, fillable
 from loa.campaigns.numbers import e164, read_numbers
 from loa.campaigns.partitions import Partition
-from loa.campaigns.planner import Kind, Planner, Report
+from loa.campaigns.planner import Kind, Planner, Report, region_of
 from loa.campaigns.templates import Slots, TemplateRefused
 from loa.errors import TemplateError
 from loa.message import Message
@@ -266,10 +266,12 @@ class ColumnarPlanner:
             self._kinds[(target, content)] = found
         return found
 
-    def messages(self, picked: Candidates, kept: Any) -> dict[str, list[Message]]:
-        """The kept candidates' messages per route, each route's in line order."""
+    def messages(self, picked: Candidates, kept: Any) -> dict[tuple[str, str], list[Message]]:
+        """The kept candidates' messages per route and region (the raw `region` cell, batched
+        apart), each group's in line order."""
         targets = picked.targets[kept]
-        order = np.argsort(targets, kind="stable")
+        names, regions = _regions(picked, kept)
+        order = np.lexsort((regions, targets))  # stable: line order within each group
         ids = pc.cast(pa.array(picked.lines[kept][order]), pa.string()).to_pylist()
         tos = e164(picked.values[kept][order])
         contents = picked.contents[kept][order]
@@ -277,12 +279,14 @@ class ColumnarPlanner:
         bodies = None
         if picked.bodies is not None:
             bodies = picked.bodies.take(pa.array(kept[order])).to_pylist()
-        edges = np.flatnonzero(np.diff(targets[order])) + 1
-        out: dict[str, list[Message]] = {}
+        changed = (np.diff(targets[order]) != 0) | (np.diff(regions[order]) != 0)
+        edges = np.flatnonzero(changed) + 1
+        out: dict[tuple[str, str], list[Message]] = {}
         for a, b in zip([0, *edges.tolist()], [*edges.tolist(), len(order)], strict=True):
             route = self.targets[int(targets[order[a]])][0]
+            region = names[int(regions[order[a]])]
             texts = bodies[a:b] if bodies else None
-            out.setdefault(route, []).extend(
+            out.setdefault((route, region), []).extend(
                 self._messages(ids[a:b], tos[a:b], contents[a:b], texts)
             )
         return out
@@ -320,3 +324,22 @@ def _rows(batch: Columns, chosen: Any) -> list[dict[str, str]]:
     names = batch.names
     columns = [batch.get(name).take(taken).to_pylist() for name in names]
     return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
+
+
+def _regions(picked: Candidates, kept: Any) -> tuple[list[str], Any]:
+    """The distinct `region` cells of the kept candidates, and each one's index among them
+    (numpy int64); one empty region for all without the column."""
+    if picked.regions is None or not len(kept):
+        return [""], np.zeros(len(kept), np.int64)
+    encoded = pc.dictionary_encode(picked.regions.take(pa.array(kept)))
+    names: list[str] = []
+    index: dict[str, int] = {}
+    to_name = []  # each raw cell's index among the regions as counted (cells alike fold)
+    for cell in [*encoded.dictionary.to_pylist(), ""]:
+        name = region_of(cell or "")
+        to_name.append(index.setdefault(name, len(names)))
+        if len(index) > len(names):
+            names.append(name)
+    raw = encoded.indices.fill_null(len(to_name) - 1).to_numpy(zero_copy_only=False)
+    return names, np.asarray(to_name, np.int64)[raw.astype(np.int64)]
+

@@ -25,6 +25,7 @@ from loa.campaigns.partitions import Partition
 from loa.campaigns.planner import (
     Batcher,
     Checkpoint,
+    Pending,
     Planner,
     RedisChecks,
     Report,
@@ -35,6 +36,7 @@ from loa.engine.connection import RedisClient
 from loa.engine.enqueue import Enqueuer, Origin
 from loa.engine.queue import Queues
 from loa.errors import PlanError
+from loa.message import Message
 
 GC_ALLOCATIONS = 50_000  # allocations between collections of the youngest generation
 
@@ -94,8 +96,7 @@ class Run:
             language = self.planner.plan.language
             counts.sample("sms", language, e164(picked.values[kept[:1]])[0], body)
         if self.queue and len(kept):
-            for route, messages in self.work.messages(picked, kept).items():
-                await batcher.put(batcher.add_route((route, 0), messages))
+            await batcher.put(_in_line_order(batcher, self.work.messages(picked, kept)))
 
     async def _drop(
         self, picked: Candidates, kept: Any, tos: list[str], ask: Any, counter: str
@@ -164,7 +165,7 @@ async def _plan_columns(
     await run.restore(state)
     if run.enqueuer is not None:
         await run.enqueuer.prepare()
-    batcher = Batcher(planner, run.enqueuer, state.sequence)
+    batcher = Batcher(planner, run.enqueuer, state)
     since = 0
     every = rows.CHECKPOINT_ROWS
     for batch in read_columns(planner.audience, state.resume, every):
@@ -175,21 +176,37 @@ async def _plan_columns(
         if since >= every and save is not None:
             await _checkpoint(run, batcher, state, batch.checkpoint, save)
             since = 0
-    await batcher.flush()
+    await batcher.flush(in_line_order=True)
     if save is not None:
         state.seen_blobs = await run.store_seen(state)
+        state.regions = sorted(batcher.regions)
         state.resume, state.finished = None, True
         await save(state)
     return state.report
 
 
+def _in_line_order(
+    batcher: Batcher, groups: dict[tuple[str, str], list[Message]]
+) -> list[tuple[Pending, list[Message]]]:
+    """The groups (per route and region) into batches; the full ones in the order the row
+    planner fills them, by their last message's line, so both number them alike."""
+    for _, region in groups:  # regions met in line order, as the row planner meets them
+        batcher.region(region)
+    full = []
+    for (route, region), messages in groups.items():
+        full += batcher.add_route((route, 0), messages, region)
+    full.sort(key=lambda item: int(item[1][-1].id))
+    return full
+
+
 async def _checkpoint(
     run: Run, batcher: Batcher, state: Checkpoint, resume: tuple[int, int] | None, save: Any
 ) -> None:
-    await batcher.flush()
+    await batcher.flush(in_line_order=True)
     state.seen_blobs = await run.store_seen(state)
     state.resume = resume
     state.sequence = batcher.sequence
+    state.regions = sorted(batcher.regions)
     await save(state)
 
 

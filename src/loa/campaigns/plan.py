@@ -6,6 +6,10 @@ lane = "high"                       # emergency | high | normal | bulk
 channels = ["zalo", "sms"]          # fallback order; each of sms, zalo, fcm, email
 sms_ascii = false                   # true: strip diacritics so SMS fit 160-character parts
 language = "vi"                     # the templates of whoever has no `lang`, or one not below
+fallback_after = { zalo = "10m" }   # no delivered receipt within 10 min: sent by the next channel
+                                    # ("10m" alone: every channel with receipts but the last)
+fallback_on_failure = true          # a permanent failure (not the template's) or one that gave
+                                    # up after its retries goes on to the next channel too
 
 [templates]                         # in the plan's `language`
 sms = "Bo Y te: {{ name }} oi, ..."
@@ -88,6 +92,9 @@ _TAG_SEPARATORS = re.compile(r"[,;]")
 _TIME_EXAMPLE = "2026-12-01T08:00:00+07:00"
 _NOT_WORD = re.compile(r"[^A-Z0-9]+")
 # a language code: ISO 639 (vi, en, hmn, ede), optionally with a region or script (vi-vn)
+RECEIPT_CHANNELS: tuple[Channel, ...] = ("zalo", "sms")  # channels whose providers report delivery
+MIN_FALLBACK_AFTER = timedelta(seconds=1)
+MAX_FALLBACK_AFTER = timedelta(hours=72)  # a sent message waits this long for its receipt at most
 _LANGUAGE = re.compile(r"[a-z]{2,3}(?:-[a-z0-9]{2,8})*", re.IGNORECASE)
 
 
@@ -474,6 +481,47 @@ class Plan(ConfigModel):
     schedule: Schedule = Field(default_factory=Schedule)
     limits: Limits = Field(default_factory=Limits)
     followup: Followup | None = None
+    fallback_after: dict[Channel, Duration] = Field(
+        default_factory=dict,
+        description="per channel: no delivered receipt within this long, the next channel",
+    )
+    fallback_on_failure: bool = Field(
+        default=True,
+        strict=True,
+        description="a permanent failure (not the template's), or giving up, falls back too",
+    )
+
+    @field_validator("fallback_after", mode="before")
+    @classmethod
+    def _fallback_after(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, str):  # one wait for every channel that has receipts but the last
+            channels = info.data.get("channels") or []
+            waits = {c: value for c in channels[:-1] if c in RECEIPT_CHANNELS}
+            if channels and not waits:
+                raise ValueError(
+                    "no channel can wait: only zalo and sms report delivery, and the last "
+                    "channel has none to fall back to"
+                )
+            return waits
+        if not isinstance(value, dict):
+            raise ValueError('expected a duration like "10m", or a table like { zalo = "10m" }')
+        return value
+
+    @field_validator("fallback_after")
+    @classmethod
+    def _fallback_waits(cls, value: dict[Channel, timedelta]) -> dict[Channel, timedelta]:
+        for channel, wait in value.items():
+            if channel not in RECEIPT_CHANNELS:
+                raise ValueError(
+                    f"{channel}: no delivery receipts come from {channel}, so nothing says a "
+                    f"message was delivered; only {' and '.join(RECEIPT_CHANNELS)} can wait"
+                )
+            if not MIN_FALLBACK_AFTER <= wait <= MAX_FALLBACK_AFTER:
+                low, high = format_duration(MIN_FALLBACK_AFTER), format_duration(MAX_FALLBACK_AFTER)
+                raise ValueError(
+                    f"{channel}: {format_duration(wait)} is out of range; give {low} to {high}"
+                )
+        return value
 
     @field_validator("name")
     @classmethod
@@ -544,6 +592,16 @@ class Plan(ConfigModel):
                 for channel in given
                 if channel not in self.channels
             ]
+        problems += [
+            f"fallback_after.{channel}: "
+            + (
+                f"{channel!r} is not in channels"
+                if channel not in self.channels
+                else f"{channel!r} is the last channel: there is none to fall back to"
+            )
+            for channel in self.fallback_after
+            if channel not in self.channels[:-1]
+        ]
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -56,6 +56,7 @@ from loa.engine.control import PERSON, REGION, frequency_key, opted_out, suppres
 from loa.engine.enqueue import Enqueuer, Numbered, Origin
 from loa.engine.queue import Queues
 from loa.errors import InvalidPhone, PlanError, TemplateError
+from loa.fallback import AFTER, ON_FAILURE
 from loa.message import Message
 from loa.phone import normalize
 from loa.settings import Settings
@@ -91,6 +92,8 @@ ADDRESS_COLUMN = {"sms": "phone", "zalo": "zalo_id", "fcm": "fcm_token", "email"
 Kind = tuple[str, str, str, str, int, str]
 # the messages of one batch: route, due time in ms (0: at the campaign's start)
 Bucket = tuple[str, int]
+Pending = tuple[Bucket, str]  # a batch being filled: its bucket and its audience region
+REGION_BATCHES = 128  # regions batched apart; the rest of a larger `region` column share
 # a channel's message for one recipient: body, parts, extra, encoding ("" unless SMS)
 Content = tuple[str, int, dict[str, Any] | None, str]
 # one planned message with where it goes and what it counts under
@@ -173,7 +176,7 @@ class Report:
                 self.by_encoding[str(encoding)] += n  # an Encoding: its value
                 self.sms_parts_by_language[language] += parts * n
         for raw, n in regions.items():
-            self.by_region[raw.strip().upper() or "?"] += n
+            self.by_region[region_of(raw) or "?"] += n
 
     def count_due(self, buckets: Iterable[Bucket], start_ms: int, day_end_ms: int = 0) -> None:
         """Count queued messages with a send time of their own: later than the start, or not;
@@ -250,6 +253,22 @@ class Group:
     regions: list[str] = field(default_factory=list)  # the raw `region` cell
 
 
+def fallback_policy(plan: Plan) -> dict[str, dict[str, Any]]:
+    """What each channel's messages carry in `extra` for the engine's fallback, when another
+    channel follows: how long to wait for a delivered receipt, and no fallback on failure."""
+    policy: dict[str, dict[str, Any]] = {}
+    for channel in plan.channels:
+        keys: dict[str, Any] = {}
+        wait = plan.fallback_after.get(channel)
+        if wait is not None:
+            keys[AFTER] = int(wait.total_seconds() * 1000)
+        if not plan.fallback_on_failure:
+            keys[ON_FAILURE] = False
+        if keys:
+            policy[channel] = keys
+    return policy
+
+
 @dataclass(frozen=True, slots=True)
 class _Channel:
     """One channel of a plan, prepared once: its address column, its route, its fixed message."""
@@ -281,6 +300,7 @@ class Planner:
         self.expires_ms = int(expires.timestamp() * 1000) if expires else 0
         self.tz = plan.schedule.tz
         self.day_end_ms = _day_end_ms(plan.schedule.starts_at(launched), self.tz)
+        self._policy = fallback_policy(plan)
         rules = plan.audience
         self._filtering = bool(rules.regions is not None or rules.tags is not None or rules.where)
         self._by_language = {
@@ -432,7 +452,11 @@ class Planner:
         if to != phone:  # the frequency memory knows people by phone
             extra = {**(extra or {}), PERSON: phone}
         if rest:
-            extra = {**extra, "next": rest} if extra else {"next": rest}
+            extra = {**(extra or {}), **self._policy.get(channel.name, {}), "next": rest}
+            for entry in rest[:-1]:  # a channel with another after it may fall back too
+                policy = self._policy.get(entry[0])
+                if policy:
+                    entry[5] = {**(entry[5] or {}), **policy}
         due_ms = 0
         if self.plan.schedule.send_at is not None:
             due = self.plan.schedule.send_at.resolve(fields, self.tz)
@@ -643,6 +667,8 @@ class Checkpoint:
     finished: bool = False
     columnar: bool = False  # planned by the columnar path, which must then go on with it
     seen_blobs: int = 0  # deltas of the columnar path's seen numbers this checkpoint counts
+    # the regions batched apart so far: the same rows planned again batch the same way
+    regions: list[str] = field(default_factory=list)
 
     def to_json(self) -> bytes:
         """Encode for the campaign hash."""
@@ -654,6 +680,7 @@ class Checkpoint:
                 "finished": self.finished,
                 "columnar": self.columnar,
                 "seen_blobs": self.seen_blobs,
+                "regions": self.regions,
             }
         )
 
@@ -669,68 +696,105 @@ class Checkpoint:
             bool(data["finished"]),
             bool(data.get("columnar", False)),
             int(data.get("seen_blobs", 0)),
+            [str(region) for region in data.get("regions", ())],
         )
 
 
-class Batcher:
-    """Packs planned messages into batches per (route, due time) and numbers them per route;
-    the engine's Enqueuer names, places and queues them."""
+def region_of(cell: str) -> str:
+    """A `region` cell as it is counted: trimmed, in capitals ("" when empty)."""
+    return cell.strip().upper()
 
-    def __init__(self, planner: Planner, enqueuer: Enqueuer | None, sequence: dict[str, int]):
+
+class Batcher:
+    """Packs planned messages into batches per (route, due time, region) and numbers them per
+    route; the engine's Enqueuer names, places and queues them.
+
+    Each region of the audience is batched apart, so that a worker counts what it sends per
+    region with the batch (see Campaigns.by_region), never per message; past REGION_BATCHES
+    regions (a `region` column that is not provinces) the rest share batches without one.
+    """
+
+    def __init__(self, planner: Planner, enqueuer: Enqueuer | None, state: Checkpoint):
         self.planner = planner
         self.enqueuer = enqueuer
-        self.sequence = sequence
-        self.pending: dict[Bucket, list[Message]] = {}
+        self.sequence = state.sequence
+        self.pending: dict[Pending, list[Message]] = {}
         self.size = planner.settings.queue.batch_size
+        self.regions: set[str] = set(state.regions)
+
+    def checkpoint(
+        self, resume: tuple[int, int] | None, report: Report, *, finished: bool = False
+    ) -> Checkpoint:
+        """Where planning stands once `flush` sent every partial batch."""
+        regions = sorted(self.regions)
+        return Checkpoint(resume, report, self.sequence, finished, regions=regions)
+
+    def region(self, cell: str) -> str:
+        """The region a batch is kept for: the cell's, while there are few enough."""
+        regions, cell = self.regions, region_of(cell)
+        if cell in regions or not cell:
+            return cell
+        if len(regions) >= REGION_BATCHES:
+            return ""
+        regions.add(cell)
+        return cell
 
     def add(
-        self, messages: Iterable[Message], buckets: Iterable[Bucket]
-    ) -> list[tuple[Bucket, list[Message]]]:
+        self, messages: Iterable[Message], buckets: Iterable[Bucket], regions: Iterable[str]
+    ) -> list[tuple[Pending, list[Message]]]:
         """Take planned messages; returns the batches they filled, for `put`."""
-        pending, size = self.pending, self.size
-        full: list[tuple[Bucket, list[Message]]] = []
-        for message, bucket in zip(messages, buckets, strict=True):
-            batch = pending.get(bucket)
+        pending, size, region = self.pending, self.size, self.region
+        full: list[tuple[Pending, list[Message]]] = []
+        for message, bucket, cell in zip(messages, buckets, regions, strict=True):
+            key = (bucket, region(cell))
+            batch = pending.get(key)
             if batch is None:
-                batch = pending[bucket] = []
+                batch = pending[key] = []
             batch.append(message)
             if len(batch) >= size:
-                full.append((bucket, pending.pop(bucket)))
+                full.append((key, pending.pop(key)))
         return full
 
     def add_route(
-        self, bucket: Bucket, messages: list[Message]
-    ) -> list[tuple[Bucket, list[Message]]]:
-        """Take planned messages of one bucket, in order; returns the batches they filled."""
-        batch = self.pending.setdefault(bucket, [])
-        full: list[tuple[Bucket, list[Message]]] = []
+        self, bucket: Bucket, messages: list[Message], region: str = ""
+    ) -> list[tuple[Pending, list[Message]]]:
+        """Take planned messages of one bucket and region, in order; returns the batches they
+        filled."""
+        key = (bucket, self.region(region))
+        batch = self.pending.setdefault(key, [])
+        full: list[tuple[Pending, list[Message]]] = []
         start = 0
         while start < len(messages):
             room = self.size - len(batch)
             batch.extend(messages[start : start + room])
             start += room
             if len(batch) >= self.size:
-                full.append((bucket, self.pending.pop(bucket)))
-                batch = self.pending.setdefault(bucket, [])
+                full.append((key, self.pending.pop(key)))
+                batch = self.pending.setdefault(key, [])
         if not batch:
-            del self.pending[bucket]
+            del self.pending[key]
         return full
 
-    async def flush(self) -> None:
-        """Send every partial batch (before a checkpoint, and at the end)."""
+    async def flush(self, *, in_line_order: bool = False) -> None:
+        """Send every partial batch (before a checkpoint, and at the end): in the order their
+        first messages came, which is how `add` keeps them; a planner that fills them by
+        `add_route`, a group at a time, asks for them by their first message's line."""
         items, self.pending = list(self.pending.items()), {}
+        if in_line_order:
+            items.sort(key=lambda item: int(item[1][0].id))
         await self.put(items)
 
-    async def put(self, items: list[tuple[Bucket, list[Message]]]) -> None:
+    async def put(self, items: list[tuple[Pending, list[Message]]]) -> None:
         """Number the batches per route and hand them to the engine."""
         if not items:
             return
         start_ms = self.planner.start_ms
         numbered = []
-        for (route, due_ms), messages in items:
+        for ((route, due_ms), region), messages in items:
             number = self.sequence.get(route, 0)
             self.sequence[route] = number + 1
-            numbered.append(Numbered(route, number, messages, max(due_ms, start_ms)))
+            due = max(due_ms, start_ms)
+            numbered.append(Numbered(route, number, messages, due, region))
         if self.enqueuer is not None:
             await self.enqueuer.put(numbered)
 
@@ -765,7 +829,7 @@ async def plan_audience(
         origin = Origin(planner.campaign, planner.campaign, planner.plan.lane, planner.expires_ms)
         enqueuer = Enqueuer(Queues(redis, namespace), planner.settings, origin)
         await enqueuer.prepare()
-    batcher = Batcher(planner, enqueuer, state.sequence)
+    batcher = Batcher(planner, enqueuer, state)
     items = planner.items(state.resume)
     since_checkpoint = 0
     settling: tuple[asyncio.Task[None], Group] | None = None
@@ -780,7 +844,7 @@ async def plan_audience(
                 since_checkpoint += done.rows
                 if since_checkpoint >= CHECKPOINT_ROWS and save is not None:
                     await batcher.flush()
-                    await save(Checkpoint(done.checkpoint, report, batcher.sequence))
+                    await save(batcher.checkpoint(done.checkpoint, report))
                     since_checkpoint = 0
             if not group.rows:
                 break
@@ -790,7 +854,7 @@ async def plan_audience(
             await _abandon(settling[0])
     await batcher.flush()
     if save is not None:
-        await save(Checkpoint(None, report, batcher.sequence, finished=True))
+        await save(batcher.checkpoint(None, report, finished=True))
     return report
 
 
@@ -838,7 +902,8 @@ async def _settle(group: Group, checks: RedisChecks, batcher: Batcher, queue: bo
     _sample(group, flags)
     if not queue:
         return
-    full = batcher.add(compress(group.messages, flags), compress(group.buckets, flags))
+    messages, buckets = compress(group.messages, flags), compress(group.buckets, flags)
+    full = batcher.add(messages, buckets, compress(group.regions, flags))
     await batcher.put(full)
 
 

@@ -45,6 +45,7 @@ from loa.engine.events import receipts_key, regions_key
 from loa.engine.keys import ShardKeys, region_field, shard_keys
 from loa.engine.queue import Queues
 from loa.engine.quiet import QuietHours
+from loa.engine.silence import campaign_timers
 from loa.errors import ApprovalRequired, AuthError, CampaignError, PlanError
 from loa.message import Outcome
 from loa.settings import Settings
@@ -133,6 +134,7 @@ class Campaigns:
             )
         report.warnings = _timing_warnings(report) + _language_warnings(plan, report)
         report.warnings += dry_run.warnings(plan, report)
+        report.warnings += _silence_warnings(plan, report, self.settings)
         report.eta_s = dry_run.eta(report, self.settings)
         return report
 
@@ -340,6 +342,7 @@ class Campaigns:
                     "launched_ms": _ms(launched),
                     "expires_ms": _ms(expires) if expires else 0,
                     "partitions": partitions,
+                    "regions_batched": 1,  # both planners batch each region apart
                 },
             )
             await self.store.apply(campaign_id, "schedule" if start > launched else "start")
@@ -500,6 +503,9 @@ class Campaigns:
         # refusal, and sends whose answer never came (and those of them taken again)
         for outcome in (Outcome.REDELIVERED, Outcome.UNKNOWN, Outcome.POSSIBLE_DUPLICATE):
             status[outcome.value] = sending[outcome]
+        # why messages went on to their next channel: silence past fallback_after, or failure
+        for outcome in (Outcome.FALLBACK_TIMEOUT, Outcome.FALLBACK_FAILED):
+            status[outcome.value] = sending[outcome]
         status["finished"] = sum(sending[o] for o in FINAL_OUTCOMES)
         by_route = await self._route_counts(campaign_id)
         for route, counts in receipts.items():
@@ -514,8 +520,8 @@ class Campaigns:
         Queued is the planning report's. Sent and delivered are counted per region by the
         engine for batches that carry one region (a worker counts a settled batch's accepted
         messages under it, a receipt counts under its message's batch): told only for a
-        campaign whose planner batched each region apart (`regions_batched`), which the
-        planners do not do yet. At most MAX_REGIONS regions, the largest.
+        campaign whose planner batched each region apart (`regions_batched`: every campaign
+        launched since the planners do). At most MAX_REGIONS regions, the largest.
         """
         campaign = await self.store.get(campaign_id)
         raw = campaign.fields.get("checkpoint")
@@ -605,7 +611,14 @@ class Campaigns:
             return state
         if state is State.RUNNING and campaign.fields.get("planned") == "1":
             sending = await self._sending_counts(campaign.id)
-            if sum(sending[o] for o in FINAL_OUTCOMES) >= campaign.counter("queued"):
+            # a message accepted and then sent on for silence is one more to end (one handed
+            # over on failure ends only on its next channel); and while a timer waits for a
+            # receipt, a message may still go on
+            ended = sum(sending[o] for o in FINAL_OUTCOMES)
+            more = sending[Outcome.FALLBACK_TIMEOUT]
+            if ended >= campaign.counter("queued") + more and not await campaign_timers(
+                self.redis, self.settings.namespace, list(self.settings.routes), campaign.id
+            ):
                 return await self.store.apply(campaign.id, "finish")
         return state
 
@@ -717,6 +730,25 @@ def _timing_warnings(report: Report) -> list[str]:
         warnings.append(
             f"{report.after_expiry:,} are due after the campaign expires and will never be sent"
         )
+    return warnings
+
+
+def _silence_warnings(plan: Plan, report: Report, settings: Settings) -> list[str]:
+    """Routes a plan's fallback_after would wait on that get no delivery receipts: their
+    messages wait for nothing, and nobody would be sent on for silence."""
+    warnings = []
+    for channel in plan.fallback_after:
+        spec = settings.channels.get(channel)
+        routes = {spec.default, *spec.carriers.values()} - {None} if spec else set()
+        for route in sorted(r for r in routes if r and report.by_route.get(r)):
+            limits = settings.routes.get(route)
+            if limits is None or limits.adapter == "smpp":  # SMPP brings its receipts itself
+                continue
+            if route not in settings.api.webhook_secrets:
+                warnings.append(
+                    f"fallback_after.{channel}: route {route} gets no delivery receipts (no "
+                    "api.webhook_secrets entry): its messages will not fall back for silence"
+                )
     return warnings
 
 

@@ -252,6 +252,7 @@ def plan_mapping(
     sms_ascii: bool,
     zalo: CapZaloSettings | None,
     regions: bool = True,
+    fallback_after: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The plan (as a TOML-shaped mapping) that sends `mapped` on `channels`, in that order."""
     assert mapped.lane is not None and mapped.expires is not None
@@ -279,6 +280,9 @@ def plan_mapping(
     }
     if regions:
         plan["audience"] = {"regions": mapped.regions}
+    waits = {c: w for c, w in (fallback_after or {}).items() if c in channels[:-1]}
+    if waits:  # the last channel has nothing to fall back to
+        plan["fallback_after"] = waits
     return plan
 
 

@@ -283,6 +283,7 @@ class CapIntake:
             sms_ascii=cap.sms_ascii,
             zalo=cap.zalo,
             regions=not alert.is_test,
+            fallback_after={str(c): wait for c, wait in cap.fallback_after.items()},
         )
         Plan.from_mapping(plan, source=f"the plan of CAP alert {alert.identifier}")
         plan_path = directory / "plan.toml"

@@ -319,6 +319,8 @@ def status(
             "redelivered",
             "unknown",
             "possible_duplicate",
+            "fallback_timeout",
+            "fallback_failed",
         )
     ]
     show(f"campaign {campaign_id}: {current['name']}", ["counter", "value"], rows)

@@ -26,6 +26,8 @@ WIDE_COUNTERS = (
     ("redelivered", "redelivered"),
     ("unknown", "unknown"),
     ("possible dup", "possible_duplicate"),
+    ("fb timeout", "fallback_timeout"),
+    ("fb failed", "fallback_failed"),
 )
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +21,15 @@ from loa.demo.country import (
     SMS_ROUTES,
     ZALO_ROUTE,
     Carrier,
-    Province,
     route_of,
 )
 from loa.demo.people import Mix
 from loa.demo.simulators import (
+    ALERT_TEMPLATE,
     NO_ACCOUNT,
     PASSWORD,
+    SILENT,
+    ZALO_OA_SECRET,
     ZALO_TEMPLATE,
     ZALO_TOKEN,
     Endpoints,
@@ -43,6 +48,11 @@ ZALO_CHUNK = BATCH  # Zalo requests per adapter call: the adapter runs them conc
 ZALO_SENDERS = 4  # batches in flight on the Zalo route per process
 SMS_SENDERS = 4  # most batches in flight per SMS route and process: each waits on round trips
 HOLD = 0.5  # seconds a batch may keep a sender from an alert, at the route's rate
+# how long the flood alert's Zalo messages wait for their delivered event before going by SMS
+# (minutes in real life; seconds here, so the demo shows it)
+FALLBACK_AFTER = "5s"
+FLOOD_ALERT = "flood-alert.xml"  # the CAP file of the flood alert, in this package
+VIETNAM = timezone(timedelta(hours=7))
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,12 +78,15 @@ def expected_load(people: int, mix: Mix) -> dict[str, float]:
     alert = next(p.millions for p in PROVINCES if p.code == EMERGENCY_PROVINCE) / sum(
         p.millions for p in PROVINCES
     )
-    by_sms = (1 - mix.zalo) + mix.zalo * NO_ACCOUNT + alert  # people an SMS route carries
+    # people an SMS route carries: the advisory's (no Zalo id, no Zalo account) and the
+    # alert's (the same, and those Zalo left undelivered)
+    by_sms = (1 - mix.zalo) + mix.zalo * NO_ACCOUNT
+    by_sms += alert * ((1 - mix.zalo) + mix.zalo * (NO_ACCOUNT + SILENT))
     load = dict.fromkeys(SMS_ROUTES, 0.0)
     shares = sum(c.share for c in CARRIERS)
     for carrier in CARRIERS:
         load[route_of(carrier)] += reached * carrier.share / shares * by_sms
-    return {ZALO_ROUTE: reached * mix.zalo, **load}
+    return {ZALO_ROUTE: reached * mix.zalo * (1 + alert), **load}
 
 
 def rates_for(load: Mapping[str, float], duration: float, processes: int) -> Rates:
@@ -94,8 +107,11 @@ def rates_for(load: Mapping[str, float], duration: float, processes: int) -> Rat
     return Rates(route, provider, senders)
 
 
-def demo_settings(base: Settings, endpoints: Endpoints, rates: Rates, namespace: str) -> Settings:
-    """Routes to the simulators (SMPP per carrier, Zalo ZNS), channels, and quick timings."""
+def demo_settings(
+    base: Settings, endpoints: Endpoints, rates: Rates, namespace: str, audience: Path
+) -> Settings:
+    """Routes to the simulators (SMPP per carrier, Zalo ZNS), channels, the API that takes
+    Zalo's delivered events, CAP alerts to `audience` (Zalo, then SMS), and quick timings."""
     routes: dict[str, Any] = {ZALO_ROUTE: _zalo_route(endpoints.zalo_url, rates)}
     for carrier in CARRIERS:
         if carrier.route:
@@ -123,6 +139,23 @@ def demo_settings(base: Settings, endpoints: Endpoints, rates: Rates, namespace:
     data["queue"] = {**data["queue"], "batch_size": BATCH}
     data["planning"] = {"frequency_memory": 0}  # no plan here has a frequency cap
     data["events"] = {**data["events"], "receipt_ttl": 3600.0}
+    data["api"] = {
+        **data["api"],
+        "host": "127.0.0.1",
+        "port": endpoints.api,
+        "webhook_secrets": {ZALO_ROUTE: ZALO_OA_SECRET},
+    }
+    data["cap"] = {
+        **data["cap"],
+        "audience": str(audience),
+        "channels": ["zalo", "sms"],
+        "language": "vi",
+        "zalo": {
+            "template_id": ALERT_TEMPLATE,
+            "data": {"headline": "headline", "instruction": "instruction"},
+        },
+        "fallback_after": {"zalo": FALLBACK_AFTER},
+    }
     return Settings.from_mapping(data, source="demo settings")
 
 
@@ -179,6 +212,9 @@ def write_settings(settings: Settings, path: Path) -> None:
     """The demo's settings as a file, for `loa ... -c` afterwards (the simulators are gone)."""
     data = settings.model_dump(mode="json", exclude_none=True)
     data["worker"]["metrics_port"] = 9750
+    # no webhook secret in a file for later commands: the demo's API alone holds it (a dump
+    # would write it masked, which no later command could load)
+    data["api"].pop("webhook_secrets", None)
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = ["# Written by `loa demo`: its routes, namespace and data, for the commands it prints."]
     for key, value in data.items():
@@ -203,11 +239,6 @@ def _toml(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def province(code: str) -> Province:
-    """The province with this code."""
-    return next(p for p in PROVINCES if p.code == code)
-
-
 def advisory_plan() -> str:
     """The vaccination advisory: Zalo first, SMS for whoever Zalo cannot reach."""
     return f'''# Written by `loa demo`: the vaccination advisory, Zalo first with SMS fallback.
@@ -225,21 +256,14 @@ expires = "6h"
 '''  # noqa: E501
 
 
-def emergency_plan() -> str:
-    """The flood alert for one province: emergency lane, SMS only."""
-    where = province(EMERGENCY_PROVINCE)
-    return f'''# Written by `loa demo`: the emergency alert, launched halfway through the advisory.
-name = "KHẨN CẤP: lũ tại {where.name}"
-lane = "emergency"
-channels = ["sms"]
-sms_ascii = true
-
-[templates]
-sms = "KHAN CAP - Bo Y te: lu lon tai {where.ascii_name}. Di chuyen len cao ngay, mang theo thuoc thiet yeu. Cap cuu: 115."
-
-[audience]
-regions = ["{EMERGENCY_PROVINCE}"]
-
-[schedule]
-expires = "6h"
-'''  # noqa: E501
+def flood_alert(now: datetime, identifier: str) -> str:
+    """The flood alert as its warning centre would publish it: a CAP 1.2 file in Vietnamese
+    and English for the scenario's province, sent `now`, current for six hours."""
+    template = resources.files("loa.demo").joinpath(FLOOD_ALERT).read_text(encoding="utf-8")
+    local = now.astimezone(VIETNAM).replace(microsecond=0)
+    return string.Template(template).substitute(
+        identifier=identifier,
+        sent=local.isoformat(),
+        expires=(local + timedelta(hours=6)).isoformat(),
+        province=EMERGENCY_PROVINCE,
+    )

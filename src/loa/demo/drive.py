@@ -102,39 +102,47 @@ def _numbers(rng: random.Random, count: int, avoid: set[str]) -> list[str]:
 
 def appointment_plan() -> str:
     """Each placed registrant's own appointment."""
-    return f"""# Written by `loa demo`: each registrant's appointment, from the drive's schedule.
-name = "Lịch tiêm sởi"
-lane = "normal"
-channels = ["zalo", "sms"]
-sms_ascii = true
-
-[templates]
-zalo = {{ template_id = "{ZALO_TEMPLATE}", data = {{ what = "{APPOINTMENT_WORDS}", date = "{{{{ appointment.date }}}}", start = "{{{{ appointment.start }}}}", site = "{{{{ appointment.site_name }}}}" }} }}
-sms = "Bo Y te: {APPOINTMENT_WORDS} {{{{ appointment.date }}}} {{{{ appointment.start }}}} tai {{{{ appointment.site_name }}}}. Tra loi 1 xac nhan, 2 huy lich."
-
-[audience]
-where = {{ status = "placed" }}
-
-[schedule]
-expires = "6h"
-"""  # noqa: E501
+    return _appointment_plan(
+        "each registrant's appointment, from the drive's schedule",
+        "Lịch tiêm sởi",
+        APPOINTMENT_WORDS,
+        "Tra loi 1 xac nhan, 2 huy lich.",
+        '[audience]\nwhere = { status = "placed" }\n',
+    )
 
 
 def new_appointment_plan() -> str:
     """The appointment of whoever a cancelled place went to."""
-    return f"""# Written by `loa demo`: a new appointment, for whoever a cancelled place went to.
-name = "Lịch tiêm mới"
+    return _appointment_plan(
+        "a new appointment, for whoever a cancelled place went to",
+        "Lịch tiêm mới",
+        "ban da co LICH MOI",
+        "Tra loi 1 xac nhan.",
+        what="LICH MOI",
+    )
+
+
+def _appointment_plan(
+    about: str, name: str, words: str, reply: str, audience: str = "", what: str = ""
+) -> str:
+    """A plan that tells each person of the schedule their appointment, by Zalo or SMS."""
+    date, start = "{{ appointment.date }}", "{{ appointment.start }}"
+    site = "{{ appointment.site_name }}"
+    zalo_data = f'what = "{what or words}", date = "{date}", start = "{start}", site = "{site}"'
+    return f"""# Written by `loa demo`: {about}.
+name = "{name}"
 lane = "normal"
 channels = ["zalo", "sms"]
 sms_ascii = true
 
 [templates]
-zalo = {{ template_id = "{ZALO_TEMPLATE}", data = {{ what = "LICH MOI", date = "{{{{ appointment.date }}}}", start = "{{{{ appointment.start }}}}", site = "{{{{ appointment.site_name }}}}" }} }}
-sms = "Bo Y te: ban da co LICH MOI {{{{ appointment.date }}}} {{{{ appointment.start }}}} tai {{{{ appointment.site_name }}}}. Tra loi 1 xac nhan."
+zalo = {{ template_id = "{ZALO_TEMPLATE}", data = {{ {zalo_data} }} }}
+sms = "Bo Y te: {words} {date} {start} tai {site}. {reply}"
 
+{audience}
 [schedule]
 expires = "6h"
-"""  # noqa: E501
+"""
 
 
 def checkin_plan() -> str:

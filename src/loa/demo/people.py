@@ -24,7 +24,7 @@ from loa.demo.country import (
     route_of,
 )
 
-COLUMNS = ("phone", "name", "region", "province", "zalo_id")
+COLUMNS = ("phone", "name", "region", "province", "zalo_id", "lang")
 # A multiplier coprime with 10**7: n -> n * STRIDE mod 10**7 visits every subscriber number of
 # a prefix once, so numbers are unique without remembering the ones handed out.
 STRIDE = 7_654_321
@@ -32,6 +32,7 @@ SUBSCRIBERS = 10**7
 MALFORMED_KINDS = ("too short", "letters in number", "empty", "extra field")
 
 HasZalo = Callable[[str], bool]  # "84..." -> whether Zalo knows the number
+Silent = Callable[[str], bool]  # "84..." -> whether Zalo leaves the alert undelivered there
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,7 @@ class Mix:
     zalo: float = 0.55  # people with a zalo_id column filled
     malformed: float = 0.002  # rows with a broken phone or a broken line
     opted_out: float = 0.004  # people already on the opt-out list
+    english: float = 0.15  # people whose `lang` is en (visitors, expatriates); the rest vi
 
 
 @dataclass
@@ -58,6 +60,12 @@ class Facts:
     emergency: Counter[str] = field(default_factory=Counter)
     no_account: int = 0  # Zalo ids Zalo does not know: fallback to SMS
     with_zalo: int = 0
+    emergency_people: int = 0  # people of the flood alert's province it must reach
+    emergency_no_account: int = 0  # of them: a Zalo id Zalo does not know, so SMS at once
+    emergency_silent: int = 0  # of them: accepted by Zalo, never delivered, so SMS later
+    emergency_languages: Counter[str] = field(default_factory=Counter)  # lang -> people
+    emergency_later: Counter[str] = field(default_factory=Counter)  # route -> SMS after silence
+    emergency_sms_first: Counter[str] = field(default_factory=Counter)  # route -> no Zalo id
 
     @property
     def advisory_people(self) -> int:
@@ -65,9 +73,9 @@ class Facts:
         return sum(self.advisory.values()) - self.no_account
 
     @property
-    def emergency_people(self) -> int:
-        """People of the emergency's province it must reach."""
-        return sum(self.emergency.values())
+    def emergency_zalo_delivered(self) -> int:
+        """The alert's Zalo messages Zalo delivers (and posts a delivered event for)."""
+        return self.emergency[ZALO_ROUTE] - self.emergency_no_account - self.emergency_silent
 
 
 class _Numbers:
@@ -123,10 +131,13 @@ def _malformed(kind: int, row: list[str]) -> list[str]:
 class _Writer:
     """Writes the rows and keeps the facts; one instance per file."""
 
-    def __init__(self, facts: Facts, mix: Mix, has_zalo: HasZalo, seed: int) -> None:
+    def __init__(
+        self, facts: Facts, mix: Mix, has_zalo: HasZalo, silent: Silent, seed: int
+    ) -> None:
         self.facts = facts
         self.mix = mix
         self.has_zalo = has_zalo
+        self.silent = silent
         self.rng = random.Random(seed)
         self.numbers = _Numbers(self.rng)
         self.provinces_at = list(itertools.accumulate(p.millions for p in PROVINCES))
@@ -146,12 +157,14 @@ class _Writer:
         while replier and province.code == EMERGENCY_PROVINCE:
             province = self.province()
         zalo = not replier and rng.random() < self.mix.zalo
+        lang = "en" if rng.random() < self.mix.english else "vi"
         row = [
             _written(national, rng),
             _name(rng),
             province.code,
             province.name,
             f"{rng.getrandbits(60):d}" if zalo else "",
+            lang,
         ]
         if not replier and rng.random() < self.mix.malformed:
             facts.malformed.append(line)
@@ -163,12 +176,31 @@ class _Writer:
             facts.opted_out.append(e164)
             return row
         self._count(carrier, province, zalo, e164)
+        if province.code == EMERGENCY_PROVINCE:
+            self._count_alert(route_of(carrier), zalo, e164, lang)
         return row
+
+    def _count_alert(self, route: str, zalo: bool, e164: str, lang: str) -> None:
+        """The flood alert goes by Zalo to whoever has a Zalo id, by SMS to the rest, and by
+        SMS too to whom Zalo does not know, or leaves undelivered past fallback_after."""
+        facts = self.facts
+        facts.emergency_people += 1
+        facts.emergency_languages[lang] += 1
+        if not zalo:
+            facts.emergency[route] += 1
+            facts.emergency_sms_first[route] += 1
+            return
+        facts.emergency[ZALO_ROUTE] += 1
+        if not self.has_zalo(e164[1:]):
+            facts.emergency_no_account += 1
+            facts.emergency[route] += 1
+        elif self.silent(e164[1:]):
+            facts.emergency_silent += 1
+            facts.emergency[route] += 1
+            facts.emergency_later[route] += 1
 
     def _count(self, carrier: Carrier, province: Province, zalo: bool, e164: str) -> None:
         facts, route = self.facts, route_of(carrier)
-        if province.code == EMERGENCY_PROVINCE:
-            facts.emergency[route] += 1
         if zalo:
             facts.with_zalo += 1
             facts.advisory[ZALO_ROUTE] += 1
@@ -179,7 +211,12 @@ class _Writer:
 
 
 def write_audience(
-    path: Path, people: int, has_zalo: HasZalo, seed: int = 2026, mix: Mix | None = None
+    path: Path,
+    people: int,
+    has_zalo: HasZalo,
+    seed: int = 2026,
+    mix: Mix | None = None,
+    silent: Silent = lambda phone: False,
 ) -> Facts:
     """Write `people` rows (a few of them malformed) to `path` as CSV; return their facts.
 
@@ -188,7 +225,7 @@ def write_audience(
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     facts = Facts(path=path)
-    writer = _Writer(facts, mix or Mix(), has_zalo, seed)
+    writer = _Writer(facts, mix or Mix(), has_zalo, silent, seed)
     with path.open("w", newline="", encoding="utf-8") as handle:
         out = csv.writer(handle, lineterminator="\n")
         out.writerow(COLUMNS)

@@ -75,7 +75,9 @@ class _Demo:
         drive = options.drive
         citizens = {"citizens": citizen_scripts(options.seed, drive)} if drive else {}
         self.webhook_port = free_port()  # the second act's Zalo replies come in there
-        zalo = zalo_options(options.seed, self.rates.provider[ZALO_ROUTE])
+        # the flood alert's delivered events go to the scenario's API (endpoints.api)
+        zalo_rate = self.rates.provider[ZALO_ROUTE]
+        zalo = zalo_options(options.seed, zalo_rate, self.endpoints.webhook(ZALO_ROUTE))
         if drive:
             zalo = SimOptions.model_validate(
                 {
@@ -108,7 +110,8 @@ class _Demo:
         self.sims.start()  # it starts listening while the workers start and the audience is written
         try:
             namespace = f"{NAMESPACE_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}"
-            settings = demo_settings(self.base, self.endpoints, self.rates, namespace)
+            audience = self.work / "audience.csv"
+            settings = demo_settings(self.base, self.endpoints, self.rates, namespace, audience)
             state = self._with_workers(settings)
         finally:
             final = self.sims.stop()
@@ -212,8 +215,10 @@ class _Demo:
             f"[bold]loa demo[/bold]: writing a national audience of {self.options.people:,} "
             f"people to {path} while the simulators and workers start ..."
         )
-        has_zalo = HttpSimulator(zalo_options(self.options.seed, 0)).has_zalo
-        facts = write_audience(path, self.options.people, has_zalo, self.options.seed)
+        zalo = HttpSimulator(zalo_options(self.options.seed, 0))
+        facts = write_audience(
+            path, self.options.people, zalo.has_zalo, self.options.seed, silent=zalo.silent
+        )
         self.timings["audience_s"] = self.clock()
         return facts
 

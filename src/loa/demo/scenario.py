@@ -1,22 +1,31 @@
-"""The scenario: the advisory, a STOP reply, the emergency alert halfway, receipts, the end."""
+"""The scenario: the advisory, a STOP reply, the flood alert halfway (a CAP file, in Vietnamese
+and English, by Zalo with SMS for whom Zalo does not reach in time), receipts, the end."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import uvicorn
+
+from loa.access.audit import AuditLog
 from loa.access.identity import Role, program
+from loa.api import create_app
 from loa.campaigns.planner import Report
 from loa.campaigns.service import Campaigns
+from loa.campaigns.store import Campaign
 from loa.campaigns.suppression import Suppression
-from loa.demo.config import advisory_plan, emergency_plan
+from loa.cap.service import CapIntake
+from loa.demo.config import advisory_plan, flood_alert
 from loa.demo.country import CARRIERS, SMS_ROUTES, ZALO_ROUTE
 from loa.demo.people import Facts
-from loa.demo.simulators import Simulators
+from loa.demo.simulators import DemoError, Simulators
 from loa.engine.connection import RedisClient, connect
 from loa.engine.control import suppression_key
 from loa.engine.events import read_inbound
@@ -36,6 +45,7 @@ HOTLINE = "9095"  # where replies go: the ministry's short code
 RECEIPT_GRACE = 15.0  # seconds beyond the slowest receipt delay to wait for the last receipts
 READY_TIMEOUT = 30.0  # seconds the worker processes may take to start
 READER_GRACE = 2.0  # seconds after a worker made its queues for it to show as their reader
+API_TIMEOUT = 30.0  # seconds the API (Zalo's delivered events come to it) may take to start
 FINAL_OUTCOMES = ("accepted", "failed", "dead", "expired", "suppressed")
 
 
@@ -54,7 +64,8 @@ class CampaignRun:
     launched: float | None = None
     planned: float | None = None
     first: float | None = None  # first message accepted by a provider
-    done: float | None = None  # every message has its outcome
+    reached: float | None = None  # every person's first message has its outcome
+    done: float | None = None  # every message has its outcome (those sent on for silence too)
     report: Report | None = None
     status: dict[str, Any] = field(default_factory=dict)
 
@@ -152,10 +163,11 @@ class Scenario:
             if self.forget:
                 await _forget(redis, self.forget)
             await self._prepare(campaigns)
-            await self._workers_ready(redis)
-            await self._launch(campaigns, self.state.advisory, advisory_plan())
-            await self._watch(campaigns)
-            await self._wait_for_receipts(campaigns)
+            async with self._api():
+                await self._workers_ready(redis)
+                await self._launch(campaigns, self.state.advisory, advisory_plan())
+                await self._watch(campaigns)
+                await self._wait_for_receipts(campaigns)
             await self._read_replies(redis)
             self.state.ended = self.state.now()
             self.on_tick(self.state)
@@ -173,6 +185,35 @@ class Scenario:
             f"audience: {facts.rows:,} people in 34 provinces, {len(facts.malformed):,} "
             f"malformed rows, {len(facts.opted_out):,} already opted out"
         )
+
+    @contextlib.asynccontextmanager
+    async def _api(self) -> AsyncIterator[None]:
+        """loa's API on loopback, as `loa server` serves it: Zalo posts its delivered events
+        to the receipt webhook, signed with the official account's secret."""
+        app = create_app(self.settings, lambda: connect(self.redis_url))
+        config = uvicorn.Config(
+            app,
+            host=self.settings.api.host,
+            port=self.settings.api.port,
+            log_config=None,
+            access_log=False,
+            ws="none",
+            lifespan="on",
+        )
+        server = uvicorn.Server(config)
+        task = asyncio.create_task(server.serve(), name="api")
+        for _ in range(int(API_TIMEOUT / TICK)):  # bounded: a server that cannot listen ends
+            if server.started or task.done():
+                break
+            await asyncio.sleep(TICK)
+        if not server.started:
+            task.cancel()
+            raise DemoError("loa's API, where Zalo posts its delivered events, did not start")
+        try:
+            yield
+        finally:
+            server.should_exit = True
+            await asyncio.gather(task, return_exceptions=True)
 
     async def _workers_ready(self, redis: RedisClient) -> None:
         """Wait until every worker process reads every route: the launch is timed from there.
@@ -212,6 +253,26 @@ class Scenario:
         path = self.work / f"{run.key}.plan.toml"
         path.write_text(plan_text, encoding="utf-8")
         campaign = await campaigns.create(path, self.state.facts.path, DEMO_OPERATOR)
+        await self._approve_and_launch(campaigns, run, campaign)
+
+    async def _alert(self, campaigns: Campaigns, run: CampaignRun) -> None:
+        """The warning centre's CAP file, submitted as `loa cap submit` does: a draft campaign
+        to the province's people in their language, which a second person approves."""
+        now = time.time()
+        identifier = f"VN-NCHMF-DEMO-{time.strftime('%Y%m%d-%H%M%S', time.gmtime(now))}"
+        path = self.work / "flood-alert.xml"
+        path.write_text(flood_alert(datetime.fromtimestamp(now, UTC), identifier), "utf-8")
+        log = AuditLog.of(campaigns.redis, self.settings)
+        submitted = await CapIntake(self.settings, campaigns.redis, log).submit(
+            path.read_bytes(), DEMO_OPERATOR
+        )
+        self.state.say(f"CAP file {path.name} submitted: {submitted.line()}")
+        campaign = await campaigns.store.get(submitted.campaign)
+        await self._approve_and_launch(campaigns, run, campaign)
+
+    async def _approve_and_launch(
+        self, campaigns: Campaigns, run: CampaignRun, campaign: Campaign
+    ) -> None:
         run.id = campaign.id
         await campaigns.approve(run.id, DEMO_APPROVER)
         run.launched = self.state.now()
@@ -243,7 +304,7 @@ class Scenario:
             if sent >= STOP_AT and not self._started("reply"):
                 self._spawn("reply", self._reply(campaigns.redis))
             if sent >= EMERGENCY_AT and not state.emergency.id:
-                await self._launch(campaigns, state.emergency, emergency_plan())
+                await self._alert(campaigns, state.emergency)
             self.on_tick(state)
             ticks += 1
             await asyncio.sleep(TICK)
@@ -280,6 +341,9 @@ class Scenario:
                 run.first = now
                 took = now - (run.launched or now)
                 state.say(f"{run.key}: first message accepted {took:.2f}s after launch")
+            queued = int(run.status.get("queued", 0))
+            if run.reached is None and run.planned is not None and 0 < queued <= run.finished:
+                run.reached = now
             if run.done is None and run.status.get("state") == "done":
                 run.done = now
                 self._finished(run)
@@ -311,9 +375,12 @@ class Scenario:
             done = route_done(route, alert.get(route, {}))
             sent = int(advisory.get(route, {}).get("accepted", 0))
             window = state.overlap.get(route)
+            # the end: the alert's SMS to people without a Zalo id, queued at once, are out
+            # (those Zalo hands on come as Zalo sends, and those it leaves silent much later)
+            first = state.facts.emergency_sms_first[route]
             if window is None and done:
                 state.overlap[route] = [sent, -1]
-            elif window is not None and window[1] < 0 and done >= state.facts.emergency[route]:
+            elif window is not None and window[1] < 0 and done >= first:
                 window[1] = sent
 
     async def _reply(self, redis: RedisClient) -> None:
@@ -334,7 +401,8 @@ class Scenario:
             await asyncio.sleep(TICK)
 
     async def _wait_for_receipts(self, campaigns: Campaigns) -> None:
-        """Wait (bounded) until every SMS loa sent has its receipt counted."""
+        """Wait (bounded) until every SMS loa sent has its receipt counted, and every alert
+        Zalo delivered has its delivered event."""
         state = self.state
         started = time.monotonic()
         slowest = max(c.receipt_delay for c in CARRIERS)
@@ -342,7 +410,9 @@ class Scenario:
         while time.monotonic() < deadline:
             await self._refresh(campaigns, 0)
             self.on_tick(state)
-            if _receipts_in(state.by_route()):
+            alert = state.emergency.status.get("by_route", {}).get(ZALO_ROUTE, {})
+            zalo_in = alert.get("delivered", 0) >= state.facts.emergency_zalo_delivered
+            if _receipts_in(state.by_route()) and zalo_in:
                 state.receipts_complete = True
                 break
             await asyncio.sleep(TICK * 2)

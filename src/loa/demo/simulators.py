@@ -22,9 +22,15 @@ from loa.sim.smsc import SmscSimulator
 
 ZALO_TOKEN = "demo-zalo-oa-token"
 ZALO_TEMPLATE = "248613"
+ALERT_TEMPLATE = "248700"  # the ZNS template CAP alerts go out with (cap.zalo)
+ZALO_APP_ID = "demo-zalo-app"
+ZALO_OA_SECRET = "demo-zalo-oa-secret"  # signs the delivered events Zalo posts to loa's webhook
 PASSWORD = "demo"
 START_TIMEOUT = 30.0
 NO_ACCOUNT = 0.08  # of the Zalo ids the audience holds, those Zalo answers -118 for
+# of the flood alert's Zalo messages, those Zalo accepts and never delivers (a phone off, an
+# app not opened): no delivered event comes, and loa sends them by SMS after fallback_after
+SILENT = 0.12
 
 
 class DemoError(LoaError, RuntimeError):
@@ -36,15 +42,22 @@ def system_id(carrier: str) -> str:
     return f"loa-{carrier}"[:15]
 
 
-def zalo_options(seed: int, tps: float) -> SimOptions:
-    """The Zalo endpoint's options; the audience generator asks the same ones who has Zalo."""
+def zalo_options(seed: int, tps: float, webhook: str | None = None) -> SimOptions:
+    """The Zalo endpoint's options; the audience generator asks the same ones who has Zalo,
+    and whose alert Zalo leaves undelivered. Delivered events are posted to `webhook` for the
+    alert's template only: the advisory's hundred thousand would only load the demo."""
     return SimOptions(
         seed=seed,
         zalo_token=ZALO_TOKEN,
         no_zalo_ratio=NO_ACCOUNT,
-        zalo_templates=[ZALO_TEMPLATE],
+        zalo_templates=[ZALO_TEMPLATE, ALERT_TEMPLATE],
         tps=tps,
         keep_ids=0,  # counts only: 200,000 ids would be memory for nothing
+        zalo_webhook=webhook,
+        zalo_app_id=ZALO_APP_ID,
+        zalo_oa_secret=ZALO_OA_SECRET,
+        zalo_silent_ratio=SILENT,
+        zalo_receipt_templates=[ALERT_TEMPLATE],
     )
 
 
@@ -68,20 +81,26 @@ def smsc_options(carrier: str, tps: float, seed: int) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class Endpoints:
-    """Where the simulators listen: an SMPP port per carrier, the Zalo endpoint's port."""
+    """Where the simulators listen: an SMPP port per carrier, the Zalo endpoint's port; and
+    where loa's API takes Zalo's delivered events."""
 
     smsc: dict[str, int]
     zalo: int
+    api: int
 
     @property
     def zalo_url(self) -> str:
         """The Zalo endpoint's base URL."""
         return f"http://127.0.0.1:{self.zalo}"
 
+    def webhook(self, route: str) -> str:
+        """loa's receipt webhook of `route`, where the Zalo endpoint posts delivered events."""
+        return f"http://127.0.0.1:{self.api}/api/v1/webhooks/{route}"
+
     @classmethod
     def pick(cls, carriers: list[str]) -> Endpoints:
         """Free ports now, so workers can be configured while the simulators start."""
-        return cls({name: free_port() for name in carriers}, free_port())
+        return cls({name: free_port() for name in carriers}, free_port(), free_port())
 
 
 def serve(

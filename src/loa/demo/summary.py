@@ -56,6 +56,7 @@ def route_rows(state: State, rates: Rates, sims: dict[str, Any]) -> list[dict[st
             "undelivered": counts.get("undelivered", 0),
             "failed": counts.get("failed", 0) + counts.get("dead", 0),
             "fallback": counts.get("fallback", 0),
+            "fallback_timeout": counts.get("fallback_timeout", 0),
             "expired": counts.get("expired", 0),
             "suppressed": counts.get("suppressed", 0),
             "throttled": counts.get("throttled", 0),
@@ -76,6 +77,8 @@ def _sim_counts(route: str, sims: dict[str, Any]) -> dict[str, int]:
             "accepted": int(outcomes.get("accepted", 0)),
             "no_account": int(outcomes.get("no_account", 0)),
             "over_tps": int(outcomes.get("over_tps", 0)),
+            "silent": int(outcomes.get("silent", 0)),
+            "delivered_events": int(outcomes.get("receipt_posted", 0)),
         }
     carrier = next(c.name for c in CARRIERS if c.route == route)
     smsc = sims.get("smsc", {}).get(carrier, {})
@@ -115,6 +118,13 @@ def _zalo_checks(row: dict[str, Any]) -> list[Check]:
         Check(f"{route}: accepted", row["sent"], sim["accepted"], "zalo"),
         Check(f"{route}: no account (-118) -> SMS", row["fallback"], sim["no_account"], "zalo"),
         Check(f"{route}: over the TPS cap (429)", row["throttled"], sim["over_tps"], "zalo"),
+        Check(f"{route}: delivered events", row["delivered"], sim["delivered_events"], "zalo"),
+        Check(
+            f"{route}: never delivered -> SMS after fallback_after",
+            row["fallback_timeout"],
+            sim["silent"],
+            "zalo",
+        ),
     ]
 
 
@@ -172,10 +182,37 @@ def _audience_checks(state: State) -> list[Check]:
             "audience",
         ),
         Check(
-            "emergency: messages with an outcome",
+            "emergency: messages with an outcome (and the SMS sent for silence)",
             emergency.finished,
-            facts.emergency_people,
+            facts.emergency_people + facts.emergency_silent,
             "audience",
+        ),
+        Check(
+            "emergency: no Zalo account -> SMS at once",
+            _get(emergency, "fallback"),
+            facts.emergency_no_account,
+            "audience",
+        ),
+        Check(
+            "emergency: Zalo silent past fallback_after -> SMS",
+            _get(emergency, "fallback_timeout"),
+            facts.emergency_silent,
+            "audience",
+        ),
+        Check(
+            "emergency: Zalo delivered events counted",
+            int(emergency.status.get("by_route", {}).get(ZALO_ROUTE, {}).get("delivered", 0)),
+            facts.emergency_zalo_delivered,
+            "audience",
+        ),
+        *(
+            Check(
+                f"emergency: people reached in {language}",
+                emergency.report.by_language.get(language, 0) if emergency.report else 0,
+                count,
+                "audience",
+            )
+            for language, count in sorted(facts.emergency_languages.items())
         ),
         Check("STOP replier on the opt-out list", int(state.replier_opted_out), 1, "audience"),
     ]
@@ -197,6 +234,8 @@ def campaign_summary(run: CampaignRun) -> dict[str, Any]:
         "undelivered",
         "failed",
         "fallback",
+        "fallback_timeout",
+        "fallback_failed",
         "expired",
         "suppressed",
         "invalid",
@@ -209,12 +248,15 @@ def campaign_summary(run: CampaignRun) -> dict[str, Any]:
     data["launched_at_s"] = _round(run.launched)
     data["planned_after_s"] = _round(run.planned - launched if run.planned else None)
     data["first_message_after_s"] = _round(run.first - launched if run.first else None)
+    data["reached_everyone_after_s"] = _round(run.reached - launched if run.reached else None)
+    data["reached_everyone_at_s"] = _round(run.reached)
     data["done_after_s"] = _round(run.done - launched if run.done else None)
     data["done_at_s"] = _round(run.done)
     report = run.report
     data["invalid_rows"] = (
         [{"line": line, "reason": reason} for line, reason in report.errors] if report else []
     )
+    data["languages"] = dict(report.by_language) if report else {}
     return data
 
 

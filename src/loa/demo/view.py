@@ -196,7 +196,7 @@ def _sum(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def _loa_cells(row: dict[str, Any], invalid: str) -> list[str]:
     cells = [f"{row[name]:,}" for name in LOA_COUNTS]
     if row.get("channel") == "zalo":
-        cells[1] = cells[2] = "-"  # ZNS receipts come by webhook; the demo runs no server
+        cells[2] = "-"  # ZNS posts delivered events only (for the alert's template, here)
     return [*cells, invalid]
 
 
@@ -204,7 +204,7 @@ def _sim_cells(row: dict[str, Any]) -> list[str]:
     sim = row["sim"]
     if row["channel"] == "zalo":
         refused = sim["no_account"] + sim["over_tps"]
-        return [f"{sim['accepted']:,}", "-", "-", f"{refused:,}"]
+        return [f"{sim['accepted']:,}", f"{sim['delivered_events']:,}", "-", f"{refused:,}"]
     undelivered = sim["receipts_undelivered"] + sim["receipts_expired"]
     refused = sim["throttled"] + sim["bad_destinations"] + sim["errors"]
     return [
@@ -287,6 +287,12 @@ def _facts_line(summary: dict[str, Any]) -> Text:
             f"all {alert['sent']:,} within {alert['done_after_s']:.1f}s; advisory SMS that went "
             f"out on a route while the alert did: {alert['advisory_sms_while_it_ran']:,} "
             "(batches senders held when it came)"
+        )
+        languages = ", ".join(f"{n:,} in {lang}" for lang, n in alert["languages"].items())
+        lines.append(
+            f"flood alert from a CAP file ({languages}): by Zalo, then SMS for "
+            f"{alert['fallback']:,} Zalo does not know and for {alert['fallback_timeout']:,} "
+            "it accepted but never delivered within fallback_after"
         )
     return Text("\n".join(lines))
 

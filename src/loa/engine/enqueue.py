@@ -44,6 +44,7 @@ class Numbered:
     number: int
     messages: list[Message]
     due_ms: int = 0  # 0: at once; else the time it becomes due
+    region: str = ""  # the audience region every message is in ("": none, or several)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +119,7 @@ class Enqueuer:
                 campaign=origin.campaign,
                 id=batch_id(origin.prefix, item.route, item.number),
                 expires_ms=origin.expires_ms,
+                region=item.region,
             )
             keys = pick_shard(self.shards(item.route), item.number)
             queued.append((keys, batch, item.due_ms if item.due_ms > now else 0))

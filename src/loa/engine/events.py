@@ -37,6 +37,7 @@ from typing import Any
 
 from redis.exceptions import NoScriptError, RedisError
 
+from loa.engine import silence
 from loa.engine.connection import RedisClient, text
 from loa.engine.control import campaign_key, suppression_key
 from loa.engine.metrics import Metrics
@@ -93,6 +94,12 @@ def sent_of(value: str) -> tuple[str, bool, str]:
     if not marked:
         rest, region = region, ""
     return campaign, rest.endswith("|0"), region
+
+
+def sent_member(value: str) -> str:
+    """The `campaign|message` of a sent value: the name of its message's fallback timer."""
+    value = value.rpartition("|@")[0] or value  # without its region
+    return value.rsplit("|", 1)[0]  # without its part
 
 
 def add_receipts(pipe: Any, namespace: str, campaign: str, counter: str, amount: int) -> None:
@@ -192,27 +199,34 @@ class Correlator:
         campaign: str,
         accepted: Sequence[tuple[Message, str]],
         region: str = "",
+        delivered: list[str] | None = None,
     ) -> Counter[str]:
         """Record accepted messages (with their provider ids) of one batch, whose people are of
-        `region` when it has one; count receipts that beat them."""
+        `region` when it has one; count receipts that beat them.
+
+        `delivered`, when given, gets the `campaign|message` of each message whose delivered
+        receipt came first (its fallback timer is cancelled by the caller).
+        """
         calls: list[tuple[str, str, str]] = []
-        parts: list[int] = []
+        parts: list[tuple[int, Message]] = []
         for message, provider_ids in accepted:
             # a long SMS has one id per part; its first part's receipt speaks for it
             for part, provider_id in enumerate(provider_ids.split(",")):
                 key = receipt_key(self.namespace, route, provider_id)
                 calls.append((key, "sent", sent_value(campaign, message, part, region)))
-                parts.append(part)
+                parts.append((part, message))
         early: Counter[str] = Counter()
         if not calls:
             return early
-        for part, reply in zip(parts, await self.meet(calls), strict=True):
+        for (part, message), reply in zip(parts, await self.meet(calls), strict=True):
             if isinstance(reply, bytes) and part == 0:
-                delivered, _, _state = text(reply).partition("|")
-                outcome = "delivered" if delivered == "1" else "undelivered"
+                said, _, _state = text(reply).partition("|")
+                outcome = "delivered" if said == "1" else "undelivered"
                 early[f"{route}:{outcome}"] += 1
                 if region:
                     early[f"{REGION_PREFIX}{region}:{outcome}"] += 1
+                if said == "1" and delivered is not None:
+                    delivered.append(f"{campaign}|{message.id}")
         return early
 
     async def count(self, campaign: str, counts: Counter[str]) -> None:
@@ -350,6 +364,7 @@ class EventWriter:
             for key, receipt in first.items()
         ]
         by_campaign: dict[str, Counter[str]] = {}
+        delivered: dict[str, list[str]] = {}  # route -> campaign|message: timers to cancel
         met: list[str] = []
         seen: Counter[tuple[str, str]] = Counter()  # (route, what it said) for the metric
         replies = await self.correlator.meet(calls)
@@ -366,7 +381,11 @@ class EventWriter:
                 counts[f"{receipt.route}:{outcome}"] += 1
                 if region:
                     counts[f"{REGION_PREFIX}{region}:{outcome}"] += 1
+                if receipt.delivered:
+                    delivered.setdefault(receipt.route, []).append(sent_member(text(reply)))
         if met:
+            # timers first: a receipt whose count is written has stopped its fallback
+            await silence.cancel(self.redis, self.namespace, delivered)
             await self._count(by_campaign, met)
         for (route, said), amount in seen.items():  # once written: a re-sent one counts once
             self.metrics.receipts.labels(route, said).inc(amount)

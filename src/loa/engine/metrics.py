@@ -26,7 +26,8 @@ class Metrics:
         self.messages = Counter(
             "loa_messages",
             "Messages by route, lane and outcome "
-            "(accepted, failed, dead, expired, retried, throttled, redelivered).",
+            "(accepted, failed, dead, expired, retried, throttled, redelivered, fallback_timeout, "
+            "fallback_failed).",
             ["route", "lane", "outcome"],
             registry=reg,
         )

@@ -24,7 +24,8 @@ from loa.engine.metrics import Metrics
 from loa.engine.progress import Progress
 from loa.engine.queue import Held, Queues, Taken, dead_letter
 from loa.engine.ratelimit import RateLimiter
-from loa.fallback import next_message
+from loa.engine.silence import Silence, cancel
+from loa.fallback import next_message, on_failure
 from loa.message import (
     RESUME,
     UNANSWERED,
@@ -71,6 +72,7 @@ class RouteRunner:
         controls: Controls | None = None,
         correlator: Correlator | None = None,
         route_shards: Mapping[str, int] | None = None,
+        silence: Silence | None = None,
     ) -> None:
         self.name = name
         self.limits = limits
@@ -84,6 +86,7 @@ class RouteRunner:
         self.controls = controls
         self.correlator = correlator  # set when the adapter's provider sends receipts
         self.route_shards = dict(route_shards or {})  # every route's shards: fallback targets
+        self.silence = silence  # arms fallback timers of messages that wait for a receipt
         self.shards = shard_keys(queues.namespace, name, limits.shards)
         self.chunk = limits.chunk
         # every batch this runner owns, waiting or sending, kept alive by the heartbeat
@@ -563,7 +566,12 @@ class RouteRunner:
                 if result.unknown:
                     self._count_unanswered(batch.messages[index], counts)
                     carry[UNANSWERED] = True
-                if last_attempt:
+                handover = self._fallback(batch.messages[index], None) if last_attempt else None
+                if handover is not None:  # gave up here: the next channel takes it
+                    counts[Outcome.FALLBACK] += 1
+                    counts[Outcome.FALLBACK_FAILED] += 1
+                    fallbacks.append(handover)
+                elif last_attempt:
                     counts[Outcome.DEAD] += 1
                     reason = f"gave up after {batch.attempt + 1} attempts: {result.reason}"
                     progress.dead.append((index, reason))
@@ -575,9 +583,10 @@ class RouteRunner:
                         progress.carry[index] = carry
             elif kind is Failed:
                 assert isinstance(result, Failed)
-                handover = self._fallback(batch.messages[index]) if result.fallback else None
+                handover = self._fallback(batch.messages[index], result)
                 if handover is not None:
                     counts[Outcome.FALLBACK] += 1
+                    counts[Outcome.FALLBACK_FAILED] += 1
                     fallbacks.append(handover)
                 else:
                     counts[Outcome.FAILED] += 1
@@ -612,11 +621,21 @@ class RouteRunner:
             if type(result) is Accepted and result.provider_id
         ]
         if accepted:
-            early = await self.correlator.sent(self.name, batch.campaign, accepted, batch.region)
+            if self.silence is not None:  # before the receipts can meet them: none is missed
+                await self.silence.arm(self.name, batch, [message for message, _ in accepted])
+            delivered: list[str] = []
+            early = await self.correlator.sent(
+                self.name, batch.campaign, accepted, batch.region, delivered
+            )
             await self.correlator.count(batch.campaign, early)
+            if delivered and self.silence is not None:  # their receipts came first
+                await cancel(self.queues.redis, self.queues.namespace, {self.name: delivered})
 
-    def _fallback(self, message: Message) -> tuple[str, Message] | None:
-        """The message on its campaign's next channel, if it has one this worker can route."""
+    def _fallback(self, message: Message, failed: Failed | None) -> tuple[str, Message] | None:
+        """The message on its campaign's next channel, if this failure (None: it gave up after
+        its attempts) hands it over and it has one this worker can route."""
+        if not on_failure(message, failed):
+            return None
         handover = next_message(message)
         if handover is None or handover[0] not in self.route_shards:
             return None

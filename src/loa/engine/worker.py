@@ -25,6 +25,7 @@ from loa.engine.metrics import Metrics
 from loa.engine.queue import Queues
 from loa.engine.ratelimit import RateLimiter
 from loa.engine.route import RouteRunner
+from loa.engine.silence import Silence
 from loa.log import setup_logging
 from loa.settings import Settings
 
@@ -69,6 +70,11 @@ class Worker:
             self.redis, self.settings.namespace, self.settings.events, self.metrics
         )
         route_shards = {name: limits.shards for name, limits in self.settings.routes.items()}
+        # fallback timers of silent messages: claimed again after claim_idle, like batches
+        silence = Silence(
+            self.redis, self.queues, self.metrics, route_shards, self.settings.worker.claim_idle
+        )
+        timed: list[str] = []  # the routes with receipts: only their messages wait for one
         runners = []
         listening: dict[str, Listens] = {}
         try:
@@ -82,6 +88,8 @@ class Worker:
                     correlator = events.correlator
                 elif name in self.settings.api.webhook_secrets:
                     correlator = events.correlator  # its receipts come by the API's webhook
+                if correlator is not None:
+                    timed.append(name)
                 if isinstance(adapter, Listens):
                     adapter.listen()  # replies arrive whether or not this route ever sends
                     listening[name] = adapter
@@ -106,6 +114,7 @@ class Worker:
                         controls,
                         correlator,
                         route_shards,
+                        silence if correlator is not None else None,
                     )
                 )
             log.info(
@@ -116,6 +125,8 @@ class Worker:
             )
             async with asyncio.TaskGroup() as group:
                 group.create_task(binds.run(self.stopping), name="binds")
+                if timed:
+                    group.create_task(silence.run(timed, self.stopping), name="silence")
                 async with asyncio.TaskGroup() as routes:
                     for runner in runners:
                         routes.create_task(runner.run(), name=f"route-{runner.name}")

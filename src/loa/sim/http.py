@@ -29,6 +29,7 @@ from pydantic import Field
 from loa.settings import ConfigModel
 from loa.sim.citizens import CitizenOptions, Citizens, Planned
 from loa.sim.options import load_options
+from loa.sim.zalo_receipts import ReceiptPoster
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,26 @@ class SimOptions(ConfigModel):
         default_factory=list, description="known template ids; empty: any is known"
     )
     zalo_unapproved: list[str] = Field(default_factory=list, description="templates not approved")
+    zalo_webhook: str | None = Field(
+        default=None, description="URL the delivered events are posted to; None: no receipts"
+    )
+    zalo_app_id: str = Field(default="sim-zalo-app", min_length=1)
+    zalo_oa_secret: str = Field(default="sim-zalo-oa-secret", min_length=1)
+    zalo_receipt_delay: float = Field(
+        default=0.05, ge=0, le=3600, description="seconds from accepting to the delivered event"
+    )
+    zalo_silent_ratio: float = Field(
+        default=0.0, ge=0, le=1, description="phones whose messages are accepted, never delivered"
+    )
+    zalo_silent: list[str] = Field(default_factory=list, description="phones (84...) never reached")
+    zalo_late: list[str] = Field(
+        default_factory=list, description="phones whose delivered event waits zalo_late_delay"
+    )
+    zalo_late_delay: float = Field(default=0.0, ge=0, le=3600)
+    zalo_receipt_templates: list[str] = Field(
+        default_factory=list,
+        description="templates whose messages get delivered events; empty: every",
+    )
     # FCM and its OAuth token endpoint
     public_key: str | None = Field(
         default=None, description="PEM text or file that signs assertions; None: claims only"
@@ -186,6 +207,7 @@ class HttpSimulator:
         self._window = (0.0, 0)
         self._public_key = _public_key(self.options.public_key)
         self._runner: web.AppRunner | None = None
+        self._receipts: ReceiptPoster | None = None
         self.citizens = Citizens(self.options.citizens) if self.options.citizens else None
         self._answering: set[asyncio.Task[None]] = set()  # citizens' replies still to come
         self._client: aiohttp.ClientSession | None = None
@@ -218,6 +240,18 @@ class HttpSimulator:
         return phone not in self.options.no_zalo and not self._draw(
             phone, self.options.no_zalo_ratio
         )
+
+    def silent(self, phone: str) -> bool:
+        """Whether Zalo accepts this phone's messages and never delivers them."""
+        phone = phone.lstrip("+")
+        return phone in self.options.zalo_silent or self._draw(
+            f"silent:{phone}", self.options.zalo_silent_ratio
+        )
+
+    @property
+    def receipts_waiting(self) -> int:
+        """Delivered events not posted yet."""
+        return self._receipts.waiting if self._receipts is not None else 0
 
     def registered(self, token: str) -> bool:
         """Whether this push token is registered here."""
@@ -280,6 +314,9 @@ class HttpSimulator:
             self._client = None
         if runner is not None:
             await runner.cleanup()
+        receipts, self._receipts = self._receipts, None
+        if receipts is not None:
+            await receipts.aclose()
 
     async def __aenter__(self) -> HttpSimulator:
         return await self.start()
@@ -393,6 +430,8 @@ class HttpSimulator:
         msg_id = hashlib.md5(f"{tracking_id}:{next(self._serial)}".encode(), usedforsecurity=False)
         self._keep(stats, tracking_id, msg_id.hexdigest())
         stats.outcomes["accepted"] += 1
+        phone, template = str(doc.get("phone", "")), str(doc.get("template_id", ""))
+        self._deliver(phone, template, msg_id.hexdigest(), tracking_id, stats)
         if self.citizens is not None:
             self._citizen_reads(doc)
         data = {
@@ -401,6 +440,31 @@ class HttpSimulator:
             "quota": {"dailyQuota": "500000", "remainingQuota": "499999"},
         }
         return _json({"error": 0, "message": "Success", "data": data})
+
+    def _deliver(
+        self, phone: str, template: str, msg_id: str, tracking_id: str, stats: EndpointStats
+    ) -> None:
+        """Post the delivered event later, unless this phone is one Zalo never reaches."""
+        opts = self.options
+        if opts.zalo_webhook is None:
+            return
+        if opts.zalo_receipt_templates and template not in opts.zalo_receipt_templates:
+            return
+        if self.silent(phone):
+            stats.outcomes["silent"] += 1
+            return
+        if self._receipts is None:
+            self._receipts = ReceiptPoster(
+                opts.zalo_webhook, opts.zalo_app_id, opts.zalo_oa_secret, stats.outcomes
+            )
+        else:  # options may have changed since (configure)
+            self._receipts.url = opts.zalo_webhook
+            self._receipts.app_id, self._receipts.secret = opts.zalo_app_id, opts.zalo_oa_secret
+        late = phone.lstrip("+") in opts.zalo_late
+        delay = opts.zalo_late_delay if late else opts.zalo_receipt_delay
+        if late:
+            stats.outcomes["late"] += 1
+        self._receipts.later(delay, msg_id, tracking_id)
 
     def _zalo_verdict(
         self, request: web.Request, doc: dict[str, Any]

@@ -705,6 +705,9 @@
       "v-expired": status.expired,
       "v-suppressed": status.suppressed,
       "v-fallback": status.fallback,
+      // why messages went on to their next channel: no delivered receipt in time, or failure
+      "v-fallback-timeout": status.fallback_timeout,
+      "v-fallback-failed": status.fallback_failed,
       "v-cancelled": status.cancelled,
     };
     for (const [id, value] of Object.entries(values)) setText(id, count(value));
@@ -758,6 +761,7 @@
           cell(n("expired"), "num"),
           cell(n("suppressed"), "num"),
           cell(n("fallback"), "num"),
+          cell(n("fallback_timeout"), "num"),
           cell(rate(routeRate), "num"),
           cell(row ? count(row.waiting + row.in_flight) : "–", "num"),
         );
