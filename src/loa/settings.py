@@ -142,6 +142,20 @@ class PlanningSettings(ConfigModel):
         description="plan single-channel SMS campaigns a column batch at a time (false: always "
         "row by row, the reference planner)",
     )
+    partitions: int = Field(
+        default=0,
+        ge=0,
+        le=256,
+        description="processes one launch plans a partitionable campaign in (a single-channel "
+        "SMS plan without send times), each a partition of the audience by number; 0: one per "
+        "core",
+    )
+    partition_min_mb: float = Field(
+        default=32,
+        ge=0,
+        description="an audience file smaller than this (MiB) is planned in one process: "
+        "starting more costs about what they would save",
+    )
 
 
 class EventSettings(ConfigModel):

@@ -165,6 +165,59 @@ def test_columns_and_rows_plan_the_same_hostile_files(
     check()
 
 
+async def by_partitions(
+    settings: Settings, url: str, plan: Path, people: Path, count: int
+) -> tuple[Report, list[Any], Report, list[Any], list[int]]:
+    """The whole audience planned once, and in `count` partitions: reports and messages."""
+    from loa.campaigns.partitions import Partition
+
+    client = connect(url)
+    try:
+        found: list[Any] = []
+        for part in [Partition(), *(Partition(k, count) for k in range(count))]:
+            campaign = uuid.uuid4().hex[:8]
+            planner = Planner(settings, load_plan(plan), campaign, people, datetime.now(UTC))
+            report = await plan_columns(planner, client, queue=True, partition=part)
+            messages = [m[2:] for m in await queued(client, settings, campaign)]  # no batch
+            found.append((report, messages))
+        whole, parts = found[0], found[1:]
+        summed = Report()
+        for report, _ in parts:
+            summed.add(report)
+        lines = sorted(line for report, _ in parts for line, _ in report.errors)
+        by_parts = sorted(m for _, ms in parts for m in ms)
+        return whole[0], sorted(whole[1]), summed, by_parts, lines
+    finally:
+        await client.aclose()
+
+
+def test_partitions_of_hostile_files_plan_what_the_whole_plans(
+    settings, redis_url, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(columns_module, "CHUNK_BYTES", 97)  # chunks end everywhere
+    plan = plan_file(tmp_path / "p.toml", NAMED)
+
+    @hsettings(
+        max_examples=25,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(st.lists(hostile_lines(), min_size=1, max_size=40), st.booleans(), st.integers(2, 3))
+    def check(lines: list[bytes], crlf: bool, count: int) -> None:
+        people = write(tmp_path / "a.csv", lines, crlf)
+        whole, messages, summed, by_parts, error_lines = asyncio.run(
+            by_partitions(settings, redis_url, plan, people, count)
+        )
+        every = {"errors", "samples"}
+        assert {k: v for k, v in summed.to_json().items() if k not in every} == {
+            k: v for k, v in whole.to_json().items() if k not in every
+        }
+        assert by_parts == messages, "each number queued once, by exactly one partition"
+        assert error_lines == sorted(line for line, _ in whole.errors), "each invalid row once"
+
+    check()
+
+
 def test_a_big_plain_file_goes_the_vectorised_way_and_agrees(make_settings, redis_url, tmp_path):
     route = {"adapter": "null", "shards": 2}
     settings = make_settings(
@@ -298,3 +351,21 @@ def test_a_number_always_falls_in_the_same_partition_and_they_share_the_numbers(
     assert counts.min() > 9000, "neighbouring numbers spread over every partition"
     masks = [Partition(k, 4).mine(numbers) for k in range(4)]
     assert (sum(mask.astype(int) for mask in masks) == 1).all(), "each in exactly one"
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(["+1", "+44", "+33", "+61", "+86", "+65", "+54 9", "+52 1", "+39 0", "+84"]),
+    st.from_regex(r"[0-9]{6,12}", fullmatch=True),
+    st.sampled_from(["", " ", "-", "."]),
+)
+def test_a_number_ends_with_the_digits_its_spelling_ends_with(
+    country: str, digits: str, gap: str
+) -> None:
+    """What partitions rely on: normalize never changes a number's last three digits."""
+    cell = country + gap + digits[:-3] + gap + digits[-3:]
+    try:
+        number = normalize(cell)
+    except InvalidPhone:
+        return
+    assert number[-3:] == digits[-3:], cell

@@ -438,3 +438,41 @@ def test_watch_prints_lines_when_piped(config, plan, tmp_path):
     watched = loa("campaign", "status", campaign, "--watch", "-c", config)
     assert watched.returncode == 0, watched.stderr
     assert watched.stdout.splitlines() == [f"{campaign} cancelled 0/0"]
+
+
+def test_a_launch_plans_in_one_process_per_core_by_default(
+    config, plan, redis_url, namespace, tmp_path
+):
+    config.write_text(config.read_text(encoding="utf-8") + "[planning]\npartition_min_mb = 0\n",
+                      encoding="utf-8")
+    people = audience(tmp_path / "p.csv", [f"09{n}{n:07d},Người {n},79" for n in range(8)])
+    campaign = loa("campaign", "create", plan, "-a", people, "-c", config).stdout.strip()
+    launched = loa("campaign", "launch", campaign, "-c", config, "--json")
+    assert launched.returncode == 0, launched.stderr
+    assert orjson.loads(launched.stdout)["queued"] == 8
+    cores = min(os.cpu_count() or 1, 256)
+    with redis.Redis.from_url(redis_url, decode_responses=True) as client:
+        fields = client.hgetall(f"{namespace}:{{camp:{campaign}}}")
+    assert fields["partitions"] == str(cores)
+    if cores > 1:
+        assert all(fields[f"planned:{k}/{cores}"] == "1" for k in range(cores))
+    details = [row for row in audit_trail(config) if row[0] == "campaign.plan"]
+    assert len(details) == (cores if cores > 1 else 0), "one planning process per core"
+
+
+def test_a_plan_that_cannot_be_partitioned_launches_in_one_process(config, tmp_path):
+    config.write_text(config.read_text(encoding="utf-8") + "[planning]\npartition_min_mb = 0\n",
+                      encoding="utf-8")
+    plan = tmp_path / "remind.plan.toml"
+    plan.write_text('name = "x"\nlane = "bulk"\nchannels = ["sms"]\n[templates]\nsms = "hi"\n'
+                    '[schedule]\nsend_at = "due - 1d at 08:00"\n', encoding="utf-8")
+    people = tmp_path / "p.csv"
+    people.write_text("phone,due\n0912345678,2020-01-02\n0912345679,2020-01-03\n")
+    campaign = loa("campaign", "create", plan, "-a", people, "-c", config).stdout.strip()
+    forced = loa("campaign", "launch", campaign, "-c", config, "--partitions", "2")
+    assert forced.returncode == 2
+    assert "cannot plan campaign" in forced.stderr and "in 2 partitions" in forced.stderr
+    assert len(forced.stderr.strip().splitlines()) == 1, forced.stderr
+    launched = loa("campaign", "launch", campaign, "-c", config, "--json")
+    assert launched.returncode == 0, launched.stderr
+    assert orjson.loads(launched.stdout)["queued"] == 2

@@ -16,9 +16,11 @@ import pytest
 import redis
 
 from helpers import approved, wait_for
+from loa.campaigns.controls import Controls
 from loa.campaigns.service import Campaigns
 from loa.engine.connection import connect
 from loa.engine.keys import campaign_key, shard_keys, suppression_key
+from loa.message import Message
 from loa.settings import Settings
 
 PLAN = 'name = "n"\nlane = "normal"\nchannels = ["sms"]\n[templates]\nsms = "tiem vac-xin"\n'
@@ -115,7 +117,7 @@ def test_a_planner_killed_mid_file_queues_nobody_twice_and_loses_nobody(make_set
     key = campaign_key(settings.namespace, campaign)
     with redis.Redis.from_url(settings.redis_url or "") as client:
         assert client.exists(key), "the campaign hash is where the test looks"
-    proc = loa(config, "campaign", "launch", campaign)
+    proc = loa(config, "campaign", "launch", campaign, "--partitions", "1")
     try:
         wait_for(lambda: "checkpoint" in _fields(settings, campaign), 60, "a checkpoint")
         wait_for(lambda: len(queued(settings, campaign)) >= 2000, 60, "the queues to fill")
@@ -128,7 +130,7 @@ def test_a_planner_killed_mid_file_queues_nobody_twice_and_loses_nobody(make_set
     assert 2000 <= len(before) < 18_000, "killed mid-file"
     roomy = _settings(make_settings, tmp_path, depth=1_000_000)
     config.write_text(toml(roomy))
-    code, err = finished(loa(config, "campaign", "launch", campaign))
+    code, err = finished(loa(config, "campaign", "launch", campaign, "--partitions", "1"))
     assert code == 0, err
     after = queued(settings, campaign)
     ids = [message_id for message_id, _ in after]
@@ -158,7 +160,7 @@ def test_two_partitions_in_two_places_queue_what_one_planner_queues(make_setting
         machines.append(loa(config, "campaign", "plan", split, "--partition", f"{k}/2", cwd=home))
     config = tmp_path / "loa.toml"
     config.write_text(toml(settings))
-    one = loa(config, "campaign", "launch", whole)
+    one = loa(config, "campaign", "launch", whole, "--partitions", "1")
     for proc in [*machines, one]:
         code, err = finished(proc)
         assert code == 0, err
@@ -176,3 +178,62 @@ def orjson_report(fields: dict[str, str], k: int) -> dict[str, Any]:
     import orjson
 
     return orjson.loads(fields[f"checkpoint:{k}/2"])["report"]  # type: ignore[no-any-return]
+
+
+CAPPED = PLAN + '[limits]\nfrequency_cap = "7d"\n'
+
+
+async def _sent(settings: Settings, campaign: str) -> list[str]:
+    """Launch `campaign` and have every message it queued accepted, as workers do: the
+    frequency memory then holds each of its people."""
+    client = connect(settings.redis_url or "")
+    try:
+        await Campaigns(settings, client).launch(campaign)
+        messages = [Message(i, to, "tiem vac-xin") for i, to in queued(settings, campaign)]
+        control = Controls(client, settings.namespace, memory=settings.planning.frequency_memory)
+        await control.reached(campaign, messages, range(len(messages)))
+        return [m.to for m in messages]
+    finally:
+        await client.aclose()
+
+
+def test_the_frequency_cap_and_opt_outs_hold_across_partition_processes(make_settings, tmp_path):
+    settings = _settings(make_settings, tmp_path, depth=1_000_000)
+    everyone = people(tmp_path / "a.csv", 6000)
+    earlier = tmp_path / "earlier.csv"
+    earlier.write_text("".join(everyone.read_text().splitlines(True)[:1501]))  # 1,500 rows
+    first_plan, capped_plan = tmp_path / "first.toml", tmp_path / "capped.toml"
+    first_plan.write_text(PLAN)
+    capped_plan.write_text(CAPPED)
+    reached = asyncio.run(_sent(settings, asyncio.run(_created(settings, first_plan, earlier))))
+    later = f"+849{3000 * 7919 % 100_000_000:08d}"  # row 3,000: never reached
+    assert later not in reached
+    opted = [later, reached[5], reached[-3]]
+    with redis.Redis.from_url(settings.redis_url or "") as client:
+        client.sadd(suppression_key(settings.namespace), *opted)
+    whole = asyncio.run(_created(settings, capped_plan, everyone))
+    split = asyncio.run(_created(settings, capped_plan, everyone, start=2))
+    machines = []
+    for k in range(2):
+        home = tmp_path / f"machine-{k}"
+        home.mkdir()
+        config = home / "loa.toml"
+        config.write_text(toml(settings))
+        machines.append(loa(config, "campaign", "plan", split, "--partition", f"{k}/2", cwd=home))
+    config = tmp_path / "loa.toml"
+    config.write_text(toml(settings))
+    one = loa(config, "campaign", "launch", whole, "--partitions", "1")
+    for proc in [*machines, one]:
+        code, err = finished(proc)
+        assert code == 0, err
+    by_one, by_two = queued(settings, whole), queued(settings, split)
+    assert sorted(by_two) == sorted(by_one)
+    numbers = {number for _, number in by_two}
+    assert not numbers & set(reached) and not numbers & set(opted), "capped, opted out"
+    fields = _fields(settings, split)
+    assert int(fields["capped"]) == len(set(reached)) - 2 > 1000, "the reached, bar 2 opted out"
+    assert int(fields["suppressed"]) == 3
+    for counter in ("total", "queued", "invalid", "duplicate", "suppressed", "capped"):
+        assert fields[counter] == _fields(settings, whole)[counter], counter
+    capped = [int(orjson_report(fields, k)["capped"]) for k in range(2)]
+    assert min(capped) > 300, "each partition process capped its share"

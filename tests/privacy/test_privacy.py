@@ -15,7 +15,13 @@ from loa.campaigns.suppression import Suppression
 from loa.engine.connection import RedisClient, text
 from loa.engine.envelope import Batch, unpack
 from loa.engine.events import EventWriter
-from loa.engine.keys import ShardKeys, frequency_key, inbound_key, suppression_key
+from loa.engine.keys import (
+    ShardKeys,
+    campaign_seen_numbers_key,
+    frequency_key,
+    inbound_key,
+    suppression_key,
+)
 from loa.engine.metrics import Metrics
 from loa.engine.queue import Queues, dead_letter
 from loa.inbox import Inbox
@@ -148,6 +154,37 @@ async def test_purge_by_number_leaves_no_trace_and_keeps_the_opt_out(settings, r
     # opting back in works on the digest too
     assert await Suppression(redis_client, settings.namespace).remove([ERASED]) == 1
     assert await controls.suppressed([ERASED]) == [False]
+
+
+async def test_purge_takes_the_number_out_of_the_columnar_planners_seen_deltas(
+    settings, redis_client
+):
+    import numpy as np
+
+    from loa.campaigns.seen import SeenNumbers, unpack
+
+    memory = SeenNumbers()
+    key = campaign_seen_numbers_key(settings.namespace, "c1")
+    people = [int(ERASED[1:]), int(OTHER[1:]), 84_900_000_001, 1_202_555_0123]
+    for number, field in enumerate(["0/1:0", "0/1:1", "1/2:0"]):
+        memory.claim(np.array(people[number:number + 2], np.int64))  # fmt: skip
+        await redis_client.hset(key, field, memory.delta())
+    blobs = await redis_client.hgetall(key)
+    held = {int(n) for blob in blobs.values() for n in unpack(blob)}
+    assert held == set(people), "the deltas hold every number exactly: an erasure opens them"
+    assert traces(list(blobs.values())) == 0, "compressed: no byte search could find it"
+
+    done = await Purge(settings, redis_client).number("0987 654 321")
+
+    blobs = await redis_client.hgetall(key)
+    held = {int(n) for blob in blobs.values() for n in unpack(blob)}
+    assert held == set(people) - {int(ERASED[1:])}
+    assert done.entries == 1, "one delta held it"
+    again = SeenNumbers()  # a planner started again reloads the deltas: the erased is unknown
+    for field in ("0/1:0", "0/1:1"):
+        again.load(blobs[field.encode()])
+    claimed = again.claim(np.array(people[:3], np.int64))
+    assert claimed.tolist() == [True, False, False]
 
 
 async def test_purge_of_a_number_never_opted_out_does_not_opt_it_out(settings, redis_client):

@@ -24,7 +24,7 @@ import pyarrow.compute as pc  # type: ignore[import-untyped]
 
 from loa.campaigns.columns import Columns
 from loa.campaigns.fill import fill, fillable
-from loa.campaigns.numbers import read_numbers
+from loa.campaigns.numbers import e164, read_numbers
 from loa.campaigns.partitions import Partition
 from loa.campaigns.planner import Kind, Planner, Report, region_of
 from loa.campaigns.templates import Slots, TemplateRefused
@@ -33,6 +33,7 @@ from loa.message import Message
 from loa.sms import analyse
 
 _POWERS = 10 ** np.arange(19, dtype=np.int64)  # 1, 10, ... 10**18
+DENSE_PREFIX = 7  # routing prefixes up to this long are looked up in an array (8 MB at most)
 
 
 def eligible(planner: Planner) -> bool:
@@ -75,24 +76,40 @@ class ColumnarPlanner:
         lengths = planner.sms_routing.table.lengths if planner.sms_routing else ()
         self._prefix = max(lengths, default=0) or 16
         self._kinds: dict[tuple[int, int], Kind] = {}
+        self._parts: Any = np.zeros(0, np.int64)  # numpy: the parts of each content
+        self._dense: Any = None  # numpy: target per prefix of an eleven-digit number, or -1
 
     def work(self, batch: Columns) -> Candidates:
         """The batch's candidates, and its counts of rows that are none."""
         counts = Report()
-        numbers = read_numbers(batch.column("phone"))
-        first = self.partition.index == 0  # rows without a number are partition 0's
+        cells = batch.column("phone")
+        sifted = self.partition.sift(cells)  # other partitions' rows, set aside unread
+        rows, ends = sifted if sifted is not None else (None, None)
+        numbers = read_numbers(cells if rows is None else cells.take(pa.array(rows)))
+        first = self.partition.index == 0  # bad rows, and invalid cells without an ending
         mine = numbers.valid & self.partition.mine(numbers.values)
+        if ends is not None:  # sifted by their ending: theirs even if a number's differed
+            mine = numbers.valid & (ends | mine)
         invalid = list(batch.bad) if first else []
-        if first:
-            invalid += [(int(batch.lines[i]), why) for i, why in numbers.reasons.items()]
-        counts.total = int(mine.sum()) + (len(batch.bad) + len(numbers.reasons) if first else 0)
+        lines = batch.lines if rows is None else batch.lines[rows]
+        invalid += [
+            (int(lines[i]), why)
+            for i, why in numbers.reasons.items()
+            if ends is None or ends[i] or first
+        ]
+        counts.total = int(mine.sum()) + len(invalid)
         chosen = np.flatnonzero(mine)
+        values = numbers.values
+        if rows is not None:
+            chosen = rows[chosen]
+            values = np.zeros(len(batch.lines), np.int64)
+            values[rows] = numbers.values
         if self.planner._filtering:
             chosen = self._filter(batch, chosen, counts)
         found = self._render(batch, chosen, invalid)
         for line, reason in sorted(invalid):
             counts.invalid_row(line, reason)
-        return self._candidates(batch, chosen[found], numbers.values, counts)
+        return self._candidates(batch, chosen[found], values, counts)
 
     def _filter(self, batch: Columns, chosen: Any, counts: Report) -> Any:
         """The rows the plan's audience rules keep (rules read whole rows: one at a time)."""
@@ -202,6 +219,8 @@ class ColumnarPlanner:
         """The (route, carrier) of each number, looked up once per distinct prefix."""
         if not len(values):
             return np.zeros(0, np.int64)
+        if 0 < self._prefix <= DENSE_PREFIX and values.min() >= 10**10 and values.max() < 10**11:
+            return self._targets_of_eleven(values)
         digits = np.searchsorted(_POWERS, values, side="right")
         shift = np.maximum(digits - (self._prefix - 1), 0)
         keys = (values // _POWERS[shift]) * 100 + digits
@@ -209,6 +228,22 @@ class ColumnarPlanner:
         pairs = zip(first.tolist(), unique.tolist(), strict=True)
         found = [self._target(int(values[i]), key) for i, key in pairs]
         return np.array(found, np.int64)[inverse]
+
+    def _targets_of_eleven(self, values: Any) -> Any:
+        """`_targets` for numbers of eleven digits (+84 and nine: nearly all), without a sort:
+        each prefix's target is kept in an array indexed by the prefix itself."""
+        place = 10 ** (12 - self._prefix)  # the key of `_targets`, without its length
+        heads = values // place
+        if self._dense is None:
+            self._dense = np.full(10 ** (self._prefix - 1), -1, np.int64)
+        found = self._dense[heads]
+        missing = np.flatnonzero(found < 0)
+        if len(missing):
+            new, first = np.unique(heads[missing], return_index=True)
+            for head, at in zip(new.tolist(), missing[first].tolist(), strict=True):
+                self._dense[head] = self._target(int(values[at]), head * 100 + 11)
+            found = self._dense[heads]
+        return found
 
     def _target(self, value: int, key: int) -> int:
         index = self._target_of.get(key)
@@ -231,17 +266,16 @@ class ColumnarPlanner:
             self._kinds[(target, content)] = found
         return found
 
-    def messages(
-        self, picked: Candidates, kept: Any, tos: list[str]
-    ) -> dict[tuple[str, str], list[Message]]:
+    def messages(self, picked: Candidates, kept: Any) -> dict[tuple[str, str], list[Message]]:
         """The kept candidates' messages per route and region (the raw `region` cell, batched
         apart), each group's in line order."""
         targets = picked.targets[kept]
         names, regions = _regions(picked, kept)
         order = np.lexsort((regions, targets))  # stable: line order within each group
         ids = pc.cast(pa.array(picked.lines[kept][order]), pa.string()).to_pylist()
-        tos = [tos[i] for i in order.tolist()]
-        contents = picked.contents[kept][order].tolist()
+        tos = e164(picked.values[kept][order])
+        contents = picked.contents[kept][order]
+        self._parts = np.array([parts for _, parts, _ in self.contents], np.int64)
         bodies = None
         if picked.bodies is not None:
             bodies = picked.bodies.take(pa.array(kept[order])).to_pylist()
@@ -258,13 +292,13 @@ class ColumnarPlanner:
         return out
 
     def _messages(
-        self, ids: list[str], tos: list[str], contents: list[int], bodies: list[str] | None
+        self, ids: list[str], tos: list[str], contents: Any, bodies: list[str] | None
     ) -> Iterator[Message]:
-        if bodies is None and len(set(contents)) == 1:  # one text for all: built in C
-            body, parts, _ = self.contents[contents[0]]
+        if bodies is None and (contents == contents[0]).all():  # one text for all: built in C
+            body, parts, _ = self.contents[int(contents[0])]
             return map(Message, ids, tos, repeat(body), repeat(parts))
-        counts = [self.contents[c][1] for c in contents]
-        texts = bodies or [self.contents[c][0] for c in contents]
+        counts = self._parts[contents].tolist()
+        texts = bodies or [self.contents[c][0] for c in contents.tolist()]
         return itertools.starmap(Message, zip(ids, tos, texts, counts, strict=True))
 
     def count(self, picked: Candidates, kept: Any) -> None:

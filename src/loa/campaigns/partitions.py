@@ -1,8 +1,14 @@
 """Partitions of an audience: a number always falls in the same one, so planners run apart.
 
-Partition k of P plans exactly the rows whose number hashes to k (rows without a valid number
-are counted by partition 0 alone), under its own checkpoint and batch-id prefix; deduplication
-stays exact because equal numbers meet in one partition, and the counters add up.
+Partition k of P plans exactly the rows whose number falls in k, under its own checkpoint and
+batch-id prefix; deduplication stays exact because equal numbers meet in one partition, and the
+counters add up. A number's partition is decided by its last three digits alone, which every
+spelling of it ends with when it ends with three digits at all (`normalize` drops separators
+and changes only a number's head: trunk zeros, country codes, the 2018 prefixes), so a
+partition sets aside the other partitions' rows from the raw cells before it normalises
+anything: each process normalises about 1/P of the file, not all of it. Rows without a valid
+number are counted by the partition their cell's last three digits name, or by partition 0
+when the cell does not end with three digits.
 """
 
 from __future__ import annotations
@@ -11,10 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.compute as pc  # type: ignore[import-untyped]
 
 from loa.errors import PlanError
 
-_MIX = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: nearby numbers spread out
+ENDINGS = 1000  # a number's partition is decided by its last three digits
+_SPREAD = 7919  # coprime with ENDINGS: neighbouring endings go to different partitions
 MAX_PARTITIONS = 256
 
 
@@ -50,6 +59,21 @@ class Partition:
         """The batch-id prefix of this partition's batches."""
         return campaign if self.whole else f"{campaign}.p{self.index}of{self.count}"
 
+    def sift(self, cells: Any) -> tuple[Any, Any] | None:
+        """The rows of a column of raw phone cells that may be this partition's (numpy
+        indices), and which of them end with three digits (those are; the others are once
+        their number is known). None for the whole audience: every row is."""
+        if self.whole:
+            return None
+        tail = pc.utf8_slice_codeunits(pc.fill_null(cells, ""), -3)
+        digits = pc.and_(pc.equal(pc.binary_length(tail), 3), pc.ascii_is_decimal(tail))
+        ends = pc.fill_null(digits, False).to_numpy(zero_copy_only=False)
+        ending = np.zeros(len(ends), np.int64)
+        if ends.any():
+            ending[ends] = pc.cast(tail.filter(pa.array(ends)), pa.int64()).to_numpy()
+        rows = np.flatnonzero(~ends | (_of_ending(ending, self.count) == self.index))
+        return rows, ends[rows]
+
     def mine(self, values: Any) -> Any:
         """A mask over numbers (numpy int64): those of this partition."""
         if self.whole:
@@ -59,5 +83,9 @@ class Partition:
 
 def partition_of(values: Any, count: int) -> Any:
     """The partition of each number (numpy int64 in, numpy int64 out)."""
-    mixed = values.astype(np.uint64) * _MIX
-    return ((mixed >> np.uint64(32)) % np.uint64(count)).astype(np.int64)
+    return _of_ending(values % ENDINGS, count)
+
+
+def _of_ending(endings: Any, count: int) -> Any:
+    """The partition of each ending (0-999): every partition has ENDINGS/count of them, +-1."""
+    return (endings * _SPREAD) % ENDINGS * count // ENDINGS

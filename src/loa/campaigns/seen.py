@@ -29,10 +29,11 @@ _HEADER = np.dtype("<i8")
 class SeenNumbers:
     """The numbers one planning run has queued or counted, and those added since a checkpoint."""
 
-    def __init__(self) -> None:
+    def __init__(self, deltas: bool = True) -> None:
         self.blocks: dict[int, Any] = {}  # first two digits after +84 -> numpy uint8 bitmap
         self.others: set[int] = set()
         self._added: list[Any] = []
+        self._deltas = deltas  # False: nothing is stored (a dry run), so nothing is kept for it
 
     def claim(self, values: Any) -> Any:
         """A mask over `values` (numpy int64, in line order): True for the first row of each
@@ -41,7 +42,8 @@ class SeenNumbers:
         fresh = self._fresh(unique)
         keep = np.zeros(len(values), bool)
         keep[first[fresh]] = True
-        self._added.append(unique[fresh])
+        if self._deltas:
+            self._added.append(unique[fresh])
         return keep
 
     def _fresh(self, unique: Any) -> Any:
@@ -84,19 +86,41 @@ class SeenNumbers:
         """The numbers added since the last call, packed: sorted, delta-coded, compressed."""
         added = np.sort(np.concatenate(self._added)) if self._added else np.zeros(0, np.int64)
         self._added = []
-        if not len(added):
-            return b""
-        gaps = np.diff(added)
-        kind = np.uint32 if not len(gaps) or int(gaps.max()) < 2**32 else np.int64
-        head = np.array([added[0], 4 if kind is np.uint32 else 8], _HEADER).tobytes()
-        return zlib.compress(head + gaps.astype(kind).tobytes(), 1)
+        return pack(added)
 
     def load(self, blob: bytes) -> None:
         """Mark the numbers of one `delta` as seen (a restart reading its checkpoints)."""
-        if not blob:
-            return
-        data = zlib.decompress(blob)
-        first, width = np.frombuffer(data[:16], _HEADER).tolist()
-        gaps = np.frombuffer(data[16:], np.uint32 if width == 4 else np.int64)
-        values = np.concatenate([[first], first + np.cumsum(gaps.astype(np.int64))])
-        self._fresh(np.unique(values.astype(np.int64)))
+        values = unpack(blob)
+        if len(values):
+            self._fresh(np.unique(values))
+
+
+def pack(numbers: Any) -> bytes:
+    """Sorted numbers (numpy int64) as one delta: the first, the gaps, compressed (b"": none).
+
+    Compressed, not hashed: each number comes back exactly (`unpack`), which a restart needs,
+    and which is why an erasure opens every delta (`without`).
+    """
+    if not len(numbers):
+        return b""
+    gaps = np.diff(numbers)
+    kind = np.uint32 if not len(gaps) or int(gaps.max()) < 2**32 else np.int64
+    head = np.array([numbers[0], 4 if kind is np.uint32 else 8], _HEADER).tobytes()
+    return zlib.compress(head + gaps.astype(kind).tobytes(), 1)
+
+
+def unpack(blob: bytes) -> Any:
+    """The sorted numbers (numpy int64) of one delta."""
+    if not blob:
+        return np.zeros(0, np.int64)
+    data = zlib.decompress(blob)
+    first, width = np.frombuffer(data[:16], _HEADER).tolist()
+    gaps = np.frombuffer(data[16:], np.uint32 if width == 4 else np.int64)
+    return np.concatenate([[first], first + np.cumsum(gaps.astype(np.int64))]).astype(np.int64)
+
+
+def without(blob: bytes, number: int) -> bytes | None:
+    """The delta without `number`, packed again; None when it does not hold it."""
+    numbers = unpack(blob)
+    keep = numbers[numbers != number]
+    return None if len(keep) == len(numbers) else pack(keep)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import os
 import secrets
 import shutil
 import tomllib
@@ -20,8 +21,9 @@ from loa.access.identity import Author, Principal, Role, same_person
 from loa.campaigns import dry_run
 from loa.campaigns.approval import Need, assess, known_test_numbers
 from loa.campaigns.audience import open_audience
+from loa.campaigns.columnar import eligible
 from loa.campaigns.columnar_run import plan_any
-from loa.campaigns.partitions import Partition
+from loa.campaigns.partitions import MAX_PARTITIONS, Partition
 from loa.campaigns.pinning import (
     PinnedFile,
     check_audience,
@@ -76,6 +78,8 @@ STATUS_KEYS = (
     "hold",
     "held_until",
 )
+MIB = 1024 * 1024
+
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 NOT_REQUIRED = "not_required"
 MAX_REGIONS = 500  # regions a campaign's counts per region are told for (a province: 34)
@@ -319,6 +323,11 @@ class Campaigns:
             )
         Partition.parse(f"0/{partitions}")  # a count an operator can be told about
         await self._check_approved(campaign)
+        if partitions > 1 and not await self._partitionable(campaign):
+            raise CampaignError(
+                f"cannot plan campaign {campaign_id} in {partitions} partitions: only a "
+                "single-channel SMS plan in one language without send times or a question can be"
+            )
         plan = _stored_plan(campaign)
         if campaign.state is State.APPROVED:
             launched = _now()
@@ -347,6 +356,34 @@ class Campaigns:
             had = campaign.fields.get("partitions") or 1
             raise CampaignError(f"campaign {campaign_id} was launched in {had} partitions")
         return await self.store.get(campaign_id)
+
+    async def partitions_for(self, campaign_id: str) -> int:
+        """The partitions a launch plans in when the operator names no count: those it was
+        launched in; else planning.partitions (0: one per core) when the plan can be
+        partitioned and the audience file has planning.partition_min_mb; else one."""
+        campaign = await self.store.get(campaign_id)
+        if campaign.fields.get("launched_ms"):
+            return int(campaign.fields.get("partitions") or 1)
+        planning = self.settings.planning
+        try:
+            size = Path(campaign.fields.get("audience", "")).stat().st_size
+        except OSError:
+            return 1  # the launch itself says what is wrong with the audience
+        if size < planning.partition_min_mb * MIB or not await self._partitionable(campaign):
+            return 1
+        return min(planning.partitions or os.cpu_count() or 1, MAX_PARTITIONS)
+
+    async def _partitionable(self, campaign: Campaign) -> bool:
+        """Whether the columnar planner plans this campaign (only it plans partitions)."""
+        planner = await asyncio.to_thread(
+            Planner,
+            self.settings,
+            _stored_plan(campaign),
+            campaign.id,
+            Path(campaign.fields.get("audience", "")),
+            _now(),
+        )
+        return eligible(planner)
 
     async def plan_partition(self, campaign_id: str, partition: Partition) -> Report:
         """Plan one partition of a launched campaign (resuming from its own checkpoint)."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import multiprocessing
 import os
-import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -160,13 +160,15 @@ _action("cancel", "Stop for good: what was not sent is dropped and counted.")
 
 
 PartitionsOption = Annotated[
-    int,
+    int | None,
     typer.Option(
         "--partitions",
         "-P",
         min=0,
         help="plan in this many processes side by side, each a partition of the audience by "
-        "number (0: one per core); a single-channel SMS plan without send times",
+        "number (0: one per core); a single-channel SMS plan without send times. Default: "
+        "planning.partitions (one per core) for such a plan and an audience of at least "
+        "planning.partition_min_mb, else 1",
     ),
 ]
 
@@ -178,7 +180,7 @@ def launch(
     redis: RedisOption = None,
     token: TokenOption = None,
     json_output: JsonOption = False,
-    partitions: PartitionsOption = 1,
+    partitions: PartitionsOption = None,
     here: Annotated[
         bool,
         typer.Option(
@@ -192,13 +194,17 @@ def launch(
 
     Only the approved plan and pinned audience are sent: a changed one is refused.
     """
-    count = partitions or os.cpu_count() or 1
+    count = 1
 
     async def work(c: Campaigns, who: Principal, note: Note) -> Report:
+        nonlocal count
         if (await c.store.get(campaign_id)).state is State.DRAFT:
             reason = await c.approve_automatically(campaign_id)
             log = AuditLog.of(c.redis, c.settings)
             await log.record(who, "campaign.approve", campaign_id, detail=f"automatic: {reason}")
+        count = partitions or os.cpu_count() or 1
+        if partitions is None:
+            count = await c.partitions_for(campaign_id)
         if count > 1:
             await c.start(campaign_id, count)
             note.detail = f"planned in {count} partitions"
@@ -222,20 +228,43 @@ def launch(
 def _plan_partitions(
     campaign_id: str, count: int, config: Path | None, redis: str | None, token: str | None
 ) -> Report:
-    """Run `loa campaign plan` for every partition, side by side; their counts added up."""
+    """Run `loa campaign plan` for every partition, side by side; their counts added up.
+
+    Each is a process forked from this one, which has loaded loa already: it plans at once,
+    where a new `loa` would first spend about a second of CPU importing it.
+    """
     options = ["--config", str(config)] if config else []
     options += ["--redis", redis] if redis else []
     options += ["--token", token] if token else []
-    base = [sys.executable, "-m", "loa.cli", "campaign", "plan", campaign_id, *options]
+    fork = multiprocessing.get_context("fork")
+    sys.stdout.flush()  # what this process wrote is not written again by each child
+    sys.stderr.flush()
     children = [
-        subprocess.Popen([*base, "--partition", f"{k}/{count}"], stdout=subprocess.DEVNULL)
+        fork.Process(
+            target=_plan_forked,
+            args=(["campaign", "plan", campaign_id, "--partition", f"{k}/{count}", *options],),
+        )
         for k in range(count)
     ]
-    failed = [k for k, child in enumerate(children) if child.wait() != 0]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join()
+    failed = [k for k, child in enumerate(children) if child.exitcode != 0]
     if failed:
         typer.echo(f"partitions {failed} of {count} failed: launch again to go on", err=True)
         raise typer.Exit(1)
     return _run(config, redis, lambda c: c.partitions_report(campaign_id))
+
+
+def _plan_forked(arguments: list[str]) -> None:
+    """A partition's process: `loa campaign plan ...`, its report not printed (the launch
+    prints the sum); its errors print as they would from `loa` itself."""
+    from loa.cli import main  # the package that holds this module: loaded already
+
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.argv = ["loa", *arguments]
+    main()
 
 
 @app.command("plan")

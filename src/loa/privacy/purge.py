@@ -4,10 +4,12 @@
 `84912345678`, `0084912345678`, national `0912345678`), inside msgpack batches and dead
 letters too, and takes it out: from queued batches (its messages counted `suppressed`, the
 rest of each batch stays queued), inbox cases, appointment ledgers (a place is given back
-first), the inbound stream, dead letters, deduplication and frequency memory, and any other
-key of the namespace that names it. The opt-out list keeps a salted digest instead of the
-number, so a person who opted out stays opted out. A batch a worker is sending at that moment
-is left to it (the person is opted out only if they were; see docs/privacy.md).
+first), the inbound stream, dead letters, deduplication and frequency memory (the columnar
+planner's compressed deltas of seen numbers too: they hold each number exactly, so each is
+opened and packed again without it), and any other key of the namespace that names it. The
+opt-out list keeps a salted digest instead of the number, so a person who opted out stays
+opted out. A batch a worker is sending at that moment is left to it (the person is opted out
+only if they were; see docs/privacy.md).
 
 `purge_campaign` removes what one ended campaign kept about people: queued batches, dead
 letters, its deduplication hash, its receipt keys, its frequency memory and its pinned
@@ -29,6 +31,7 @@ import msgpack
 from redis.exceptions import RedisError, ResponseError
 
 from loa.appointments.ledger import Ledger
+from loa.campaigns import seen
 from loa.campaigns.record import ENDED, State
 from loa.campaigns.store import CampaignStore
 from loa.campaigns.suppression import Suppression
@@ -57,6 +60,7 @@ from loa.phone import canonical
 from loa.settings import Settings
 
 PAGE = 500  # entries, members or keys read per round trip
+SEEN_NUMBERS = ":seen-numbers"  # the end of a columnar planner's seen-number deltas' key
 # campaigns whose data may go: not while they could still send
 PURGEABLE = ENDED | {State.DRAFT, State.APPROVED}
 
@@ -110,6 +114,7 @@ class Matcher:
 
     def __init__(self, e164: str) -> None:
         self.pattern = number_pattern(e164)
+        self.number = int(e164.lstrip("+"))  # as the columnar planner keys it
 
     def __call__(self, value: Any) -> bool:
         if isinstance(value, str):
@@ -275,6 +280,8 @@ class Purge:
         if kind == "string":
             if match(await self.redis.get(key)):
                 done.keys += await self.redis.delete(key)
+        elif kind == "hash" and key.endswith(SEEN_NUMBERS):
+            await self._sweep_seen(key, match, done)
         elif kind == "hash":
             async for field, value in self.redis.hscan_iter(key, count=PAGE):
                 if match(field) or match(value):
@@ -293,6 +300,14 @@ class Purge:
                 done.entries += await self.redis.lrem(key, 0, value)
         elif kind == "stream":
             await self._sweep_stream(key, match, done)
+
+    async def _sweep_seen(self, key: str, match: Matcher, done: NumberPurged) -> None:
+        """Take the number out of each compressed delta of a campaign's seen numbers."""
+        async for field, blob in self.redis.hscan_iter(key, count=PAGE):
+            left = seen.without(blob, match.number)
+            if left is not None:
+                await self.redis.hset(key, field, left)
+                done.entries += 1
 
     async def _sweep_stream(self, key: str, match: Matcher, done: NumberPurged) -> None:
         cursor = "-"
