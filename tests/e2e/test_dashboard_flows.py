@@ -355,8 +355,7 @@ def test_the_answers_of_a_campaign(site, browser):
 
 
 def test_a_campaign_by_province_as_bars(site, browser):
-    # the planners do not batch each region apart yet: sent and delivered are not told per
-    # province (a dash, and a note saying why), queued and answers are
+    # the planners batch each region apart, so what is sent is told per province too
     campaign = launched(site, QUESTION)
     sent_to_all(site, campaign)
     problems: list[str] = []
@@ -371,7 +370,7 @@ def test_a_campaign_by_province_as_bars(site, browser):
     for code, queued in {"01": 1, "48": 2, "79": 3, "?": 1}.items():
         row = viewer.locator(f"#province-table tr[data-province='{code}']")
         expect(row.locator("[data-count='queued']")).to_have_text(str(queued), timeout=WAIT_MS)
-        expect(row.locator("[data-count='sent']")).to_have_text("\N{EN DASH}")
+        expect(row.locator("[data-count='sent']")).to_have_text(str(queued))
         expect(row.locator("[data-count='answers']")).to_have_text("0")
     # the bars: scaled to the largest count (Ho Chi Minh City's three), drawn in that order
     bars = viewer.evaluate(
@@ -381,6 +380,10 @@ def test_a_campaign_by_province_as_bars(site, browser):
     assert [share for share, _ in bars] == ["33.3333%", "66.6667%", "100%", "33.3333%"]
     drawn = [width for _, width in bars]
     assert 0 < drawn[0] < drawn[1] < drawn[2]
-    expect(viewer.locator("#province-table .pbar.sent")).to_have_count(0)
-    expect(viewer.locator("#province-note")).to_be_visible()
+    sent = viewer.evaluate(
+        "() => [...document.querySelectorAll('#province-table .pbar.sent')]"
+        ".map((bar) => bar.style.width)"
+    )
+    assert sent == ["33.3333%", "66.6667%", "100%", "33.3333%"], "everyone sent: as queued"
+    expect(viewer.locator("#province-note")).to_be_hidden()
     assert problems == [], "no script errors, no blocked loads"
