@@ -1,9 +1,9 @@
 """Every Redis key name of loa, built here and nowhere else.
 
 Every key starts with the namespace (`loa` by default). Keys one script touches together share
-a hash tag, so the script runs on Redis Cluster: a route's shard `{route:shard}`, a campaign
-`{camp:ID}`, a receipt `{rcpt:ROUTE:ID}`, the inbox `{inbox}`, a drive `{appt:NAME}`, a
-campaign's answers `{fu:ID}`.
+a hash tag, so the script runs on Redis Cluster: a route's shard `{route:shard}` (its fallback
+timers too, in shard 0), a campaign `{camp:ID}`, a receipt `{rcpt:ROUTE:ID}`, the inbox
+`{inbox}`, a drive `{appt:NAME}`, a campaign's answers `{fu:ID}`.
 """
 
 from __future__ import annotations
@@ -75,6 +75,38 @@ class ShardKeys:
 def shard_keys(namespace: str, route: str, shards: int) -> list[ShardKeys]:
     """The keys of every shard of a route."""
     return [ShardKeys(namespace, route, shard) for shard in range(shards)]
+
+
+@dataclass(frozen=True, slots=True)
+class TimerKeys:
+    """A route's timers: waiting (by due time), being fired (by lease end), what they fire."""
+
+    shard: ShardKeys  # the route's shard 0, whose hash slot the timers share
+
+    @property
+    def waiting(self) -> str:
+        """The sorted set of armed timers, scored by due time (ms)."""
+        return f"{self.shard.tag}:silent"
+
+    @property
+    def firing(self) -> str:
+        """The sorted set of timers a sweep claimed, scored by the end of its lease (ms)."""
+        return f"{self.shard.tag}:silent:firing"
+
+    @property
+    def fired(self) -> str:
+        """The sorted set of timers fired lately, scored by when (ms)."""
+        return f"{self.shard.tag}:silent:fired"
+
+    @property
+    def payloads(self) -> str:
+        """The hash member -> packed [lane, created ms, expires ms, message row, region]."""
+        return f"{self.shard.tag}:silent:m"
+
+
+def timer_keys(namespace: str, route: str) -> TimerKeys:
+    """The keys of one route's timers."""
+    return TimerKeys(ShardKeys(namespace, route, 0))
 
 
 def limiter_key(namespace: str, route: str) -> str:

@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -32,7 +31,7 @@ from loa.engine.connection import RedisClient, text
 from loa.engine.correlation import Sent
 from loa.engine.enqueue import pick_shard
 from loa.engine.envelope import Batch, message_row, now_ms
-from loa.engine.keys import ShardKeys, shard_keys
+from loa.engine.keys import ShardKeys, shard_keys, timer_keys
 from loa.engine.metrics import Metrics
 from loa.engine.queue import Queues
 from loa.engine.scripts import scripts
@@ -46,38 +45,6 @@ SWEEP_LIMIT = 500  # timers claimed by one call
 # how long a fired timer is remembered: a message sent again after a crash, within this, arms
 # no second timer (its fallback would be queued once anyway, but counted twice)
 FIRED_MEMORY_MS = 86_400_000
-
-
-@dataclass(frozen=True, slots=True)
-class TimerKeys:
-    """A route's timers: waiting (by due time), being fired (by lease end), what they fire."""
-
-    shard: ShardKeys  # the route's shard 0, whose hash slot the timers share
-
-    @property
-    def waiting(self) -> str:
-        """The sorted set of armed timers, scored by due time (ms)."""
-        return f"{self.shard.tag}:silent"
-
-    @property
-    def firing(self) -> str:
-        """The sorted set of timers a sweep claimed, scored by the end of its lease (ms)."""
-        return f"{self.shard.tag}:silent:firing"
-
-    @property
-    def fired(self) -> str:
-        """The sorted set of timers fired lately, scored by when (ms)."""
-        return f"{self.shard.tag}:silent:fired"
-
-    @property
-    def payloads(self) -> str:
-        """The hash member -> packed [lane, created ms, expires ms, message row, region]."""
-        return f"{self.shard.tag}:silent:m"
-
-
-def timer_keys(namespace: str, route: str) -> TimerKeys:
-    """The keys of one route's timers."""
-    return TimerKeys(ShardKeys(namespace, route, 0))
 
 
 def member(campaign: str, message_id: str) -> str:
