@@ -196,3 +196,92 @@ class Inbound:
     channel: str = "sms"
     recipient: str = ""  # the short code or official account it was sent to
     provider_id: str = ""  # the provider's id of the message, when it gives one: kept once
+
+
+# What a message of each channel carries besides its body, under these keys of Message.extra.
+# Planners write it and adapters read it only through the functions below, so the key names
+# (which are the wire format of queued batches) are spelled here alone.
+CHANNEL = "channel"
+SUBJECT = "subject"
+HTML = "html"
+TITLE = "title"
+DATA = "data"
+TEMPLATE_ID = "template_id"
+
+
+@dataclass(frozen=True, slots=True)
+class EmailContent:
+    """An e-mail's subject and, optionally, its HTML alternative (the body is the plain text)."""
+
+    subject: str = ""
+    html: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PushContent:
+    """A push notification's title and the data values it carries (as strings)."""
+
+    title: str = ""
+    data: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ZaloContent:
+    """A Zalo ZNS message: its template (empty: the route's) and the template's parameters."""
+
+    template_id: str = ""
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+def email_extra(content: EmailContent) -> dict[str, Any]:
+    """The `extra` of an e-mail message with `content`."""
+    extra: dict[str, Any] = {CHANNEL: "email", SUBJECT: content.subject}
+    if content.html is not None:
+        extra[HTML] = content.html
+    return extra
+
+
+def email_content(message: Message) -> EmailContent:
+    """An e-mail message's content; ValueError names a field that is not text."""
+    extra = message.extra or {}
+    subject, html = extra.get(SUBJECT, ""), extra.get(HTML)
+    if not isinstance(subject, str):
+        raise ValueError(f"extra.{SUBJECT} must be text")
+    if html is not None and not isinstance(html, str):
+        raise ValueError(f"extra.{HTML} must be text")
+    return EmailContent(subject, html)
+
+
+def push_extra(content: PushContent) -> dict[str, Any]:
+    """The `extra` of a push message with `content`."""
+    extra: dict[str, Any] = {CHANNEL: "fcm", TITLE: content.title}
+    if content.data:
+        extra[DATA] = dict(content.data)
+    return extra
+
+
+def push_content(message: Message) -> PushContent:
+    """A push message's content: a missing or empty title is none, data that is no table none."""
+    extra = message.extra or {}
+    title = extra.get(TITLE)
+    data = extra.get(DATA)
+    values = {str(k): str(v) for k, v in data.items()} if isinstance(data, Mapping) else {}
+    return PushContent(str(title) if title else "", values)
+
+
+def zalo_extra(content: ZaloContent) -> dict[str, Any]:
+    """The `extra` of a Zalo message with `content`."""
+    return {CHANNEL: "zalo", TEMPLATE_ID: content.template_id, DATA: dict(content.data)}
+
+
+def zalo_content(message: Message, template_id: str = "") -> ZaloContent:
+    """A Zalo message's content, its template `template_id` unless it names one; ValueError when
+    it has no template at all, or data that is not a table."""
+    extra = message.extra or {}
+    template = extra.get(TEMPLATE_ID) or template_id
+    if not template:
+        raise ValueError(f"message has no {TEMPLATE_ID} (extra.{TEMPLATE_ID} or route option)")
+    data = extra.get(DATA, {})
+    if not isinstance(data, Mapping):
+        raise ValueError(f"extra.{DATA} must be a table of template fields")
+    return ZaloContent(str(template), data)

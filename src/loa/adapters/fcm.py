@@ -29,7 +29,15 @@ from loa.adapters.httpclient import (
 from loa.adapters.registry import parse_options
 from loa.errors import AdapterError, ConfigError
 from loa.log import mask
-from loa.message import Accepted, Failed, Message, RetryLater, SendResult, Throttled
+from loa.message import (
+    Accepted,
+    Failed,
+    Message,
+    RetryLater,
+    SendResult,
+    Throttled,
+    push_content,
+)
 
 log = logging.getLogger(__name__)
 
@@ -216,14 +224,13 @@ class FcmAdapter(HttpAdapterBase):
     @staticmethod
     def payload(message: Message) -> dict[str, Any]:
         """The v1 request body: notification title/body, and data values as strings."""
-        extra = message.extra or {}
+        content = push_content(message)
         notification = {"body": message.body}
-        if extra.get("title"):
-            notification["title"] = str(extra["title"])
+        if content.title:
+            notification["title"] = content.title
         body: dict[str, Any] = {"token": message.to, "notification": notification}
-        data = extra.get("data")
-        if isinstance(data, Mapping) and data:
-            body["data"] = {str(k): str(v) for k, v in data.items()}  # FCM takes strings only
+        if content.data:
+            body["data"] = dict(content.data)  # FCM takes strings only
         return {"message": body}
 
     async def send_one(self, message: Message) -> SendResult:

@@ -26,7 +26,15 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from loa.adapters.registry import parse_options
 from loa.errors import AdapterError, AdapterTimeout
 from loa.log import mask
-from loa.message import Accepted, Failed, Message, RetryLater, SendResult, Throttled
+from loa.message import (
+    Accepted,
+    Failed,
+    Message,
+    RetryLater,
+    SendResult,
+    Throttled,
+    email_content,
+)
 from loa.settings import ConfigModel
 
 log = logging.getLogger(__name__)
@@ -520,12 +528,8 @@ class SmtpAdapter:
         return Rendered(to, message_id, head.encode("ascii") + content)
 
     def _content(self, message: Message) -> bytes:
-        extra = message.extra or {}
-        subject, html = extra.get("subject", ""), extra.get("html")
-        if not isinstance(subject, str):
-            raise ValueError("extra.subject must be text")
-        if html is not None and not isinstance(html, str):
-            raise ValueError("extra.html must be text")
+        mail = email_content(message)
+        subject, html = mail.subject, mail.html
         key = (subject, message.body, html)
         content = self.cache.get(key)
         if content is None:

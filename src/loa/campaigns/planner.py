@@ -58,7 +58,15 @@ from loa.engine.queue import Queues
 from loa.engine.scripts import scripts
 from loa.errors import InvalidPhone, PlanError, TemplateError
 from loa.fallback import AFTER, ON_FAILURE
-from loa.message import Message
+from loa.message import (
+    EmailContent,
+    Message,
+    PushContent,
+    ZaloContent,
+    email_extra,
+    push_extra,
+    zalo_extra,
+)
 from loa.phone import normalize
 from loa.settings import Settings
 from loa.sms import analyse
@@ -556,11 +564,10 @@ def _rendered(rendered: RenderedMessage) -> Content:
         info = analyse(rendered.body)
         return rendered.body, info.parts, None, str(info.encoding)
     if rendered.channel == "email":
-        return rendered.body, 1, {"channel": "email", "subject": rendered.subject}, ""
+        return rendered.body, 1, email_extra(EmailContent(rendered.subject)), ""
     if rendered.channel == "fcm":
-        return rendered.body, 1, {"channel": "fcm", "title": rendered.title}, ""
-    data = {"channel": "zalo", "template_id": rendered.template_id, "data": dict(rendered.data)}
-    return "", 1, data, ""
+        return rendered.body, 1, push_extra(PushContent(rendered.title)), ""
+    return "", 1, zalo_extra(ZaloContent(rendered.template_id, rendered.data)), ""
 
 
 class AfterExpiry(Exception):

@@ -15,7 +15,15 @@ from loa.adapters.httpclient import status_result as http_status_result
 from loa.adapters.registry import parse_options
 from loa.errors import ConfigError
 from loa.log import mask
-from loa.message import Accepted, Failed, Message, RetryLater, SendResult, Throttled
+from loa.message import (
+    Accepted,
+    Failed,
+    Message,
+    RetryLater,
+    SendResult,
+    Throttled,
+    zalo_content,
+)
 
 log = logging.getLogger("loa.adapters.zalo")  # the package: what operators filter on
 
@@ -168,18 +176,14 @@ class ZaloAdapter(HttpAdapterBase):
 
     def payload(self, message: Message) -> dict[str, Any] | Failed:
         """The ZNS request body, or Failed when the message lacks what ZNS needs."""
-        extra = message.extra or {}
-        template_id = extra.get("template_id") or self.options.template_id
-        if not template_id:
-            reason = "zalo: message has no template_id (extra.template_id or route option)"
-            return Failed(reason, template=True)
-        data = extra.get("data", {})
-        if not isinstance(data, Mapping):
-            return Failed("zalo: extra.data must be a table of template fields", template=True)
+        try:
+            content = zalo_content(message, self.options.template_id or "")
+        except ValueError as exc:
+            return Failed(f"zalo: {exc}", template=True)
         return {
             "phone": message.to.lstrip("+"),
-            "template_id": str(template_id),
-            "template_data": dict(data),
+            "template_id": content.template_id,
+            "template_data": dict(content.data),
             "tracking_id": message.id,
         }
 
