@@ -255,3 +255,17 @@ async def api_server(settings: Settings, redis_url: str, route: str) -> AsyncIte
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 30)
+
+
+class FakeClock:
+    """A clock that stands still until a test moves it: for code that takes `clock=`."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Let `seconds` pass."""
+        self.now += seconds

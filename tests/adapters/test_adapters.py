@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from helpers import FakeClock
 from loa.adapters import registry
 from loa.adapters.base import Adapter
 from loa.adapters.console import ConsoleAdapter, ConsoleOptions
 from loa.adapters.file import FileAdapter
-from loa.adapters.null import NullAdapter
+from loa.adapters.null import NullAdapter, NullOptions
 from loa.errors import AdapterContractError, AdapterNotFound, ConfigError
 from loa.message import Accepted, Failed, Message, RetryLater, Throttled
 from loa.settings import Settings
@@ -209,12 +210,15 @@ async def test_null_fail_ratio_one_gives_all_failed() -> None:
 
 @pytest.mark.anyio
 async def test_null_capacity_throttles_beyond_n_per_second() -> None:
-    adapter = registry.create_adapter("n", "null", {"capacity": 5})
+    clock = FakeClock()
+    adapter = NullAdapter(NullOptions(capacity=5), clock=clock)
     first = await adapter.send(chunk(8))
     assert first[:5] == [Accepted()] * 5
     assert all(isinstance(r, Throttled) for r in first[5:])
     assert all(isinstance(r, Throttled) for r in await adapter.send(chunk(3)))
-    await asyncio.sleep(1.05)  # a new one-second window
+    clock.advance(0.5)  # still the same one-second window
+    assert all(isinstance(r, Throttled) for r in await adapter.send(chunk(1)))
+    clock.advance(0.5)  # a second since the window opened: a new one
     second = await adapter.send(chunk(7))
     assert second[:5] == [Accepted()] * 5
     assert all(isinstance(r, Throttled) for r in second[5:])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import logging
 import time
@@ -14,10 +13,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from helpers import FakeClock
 from loa.adapters.base import Adapter
-from loa.adapters.fcm import FcmAdapter
+from loa.adapters.fcm import FcmAdapter, FcmOptions
 from loa.adapters.http import HttpAdapter
 from loa.adapters.httpclient import HttpAdapterBase, Reply, parse_retry_after
+from loa.adapters.registry import parse_options
 from loa.adapters.zalo import ZaloAdapter
 from loa.errors import ConfigError
 from loa.message import Accepted, Failed, Message, RetryLater, Throttled
@@ -103,9 +104,14 @@ def zalo(sim: HttpSimulator, **options: Any) -> ZaloAdapter:
     return ZaloAdapter.create("zalo-zns", {**base, **options})
 
 
-def fcm(sim: HttpSimulator, account: ServiceAccount, **options: Any) -> FcmAdapter:
+def fcm(
+    sim: HttpSimulator,
+    account: ServiceAccount,
+    clock: Callable[[], float] = time.monotonic,
+    **options: Any,
+) -> FcmAdapter:
     base = {"credentials": str(account.path), "base_url": sim.url}
-    return FcmAdapter.create("push-fcm", {**base, **options})
+    return FcmAdapter("push-fcm", parse_options(FcmOptions, "push-fcm", {**base, **options}), clock)
 
 
 def messages(count: int, prefix: str = "m", **extra: Any) -> list[Message]:
@@ -385,9 +391,13 @@ async def test_fcm_short_lived_token_is_renewed_before_it_expires(
     sim: HttpSimulator, account: ServiceAccount, closing: Any
 ) -> None:
     sim.configure(token_ttl=1.0)
-    adapter = closing(fcm(sim, account))
+    clock = FakeClock()
+    adapter = closing(fcm(sim, account, clock))
     await adapter.send(push_messages(2, "a"))
-    await asyncio.sleep(0.6)  # past half of the token's life
+    clock.advance(0.49)  # not yet half of the token's life: the token is kept
+    await adapter.send(push_messages(2, "k"))
+    assert sim.stats["token"].outcomes["issued"] == 1
+    clock.advance(0.02)  # past half of the token's life
     results = await adapter.send(push_messages(2, "b"))
     assert all(isinstance(r, Accepted) for r in results)
     assert sim.stats["token"].outcomes["issued"] == 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,12 +115,19 @@ class TokenError(AdapterError):
 class AccessTokens:
     """A cached OAuth2 access token; concurrent refreshes share one request."""
 
-    def __init__(self, key: ServiceAccountKey, client: HttpClient, token_uri: str) -> None:
+    def __init__(
+        self,
+        key: ServiceAccountKey,
+        client: HttpClient,
+        token_uri: str,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.key = key
         self.client = client
         self.token_uri = token_uri
         self.requests = 0
         self._token: str | None = None
+        self._clock = clock  # seconds, for the token's lifetime
         self._refresh_at = 0.0
         self._lock = asyncio.Lock()
         self._generation = 0  # token requests finished so far
@@ -129,13 +136,13 @@ class AccessTokens:
     async def get(self) -> str:
         """A valid token: the cached one, or one fetched now (once, for all who wait)."""
         token = self._token
-        if token is not None and time.monotonic() < self._refresh_at:
+        if token is not None and self._clock() < self._refresh_at:
             return token
         seen = self._generation
         async with self._lock:
             if self._generation != seen and self._failure is not None:
                 raise TokenError(self._failure)  # it failed while we waited: do not hammer it
-            if self._token is not None and time.monotonic() < self._refresh_at:
+            if self._token is not None and self._clock() < self._refresh_at:
                 return self._token
             return await self._refresh()
 
@@ -157,7 +164,7 @@ class AccessTokens:
         self._token = token
         # renew a minute early (or half-way, for short-lived tokens) so no request carries a
         # token that expires in flight
-        self._refresh_at = time.monotonic() + max(lifetime - 60.0, lifetime / 2)
+        self._refresh_at = self._clock() + max(lifetime - 60.0, lifetime / 2)
         return token
 
     def assertion(self) -> str:
@@ -202,7 +209,9 @@ class FcmAdapter(HttpAdapterBase):
 
     provider = "fcm"
 
-    def __init__(self, route: str, options: FcmOptions) -> None:
+    def __init__(
+        self, route: str, options: FcmOptions, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         super().__init__(route, options)
         self.options = options
         try:
@@ -213,7 +222,7 @@ class FcmAdapter(HttpAdapterBase):
         if not project:
             raise ConfigError(f"routes.{route}.options.project_id: the key names no project")
         self.url = f"{options.base_url}/v1/projects/{project}/messages:send"
-        self.tokens = AccessTokens(key, self.client, options.token_uri or key.token_uri)
+        self.tokens = AccessTokens(key, self.client, options.token_uri or key.token_uri, clock)
         self._auth_warned = False
 
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pydantic import Field, model_validator
@@ -39,11 +39,12 @@ class NullOptions(ConfigModel):
 class NullAdapter:
     """Discards messages; a stand-in provider for demos, benchmarks and fault tests."""
 
-    def __init__(self, options: NullOptions) -> None:
+    def __init__(self, options: NullOptions, clock: Callable[[], float] = time.monotonic) -> None:
         self.options = options
         self.sent = 0
         self._rng = random.Random(options.seed)
-        self._window_start = time.monotonic()
+        self._clock = clock  # seconds, for the capacity window
+        self._window_start = clock()
         self._window_count = 0
 
     @classmethod
@@ -75,7 +76,7 @@ class NullAdapter:
 
     def _over_capacity(self) -> bool:
         """A one-second window counter, like a carrier's TPS cap."""
-        now = time.monotonic()
+        now = self._clock()
         if now - self._window_start >= 1.0:
             self._window_start, self._window_count = now, 0
         if self._window_count >= self.options.capacity:

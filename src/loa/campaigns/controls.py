@@ -18,7 +18,7 @@ chore of loa.followups.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -84,10 +84,12 @@ class Controls:
         namespace: str,
         ttl: float = CACHE_SECONDS,
         memory: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.redis = redis
         self.namespace = namespace
         self.ttl = ttl
+        self.clock = clock  # seconds, for the cache's age
         self.memory = memory  # seconds a person reached is remembered (0: nobody is)
         self._cache: dict[str, _Entry] = {}
         table = scripts(redis, "loa.campaigns")
@@ -198,13 +200,13 @@ class Controls:
 
     async def _entry(self, campaign: str) -> _Entry | None:
         cached = self._cache.get(campaign)
-        if cached is not None and time.monotonic() - cached.read_at < self.ttl:
+        if cached is not None and self.clock() - cached.read_at < self.ttl:
             return cached if cached.state else None
         fields = await self.redis.hmget(campaign_key(self.namespace, campaign), READ)
         state, start, quiet, zone, rate, followup, remind = (text(value) for value in fields)
         if not state:
             # not a stored campaign (plain engine traffic): remembered as such for `ttl` too
-            self._cache[campaign] = _Entry(time.monotonic(), "", 0, None, None)
+            self._cache[campaign] = _Entry(self.clock(), "", 0, None, None)
             return None
         hours = QuietHours.parse(quiet, zone or "UTC") if quiet else None
         limiter = cached.limiter if cached else None
@@ -212,7 +214,7 @@ class Controls:
             spec = RateSpec(float(rate))  # in messages: a campaign's cap counts people reached
             limiter = RateLimiter(self.redis, self.namespace, f"campaign.{campaign}", spec)
         entry = _Entry(
-            time.monotonic(),
+            self.clock(),
             state,
             int(start or 0),
             hours,
