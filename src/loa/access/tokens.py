@@ -30,13 +30,14 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import orjson
 
 from loa.access.identity import Principal, Role, lineage_of
 from loa.engine.connection import RedisClient, text
-from loa.engine.envelope import now_ms
 from loa.engine.keys import token_names_key, tokens_key
 from loa.errors import ApiError, AuthError
 
@@ -84,9 +85,16 @@ def minting(name: str, person: str, role: str) -> str:
 class Tokens:
     """Creates, looks up, lists and revokes API tokens in Redis."""
 
-    def __init__(self, redis: RedisClient, namespace: str, max_days: float = 0) -> None:
+    def __init__(
+        self,
+        redis: RedisClient,
+        namespace: str,
+        max_days: float = 0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.redis = redis
         self.max_days = max_days  # every token expires within this many days (0: no limit)
+        self.clock = clock  # epoch seconds, for creation, expiry and revocation times
         self.by_digest = tokens_key(namespace)  # digest -> JSON record
         self.by_name = token_names_key(namespace)  # name -> digest: names are unique
 
@@ -119,7 +127,7 @@ class Tokens:
         key = digest(token)
         if not await self.redis.hsetnx(self.by_name, name, key):
             raise ApiError(f"a token named {name!r} exists already", code="name_taken", status=409)
-        now = now_ms()
+        now = self._now_ms()
         expires = self._expiry(now, days)
         record = TokenRecord(
             name, role.label, minter.person, now, 0, person, lineage_of(minter), expires
@@ -135,9 +143,12 @@ class Tokens:
         record = TokenRecord.load(raw)
         if record.revoked_ms:
             raise AuthError("this API token was revoked", code="revoked_token")
-        if record.expires_ms and record.expires_ms <= now_ms():
+        if record.expires_ms and record.expires_ms <= self._now_ms():
             raise AuthError("this API token expired: ask for another", code="expired_token")
         return record.principal()
+
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
 
     def _expiry(self, now_ms: int, days: float | None) -> int:
         """When a token made now expires (epoch ms; 0: never)."""
@@ -160,6 +171,6 @@ class Tokens:
             raise ApiError(f"no token named {name!r}", code="token_not_found", status=404)
         record = TokenRecord.load(raw)
         if not record.revoked_ms:
-            record = TokenRecord(**{**asdict(record), "revoked_ms": now_ms()})
+            record = TokenRecord(**{**asdict(record), "revoked_ms": self._now_ms()})
             await self.redis.hset(self.by_digest, text(key), orjson.dumps(asdict(record)))
         return record
