@@ -129,6 +129,17 @@ async def running(settings: Settings, client: RedisClient) -> AsyncIterator[Work
         await asyncio.wait_for(clock, 30)
 
 
+async def run_until_idle(settings: Settings, client: RedisClient, timeout: float = 30) -> Worker:
+    """Run a worker in this process on every route of `settings` until it has nothing left to
+    do (Worker.until_idle), failing after `timeout` seconds."""
+    worker = Worker(settings, client, controls=campaign_controls, until_idle=True)
+    try:
+        await asyncio.wait_for(worker.run(), timeout)
+    except TimeoutError:
+        raise AssertionError(f"the worker was not idle after {timeout}s") from None
+    return worker
+
+
 async def until(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
     """Await `check` until true, failing after `timeout` seconds, saying what was awaited."""
     deadline = time.monotonic() + timeout

@@ -13,6 +13,7 @@ from helpers import (
     id_counts,
     messages,
     read_sink,
+    run_until_idle,
     running,
     status_async,
     until,
@@ -45,8 +46,7 @@ async def test_every_message_is_sent_once_and_counted(make_settings, redis_clien
         routes={"sms": route("file", options={"path": str(sink / "{route}-{pid}.jsonl")})}
     )
     await enqueue_async(settings, "sms", messages(1000), lane=Lane.BULK)
-    async with running(settings, redis_client):
-        await until(lambda: _finished(settings, "sms", 1000), 30, "1000 messages")
+    await run_until_idle(settings, redis_client)
     lines = read_sink(sink)
     assert sorted(line["id"] for line in lines) == sorted(f"m-{n}" for n in range(1000))
     final = await status_async(settings, "sms")
@@ -62,8 +62,7 @@ async def test_retries_back_off_then_dead_letter_with_reason(make_settings, redi
         }
     )
     await enqueue_async(settings, "flaky", messages(40))
-    async with running(settings, redis_client):
-        await until(lambda: _finished(settings, "flaky", 40), 30, "40 dead letters")
+    await run_until_idle(settings, redis_client)  # batches due again later are not idle
     final = await status_async(settings, "flaky")
     assert final.dead == 40 and final.accepted == 0
     assert final.retried == 80, "two retries per message before the third and last attempt"

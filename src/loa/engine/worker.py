@@ -21,7 +21,7 @@ from loa.engine.connection import RedisClient, connect
 from loa.engine.context import RouteContext
 from loa.engine.control import ControlsFactory
 from loa.engine.events import EventWriter
-from loa.engine.keys import shard_keys
+from loa.engine.keys import shard_keys, timer_keys
 from loa.engine.metrics import Metrics
 from loa.engine.queue import Queues
 from loa.engine.ratelimit import RateLimiter, RateSpec
@@ -33,6 +33,7 @@ from loa.settings import Settings
 log = logging.getLogger(__name__)
 
 DRAIN_EVENTS = 5.0  # seconds a stopping worker waits for receipts in flight to be written
+IDLE_POLL = 0.05  # seconds between two looks at the queues of a worker run until idle
 
 
 def consumer_name() -> str:
@@ -51,8 +52,11 @@ class Worker:
         metrics: Metrics | None = None,
         *,
         controls: ControlsFactory | None,
+        until_idle: bool = False,
     ) -> None:
         self.settings = settings
+        # stop by itself once its routes have nothing left to do (tests, one-off runs)
+        self.until_idle = until_idle
         self.redis = redis
         # what campaigns' operators decided, asked before each chunk; None: no campaign layer,
         # every batch is plain engine traffic
@@ -97,6 +101,8 @@ class Worker:
                 group.create_task(binds.run(self.stopping), name="binds")
                 if timed:
                     group.create_task(silence.run(timed, self.stopping), name="silence")
+                if self.until_idle:
+                    group.create_task(self._stop_when_idle(timed), name="idle")
                 async with asyncio.TaskGroup() as routes:
                     for runner in runners:
                         routes.create_task(runner.run(), name=f"route-{runner.name}")
@@ -154,6 +160,35 @@ class Worker:
             silence=silence if correlator is not None else None,
         )
         return RouteRunner(context)
+
+    async def idle(self, timed: Sequence[str] = ()) -> bool:
+        """True when no shard of this worker's routes has a batch waiting, in flight, due
+        again later or held, and no fallback timer of the `timed` routes is armed or firing."""
+        namespace = self.settings.namespace
+        shards = [
+            keys
+            for name in self.route_names
+            for keys in shard_keys(namespace, name, self.settings.route(name).shards)
+        ]
+        if any((await self.queues.backlog(shards)).values()):
+            return False
+        pipe = self.redis.pipeline(transaction=False)
+        for name in timed:
+            timers = timer_keys(namespace, name)
+            pipe.zcard(timers.waiting)
+            pipe.zcard(timers.firing)
+        return not any(await pipe.execute()) if timed else True
+
+    async def _stop_when_idle(self, timed: Sequence[str]) -> None:
+        """Stop the worker once it is idle (see `idle`)."""
+        while not self.stopping.is_set():
+            if await self.idle(timed):
+                log.info("worker idle: stopping", extra={"consumer": self.consumer})
+                self.stop()
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(IDLE_POLL):
+                    await self.stopping.wait()
 
     async def _close_adapters(self) -> None:
         for adapter in self.adapters.values():
