@@ -473,7 +473,7 @@ class _Run:
 class SmtpAdapter:
     """Sends e-mail through a pool of persistent SMTP sessions.
 
-    A message is `Message(id, to=<address>, body=<text>, extra={"subject": ..., "html": ...})`.
+    A message is `Message(id, to=<address>, body=<text>, extra=email_extra(EmailContent(...)))`.
     The MIME content is rendered once per distinct (subject, body, html) and kept in a bounded
     LRU; per recipient only Date, To and Message-ID are written in front of it. A chunk is spread
     over the pool: each session takes the next message when it is free, so a lost session
