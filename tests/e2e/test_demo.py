@@ -83,6 +83,30 @@ def test_the_summary_reconciles_with_the_simulators(demo: tuple[Path, dict[str, 
     assert zalo["fallback"] == zalo["sim"]["no_account"] > 0
 
 
+def test_the_summary_cuts_no_count_or_name_on_a_narrow_terminal(
+    demo: tuple[Path, dict[str, Any]],
+) -> None:
+    import io
+
+    from rich.console import Console
+
+    from loa.demo.runner import print_whole
+    from loa.demo.view import summary_tables
+
+    _, summary = demo
+    out = io.StringIO()
+    console = Console(file=out, width=80, color_system=None)
+    for part in summary_tables(summary):
+        print_whole(console, part)
+    shown = out.getvalue()
+    assert "\N{HORIZONTAL ELLIPSIS}" not in shown, "nothing shortened"
+    for campaign in summary["campaigns"].values():
+        assert str(campaign["name"]) in shown
+        assert f"{campaign['queued']:,}" in shown
+    for route in summary["routes"]:
+        assert f"{route['sent']:,}" in shown
+
+
 def test_the_emergency_overtakes_the_advisory(demo: tuple[Path, dict[str, Any]]) -> None:
     _, summary = demo
     advisory, alert = summary["campaigns"]["advisory"], summary["campaigns"]["emergency"]

@@ -11,7 +11,8 @@ from typing import Any
 
 import orjson
 import uvloop
-from rich.console import Console
+from rich.console import Console, RenderableType
+from rich.table import Table
 
 from loa.campaigns.controls import campaign_controls
 from loa.demo.config import (
@@ -137,9 +138,9 @@ class _Demo:
         else:
             out = Console()
             for part in summary_tables(summary):
-                out.print(part)
+                print_whole(out, part)
             for part in drive_tables(summary["drive"]) if self.drive else []:
-                out.print(part)
+                print_whole(out, part)
         return 0 if summary["reconciled"] else 1
 
     def _with_workers(self, settings: Settings) -> State:
@@ -246,3 +247,16 @@ def _next_steps(config: Path, state: State) -> dict[str, Any]:
         "a campaign's counters": f"loa campaign status {advisory} -c {config}",
         "the dashboard": f"loa server -c {config}   then open http://127.0.0.1:8080/",
     }
+
+
+def print_whole(console: Console, part: RenderableType) -> None:
+    """Print a summary table at the width it needs, even past a narrow terminal's: the
+    terminal may wrap its lines, but no count and no campaign name is ever cut short."""
+    if isinstance(part, Table):
+        needed = console.measure(part, options=console.options.update_width(10_000)).maximum
+        if needed > console.width:
+            wide = Console(width=needed, file=console.file, force_terminal=console.is_terminal)
+            wide.print(part)
+            return
+    console.print(part)
+
