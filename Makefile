@@ -39,9 +39,14 @@ demo: $(RUNTIME)
 test: lint tools
 	@$(MAKE) --no-print-directory pytest
 
-# a developer's quick run: one loop (uvloop) and one server (the local Redis service)
+# a developer's quick run: one loop (uvloop) and one server (the local Redis service), without
+# tests/e2e (processes, cluster, browser, Prometheus, benchmarks, demo: `make test` runs them),
+# spread over twice as many pytest-xdist workers as cores, as most tests wait on Redis, sockets
+# or subprocesses; worksteal, so a worker left with long tests hands the rest to the others
+UNIT_WORKERS ?= $(shell echo $$(( 2 * $$(nproc 2>/dev/null || echo 1) )))
 unit: $(DEV)
-	@LOA_TEST_MATRIX=quick $(MAKE) --no-print-directory pytest
+	@LOA_TEST_MATRIX=quick $(MAKE) --no-print-directory pytest \
+	  PYTEST_ARGS="--ignore=tests/e2e -n $(UNIT_WORKERS) --dist worksteal $(PYTEST_ARGS)"
 
 lint: $(DEV)
 	$(BIN)/ruff check src tests benchmarks

@@ -133,10 +133,11 @@ def _print_run(report: RunReport, output: Path | None) -> None:
     console.print(table)
     if report.refused_count:
         console.print(f"{report.refused_count:,} rows refused:")
+        # one line each, however long the path: `file:line: reason`, as editors and grep read it
         for refused in report.refused[:20]:
-            console.print(f"  {refused.file}:{refused.line}: {refused.reason}")
+            console.print(f"  {refused.file}:{refused.line}: {refused.reason}", soft_wrap=True)
     if output is not None:
-        console.print(f"{report.written:,} rows written to {output}")
+        console.print(f"{report.written:,} rows written to {output}", soft_wrap=True)
 
 
 _STATES = ("placed", "confirmed", "waiting", "cancelled")
