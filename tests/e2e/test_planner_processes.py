@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,34 @@ def _settings(make_settings: Any, tmp_path: Path, depth: int) -> Settings:
     )
 
 
+PlannedBothWays = Callable[[Settings, str, str], None]
+
+
+@pytest.fixture
+def planned_both_ways(tmp_path: Path) -> PlannedBothWays:
+    """Plan campaign `split` as two partitions, each in a process of its own in a separate
+    working directory (two machines), while one process launches `whole` in one partition;
+    every process must exit 0."""
+
+    def run(settings: Settings, whole: str, split: str) -> None:
+        machines = []
+        for k in range(2):
+            home = tmp_path / f"machine-{k}"
+            home.mkdir()
+            config = home / "loa.toml"
+            config.write_text(toml(settings))
+            plan = ("campaign", "plan", split, "--partition", f"{k}/2")
+            machines.append(loa(config, *plan, cwd=home))
+        config = tmp_path / "loa.toml"
+        config.write_text(toml(settings))
+        one = loa(config, "campaign", "launch", whole, "--partitions", "1")
+        for proc in [*machines, one]:
+            code, err = finished(proc)
+            assert code == 0, err
+
+    return run
+
+
 def test_a_planner_killed_mid_file_queues_nobody_twice_and_loses_nobody(make_settings, tmp_path):
     settings = _settings(make_settings, tmp_path, depth=40)  # the queues fill: planning waits
     config = tmp_path / "loa.toml"
@@ -142,7 +171,9 @@ def test_a_planner_killed_mid_file_queues_nobody_twice_and_loses_nobody(make_set
     assert int(fields["duplicate"]) > 700 and fields["planned"] == "1"
 
 
-def test_two_partitions_in_two_places_queue_what_one_planner_queues(make_settings, tmp_path):
+def test_two_partitions_in_two_places_queue_what_one_planner_queues(
+    make_settings, tmp_path, planned_both_ways
+):
     settings = _settings(make_settings, tmp_path, depth=1_000_000)
     plan = tmp_path / "p.toml"
     plan.write_text(PLAN)
@@ -151,19 +182,7 @@ def test_two_partitions_in_two_places_queue_what_one_planner_queues(make_setting
         client.sadd(suppression_key(settings.namespace), "+84900007919", "+84900015838")
     whole = asyncio.run(_created(settings, plan, audience))
     split = asyncio.run(_created(settings, plan, audience, start=2))
-    machines = []
-    for k in range(2):
-        home = tmp_path / f"machine-{k}"
-        home.mkdir()
-        config = home / "loa.toml"
-        config.write_text(toml(settings))
-        machines.append(loa(config, "campaign", "plan", split, "--partition", f"{k}/2", cwd=home))
-    config = tmp_path / "loa.toml"
-    config.write_text(toml(settings))
-    one = loa(config, "campaign", "launch", whole, "--partitions", "1")
-    for proc in [*machines, one]:
-        code, err = finished(proc)
-        assert code == 0, err
+    planned_both_ways(settings, whole, split)
     by_one, by_two = queued(settings, whole), queued(settings, split)
     assert sorted(by_two) == sorted(by_one) and len(by_one) > 5000
     one_fields, two_fields = _fields(settings, whole), _fields(settings, split)
@@ -197,7 +216,9 @@ async def _sent(settings: Settings, campaign: str) -> list[str]:
         await client.aclose()
 
 
-def test_the_frequency_cap_and_opt_outs_hold_across_partition_processes(make_settings, tmp_path):
+def test_the_frequency_cap_and_opt_outs_hold_across_partition_processes(
+    make_settings, tmp_path, planned_both_ways
+):
     settings = _settings(make_settings, tmp_path, depth=1_000_000)
     everyone = people(tmp_path / "a.csv", 6000)
     earlier = tmp_path / "earlier.csv"
@@ -213,19 +234,7 @@ def test_the_frequency_cap_and_opt_outs_hold_across_partition_processes(make_set
         client.sadd(suppression_key(settings.namespace), *opted)
     whole = asyncio.run(_created(settings, capped_plan, everyone))
     split = asyncio.run(_created(settings, capped_plan, everyone, start=2))
-    machines = []
-    for k in range(2):
-        home = tmp_path / f"machine-{k}"
-        home.mkdir()
-        config = home / "loa.toml"
-        config.write_text(toml(settings))
-        machines.append(loa(config, "campaign", "plan", split, "--partition", f"{k}/2", cwd=home))
-    config = tmp_path / "loa.toml"
-    config.write_text(toml(settings))
-    one = loa(config, "campaign", "launch", whole, "--partitions", "1")
-    for proc in [*machines, one]:
-        code, err = finished(proc)
-        assert code == 0, err
+    planned_both_ways(settings, whole, split)
     by_one, by_two = queued(settings, whole), queued(settings, split)
     assert sorted(by_two) == sorted(by_one)
     numbers = {number for _, number in by_two}
