@@ -7,8 +7,8 @@ Opt-outs live in one set, `{namespace}:suppressed`, checked per chunk: an addres
 for a person whose data was erased, `h:` and a salted digest of it (`optout_digest`), so they
 stay opted out with no number kept; the salt is `{namespace}:suppressed:salt`.
 Whom a campaign reached (the provider accepted its message) is remembered for `memory` seconds
-in one hash a UTC day, `{namespace}:freq:YYYYMMDD`, person -> `campaign@epoch`, where planners
-look for the people another campaign messaged within a frequency cap.
+(`loa.campaigns.reached`), where planners look for the people another campaign messaged within
+a frequency cap.
 A campaign whose hash has `followup_window` (seconds) asks a question: each person it reached
 has it open from then for that long, in one hash a UTC day, `{namespace}:asked:YYYYMMDD`,
 person -> `campaign|at_ms|closes_ms|message|region` (see ask.lua; loa.followups reads it).
