@@ -603,6 +603,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--small", type=int, default=None, help="rows of the RSS comparison run (default N/10)"
     )
     parser.add_argument("--skip-named", action="store_true", help="no {{ name }} run at N")
+    parser.add_argument(
+        "--dry-only", action="store_true", help="only the dry run of N rows (planner-dry-<date>)"
+    )
     parser.add_argument("--batch-size", type=int, default=200)
     parser.add_argument("--shards", type=int, default=4, help="shards per route")
     parser.add_argument(
@@ -646,6 +649,34 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.small is None:
         args.small = args.recipients // 10
     return args
+
+
+def run_dry_only(args: argparse.Namespace) -> dict[str, Any]:
+    """The dry run of N rows alone: an operator's first look at a national audience."""
+    with tempfile.TemporaryDirectory(prefix="loa-plan-") as tmp:
+        workdir = Path(tmp)
+        path = workdir / f"audience-{args.recipients}.csv"
+        started = time.perf_counter()
+        planner_audience.write_audience(path, args.recipients)
+        generated = round(time.perf_counter() - started, 1)
+        size = path.stat().st_size
+        dry = run_child(args, path, "static", workdir, None, mode="dry")
+        dry["counts"] = check_counts(dry["report"], args.recipients)
+    summary = summarize(dry, args.recipients)
+    return {
+        "recipients": args.recipients,
+        "dry_run_recipients_per_s": summary["recipients_per_s"],
+        "dry_run_seconds": summary["seconds"],
+        "counts_ok": dry["counts"]["ok"],
+        "target": TARGETS["dry_run_recipients_per_s"],
+        "dry": summary,
+        "run": dry,
+        "audience_mb": round(size / MB, 1),
+        "generation_seconds": generated,
+        "machine": {**machine(), "loadavg_at_end": list(os.getloadavg())},
+        "loa_source": source_version(),
+        "utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -767,8 +798,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     exit_on_signals()
     if args.profile:
         return profile_main(args)
-    result = run(args)
-    path = write_results("planner", result, args.output_dir, ensure_ascii=False)
+    result = run_dry_only(args) if args.dry_only else run(args)
+    name = "planner-dry" if args.dry_only else "planner"
+    path = write_results(name, result, args.output_dir, ensure_ascii=False)
     emit(result, args.json, path, ensure_ascii=False)
     return 0
 
