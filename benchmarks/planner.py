@@ -6,6 +6,14 @@ is generated first and not timed (see planner_audience). Planning is measured al
 queues' bound (queue.max_depth) is set far above what N fills, unless --drain-workers starts
 null-adapter workers that consume while the planner writes, with the default bound.
 
+Runs: N/10 and N rows in one process (the peak RSS of both, CPU per recipient), N with one
+per-person field, the dry run of N, and N planned by two partition processes forked as
+`loa campaign launch` forks them. `recipients_per_s` is the launch with loa's default
+partitions for that file on this machine (one per core from `planning.partition_min_mb`).
+After the N/10 run, worker processes send its campaign to the null adapter, and the frequency
+memory they leave (whom each campaign reached) is measured per person reached: it is part of
+`redis_bytes_per_recipient`, with the planner's deduplication memory.
+
 The peers, on a sample of the same phone cells: phonenumbers alone (parse, is_valid_number,
 format_number E164) and loa's own `normalize`.
 """
@@ -26,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,7 +42,6 @@ from typing import Any
 import phonenumbers
 import psutil
 import redis
-import tomli_w
 import uvloop
 
 import planner_audience
@@ -46,20 +54,27 @@ from common import (
     source_version,
     write_results,
 )
+from drain import drain
 from engine import RssSampler
 from loa.access.identity import Role, program
 from loa.campaigns.audience import BadRow, open_audience
 from loa.campaigns.controls import campaign_controls
+from loa.campaigns.partitions import MAX_PARTITIONS, Partition
 from loa.campaigns.plan import load_plan
 from loa.campaigns.planner import Group, Planner, Report
 from loa.campaigns.service import Campaigns
 from loa.engine.connection import connect
 from loa.engine.embedded import EmbeddedRedis
-from loa.engine.keys import campaign_seen_key, campaign_seen_numbers_key, shard_keys
+from loa.engine.keys import (
+    campaign_seen_key,
+    campaign_seen_numbers_key,
+    reached_key,
+    shard_keys,
+)
 from loa.engine.supervisor import Supervisor
 from loa.errors import InvalidPhone
 from loa.phone import normalize
-from loa.settings import Settings
+from loa.settings import PlanningSettings, Settings
 
 OPERATOR = program("bench-operator", Role.OPERATOR)
 APPROVER = program("bench-approver", Role.APPROVER)
@@ -192,18 +207,43 @@ async def _timed_work(
         return await campaigns.launch(campaign)
     count = int(args.mode.removeprefix("partitions-"))
     await campaigns.start(campaign, count)
-    config = data_dir / "loa.toml"
-    config.write_text(tomli_w.dumps(campaigns.settings.model_dump(mode="json", exclude_none=True)))
-    base = [sys.executable, "-m", "loa.cli", "campaign", "plan", campaign, "-c", str(config)]
-    procs = [
-        await asyncio.create_subprocess_exec(
-            *base, "--partition", f"{k}/{count}", stdout=subprocess.DEVNULL
-        )
-        for k in range(count)
-    ]
-    if any([await proc.wait() != 0 for proc in procs]):
-        raise RuntimeError("a partition process failed")
+    await asyncio.to_thread(_fork_partitions, args, campaign, count)
     return await campaigns.partitions_report(campaign)
+
+
+def _fork_partitions(args: argparse.Namespace, campaign: str, count: int) -> None:
+    """One process per partition, forked from this one as `loa campaign launch` forks them
+    (each has loa loaded already), side by side; each plans its share with its own client."""
+    pids = []
+    for k in range(count):
+        pid = os.fork()
+        if pid == 0:
+            os._exit(_plan_one(args, campaign, k, count))
+        pids.append(pid)
+    codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]
+    if any(codes):
+        raise RuntimeError(f"partition processes exited with {codes}")
+
+
+def _plan_one(args: argparse.Namespace, campaign: str, k: int, count: int) -> int:
+    """A partition's process: plan partition k of count; 0 when it planned."""
+
+    async def plan() -> None:
+        client = connect(args.url)
+        try:
+            settings = bench_settings(args.url, Path(args.data_dir), args)
+            await Campaigns(settings, client).plan_partition(campaign, Partition(k, count))
+        finally:
+            await client.aclose()
+
+    try:
+        uvloop.run(plan())
+    except Exception:  # noqa: BLE001 (a forked child: print why, and exit with 1)
+        traceback.print_exc()
+        return 1
+    finally:
+        sys.stderr.flush()
+    return 0
 
 
 def _children_cpu(before: Any) -> float:
@@ -338,6 +378,39 @@ def run_child(
         server.stop()
         shutil.rmtree(server_dir, ignore_errors=True)  # an AOF of 10M recipients is GBs
     return result
+
+
+def default_partitions(audience: Path) -> int:
+    """The partitions `loa campaign launch` plans this audience in with loa's defaults."""
+    planning = PlanningSettings()
+    if audience.stat().st_size < planning.partition_min_mb * MB:
+        return 1
+    return min(planning.partitions or os.cpu_count() or 1, MAX_PARTITIONS)
+
+
+def reach_after(args: argparse.Namespace) -> Callable[[str, Settings, dict[str, Any]], Any]:
+    """What runs after a planning run: workers send its campaign (null adapter), then the
+    frequency memory they left (whom the campaign reached) is measured per person reached."""
+
+    def measure(url: str, settings: Settings, result: dict[str, Any]) -> dict[str, Any]:
+        queued = result["report"]["queued"]
+        drained = drain(args.frequency_workers, args.timeout, url, settings, queued)
+        client = redis.Redis.from_url(url)
+        try:
+            keys = list(client.scan_iter(match=reached_key(NAMESPACE, 0).rsplit(":", 1)[0] + ":*"))
+            used = sum(int(client.memory_usage(key, samples=0) or 0) for key in keys)
+            entries = sum(int(client.llen(key)) for key in keys)
+        finally:
+            client.close()
+        return {
+            "people_reached": queued,
+            "frequency_bytes": used,
+            "entries": entries,
+            "frequency_bytes_per_recipient": round(used / max(queued, 1), 2),
+            "worker_msgs_per_s": drained["msgs_per_s"],
+        }
+
+    return measure
 
 
 def _tree_bytes(path: Path) -> int:
@@ -530,6 +603,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--small", type=int, default=None, help="rows of the RSS comparison run (default N/10)"
     )
     parser.add_argument("--skip-named", action="store_true", help="no {{ name }} run at N")
+    parser.add_argument(
+        "--dry-only", action="store_true", help="only the dry run of N rows (planner-dry-<date>)"
+    )
     parser.add_argument("--batch-size", type=int, default=200)
     parser.add_argument("--shards", type=int, default=4, help="shards per route")
     parser.add_argument(
@@ -543,6 +619,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--frequency-memory", type=float, default=7 * 86_400,
         help="planning.frequency_memory seconds (loa's default; 0 remembers nobody)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--frequency-workers", type=int, default=2,
+        help="worker processes that send the small run's campaign, so the frequency memory "
+        "they leave is measured (0: not measured)",
     )  # fmt: skip
     parser.add_argument("--peer-sample", type=int, default=200_000, help="phone cells")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per run at most")
@@ -570,6 +651,34 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def run_dry_only(args: argparse.Namespace) -> dict[str, Any]:
+    """The dry run of N rows alone: an operator's first look at a national audience."""
+    with tempfile.TemporaryDirectory(prefix="loa-plan-") as tmp:
+        workdir = Path(tmp)
+        path = workdir / f"audience-{args.recipients}.csv"
+        started = time.perf_counter()
+        planner_audience.write_audience(path, args.recipients)
+        generated = round(time.perf_counter() - started, 1)
+        size = path.stat().st_size
+        dry = run_child(args, path, "static", workdir, None, mode="dry")
+        dry["counts"] = check_counts(dry["report"], args.recipients)
+    summary = summarize(dry, args.recipients)
+    return {
+        "recipients": args.recipients,
+        "dry_run_recipients_per_s": summary["recipients_per_s"],
+        "dry_run_seconds": summary["seconds"],
+        "counts_ok": dry["counts"]["ok"],
+        "target": TARGETS["dry_run_recipients_per_s"],
+        "dry": summary,
+        "run": dry,
+        "audience_mb": round(size / MB, 1),
+        "generation_seconds": generated,
+        "machine": {**machine(), "loadavg_at_end": list(os.getloadavg())},
+        "loa_source": source_version(),
+        "utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Generate both audiences, plan each in a fresh process and server, then the peers."""
     host = machine()
@@ -590,8 +699,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if not args.skip_named:
             plans.append(("named", n, "named", "launch"))
         plans += [("dry", n, "static", "dry"), ("partitions-2", n, "static", "partitions-2")]
+        default = default_partitions(files[n])
+        if default > 2:
+            plans.append((f"partitions-{default}", n, "static", f"partitions-{default}"))
         for label, size, template, mode in plans:
-            runs[label] = run_child(args, files[size], template, workdir, None, mode=mode)
+            after = reach_after(args) if label == "small" and args.frequency_workers else None
+            runs[label] = run_child(args, files[size], template, workdir, None, after, mode)
             runs[label]["counts"] = check_counts(runs[label]["report"], size)
             print(f"{label}: {summarize(runs[label], size)}", file=sys.stderr, flush=True)
             files_left = [s for _, s, _, _ in plans[len(runs) :]]
@@ -605,15 +718,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         summarize(runs["dry"], args.recipients),
         summarize(runs["partitions-2"], args.recipients),
     )
+    launch = big if default == 1 else summarize(runs[f"partitions-{default}"], args.recipients)
+    reach = runs["small"].get("after")
+    frequency = reach["frequency_bytes_per_recipient"] if reach else 0.0
+    redis_bytes = round(big["redis_bytes_per_recipient"] + frequency, 2)
     return {
         "recipients": args.recipients,
-        "recipients_per_s": big["recipients_per_s"],
+        "recipients_per_s": launch["recipients_per_s"],
+        "default_partitions": default,
+        "recipients_per_s_one_process": big["recipients_per_s"],
         "recipients_per_s_named": named["recipients_per_s"] if named else None,
         "dry_run_recipients_per_s": dry["recipients_per_s"],
         "partitions_scaling": {"1": big["recipients_per_s"], "2": two["recipients_per_s"]},
         "planner_cpu_us_per_recipient": big["planner_cpu_us_per_recipient"],
         "server_cpu_us_per_recipient": big["server_cpu_us_per_recipient"],
-        "redis_bytes_per_recipient": big["redis_bytes_per_recipient"],
+        "redis_bytes_per_recipient": redis_bytes,
+        "dedup_bytes_per_recipient": big["redis_bytes_per_recipient"],
+        "frequency_bytes_per_recipient": frequency if reach else None,
+        "frequency_measured": reach,
         "peak_rss_mb": big["peak_rss_mb"],
         "peak_rss_mb_small": small["peak_rss_mb"],
         "small_recipients": args.small,
@@ -624,14 +746,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "counts_ok": all(r["counts"]["ok"] for r in runs.values()),
         "targets": {"recipients_per_s": TARGET_RATE, "rss_ratio": TARGET_RSS_RATIO, **TARGETS},
         "meets_targets": {
-            "recipients_per_s": big["recipients_per_s"] >= TARGET_RATE,
+            "recipients_per_s": launch["recipients_per_s"] >= TARGET_RATE,
             "rss_ratio": ratio <= TARGET_RSS_RATIO,
             "recipients_per_s_named": bool(named)
             and named["recipients_per_s"] >= TARGETS["recipients_per_s_named"],
             "dry_run_recipients_per_s": dry["recipients_per_s"]
             >= TARGETS["dry_run_recipients_per_s"],
-            "redis_bytes_per_recipient": big["redis_bytes_per_recipient"]
-            <= TARGETS["redis_bytes_per_recipient"],
+            "redis_bytes_per_recipient": bool(reach)
+            and redis_bytes <= TARGETS["redis_bytes_per_recipient"],
         },
         "static": big,
         "small": small,
@@ -676,8 +798,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     exit_on_signals()
     if args.profile:
         return profile_main(args)
-    result = run(args)
-    path = write_results("planner", result, args.output_dir, ensure_ascii=False)
+    result = run_dry_only(args) if args.dry_only else run(args)
+    name = "planner-dry" if args.dry_only else "planner"
+    path = write_results(name, result, args.output_dir, ensure_ascii=False)
     emit(result, args.json, path, ensure_ascii=False)
     return 0
 

@@ -8,6 +8,7 @@ import datetime as dt
 import hashlib
 import hmac
 import itertools
+import multiprocessing
 import os
 import pwd
 import signal
@@ -810,6 +811,82 @@ async def test_launch_answers_202_while_a_big_audience_is_planned(api):
         await task
     status = await api.client.get(f"/api/v1/campaigns/{campaign}", headers=api.auth("viewer"))
     assert status.json()["queued"] == 3
+
+
+@pytest.fixture
+async def partitioned(make_settings, redis_url, tmp_path) -> AsyncIterator[Api]:
+    """An API whose launches plan every partitionable audience in two partition processes."""
+    settings = make_settings(
+        routes={"sms": {"adapter": "null"}},
+        channels={"sms": {"default": "sms"}},
+        planning={"partitions": 2, "partition_min_mb": 0},
+    )
+    app = create_app(settings, lambda: connect(redis_url))
+    async with app.router.lifespan_context(app):
+        ctx: ApiContext = app.state.loa
+        transport = httpx.ASGITransport(app=app, client=("10.1.2.3", 4567))
+        async with httpx.AsyncClient(transport=transport, base_url="http://loa.test") as client:
+            token, _ = await ctx.services.tokens.create("operator", Role.OPERATOR, MINTER)
+            yield Api(client, app, ctx, {"operator": token}, tmp_path)
+
+
+async def _approved(api: Api, count: int) -> str:
+    plan, audience = api.tmp / "p.plan.toml", api.tmp / "people.csv"
+    plan.write_bytes(PLAN)
+    audience.write_bytes(people(count))
+    campaigns = api.ctx.services.campaigns
+    campaign = await campaigns.create(plan, audience, program("someone", Role.OPERATOR))
+    await campaigns.approve(campaign.id, program("second", Role.APPROVER))
+    return campaign.id
+
+
+async def test_a_launch_plans_a_large_audience_in_partition_processes(partitioned):
+    api = partitioned
+    campaign = await _approved(api, 400)
+    launched = await api.client.post(
+        f"/api/v1/campaigns/{campaign}/launch", headers=api.auth("operator")
+    )
+    assert launched.status_code in (200, 202), launched.text
+    task = api.ctx.planning.get(campaign)
+    if task is not None:
+        await task
+    record = await api.ctx.services.campaigns.store.get(campaign)
+    assert record.fields["partitions"] == "2"
+    shares = [
+        orjson.loads(record.fields[f"checkpoint:{k}/2"])["report"]["queued"] for k in range(2)
+    ]
+    assert min(shares) > 100 and sum(shares) == 400, "each process planned its share"
+    status = await api.client.get(f"/api/v1/campaigns/{campaign}", headers=api.auth("operator"))
+    assert (status.json()["total"], status.json()["queued"]) == (400, 400)
+    assert multiprocessing.active_children() == []
+
+
+async def test_a_server_stopping_stops_its_partition_processes_and_a_launch_resumes(partitioned):
+    api = partitioned
+    api.ctx.settings = api.ctx.settings.model_copy(
+        update={"api": api.ctx.settings.api.model_copy(update={"launch_wait": 0.0})}
+    )
+    campaign = await _approved(api, 400)
+    launched = await api.client.post(
+        f"/api/v1/campaigns/{campaign}/launch", headers=api.auth("operator")
+    )
+    assert launched.status_code == 202, launched.text
+    for _ in range(200):  # the background task starts them once the launch is recorded
+        if len(multiprocessing.active_children()) == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert len(multiprocessing.active_children()) == 2
+    await api.ctx.close()  # what the server does as it stops
+    assert multiprocessing.active_children() == []
+    resumed = await api.client.post(
+        f"/api/v1/campaigns/{campaign}/launch", headers=api.auth("operator")
+    )
+    task = api.ctx.planning.get(campaign)
+    if task is not None:
+        await task
+    assert resumed.status_code in (200, 202), resumed.text
+    status = await api.client.get(f"/api/v1/campaigns/{campaign}", headers=api.auth("operator"))
+    assert (status.json()["total"], status.json()["queued"]) == (400, 400)
 
 
 async def test_suppression_changes_are_audited_without_numbers(api):

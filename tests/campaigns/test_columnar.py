@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,10 +21,11 @@ from loa.campaigns.columnar_run import plan_columns
 from loa.campaigns.numbers import read_numbers
 from loa.campaigns.plan import load_plan
 from loa.campaigns.planner import Planner, Report, plan_audience
+from loa.campaigns.reached import entry
 from loa.campaigns.seen import SeenNumbers
 from loa.engine.connection import RedisClient, connect
 from loa.engine.envelope import unpack
-from loa.engine.keys import shard_keys
+from loa.engine.keys import reached_key, shard_keys
 from loa.errors import InvalidPhone
 from loa.phone import normalize
 from loa.settings import Settings
@@ -237,6 +239,31 @@ def test_a_big_plain_file_goes_the_vectorised_way_and_agrees(make_settings, redi
     assert cols.to_json() == rows.to_json()
     assert by_cols == by_rows
     assert (cols.total, cols.invalid, cols.duplicate, cols.queued) == (3006, 6, 1000, 2000)
+
+
+def test_both_paths_skip_whom_other_campaigns_reached_within_the_cap(settings, redis_url, tmp_path):
+    lines = [f"0{['96', '91', '32'][n % 3]}{n:07d},An,79".encode() for n in range(600)]
+    people = write(tmp_path / "a.csv", lines, crlf=False)
+    plan = plan_file(tmp_path / "p.toml", STATIC)
+    plan.write_text(plan.read_text() + '[limits]\nfrequency_cap = "2d"\n', encoding="utf-8")
+    reached = [f"+84{['96', '91', '32'][n % 3]}{n:07d}" for n in range(0, 600, 7)]
+    now = int(time.time())
+    key = reached_key(settings.namespace, now)
+
+    async def remember() -> None:
+        client = connect(redis_url)
+        try:  # another campaign reached every 7th within the cap; one long before it
+            await client.rpush(key, entry("other", now - 60, reached[:40]))
+            await client.rpush(key, entry("other", now - 3 * 86_400, reached[40:]))
+        finally:
+            await client.aclose()
+
+    asyncio.run(remember())
+    rows, cols, by_rows, by_cols = asyncio.run(both(settings, redis_url, plan, people))
+    assert cols.to_json() == rows.to_json()
+    assert by_cols == by_rows
+    assert (cols.capped, cols.queued) == (40, 560)
+    assert not {m[3] for m in by_cols} & set(reached[:40])
 
 
 def test_the_dry_run_counts_what_the_launch_queues(settings, redis_url, tmp_path):

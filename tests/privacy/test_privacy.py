@@ -11,15 +11,17 @@ import msgpack
 import pytest
 
 from loa.campaigns.controls import Controls
+from loa.campaigns.reached import ReachedByOthers, entry, read_entry
 from loa.campaigns.suppression import Suppression
 from loa.engine.connection import RedisClient, text
 from loa.engine.envelope import Batch, unpack
 from loa.engine.events import EventWriter
 from loa.engine.keys import (
     ShardKeys,
+    campaign_key,
     campaign_seen_numbers_key,
-    frequency_key,
     inbound_key,
+    reached_key,
     suppression_key,
 )
 from loa.engine.metrics import Metrics
@@ -101,8 +103,7 @@ async def seed(settings: Settings, redis: RedisClient) -> ShardKeys:
         letter = dead_letter("sms", Lane.NORMAL, batch, ["1", person, "hi", 1, None], "failed")
         await redis.xadd(keys.dead, {"m": letter})
     await redis.hset(f"{ns}:{{camp:c1}}:seen", mapping={ERASED: "1", OTHER: "2"})
-    day = frequency_key(ns, time.time())
-    await redis.hset(day, mapping={ERASED: "c1@1", OTHER: "c1@1"})
+    await redis.rpush(reached_key(ns, time.time()), entry("c1", 1, [ERASED, OTHER]))
     writer = EventWriter(redis, ns, settings.events, Metrics())
     for sender, said in (("84987654321", "I have a fever"), ("0987654321", "help"),
                          ("84912345678", "thanks")):  # fmt: skip
@@ -185,6 +186,62 @@ async def test_purge_takes_the_number_out_of_the_columnar_planners_seen_deltas(
         again.load(blobs[field.encode()])
     claimed = again.claim(np.array(people[:3], np.int64))
     assert claimed.tolist() == [True, False, False]
+
+
+async def test_purge_takes_the_number_out_of_whom_campaigns_reached(settings, redis_client):
+    import numpy as np
+
+    from loa.campaigns.seen import unpack as unpacked
+
+    ns = settings.namespace
+    now = time.time()
+    key = reached_key(ns, now)
+    controls = Controls(redis_client, ns, memory=86_400)
+    for campaign, people in (("c1", [ERASED, OTHER]), ("c2", [ERASED]), ("c3", [OTHER])):
+        await redis_client.hset(campaign_key(ns, campaign), "state", "running")
+        messages = [Message(id=str(i), to=p, body="hi") for i, p in enumerate(people)]
+        await controls.reached(campaign, messages, range(len(messages)))
+    entries = await redis_client.lrange(key, 0, -1)
+    assert traces(entries) == 0, "packed: no byte search could find it"
+
+    done = await Purge(settings, redis_client).number("0987 654 321")
+
+    entries = await redis_client.lrange(key, 0, -1)
+    assert len(entries) == 3, "each entry stays in its place"
+    held = [set(unpacked(read_entry(raw)[2]).tolist()) for raw in entries]  # type: ignore[index]
+    assert held == [{int(OTHER[1:])}, set(), {int(OTHER[1:])}]
+    assert done.entries == 2, "two entries named it"
+    planner = ReachedByOthers(redis_client, ns, "c9", 3_600)
+    values = np.array([int(ERASED[1:]), int(OTHER[1:])], np.int64)
+    assert (await planner.blocked(values)).tolist() == [False, True]
+
+
+async def test_purge_of_a_campaign_empties_its_entries_and_planners_keep_their_place(
+    settings, redis_client
+):
+    import numpy as np
+
+    ns = settings.namespace
+    key = reached_key(ns, time.time())
+    first, second, third = (int(f"8490000000{n}") for n in range(3))
+    await redis_client.rpush(key, entry("c1", int(time.time()), [f"+{first}"]))
+    await redis_client.rpush(key, entry("c2", int(time.time()), [f"+{second}"]))
+    planner = ReachedByOthers(redis_client, ns, "c9", 3_600)
+    values = np.array([first, second, third], np.int64)
+    assert (await planner.blocked(values)).tolist() == [True, True, False]
+    await redis_client.hset(campaign_key(ns, "c1"), "state", "done")
+
+    done = await Purge(settings, redis_client).campaign("c1")
+
+    assert done.frequency == 1
+    assert [read_entry(raw) is None for raw in await redis_client.lrange(key, 0, -1)] == [
+        True,
+        False,
+    ]
+    await redis_client.rpush(key, entry("c3", int(time.time()), [f"+{third}"]))
+    assert (await planner.blocked(values)).tolist() == [True, True, True], "read from its place"
+    fresh = ReachedByOthers(redis_client, ns, "c9", 3_600)
+    assert (await fresh.blocked(values)).tolist() == [False, True, True], "c1 is forgotten"
 
 
 async def test_purge_of_a_number_never_opted_out_does_not_opt_it_out(settings, redis_client):

@@ -175,7 +175,9 @@ async def launch_campaign(
         campaign = await _campaign(ctx, campaign_id)
         if campaign.state is State.DRAFT:
             await _approve_automatically(request, who, ctx, campaign)
-        task = asyncio.create_task(ctx.services.campaigns.launch(campaign_id))
+        campaigns = ctx.services.campaigns
+        count = await campaigns.partitions_for(campaign_id)
+        task = asyncio.create_task(campaigns.launch_in_processes(campaign_id, count))
         ctx.planning[campaign_id] = task
         forget_when_done(ctx, campaign_id, task)
         done, _ = await asyncio.wait({task}, timeout=ctx.settings.api.launch_wait)

@@ -29,7 +29,8 @@ def serve_api(settings: Settings, host: str, port: int) -> None:
     """Serve the API until SIGTERM or SIGINT; the embedded Redis when no URL is configured."""
     _keep_running_after_signals(lambda: None)
     with redis_url_for(settings.redis_url, settings.data_dir) as (url, _):
-        _uvicorn(create_app(settings, lambda: connect(url)), settings, host, port).run()
+        served = settings.model_copy(update={"redis_url": url})  # as partition processes need it
+        _uvicorn(create_app(served, lambda: connect(url)), settings, host, port).run()
 
 
 def run_server(
@@ -53,7 +54,8 @@ def run_server(
     backups.start()
     watcher: threading.Thread | None = None
     try:
-        app = create_app(settings, lambda: connect(supervisor.redis_url))
+        served = settings.model_copy(update={"redis_url": supervisor.redis_url})
+        app = create_app(served, lambda: connect(supervisor.redis_url))
         server = _uvicorn(app, settings, host, port)
         watcher = threading.Thread(
             target=_watch, args=(supervisor, server), name="supervisor", daemon=True

@@ -83,8 +83,8 @@ class Run:
         asks = self.checks.window is not None or await self.checks.any_opt_outs()
         tos = e164(picked.values[kept]) if asks else []
         if asks:
-            kept, tos = await self._drop(picked, kept, tos, self.checks.opted, "suppressed")
-            kept, tos = await self._drop(picked, kept, tos, self.checks.blocked, "capped")
+            kept, tos = self._drop(picked, kept, tos, await self._opted(tos), "suppressed")
+            kept, tos = self._drop(picked, kept, tos, await self._blocked(picked, kept), "capped")
         self.work.count(picked, kept)
         if len(kept) and not counts.samples:
             first = int(kept[0])
@@ -94,13 +94,20 @@ class Run:
         if self.queue and len(kept):
             await batcher.put(_in_line_order(batcher, self.work.messages(picked, kept)))
 
-    async def _drop(
-        self, picked: Candidates, kept: Any, tos: list[str], ask: Any, counter: str
+    async def _opted(self, tos: list[str]) -> Any:
+        return await self.checks.opted(tos) if tos else None
+
+    async def _blocked(self, picked: Candidates, kept: Any) -> Any:
+        reached = self.checks.reached
+        return await reached.blocked(picked.values[kept]) if reached and len(kept) else None
+
+    def _drop(
+        self, picked: Candidates, kept: Any, tos: list[str], flags: Any, counter: str
     ) -> tuple[Any, list[str]]:
-        flags = await ask(tos) if len(kept) else None
+        """Drop the candidates `flags` marks (None: none), counted under `counter`."""
         if flags is None:
             return kept, tos
-        left = np.array([not flag for flag in flags], bool)
+        left = ~np.asarray(flags, bool)
         setattr(picked.counts, counter, getattr(picked.counts, counter) + int((~left).sum()))
         return kept[left], [to for to, keep in zip(tos, left.tolist(), strict=True) if keep]
 

@@ -5,8 +5,8 @@ most every `ttl` seconds, so a pause reaches every worker within that time. Only
 campaign sends, and a scheduled one once its start has come; a cancelled one drops what is
 left; any other state holds it. Opt-outs are checked per chunk (`engine.control.opted_out`).
 Whom a campaign reached (the provider accepted its message) is remembered for `memory` seconds
-in one hash a UTC day, `{namespace}:freq:YYYYMMDD`, person -> `campaign@epoch`, where planners
-look for the people another campaign messaged within a frequency cap.
+in one list a UTC day, an entry a chunk with the people's numbers packed (`campaigns.reached`),
+where planners look for the people another campaign messaged within a frequency cap.
 A campaign whose record has `followup_window` (seconds) asks a question: each person it reached
 has it open from then for that long, in one hash a UTC day, `{namespace}:asked:YYYYMMDD`,
 person -> `campaign|at_ms|closes_ms|message|region` (see ask.lua; loa.followups reads it).
@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from loa.campaigns.reached import entry as reached_entry
 from loa.campaigns.record import Field, State
 from loa.engine.connection import RedisClient, text
 from loa.engine.control import (
@@ -38,7 +39,7 @@ from loa.engine.control import (
 from loa.engine.keys import (
     asked_key,
     campaign_key,
-    frequency_key,
+    reached_key,
     reminders_key,
     reminding_key,
 )
@@ -93,7 +94,6 @@ class Controls:
         self.memory = memory  # seconds a person reached is remembered (0: nobody is)
         self._cache: dict[str, _Entry] = {}
         table = scripts(redis, "loa.campaigns")
-        self._remember = table["remember"]
         self._ask = table["ask"]
 
     async def verdict(self, campaign: str, lane: Lane, now_ms: int) -> Verdict:
@@ -147,14 +147,12 @@ class Controls:
                 await self._plan_reminders(campaign, entry, messages, accepted, asked)
         if not self.memory:
             return
-        await self._remember(
-            keys=[frequency_key(self.namespace, now)],
-            args=[
-                f"{campaign}@{int(now)}",
-                ",".join(person_of(messages[i]) for i in accepted),
-                int(self.memory) + DAY_SECONDS,  # the day's last entry is kept its full memory
-            ],
-        )
+        key = reached_key(self.namespace, now)
+        people = (person_of(messages[i]) for i in accepted)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.rpush(key, reached_entry(campaign, int(now), people))
+        pipe.expire(key, int(self.memory) + DAY_SECONDS)  # the day's last entry: its full memory
+        await pipe.execute()
 
     async def _open_question(
         self,

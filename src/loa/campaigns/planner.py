@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ import orjson
 from loa.campaigns.audience import BadRow, Item, open_audience
 from loa.campaigns.carriers import CarrierTable, SmsRouting
 from loa.campaigns.plan import Plan
+from loa.campaigns.reached import ReachedByOthers
 from loa.campaigns.schedule import SendAtError
 from loa.campaigns.templates import (
     CompiledTemplates,
@@ -50,10 +50,10 @@ from loa.campaigns.templates import (
     RenderedMessage,
     TemplateRefused,
 )
-from loa.engine.connection import RedisClient, text
+from loa.engine.connection import RedisClient
 from loa.engine.control import PERSON, REGION, opted_out
 from loa.engine.enqueue import Enqueuer, Numbered, Origin
-from loa.engine.keys import campaign_seen_key, frequency_key, suppression_key
+from loa.engine.keys import campaign_seen_key, suppression_key
 from loa.engine.queue import Queues
 from loa.engine.scripts import scripts
 from loa.errors import InvalidPhone, PlanError, TemplateError
@@ -590,6 +590,11 @@ class RedisChecks:
         self.seen_key = seen_key
         self.campaign = campaign
         self.window = frequency_window  # seconds; None: this campaign has no cap
+        self.reached = (
+            None
+            if frequency_window is None
+            else ReachedByOthers(redis, namespace, campaign, frequency_window)
+        )
         self.opt_outs = False  # the opt-out set had members at the last look
         self._seen = scripts(redis, "loa.campaigns")["seen"]
 
@@ -644,25 +649,9 @@ class RedisChecks:
         Workers remember each person a provider accepted a campaign's message for: a campaign
         planned, cancelled or expired before it sent blocks nobody.
         """
-        if self.window is None:
+        if self.reached is None:
             return None
-        now = time.time()
-        since = now - self.window
-        days = sorted(
-            {frequency_key(self.namespace, t) for t in range(int(since), int(now) + 86_400, 86_400)}
-        )
-        pipe = self.redis.pipeline(transaction=False)
-        for key in days:
-            pipe.hmget(key, phones)
-        blocked = [False] * len(phones)
-        for answers in await pipe.execute():
-            for index, last in enumerate(answers):
-                if last is None:
-                    continue
-                campaign, _, at = text(last).partition("@")
-                if campaign != self.campaign and float(at or 0) >= since:
-                    blocked[index] = True
-        return blocked
+        return await self.reached.blocked_people(phones)
 
 
 @dataclass

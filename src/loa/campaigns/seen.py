@@ -82,6 +82,26 @@ class SeenNumbers:
             bits[byte[starts]] |= np.bitwise_or.reduceat(bit, starts)
         return new
 
+    def has(self, values: Any) -> Any:
+        """A mask over `values` (numpy int64): True for each number seen; nothing is marked."""
+        index = values - VN
+        inside = (index >= 0) & (index < SPACE)
+        found = np.zeros(len(values), bool)
+        for position in np.flatnonzero(~inside).tolist():
+            found[position] = int(values[position]) in self.others
+        spots = index[inside]
+        block_of = spots // BLOCK
+        hits = np.zeros(len(spots), bool)
+        for block in np.unique(block_of).tolist():
+            bits = self.blocks.get(block)
+            if bits is None:
+                continue
+            here = block_of == block
+            spot = spots[here] % BLOCK
+            hits[here] = (bits[spot >> 3] & np.left_shift(1, spot & 7).astype(np.uint8)) != 0
+        found[np.flatnonzero(inside)] = hits
+        return found
+
     def delta(self) -> bytes:
         """The numbers added since the last call, packed: sorted, delta-coded, compressed."""
         added = np.sort(np.concatenate(self._added)) if self._added else np.zeros(0, np.int64)

@@ -38,6 +38,7 @@ from loa.campaigns.planner import (
     Planner,
     Report,
 )
+from loa.campaigns.processes import plan_in_processes
 from loa.campaigns.record import ACTIVE, ENDED, Campaign, State, new_campaign_id
 from loa.campaigns.store import CampaignStore
 from loa.engine.connection import RedisClient, text
@@ -313,6 +314,15 @@ class Campaigns:
         if partitions > 1:
             return await self.partitions_report(campaign_id)
         return await self.plan_partition(campaign_id, Partition())
+
+    async def launch_in_processes(self, campaign_id: str, partitions: int) -> Report:
+        """`launch`, each partition planned in a process of its own (`campaigns.processes`):
+        what a server does, whose own loop must stay free; the counts of all added up."""
+        if partitions <= 1:
+            return await self.launch(campaign_id)
+        await self.start(campaign_id, partitions)
+        await plan_in_processes(self.settings, campaign_id, partitions)
+        return await self.partitions_report(campaign_id)
 
     async def start(self, campaign_id: str, partitions: int = 1) -> Campaign:
         """The checks and the state change of a launch, and the partitions it is planned in."""

@@ -21,7 +21,7 @@ from loa.errors import QueueFull
 from loa.message import Lane, Message
 from loa.settings import Settings
 
-PIPELINE = 32  # batches put together: one connection each while they are in flight
+PIPELINE = 32  # batches put together: one look for room and one round trip of puts
 
 
 def pick_shard(shards: Sequence[ShardKeys], key: int | str) -> ShardKeys:

@@ -150,13 +150,13 @@ def optout_salt_key(namespace: str) -> str:
     return f"{suppression_key(namespace)}:salt"
 
 
-def frequency_key(namespace: str, epoch: float) -> str:
-    """Whom campaigns reached on one UTC day: a hash, person -> `campaign@epoch`.
+def reached_key(namespace: str, epoch: float) -> str:
+    """Whom campaigns reached on one UTC day: a list, an entry a chunk (`campaigns.reached`).
 
-    One hash a day, not one key a person: a chunk is one HSET, and a planner's look for a
-    group of rows one HMGET per day of the window, instead of a command per person.
+    One list a day, not one key a person: a chunk is one RPUSH of its packed numbers, and a
+    planner reads only the entries appended since its last look.
     """
-    return f"{namespace}:freq:{time.strftime('%Y%m%d', time.gmtime(epoch))}"
+    return f"{namespace}:reached:{time.strftime('%Y%m%d', time.gmtime(epoch))}"
 
 
 def asked_key(namespace: str, epoch: float) -> str:

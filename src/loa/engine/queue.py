@@ -107,14 +107,14 @@ class Queues:
         Due 0 goes to the lane's stream; a later due time waits in its retry set. Returns how
         many were new.
         """
-        flags = await asyncio.gather(
-            *(
-                self._put_once(
-                    keys=[keys.stream(batch.lane), keys.delayed(batch.lane), keys.planned],
-                    args=[batch.id, pack(batch), due_ms],
+        flags = await self._put_once.run_many(
+            [
+                (
+                    [keys.stream(batch.lane), keys.delayed(batch.lane), keys.planned],
+                    [batch.id, pack(batch), due_ms],
                 )
                 for keys, batch, due_ms in items
-            )
+            ]
         )
         return sum(int(flag) for flag in flags)
 

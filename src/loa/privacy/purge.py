@@ -5,8 +5,9 @@
 letters too, and takes it out: from queued batches (its messages counted `suppressed`, the
 rest of each batch stays queued), inbox cases, appointment ledgers (a place is given back
 first), the inbound stream, dead letters, deduplication and frequency memory (the columnar
-planner's compressed deltas of seen numbers too: they hold each number exactly, so each is
-opened and packed again without it), and any other key of the namespace that names it. The
+planner's compressed deltas of seen numbers and the packed entries of whom campaigns reached
+too: they hold each number exactly, so each is opened and packed again without it), and any
+other key of the namespace that names it. The
 opt-out list keeps a salted digest instead of the number, so a person who opted out stays
 opted out. A batch a worker is sending at that moment is left to it (the person is opted out
 only if they were; see docs/privacy.md).
@@ -31,7 +32,7 @@ import msgpack
 from redis.exceptions import RedisError, ResponseError
 
 from loa.appointments.ledger import Ledger
-from loa.campaigns import seen
+from loa.campaigns import reached, seen
 from loa.campaigns.record import ENDED, State
 from loa.campaigns.store import CampaignStore
 from loa.campaigns.suppression import Suppression
@@ -44,10 +45,10 @@ from loa.engine.keys import (
     campaign_seen_key,
     campaign_seen_numbers_key,
     drives_key,
-    frequency_key,
     inbound_key,
     inbox_prefix,
     optout_salt_key,
+    reached_key,
     receipt_pattern,
     shard_keys,
     suppression_key,
@@ -282,6 +283,8 @@ class Purge:
                 done.keys += await self.redis.delete(key)
         elif kind == "hash" and key.endswith(SEEN_NUMBERS):
             await self._sweep_seen(key, match, done)
+        elif kind == "list" and key.startswith(self._reached_prefix):
+            await self._sweep_reached(key, match, done)
         elif kind == "hash":
             async for field, value in self.redis.hscan_iter(key, count=PAGE):
                 if match(field) or match(value):
@@ -307,6 +310,20 @@ class Purge:
             left = seen.without(blob, match.number)
             if left is not None:
                 await self.redis.hset(key, field, left)
+                done.entries += 1
+
+    @property
+    def _reached_prefix(self) -> str:
+        return reached_key(self.namespace, 0).rsplit(":", 1)[0] + ":"
+
+    async def _sweep_reached(self, key: str, match: Matcher, done: NumberPurged) -> None:
+        """Take the number out of each packed entry of whom campaigns reached on one day;
+        each stays where it is, so planners reading the list keep their place."""
+        values: Any = await self.redis.lrange(key, 0, -1)
+        for index, raw in enumerate(values):
+            left = reached.entry_without(raw, match.number)
+            if left is not None:  # (the stubs type values as str; bytes go as they are)
+                await self.redis.lset(key, index, left)  # type: ignore[arg-type]
                 done.entries += 1
 
     async def _sweep_stream(self, key: str, match: Matcher, done: NumberPurged) -> None:
@@ -374,17 +391,16 @@ class Purge:
             cursor = "(" + text(page[-1][0])
 
     async def _forget_reached(self, campaign_id: str) -> int:
-        """Remove the campaign's people from the frequency memory (every day it keeps)."""
+        """Empty the campaign's entries of whom campaigns reached (every day kept), in place;
+        the people they named."""
         forgotten = 0
-        prefix = frequency_key(self.namespace, 0).rsplit(":", 1)[0]
-        async for key in scan(self.redis, f"{_glob(prefix)}:*"):
-            found = [
-                field
-                async for field, value in self.redis.hscan_iter(key, count=PAGE)
-                if text(value).split("@", 1)[0] == campaign_id
-            ]
-            for first in range(0, len(found), PAGE):
-                forgotten += await self.redis.hdel(key, *found[first : first + PAGE])
+        async for key in scan(self.redis, f"{_glob(self._reached_prefix)}*"):
+            values: Any = await self.redis.lrange(key, 0, -1)
+            for index, raw in enumerate(values):
+                found = reached.read_entry(raw)
+                if found is not None and found[0] == campaign_id:
+                    await self.redis.lset(key, index, b"")  # type: ignore[arg-type]
+                    forgotten += len(seen.unpack(found[2]))
         return forgotten
 
 
