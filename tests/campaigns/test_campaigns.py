@@ -334,8 +334,7 @@ async def test_per_recipient_send_times(settings, redis_client, tmp_path):
     plan = write_plan(tmp_path / "p.toml", schedule='[schedule]\nsend_at = "due"')
     campaigns = Campaigns(settings, redis_client)
     campaign_id = await launched(campaigns, plan, audience)
-    async with running(settings, redis_client):
-        await until(lambda: _state(campaigns, campaign_id, "done"), 30, "all 40")
+    await _run_to_done(settings, redis_client, campaigns, campaign_id)
     lines = read_sink(tmp_path / "sink")
     # recipient n is on line n + 2 (after the header): odd recipients, odd lines, are due soon
     late = [line for line in lines if int(line["id"]) % 2 == 1]
@@ -451,8 +450,7 @@ async def test_campaign_rate_cap_holds_across_routes(settings, redis_client, tmp
     plan = write_plan(tmp_path / "p.toml", limits="[limits]\nrate = 40")
     campaigns = Campaigns(settings, redis_client)
     campaign_id = await launched(campaigns, plan, write_audience(tmp_path / "a.csv", 150))
-    async with running(settings, redis_client):
-        await until(lambda: _state(campaigns, campaign_id, "done"), 30, "the capped campaign")
+    await _run_to_done(settings, redis_client, campaigns, campaign_id)
     stamps = sorted(line["ts"] for line in read_sink(tmp_path / "sink"))
     elapsed = stamps[-1] - stamps[0]
     # 150 messages at 40/s over two routes: the first ~2 s of burst aside, about 3.5 s
@@ -465,8 +463,7 @@ async def test_scheduled_campaign_starts_at_its_time(settings, redis_client, tmp
     campaigns = Campaigns(settings, redis_client)
     campaign_id = await launched(campaigns, plan, write_audience(tmp_path / "a.csv", 30))
     assert (await campaigns.status(campaign_id))["state"] == "scheduled"
-    async with running(settings, redis_client):
-        await until(lambda: _state(campaigns, campaign_id, "done"), 30, "the scheduled send")
+    await _run_to_done(settings, redis_client, campaigns, campaign_id)
     stamps = [line["ts"] for line in read_sink(tmp_path / "sink")]
     assert len(stamps) == 30
     assert min(stamps) >= start.timestamp() - 0.05, "nothing before the start"
@@ -632,8 +629,7 @@ async def test_status_counts_reminders_scheduled_past_due_and_never_sent(
         "after_expiry": 10,
     }
     assert len(await queued_ids(redis_client, settings)) == 20, "what would never go is not queued"
-    async with running(settings, redis_client):
-        await until(lambda: _state(campaigns, campaign_id, "done"), 30, "the 20 it can send")
+    await _run_to_done(settings, redis_client, campaigns, campaign_id)
     # recipient n is on line n + 2: the past-due and the soon due went, the rest never
     sent = sorted((int(line["id"]) - 2) % 3 for line in read_sink(tmp_path / "sink"))
     assert sent == [0] * 10 + [1] * 10

@@ -75,8 +75,8 @@ async def test_retries_back_off_then_dead_letter_with_reason(make_settings, redi
 async def test_permanent_failures_are_not_retried(make_settings, redis_client):
     settings = make_settings(routes={"bad": route(options={"fail_ratio": 1.0})})
     await enqueue_async(settings, "bad", messages(25))
-    async with running(settings, redis_client):
-        await until(lambda: _finished(settings, "bad", 25), 30, "25 failures")
+    await run_until_idle(settings, redis_client)
+    assert await _finished(settings, "bad", 25), "25 failures"
     final = await status_async(settings, "bad")
     assert (final.failed, final.retried, final.dead) == (25, 0, 0)
     letters = await _dead_letters(redis_client, settings, "bad")
@@ -90,8 +90,8 @@ async def test_expired_messages_are_dropped_and_counted(make_settings, redis_cli
     )
     await enqueue_async(settings, "sms", messages(30, "old"), expires_ms=now_ms() - 1)
     await enqueue_async(settings, "sms", messages(20, "new"), expires_ms=now_ms() + 600_000)
-    async with running(settings, redis_client):
-        await until(lambda: _finished(settings, "sms", 50), 30, "50 outcomes")
+    await run_until_idle(settings, redis_client)
+    assert await _finished(settings, "sms", 50), "50 outcomes"
     final = await status_async(settings, "sms")
     assert (final.expired, final.accepted) == (30, 20)
     assert {line["id"].split("-")[0] for line in read_sink(sink)} == {"new"}, "stale advice sent"
@@ -192,8 +192,8 @@ async def test_unreadable_entry_goes_to_dead_letters_and_queue_moves_on(
     await queues.prepare([keys])
     await redis_client.xadd(keys.stream(Lane.NORMAL), {b"b": b"\xc1not msgpack"})
     await enqueue_async(settings, "sms", messages(10))
-    async with running(settings, redis_client):
-        await until(lambda: _finished(settings, "sms", 10), 30, "the good batch")
+    await run_until_idle(settings, redis_client)
+    assert await _finished(settings, "sms", 10), "the good batch"
     letters = await queues.dead_letters(keys)
     assert len(letters) == 1 and "unreadable entry" in letters[0].reason
     assert (await queues.stats([keys])).get("normal:unreadable") == 1
