@@ -167,6 +167,21 @@ def test_columns_and_rows_plan_the_same_hostile_files(
     check()
 
 
+def test_carriers_that_share_a_route_share_its_batches_in_line_order(
+    settings, redis_url, tmp_path, monkeypatch
+):
+    """Vietnamobile, MobiFone and Vinaphone all go to sms-b: their rows are one group per
+    region there, in line order, and the batches are numbered as the row planner numbers them."""
+    monkeypatch.setattr(columns_module, "CHUNK_BYTES", 97)
+    lines = ["0921234567,Hoa,", "+84 901 234 567,An,79", "84912345678,Hoa,"]
+    people = write(tmp_path / "a.csv", [line.encode() for line in lines], crlf=False)
+    plan = plan_file(tmp_path / "p.toml", STATIC)
+    rows, cols, by_rows, by_cols = asyncio.run(both(settings, redis_url, plan, people))
+    assert cols.to_json() == rows.to_json()
+    assert by_cols == by_rows
+    assert [(m[1], m[2]) for m in by_cols] == [("0", "2"), ("0", "4"), ("1", "3")]
+
+
 async def by_partitions(
     settings: Settings, url: str, plan: Path, people: Path, count: int
 ) -> tuple[Report, list[Any], Report, list[Any], list[int]]:

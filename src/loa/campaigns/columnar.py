@@ -269,9 +269,12 @@ class ColumnarPlanner:
     def messages(self, picked: Candidates, kept: Any) -> dict[tuple[str, str], list[Message]]:
         """The kept candidates' messages per route and region (the raw `region` cell, batched
         apart), each group's in line order."""
-        targets = picked.targets[kept]
+        # grouped by route, not by target: carriers that share a route share its batches
+        route_names = sorted({route for route, _ in self.targets})
+        route_of = np.array([route_names.index(route) for route, _ in self.targets], np.int64)
+        routes = route_of[picked.targets[kept]]
         names, regions = _regions(picked, kept)
-        order = np.lexsort((regions, targets))  # stable: line order within each group
+        order = np.lexsort((regions, routes))  # stable: line order within each group
         ids = pc.cast(pa.array(picked.lines[kept][order]), pa.string()).to_pylist()
         tos = e164(picked.values[kept][order])
         contents = picked.contents[kept][order]
@@ -279,16 +282,14 @@ class ColumnarPlanner:
         bodies = None
         if picked.bodies is not None:
             bodies = picked.bodies.take(pa.array(kept[order])).to_pylist()
-        changed = (np.diff(targets[order]) != 0) | (np.diff(regions[order]) != 0)
+        changed = (np.diff(routes[order]) != 0) | (np.diff(regions[order]) != 0)
         edges = np.flatnonzero(changed) + 1
         out: dict[tuple[str, str], list[Message]] = {}
         for a, b in zip([0, *edges.tolist()], [*edges.tolist(), len(order)], strict=True):
-            route = self.targets[int(targets[order[a]])][0]
+            route = route_names[int(routes[order[a]])]
             region = names[int(regions[order[a]])]
             texts = bodies[a:b] if bodies else None
-            out.setdefault((route, region), []).extend(
-                self._messages(ids[a:b], tos[a:b], contents[a:b], texts)
-            )
+            out[(route, region)] = list(self._messages(ids[a:b], tos[a:b], contents[a:b], texts))
         return out
 
     def _messages(
