@@ -16,10 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-import pyarrow as pa  # type: ignore[import-untyped]
-import pyarrow.compute as pc  # type: ignore[import-untyped]
-
 from loa.errors import PlanError
 
 ENDINGS = 1000  # a number's partition is decided by its last three digits
@@ -65,6 +61,10 @@ class Partition:
         their number is known). None for the whole audience: every row is."""
         if self.whole:
             return None
+        import numpy as np  # here, not above: every `loa` command imports this module
+        import pyarrow as pa  # type: ignore[import-untyped]
+        import pyarrow.compute as pc  # type: ignore[import-untyped]
+
         tail = pc.utf8_slice_codeunits(pc.fill_null(cells, ""), -3)
         digits = pc.and_(pc.equal(pc.binary_length(tail), 3), pc.ascii_is_decimal(tail))
         ends = pc.fill_null(digits, False).to_numpy(zero_copy_only=False)
@@ -77,6 +77,8 @@ class Partition:
     def mine(self, values: Any) -> Any:
         """A mask over numbers (numpy int64): those of this partition."""
         if self.whole:
+            import numpy as np  # (see sift)
+
             return np.ones(len(values), bool)
         return partition_of(values, self.count) == self.index
 

@@ -21,8 +21,6 @@ from loa.access.identity import Author, Principal, Role, same_person
 from loa.campaigns import dry_run
 from loa.campaigns.approval import Need, assess, known_test_numbers
 from loa.campaigns.audience import open_audience
-from loa.campaigns.columnar import eligible
-from loa.campaigns.columnar_run import plan_any
 from loa.campaigns.partitions import MAX_PARTITIONS, Partition
 from loa.campaigns.pinning import (
     PinnedFile,
@@ -122,6 +120,10 @@ class Campaigns:
         report = Report(problems=[*problems, *_schedule_problems(plan, now)])
         if report.problems:
             return report
+        # the planners are imported when first planning: they load numpy and pyarrow, which
+        # every `loa` command that plans nothing would otherwise pay for as it starts
+        from loa.campaigns.columnar_run import plan_any
+
         try:
             report = await plan_any(
                 planner, self.redis, queue=False, checkpoint=Checkpoint(None, report, {})
@@ -393,6 +395,8 @@ class Campaigns:
             Path(campaign.fields.get("audience", "")),
             _now(),
         )
+        from loa.campaigns.columnar import eligible  # (see _dry_run)
+
         return eligible(planner)
 
     async def plan_partition(self, campaign_id: str, partition: Partition) -> Report:
@@ -418,6 +422,8 @@ class Campaigns:
         raw = campaign.fields.get(_field("checkpoint", partition))
         checkpoint = Checkpoint.from_json(raw) if raw else None
         save = self._saver(campaign_id, partition)
+        from loa.campaigns.columnar_run import plan_any  # (see _dry_run)
+
         return await plan_any(
             planner, self.redis, queue=True, checkpoint=checkpoint, save=save, partition=partition
         )

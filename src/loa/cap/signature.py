@@ -15,9 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from signxml.exceptions import SignXMLException
-from signxml.verifier import XMLVerifier
-
 from loa.cap.model import Alert
 from loa.errors import CapError
 from loa.settings import CapSenderSettings, CapSettings
@@ -64,6 +61,11 @@ def _unverifiable(alert: Alert, named: CapSenderSettings | None) -> str:
 
 
 def _verified_content(data: bytes, sender: str, named: CapSenderSettings) -> bytes:
+    # here, not above: signxml loads lxml and cryptography, which every `loa` command would
+    # otherwise pay for as it starts
+    from signxml.exceptions import SignXMLException
+    from signxml.verifier import XMLVerifier
+
     certificate = _certificate(named.certificate, sender)
     try:
         result = XMLVerifier().verify(data, x509_cert=certificate)

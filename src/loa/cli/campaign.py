@@ -236,6 +236,8 @@ def _plan_partitions(
     options = ["--config", str(config)] if config else []
     options += ["--redis", redis] if redis else []
     options += ["--token", token] if token else []
+    import loa.campaigns.columnar_run  # noqa: F401 (loaded once here, not in each child)
+
     fork = multiprocessing.get_context("fork")
     sys.stdout.flush()  # what this process wrote is not written again by each child
     sys.stderr.flush()

@@ -32,7 +32,6 @@ import msgpack
 from redis.exceptions import RedisError, ResponseError
 
 from loa.appointments.ledger import Ledger
-from loa.campaigns import reached, seen
 from loa.campaigns.record import ENDED, State
 from loa.campaigns.store import CampaignStore
 from loa.campaigns.suppression import Suppression
@@ -306,6 +305,8 @@ class Purge:
 
     async def _sweep_seen(self, key: str, match: Matcher, done: NumberPurged) -> None:
         """Take the number out of each compressed delta of a campaign's seen numbers."""
+        from loa.campaigns import seen  # numpy, loaded only by a purge that needs it
+
         async for field, blob in self.redis.hscan_iter(key, count=PAGE):
             left = seen.without(blob, match.number)
             if left is not None:
@@ -319,6 +320,8 @@ class Purge:
     async def _sweep_reached(self, key: str, match: Matcher, done: NumberPurged) -> None:
         """Take the number out of each packed entry of whom campaigns reached on one day;
         each stays where it is, so planners reading the list keep their place."""
+        from loa.campaigns import reached  # (see _sweep_seen)
+
         values: Any = await self.redis.lrange(key, 0, -1)
         for index, raw in enumerate(values):
             left = reached.entry_without(raw, match.number)
@@ -393,6 +396,8 @@ class Purge:
     async def _forget_reached(self, campaign_id: str) -> int:
         """Empty the campaign's entries of whom campaigns reached (every day kept), in place;
         the people they named."""
+        from loa.campaigns import reached, seen  # (see _sweep_seen)
+
         forgotten = 0
         async for key in scan(self.redis, f"{_glob(self._reached_prefix)}*"):
             values: Any = await self.redis.lrange(key, 0, -1)
