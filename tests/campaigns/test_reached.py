@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 import time
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from loa.campaigns.controls import Controls
+from loa.campaigns.packing import pack, unpack
 from loa.campaigns.reached import ReachedByOthers, days, entry, person_number, read_entry
 from loa.campaigns.seen import SeenNumbers
 from loa.engine.keys import campaign_key, reached_key
@@ -99,8 +105,47 @@ async def test_the_memory_costs_a_few_bytes_a_person(redis_client, namespace):
 
 
 def _numbers(raw: bytes) -> np.ndarray:
-    from loa.campaigns.seen import unpack
-
     found = read_entry(raw)
     assert found is not None
     return unpack(found[2])  # type: ignore[no-any-return]
+
+
+def test_a_number_with_a_leading_zero_is_not_taken_for_another() -> None:
+    assert person_number("+0912345678") != person_number("+912345678") == 912_345_678
+
+
+async def test_a_long_day_is_read_a_page_at_a_time(redis_client, namespace, monkeypatch):
+    from loa.campaigns import reached
+
+    monkeypatch.setattr(reached, "PAGE", 3)
+    key = reached_key(namespace, time.time())
+    people = [f"+849100000{n:02d}" for n in range(10)]
+    for person in people:
+        await redis_client.rpush(key, entry("a", int(time.time()), [person]))
+    mine = ReachedByOthers(redis_client, namespace, "self", 3_600)
+    assert await mine.blocked_people(people) == [True] * 10
+    for person in ["+84920000000", "+84920000001"]:
+        await redis_client.rpush(key, entry("a", int(time.time()), [person]))
+    assert await mine.blocked_people(["+84920000001"]) == [True]
+    assert mine.read[key] == 12
+
+
+@given(st.lists(st.integers(0, 2**62), max_size=300, unique=True))
+@hsettings(max_examples=200, deadline=None)
+def test_workers_and_planners_pack_numbers_alike(values: list[int]) -> None:
+    """Workers pack a list without numpy, planners a numpy array: one format, byte for byte."""
+    numbers = sorted(values)
+    packed = pack(numbers)
+    assert packed == pack(np.array(numbers, np.int64))
+    assert unpack(packed).tolist() == numbers
+
+
+def test_a_worker_loads_neither_numpy_nor_pyarrow() -> None:
+    """What a worker imports to remember whom it reached stays small: it runs in every worker
+    process (the planner and erasures load numpy when they read)."""
+    code = (
+        "import sys, loa.engine.worker, loa.campaigns.controls, loa.campaigns.reached\n"
+        "print(sorted(m for m in ('numpy', 'pyarrow') if m in sys.modules))"
+    )
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == "[]"

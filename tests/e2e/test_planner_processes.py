@@ -246,3 +246,76 @@ def test_the_frequency_cap_and_opt_outs_hold_across_partition_processes(
         assert fields[counter] == _fields(settings, whole)[counter], counter
     capped = [int(orjson_report(fields, k)["capped"]) for k in range(2)]
     assert min(capped) > 300, "each partition process capped its share"
+
+
+# a server's launch, as the API makes it: partitions planned in processes it spawns
+SERVER = """
+import sys
+from pathlib import Path
+
+import uvloop
+
+from loa.campaigns.service import Campaigns
+from loa.engine.connection import connect
+from loa.settings import Settings
+
+
+async def main() -> None:
+    settings = Settings.load(Path(sys.argv[1]))
+    client = connect(settings.redis_url or "")
+    await Campaigns(settings, client).launch_in_processes(sys.argv[2], 2)
+
+
+if __name__ == "__main__":  # the spawned partitions import this file again
+    uvloop.run(main())
+"""
+
+
+def _partition_processes(parent: int) -> list[Any]:
+    import psutil
+
+    return [
+        child
+        for child in psutil.Process(parent).children(recursive=True)
+        if "spawn_main" in " ".join(child.cmdline())
+    ]
+
+
+def test_partition_processes_stop_when_the_server_is_killed_and_a_launch_resumes(
+    make_settings, tmp_path
+):
+    import psutil
+
+    settings = _settings(make_settings, tmp_path, depth=40)  # the queues fill: planning waits
+    config, server = tmp_path / "loa.toml", tmp_path / "server.py"
+    config.write_text(toml(settings))
+    server.write_text(SERVER)
+    plan = tmp_path / "p.toml"
+    plan.write_text(PLAN)
+    campaign = asyncio.run(_created(settings, plan, people(tmp_path / "a.csv", 20_000)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOA_")}
+    proc = subprocess.Popen([sys.executable, str(server), str(config), campaign], env=env)
+    try:
+        wait_for(lambda: len(_partition_processes(proc.pid)) == 2, 60, "two partition processes")
+        children = _partition_processes(proc.pid)
+        wait_for(lambda: len(queued(settings, campaign)) >= 2000, 60, "the queues to fill")
+        proc.send_signal(signal.SIGKILL)
+        gone, alive = psutil.wait_procs(children, timeout=15)
+        assert alive == [] and len(gone) == 2, "partitions outlived the server that started them"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(30)
+    before = queued(settings, campaign)
+    assert 2000 <= len(before) < 18_000, "killed mid-file"
+    config.write_text(toml(_settings(make_settings, tmp_path, depth=1_000_000)))
+    again = subprocess.run(
+        [sys.executable, str(server), str(config), campaign], env=env, timeout=120
+    )
+    assert again.returncode == 0
+    after = queued(settings, campaign)
+    ids = [message_id for message_id, _ in after]
+    assert len(ids) == len(set(ids)) == len({number for _, number in after}), "nobody twice"
+    fields = _fields(settings, campaign)
+    assert (int(fields["total"]), int(fields["invalid"])) == (20_000, 200)
+    assert int(fields["queued"]) == len(after) == 20_000 - 200 - int(fields["duplicate"])

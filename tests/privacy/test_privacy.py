@@ -216,6 +216,26 @@ async def test_purge_takes_the_number_out_of_whom_campaigns_reached(settings, re
     assert (await planner.blocked(values)).tolist() == [False, True]
 
 
+async def test_an_erasure_that_read_before_another_wrote_keeps_both(settings, redis_client):
+    """Two people erased at the same moment, from the same entry: the second write, made from
+    what it read before the first, must not bring back the number the first took out."""
+    from loa.campaigns.packing import unpack as unpacked
+    from loa.campaigns.reached import entry_without
+
+    key = reached_key(settings.namespace, time.time())
+    await redis_client.rpush(key, entry("c1", int(time.time()), [ERASED, OTHER, "+84900000001"]))
+    read_before = (await redis_client.lrange(key, 0, 0))[0]
+
+    await Purge(settings, redis_client).number(ERASED)  # the first erasure writes
+    wrote = await Purge(settings, redis_client)._rewrite(
+        key, "list", 0, read_before, lambda raw: entry_without(raw, int(OTHER[1:]))
+    )  # the second, from its older read
+
+    assert wrote
+    held = unpacked(read_entry((await redis_client.lrange(key, 0, 0))[0])[2])  # type: ignore[index]
+    assert held.tolist() == [84_900_000_001]
+
+
 async def test_purge_of_a_campaign_empties_its_entries_and_planners_keep_their_place(
     settings, redis_client
 ):

@@ -95,6 +95,7 @@ class Controls:
         self._cache: dict[str, _Entry] = {}
         table = scripts(redis, "loa.campaigns")
         self._ask = table["ask"]
+        self._reach = table["reach"]
 
     async def verdict(self, campaign: str, lane: Lane, now_ms: int) -> Verdict:
         """May a chunk of `campaign` leave now?"""
@@ -147,12 +148,14 @@ class Controls:
                 await self._plan_reminders(campaign, entry, messages, accepted, asked)
         if not self.memory:
             return
-        key = reached_key(self.namespace, now)
         people = (person_of(messages[i]) for i in accepted)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.rpush(key, reached_entry(campaign, int(now), people))
-        pipe.expire(key, int(self.memory) + DAY_SECONDS)  # the day's last entry: its full memory
-        await pipe.execute()
+        await self._reach(
+            keys=[reached_key(self.namespace, now)],
+            args=[
+                reached_entry(campaign, int(now), people),
+                int(self.memory) + DAY_SECONDS,  # the day's last entry is kept its full memory
+            ],
+        )
 
     async def _open_question(
         self,

@@ -14,16 +14,17 @@ it reads again are decided exactly as the first time, and nobody is queued twice
 
 from __future__ import annotations
 
-import zlib
 from typing import Any
 
 import numpy as np
 
 from loa.campaigns.numbers import VN
+from loa.campaigns.packing import pack, unpack, without
+
+__all__ = ["SeenNumbers", "pack", "unpack", "without"]
 
 SPACE = 1_000_000_000  # the nine digits after +84
 BLOCK = 10_000_000  # numbers of one two-digit prefix: a bitmap of 1.25 MB, made when first used
-_HEADER = np.dtype("<i8")
 
 
 class SeenNumbers:
@@ -114,33 +115,3 @@ class SeenNumbers:
         if len(values):
             self._fresh(np.unique(values))
 
-
-def pack(numbers: Any) -> bytes:
-    """Sorted numbers (numpy int64) as one delta: the first, the gaps, compressed (b"": none).
-
-    Compressed, not hashed: each number comes back exactly (`unpack`), which a restart needs,
-    and which is why an erasure opens every delta (`without`).
-    """
-    if not len(numbers):
-        return b""
-    gaps = np.diff(numbers)
-    kind = np.uint32 if not len(gaps) or int(gaps.max()) < 2**32 else np.int64
-    head = np.array([numbers[0], 4 if kind is np.uint32 else 8], _HEADER).tobytes()
-    return zlib.compress(head + gaps.astype(kind).tobytes(), 1)
-
-
-def unpack(blob: bytes) -> Any:
-    """The sorted numbers (numpy int64) of one delta."""
-    if not blob:
-        return np.zeros(0, np.int64)
-    data = zlib.decompress(blob)
-    first, width = np.frombuffer(data[:16], _HEADER).tolist()
-    gaps = np.frombuffer(data[16:], np.uint32 if width == 4 else np.int64)
-    return np.concatenate([[first], first + np.cumsum(gaps.astype(np.int64))]).astype(np.int64)
-
-
-def without(blob: bytes, number: int) -> bytes | None:
-    """The delta without `number`, packed again; None when it does not hold it."""
-    numbers = unpack(blob)
-    keep = numbers[numbers != number]
-    return None if len(keep) == len(numbers) else pack(keep)

@@ -24,7 +24,7 @@ import asyncio
 import re
 import shutil
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -60,6 +60,7 @@ from loa.phone import canonical
 from loa.settings import Settings
 
 PAGE = 500  # entries, members or keys read per round trip
+REWRITE_ATTEMPTS = 20  # reads of one element another erasure keeps changing, at most
 SEEN_NUMBERS = ":seen-numbers"  # the end of a columnar planner's seen-number deltas' key
 # campaigns whose data may go: not while they could still send
 PURGEABLE = ENDED | {State.DRAFT, State.APPROVED}
@@ -164,7 +165,9 @@ class Purge:
         self.settings = settings
         self.redis = redis
         self.namespace = settings.namespace
-        self._swap = scripts(redis, "loa.privacy")["swap"]
+        table = scripts(redis, "loa.privacy")
+        self._swap = table["swap"]
+        self._rewrite_script = table["rewrite"]
 
     async def number(self, number: str) -> NumberPurged:
         """Every trace of `number` (see the module); an opt-out stays, as a salted digest."""
@@ -308,9 +311,7 @@ class Purge:
         from loa.campaigns import seen  # numpy, loaded only by a purge that needs it
 
         async for field, blob in self.redis.hscan_iter(key, count=PAGE):
-            left = seen.without(blob, match.number)
-            if left is not None:
-                await self.redis.hset(key, field, left)
+            if await self._rewrite(key, "hash", field, blob, _without(seen.without, match)):
                 done.entries += 1
 
     @property
@@ -322,12 +323,37 @@ class Purge:
         each stays where it is, so planners reading the list keep their place."""
         from loa.campaigns import reached  # (see _sweep_seen)
 
-        values: Any = await self.redis.lrange(key, 0, -1)
-        for index, raw in enumerate(values):
-            left = reached.entry_without(raw, match.number)
-            if left is not None:  # (the stubs type values as str; bytes go as they are)
-                await self.redis.lset(key, index, left)  # type: ignore[arg-type]
-                done.entries += 1
+        change = _without(reached.entry_without, match)
+        async for first, entries in reached.pages(self.redis, key):
+            for index, raw in enumerate(entries, first):
+                if await self._rewrite(key, "list", index, raw, change):
+                    done.entries += 1
+
+    async def _rewrite(
+        self,
+        key: str,
+        kind: str,
+        where: str | bytes | int,
+        read: bytes,
+        change: Callable[[bytes], bytes | None],
+    ) -> bool:
+        """Store `change(read)` in place of an element (None: leave it), only while it still
+        holds what was read; read again when another erasure changed it first."""
+        for _ in range(REWRITE_ATTEMPTS):
+            new = change(read)
+            if new is None:
+                return False
+            if await self._rewrite_script(keys=[key], args=[kind, where, read, new]):
+                return True
+            again: Any = await (
+                self.redis.lindex(key, int(where))
+                if kind == "list"
+                else self.redis.hget(key, where)
+            )
+            if again is None:
+                return False  # gone (expired) meanwhile
+            read = again
+        raise RuntimeError(f"{key}: changed {REWRITE_ATTEMPTS} times while being erased from")
 
     async def _sweep_stream(self, key: str, match: Matcher, done: NumberPurged) -> None:
         cursor = "-"
@@ -396,17 +422,29 @@ class Purge:
     async def _forget_reached(self, campaign_id: str) -> int:
         """Empty the campaign's entries of whom campaigns reached (every day kept), in place;
         the people they named."""
-        from loa.campaigns import reached, seen  # (see _sweep_seen)
+        from loa.campaigns import packing, reached  # (see _sweep_seen)
+
+        def emptied(raw: bytes) -> bytes | None:
+            found = reached.read_entry(raw)
+            return b"" if found is not None and found[0] == campaign_id else None
 
         forgotten = 0
         async for key in scan(self.redis, f"{_glob(self._reached_prefix)}*"):
-            values: Any = await self.redis.lrange(key, 0, -1)
-            for index, raw in enumerate(values):
-                found = reached.read_entry(raw)
-                if found is not None and found[0] == campaign_id:
-                    await self.redis.lset(key, index, b"")  # type: ignore[arg-type]
-                    forgotten += len(seen.unpack(found[2]))
+            async for first, entries in reached.pages(self.redis, key):
+                for index, raw in enumerate(entries, first):
+                    found = reached.read_entry(raw)
+                    if found is None or found[0] != campaign_id:
+                        continue
+                    if await self._rewrite(key, "list", index, raw, emptied):
+                        forgotten += len(packing.unpack(found[2]))
         return forgotten
+
+
+def _without(
+    take_out: Callable[[bytes, int], bytes | None], match: Matcher
+) -> Callable[[bytes], bytes | None]:
+    """A change for `_rewrite`: the packed set or entry without the matched number."""
+    return lambda raw: take_out(raw, match.number)
 
 
 def _letter_campaign(raw: bytes | None) -> str:
