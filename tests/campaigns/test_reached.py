@@ -17,7 +17,7 @@ from loa.campaigns.controls import Controls
 from loa.campaigns.packing import pack, unpack
 from loa.campaigns.reached import ReachedByOthers, days, entry, person_number, read_entry
 from loa.campaigns.seen import SeenNumbers
-from loa.engine.keys import campaign_key, reached_key
+from loa.engine.keys import campaign_key, legacy_frequency_key, reached_key
 from loa.message import Message
 
 pytestmark = pytest.mark.anyio
@@ -149,3 +149,20 @@ def test_a_worker_loads_neither_numpy_nor_pyarrow() -> None:
     )
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert found.stdout.strip() == "[]"
+
+
+async def test_a_cap_holds_across_an_upgrade_from_the_hash_kept_before(redis_client, namespace):
+    """The memory loa kept before the packed lists (a hash a day, person -> campaign@epoch) is
+    read for the window after an upgrade: whom another campaign reached stays skipped."""
+    now = time.time()
+    await redis_client.hset(
+        legacy_frequency_key(namespace, now),
+        mapping={
+            "+84911111111": f"other@{int(now - 60)}",
+            "+84922222222": f"self@{int(now - 60)}",  # its own send blocks nobody
+            "+84933333333": f"other@{int(now - 7_200)}",  # before the window
+        },
+    )
+    mine = ReachedByOthers(redis_client, namespace, "self", 3_600, clock=lambda: now)
+    people = ["+84911111111", "+84922222222", "+84933333333"]
+    assert await mine.blocked_people(people) == [True, False, False]

@@ -21,6 +21,7 @@ from loa.engine.keys import (
     campaign_key,
     campaign_seen_numbers_key,
     inbound_key,
+    legacy_frequency_key,
     reached_key,
     suppression_key,
 )
@@ -251,9 +252,13 @@ async def test_purge_of_a_campaign_empties_its_entries_and_planners_keep_their_p
     assert (await planner.blocked(values)).tolist() == [True, True, False]
     await redis_client.hset(campaign_key(ns, "c1"), "state", "done")
 
+    legacy = legacy_frequency_key(ns, time.time())  # as kept before the packed lists
+    await redis_client.hset(legacy, mapping={"+84911111111": "c1@1", "+84922222222": "c2@1"})
+
     done = await Purge(settings, redis_client).campaign("c1")
 
-    assert done.frequency == 1
+    assert done.frequency == 2
+    assert await redis_client.hkeys(legacy) == [b"+84922222222"]
     assert [read_entry(raw) is None for raw in await redis_client.lrange(key, 0, -1)] == [
         True,
         False,

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from loa.campaigns.packing import pack, without
-from loa.engine.connection import RedisClient
-from loa.engine.keys import reached_key
+from loa.engine.connection import RedisClient, text
+from loa.engine.keys import legacy_frequency_key, reached_key
 
 if TYPE_CHECKING:
     from loa.campaigns.seen import SeenNumbers
@@ -131,6 +131,7 @@ class ReachedByOthers:
         now = self.clock()
         if self.since is None:
             self.since = now - self.window
+            await self._read_legacy(self.since, now)
         keys = [reached_key(self.namespace, day) for day in days(self.since, now)]
         pipe = self.redis.pipeline(transaction=False)
         for key in keys:
@@ -140,6 +141,21 @@ class ReachedByOthers:
             if len(first) == PAGE:
                 async for _, more in pages(self.redis, key, self.read[key]):
                     self._take(key, more)
+
+    async def _read_legacy(self, since: float, now: float) -> None:
+        """Whom other campaigns reached within the window as kept before the packed lists
+        (`legacy_frequency_key`): read once, so a cap holds across an upgrade."""
+        import numpy as np
+
+        for day in days(since, now):
+            key = legacy_frequency_key(self.namespace, day)
+            found = []
+            async for person, value in self.redis.hscan_iter(key, count=PAGE):
+                campaign, _, at = text(value).partition("@")
+                if campaign != self.campaign and float(at or 0) >= since:
+                    found.append(person_number(text(person)))
+            if found:
+                self.numbers.claim(np.array(found, np.int64))
 
     def _take(self, key: str, entries: list[bytes]) -> None:
         self.read[key] = self.read.get(key, 0) + len(entries)

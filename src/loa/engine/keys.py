@@ -159,6 +159,13 @@ def reached_key(namespace: str, epoch: float) -> str:
     return f"{namespace}:reached:{time.strftime('%Y%m%d', time.gmtime(epoch))}"
 
 
+def legacy_frequency_key(namespace: str, epoch: float) -> str:
+    """Whom campaigns reached on one UTC day as loa kept it before the packed lists: a hash,
+    person -> `campaign@epoch`. Never written now; read for one frequency window after an
+    upgrade, so a cap holds across it, and gone by itself when its expiry comes."""
+    return f"{namespace}:freq:{time.strftime('%Y%m%d', time.gmtime(epoch))}"
+
+
 def asked_key(namespace: str, epoch: float) -> str:
     """The questions campaigns opened on one UTC day: a hash, person -> the question (ask.lua)."""
     return f"{namespace}:asked:{time.strftime('%Y%m%d', time.gmtime(epoch))}"

@@ -46,6 +46,7 @@ from loa.engine.keys import (
     drives_key,
     inbound_key,
     inbox_prefix,
+    legacy_frequency_key,
     optout_salt_key,
     reached_key,
     receipt_pattern,
@@ -437,6 +438,20 @@ class Purge:
                         continue
                     if await self._rewrite(key, "list", index, raw, emptied):
                         forgotten += len(packing.unpack(found[2]))
+        return forgotten + await self._forget_legacy(campaign_id)
+
+    async def _forget_legacy(self, campaign_id: str) -> int:
+        """The campaign's people in the frequency memory kept before the packed lists."""
+        forgotten = 0
+        prefix = legacy_frequency_key(self.namespace, 0).rsplit(":", 1)[0]
+        async for key in scan(self.redis, f"{_glob(prefix)}:*"):
+            found = [
+                field
+                async for field, value in self.redis.hscan_iter(key, count=PAGE)
+                if text(value).split("@", 1)[0] == campaign_id
+            ]
+            for first in range(0, len(found), PAGE):
+                forgotten += await self.redis.hdel(key, *found[first : first + PAGE])
         return forgotten
 
 
