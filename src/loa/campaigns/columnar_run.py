@@ -80,11 +80,8 @@ class Run:
         kept = np.flatnonzero(self.seen.claim(picked.values))
         counts = picked.counts
         counts.duplicate += len(picked.values) - len(kept)
-        asks = self.checks.window is not None or await self.checks.any_opt_outs()
-        tos = e164(picked.values[kept]) if asks else []
-        if asks:
-            kept, tos = self._drop(picked, kept, tos, await self._opted(tos), "suppressed")
-            kept, tos = self._drop(picked, kept, tos, await self._blocked(picked, kept), "capped")
+        kept = self._drop(picked, kept, await self._opted(picked, kept), "suppressed")
+        kept = self._drop(picked, kept, await self._blocked(picked, kept), "capped")
         self.work.count(picked, kept)
         if len(kept) and not counts.samples:
             first = int(kept[0])
@@ -94,22 +91,23 @@ class Run:
         if self.queue and len(kept):
             await batcher.put(_in_line_order(batcher, self.work.messages(picked, kept)))
 
-    async def _opted(self, tos: list[str]) -> Any:
-        return await self.checks.opted(tos) if tos else None
+    async def _opted(self, picked: Candidates, kept: Any) -> Any:
+        """Who of the kept opted out (None: nobody has; their numbers are then never spelled)."""
+        if not len(kept) or not await self.checks.any_opt_outs():
+            return None
+        return await self.checks.opted(e164(picked.values[kept]))
 
     async def _blocked(self, picked: Candidates, kept: Any) -> Any:
         reached = self.checks.reached
         return await reached.blocked(picked.values[kept]) if reached and len(kept) else None
 
-    def _drop(
-        self, picked: Candidates, kept: Any, tos: list[str], flags: Any, counter: str
-    ) -> tuple[Any, list[str]]:
-        """Drop the candidates `flags` marks (None: none), counted under `counter`."""
+    def _drop(self, picked: Candidates, kept: Any, flags: Any, counter: str) -> Any:
+        """The candidates `flags` does not mark (None: all), the others counted as `counter`."""
         if flags is None:
-            return kept, tos
+            return kept
         left = ~np.asarray(flags, bool)
         setattr(picked.counts, counter, getattr(picked.counts, counter) + int((~left).sum()))
-        return kept[left], [to for to, keep in zip(tos, left.tolist(), strict=True) if keep]
+        return kept[left]
 
     async def store_seen(self, state: Checkpoint) -> int:
         """Store the bitmap's delta since the last checkpoint; the count the next one holds."""

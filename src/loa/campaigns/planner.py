@@ -35,13 +35,14 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from loa.campaigns.audience import BadRow, Item, open_audience
 from loa.campaigns.carriers import CarrierTable, SmsRouting
 from loa.campaigns.plan import Plan
+from loa.campaigns.reached import ReachedByOthers
 from loa.campaigns.schedule import SendAtError
 from loa.campaigns.templates import (
     CompiledTemplates,
@@ -69,9 +70,6 @@ from loa.message import (
 from loa.phone import normalize
 from loa.settings import Settings
 from loa.sms import analyse
-
-if TYPE_CHECKING:
-    from loa.campaigns.reached import ReachedByOthers
 
 GROUP_ROWS = 2000  # rows that meet Redis together
 SLICE_ROWS = 250  # rows taken from the file at a time
@@ -591,13 +589,11 @@ class RedisChecks:
         self.namespace = namespace
         self.seen_key = seen_key
         self.campaign = campaign
-        self.window = frequency_window  # seconds; None: this campaign has no cap
-        self.reached: ReachedByOthers | None = None
-        if frequency_window is not None:
-            # here, not above: it needs numpy, which a `loa` command that plans nothing skips
-            from loa.campaigns.reached import ReachedByOthers
-
-            self.reached = ReachedByOthers(redis, namespace, campaign, frequency_window)
+        self.reached = (  # whom other campaigns reached; None: this campaign has no cap
+            None
+            if frequency_window is None
+            else ReachedByOthers(redis, namespace, campaign, frequency_window)
+        )
         self.opt_outs = False  # the opt-out set had members at the last look
         self._seen = scripts(redis, "loa.campaigns")["seen"]
 
