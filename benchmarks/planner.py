@@ -34,7 +34,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -59,9 +58,10 @@ from engine import RssSampler
 from loa.access.identity import Role, program
 from loa.campaigns.audience import BadRow, open_audience
 from loa.campaigns.controls import campaign_controls
-from loa.campaigns.partitions import MAX_PARTITIONS, Partition
+from loa.campaigns.partitions import default_count
 from loa.campaigns.plan import load_plan
 from loa.campaigns.planner import Group, Planner, Report
+from loa.campaigns.processes import plan_one
 from loa.campaigns.service import Campaigns
 from loa.engine.connection import connect
 from loa.engine.embedded import EmbeddedRedis
@@ -226,21 +226,13 @@ def _fork_partitions(args: argparse.Namespace, campaign: str, count: int) -> Non
 
 
 def _plan_one(args: argparse.Namespace, campaign: str, k: int, count: int) -> int:
-    """A partition's process: plan partition k of count; 0 when it planned."""
-
-    async def plan() -> None:
-        client = connect(args.url)
-        try:
-            settings = bench_settings(args.url, Path(args.data_dir), args)
-            await Campaigns(settings, client).plan_partition(campaign, Partition(k, count))
-        finally:
-            await client.aclose()
-
+    """A partition's process: plan partition k of count as the API's partition processes do;
+    0 when it planned."""
+    settings = bench_settings(args.url, Path(args.data_dir), args)
     try:
-        uvloop.run(plan())
-    except Exception:  # noqa: BLE001 (a forked child: print why, and exit with 1)
-        traceback.print_exc()
-        return 1
+        plan_one(settings, campaign, k, count)
+    except SystemExit as exc:  # it logged why
+        return int(exc.code or 0)
     finally:
         sys.stderr.flush()
     return 0
@@ -382,10 +374,7 @@ def run_child(
 
 def default_partitions(audience: Path) -> int:
     """The partitions `loa campaign launch` plans this audience in with loa's defaults."""
-    planning = PlanningSettings()
-    if audience.stat().st_size < planning.partition_min_mb * MB:
-        return 1
-    return min(planning.partitions or os.cpu_count() or 1, MAX_PARTITIONS)
+    return default_count(audience.stat().st_size, PlanningSettings())
 
 
 def reach_after(args: argparse.Namespace) -> Callable[[str, Settings, dict[str, Any]], Any]:

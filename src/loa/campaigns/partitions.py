@@ -13,14 +13,17 @@ when the cell does not end with three digits.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
 from loa.errors import PlanError
+from loa.settings import PlanningSettings
 
 ENDINGS = 1000  # a number's partition is decided by its last three digits
 _SPREAD = 7919  # coprime with ENDINGS: neighbouring endings go to different partitions
 MAX_PARTITIONS = 256
+MIB = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +84,15 @@ class Partition:
 
             return np.ones(len(values), bool)
         return partition_of(values, self.count) == self.index
+
+
+def default_count(audience_bytes: int, planning: PlanningSettings) -> int:
+    """The partitions a partitionable plan is planned in when nobody names a count:
+    planning.partitions (0: one per core) for an audience of planning.partition_min_mb or
+    more; one below it, where starting processes costs about what they would save."""
+    if audience_bytes < planning.partition_min_mb * MIB:
+        return 1
+    return min(planning.partitions or os.cpu_count() or 1, MAX_PARTITIONS)
 
 
 def partition_of(values: Any, count: int) -> Any:

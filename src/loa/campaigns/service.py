@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import os
 import secrets
 import shutil
 import tomllib
@@ -21,7 +20,7 @@ from loa.access.identity import Author, Principal, Role, same_person
 from loa.campaigns import dry_run
 from loa.campaigns.approval import Need, assess, known_test_numbers
 from loa.campaigns.audience import open_audience
-from loa.campaigns.partitions import MAX_PARTITIONS, Partition
+from loa.campaigns.partitions import Partition, default_count
 from loa.campaigns.pinning import (
     PinnedFile,
     check_audience,
@@ -77,7 +76,6 @@ STATUS_KEYS = (
     "hold",
     "held_until",
 )
-MIB = 1024 * 1024
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 NOT_REQUIRED = "not_required"
@@ -376,14 +374,14 @@ class Campaigns:
         campaign = await self.store.get(campaign_id)
         if campaign.fields.get("launched_ms"):
             return int(campaign.fields.get("partitions") or 1)
-        planning = self.settings.planning
         try:
             size = Path(campaign.fields.get("audience", "")).stat().st_size
         except OSError:
             return 1  # the launch itself says what is wrong with the audience
-        if size < planning.partition_min_mb * MIB or not await self._partitionable(campaign):
+        count = default_count(size, self.settings.planning)
+        if count > 1 and not await self._partitionable(campaign):
             return 1
-        return min(planning.partitions or os.cpu_count() or 1, MAX_PARTITIONS)
+        return count
 
     async def _partitionable(self, campaign: Campaign) -> bool:
         """Whether the columnar planner plans this campaign (only it plans partitions)."""
