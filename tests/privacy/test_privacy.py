@@ -163,7 +163,8 @@ async def test_purge_takes_the_number_out_of_the_columnar_planners_seen_deltas(
 ):
     import numpy as np
 
-    from loa.campaigns.seen import SeenNumbers, unpack
+    from loa.campaigns.packing import unpack
+    from loa.campaigns.seen import SeenNumbers
 
     memory = SeenNumbers()
     key = campaign_seen_numbers_key(settings.namespace, "c1")
@@ -192,7 +193,7 @@ async def test_purge_takes_the_number_out_of_the_columnar_planners_seen_deltas(
 async def test_purge_takes_the_number_out_of_whom_campaigns_reached(settings, redis_client):
     import numpy as np
 
-    from loa.campaigns.seen import unpack as unpacked
+    from loa.campaigns.packing import unpack as unpacked
 
     ns = settings.namespace
     now = time.time()

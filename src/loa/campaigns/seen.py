@@ -19,9 +19,7 @@ from typing import Any
 import numpy as np
 
 from loa.campaigns.numbers import VN
-from loa.campaigns.packing import pack, unpack, without
-
-__all__ = ["SeenNumbers", "pack", "unpack", "without"]
+from loa.campaigns.packing import pack, unpack
 
 SPACE = 1_000_000_000  # the nine digits after +84
 BLOCK = 10_000_000  # numbers of one two-digit prefix: a bitmap of 1.25 MB, made when first used

@@ -309,10 +309,10 @@ class Purge:
 
     async def _sweep_seen(self, key: str, match: Matcher, done: NumberPurged) -> None:
         """Take the number out of each compressed delta of a campaign's seen numbers."""
-        from loa.campaigns import seen  # numpy, loaded only by a purge that needs it
+        from loa.campaigns import packing  # numpy, loaded only by a purge that needs it
 
         async for field, blob in self.redis.hscan_iter(key, count=PAGE):
-            if await self._rewrite(key, "hash", field, blob, _without(seen.without, match)):
+            if await self._rewrite(key, "hash", field, blob, _without(packing.without, match)):
                 done.entries += 1
 
     @property
