@@ -37,6 +37,7 @@ from loa.api.context import ApiContext
 from loa.engine.connection import connect
 from loa.engine.embedded import free_port
 from loa.engine.keys import inbound_key
+from loa.settings import Settings
 
 pytestmark = pytest.mark.anyio
 
@@ -97,11 +98,12 @@ class Api:
         token, _ = await self.ctx.services.tokens.create(name, role, MINTER)
         return name, token
 
-    async def campaign(self, state: str = "draft") -> str:
-        """A campaign made through the service (not the API), moved to `state`."""
+    async def campaign(self, state: str = "draft", count: int = 3) -> str:
+        """A campaign to `count` people made through the service (not the API), moved to
+        `state`."""
         plan, audience = self.tmp / "seed.plan.toml", self.tmp / "seed.csv"
         plan.write_bytes(PLAN)
-        audience.write_bytes(people(3))
+        audience.write_bytes(people(count))
         campaigns = self.ctx.services.campaigns
         campaign = await campaigns.create(plan, audience, program("someone", Role.OPERATOR))
         if state != "draft":
@@ -130,6 +132,13 @@ async def api(make_settings, redis_url, tmp_path) -> AsyncIterator[Api]:
             "webhook_secrets": {"push": WEBHOOK_SECRET},
         },
     )
+    async with serving(settings, redis_url, tmp_path) as api:
+        yield api
+
+
+@contextlib.asynccontextmanager
+async def serving(settings: Settings, redis_url: str, tmp_path: Path) -> AsyncIterator[Api]:
+    """The app on `settings`, a client for it, and a token per role (and a revoked one)."""
     app = create_app(settings, lambda: connect(redis_url))
     async with app.router.lifespan_context(app):
         ctx: ApiContext = app.state.loa
@@ -821,28 +830,13 @@ async def partitioned(make_settings, redis_url, tmp_path) -> AsyncIterator[Api]:
         channels={"sms": {"default": "sms"}},
         planning={"partitions": 2, "partition_min_mb": 0},
     )
-    app = create_app(settings, lambda: connect(redis_url))
-    async with app.router.lifespan_context(app):
-        ctx: ApiContext = app.state.loa
-        transport = httpx.ASGITransport(app=app, client=("10.1.2.3", 4567))
-        async with httpx.AsyncClient(transport=transport, base_url="http://loa.test") as client:
-            token, _ = await ctx.services.tokens.create("operator", Role.OPERATOR, MINTER)
-            yield Api(client, app, ctx, {"operator": token}, tmp_path)
-
-
-async def _approved(api: Api, count: int) -> str:
-    plan, audience = api.tmp / "p.plan.toml", api.tmp / "people.csv"
-    plan.write_bytes(PLAN)
-    audience.write_bytes(people(count))
-    campaigns = api.ctx.services.campaigns
-    campaign = await campaigns.create(plan, audience, program("someone", Role.OPERATOR))
-    await campaigns.approve(campaign.id, program("second", Role.APPROVER))
-    return campaign.id
+    async with serving(settings, redis_url, tmp_path) as api:
+        yield api
 
 
 async def test_a_launch_plans_a_large_audience_in_partition_processes(partitioned):
     api = partitioned
-    campaign = await _approved(api, 400)
+    campaign = await api.campaign("approved", count=400)
     launched = await api.client.post(
         f"/api/v1/campaigns/{campaign}/launch", headers=api.auth("operator")
     )
@@ -866,7 +860,7 @@ async def test_a_server_stopping_stops_its_partition_processes_and_a_launch_resu
     api.ctx.settings = api.ctx.settings.model_copy(
         update={"api": api.ctx.settings.api.model_copy(update={"launch_wait": 0.0})}
     )
-    campaign = await _approved(api, 400)
+    campaign = await api.campaign("approved", count=400)
     launched = await api.client.post(
         f"/api/v1/campaigns/{campaign}/launch", headers=api.auth("operator")
     )
